@@ -1,0 +1,338 @@
+/*
+ * uringshim.c -- see uringshim.h for the contract.
+ *
+ * Plan: one zu_ring wraps a struct io_uring plus at most one provided buffer
+ * ring.  Preparation helpers fill exactly one SQE.  zu_harvest walks the CQ
+ * once and advances it once; zu_bufring_return adds many buffers and
+ * publishes them with a single tail store.  Nothing here decides anything.
+ *
+ * Compatibility: Debian 12 ships liburing 2.3, whose headers predate some
+ * kernel features.  Missing constants are defined below; buffer-ring flags
+ * are written into the registration struct by hand because 2.3 has no
+ * field for them.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <liburing.h>
+
+#include "uringshim.h"
+
+#ifndef IOU_PBUF_RING_INC
+#define IOU_PBUF_RING_INC 2
+#endif
+#ifndef IORING_SETUP_SINGLE_ISSUER
+#define IORING_SETUP_SINGLE_ISSUER (1U << 12)
+#endif
+#ifndef IORING_SETUP_DEFER_TASKRUN
+#define IORING_SETUP_DEFER_TASKRUN (1U << 13)
+#endif
+
+struct zu_ring {
+    struct io_uring ring;
+    struct io_uring_buf_ring *br;   /* NULL until zu_bufring_setup */
+    size_t br_bytes;
+    char *buf_base;
+    unsigned buf_size;
+    unsigned br_entries;
+    unsigned br_mask;
+    unsigned bgid;
+    unsigned long long sqes;
+};
+
+zu_ring *zu_ring_new(unsigned entries, unsigned cq_entries, unsigned flags,
+                     int sq_thread_cpu, unsigned sq_thread_idle_ms, int *err)
+{
+    struct io_uring_params p;
+    zu_ring *r = calloc(1, sizeof(*r));
+    int ret;
+
+    if (!r) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    memset(&p, 0, sizeof(p));
+    p.flags = flags;
+    if (cq_entries) {
+        p.flags |= IORING_SETUP_CQSIZE;
+        p.cq_entries = cq_entries;
+    }
+    if (sq_thread_cpu >= 0)
+        p.sq_thread_cpu = (unsigned)sq_thread_cpu;
+    p.sq_thread_idle = sq_thread_idle_ms;
+    ret = io_uring_queue_init_params(entries, &r->ring, &p);
+    if (ret < 0) {
+        free(r);
+        *err = ret;
+        return NULL;
+    }
+    *err = 0;
+    return r;
+}
+
+void zu_ring_free(zu_ring *r)
+{
+    if (!r)
+        return;
+    zu_bufring_free(r);
+    io_uring_queue_exit(&r->ring);
+    free(r);
+}
+
+int zu_ring_fd(zu_ring *r) { return r->ring.ring_fd; }
+unsigned zu_ring_setup_flags(zu_ring *r) { return r->ring.flags; }
+unsigned zu_ring_features(zu_ring *r) { return r->ring.features; }
+unsigned zu_ring_sq_entries(zu_ring *r) { return r->ring.sq.ring_entries; }
+unsigned zu_ring_cq_entries(zu_ring *r) { return r->ring.cq.ring_entries; }
+unsigned zu_sq_ready(zu_ring *r) { return io_uring_sq_ready(&r->ring); }
+unsigned long long zu_sqes_prepared(zu_ring *r) { return r->sqes; }
+
+unsigned zu_sq_need_wakeup(zu_ring *r)
+{
+    return (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_NEED_WAKEUP) != 0;
+}
+
+int zu_bufring_setup(zu_ring *r, unsigned bgid, unsigned entries,
+                     unsigned reg_flags, char *base, unsigned buf_size)
+{
+    struct io_uring_buf_reg reg;
+    size_t bytes = (size_t)entries * sizeof(struct io_uring_buf);
+    void *mem;
+    unsigned i;
+    int ret;
+
+    if (r->br)
+        return -EEXIST;
+    if (entries == 0 || (entries & (entries - 1)) || entries > 32768)
+        return -EINVAL;
+    mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+               MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (mem == MAP_FAILED)
+        return -errno;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (unsigned long long)(uintptr_t)mem;
+    reg.ring_entries = entries;
+    reg.bgid = (unsigned short)bgid;
+    reg.pad = (unsigned short)reg_flags;   /* 'flags' in newer headers */
+    ret = io_uring_register_buf_ring(&r->ring, &reg, 0);
+    if (ret < 0) {
+        munmap(mem, bytes);
+        return ret;
+    }
+    r->br = mem;
+    r->br_bytes = bytes;
+    r->br_entries = entries;
+    r->br_mask = io_uring_buf_ring_mask(entries);
+    r->bgid = bgid;
+    r->buf_base = base;
+    r->buf_size = buf_size;
+    io_uring_buf_ring_init(r->br);
+    for (i = 0; i < entries; i++)
+        io_uring_buf_ring_add(r->br, base + (size_t)i * buf_size, buf_size,
+                              (unsigned short)i, r->br_mask, (int)i);
+    io_uring_buf_ring_advance(r->br, (int)entries);
+    return 0;
+}
+
+int zu_bufring_free(zu_ring *r)
+{
+    int ret = 0;
+
+    if (!r->br)
+        return 0;
+    ret = io_uring_unregister_buf_ring(&r->ring, (int)r->bgid);
+    munmap(r->br, r->br_bytes);
+    r->br = NULL;
+    return ret;
+}
+
+void zu_bufring_return(zu_ring *r, const unsigned short *ids, unsigned n)
+{
+    unsigned i;
+
+    for (i = 0; i < n; i++)
+        io_uring_buf_ring_add(r->br, r->buf_base + (size_t)ids[i] * r->buf_size,
+                              r->buf_size, ids[i], r->br_mask, (int)i);
+    io_uring_buf_ring_advance(r->br, (int)n);
+}
+
+static struct io_uring_sqe *get_sqe(zu_ring *r)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+
+    if (!sqe) {
+        io_uring_submit(&r->ring);
+        sqe = io_uring_get_sqe(&r->ring);
+    }
+    if (sqe)
+        r->sqes++;
+    return sqe;
+}
+
+int zu_prep_accept_multishot(zu_ring *r, int fd, unsigned long long ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_multishot_accept(sqe, fd, NULL, NULL,
+                                   SOCK_NONBLOCK | SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int zu_prep_recv_multishot(zu_ring *r, int fd, unsigned long long ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = (unsigned short)r->bgid;
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int zu_prep_send(zu_ring *r, int fd, char *base, unsigned long long off,
+                 unsigned len, unsigned long long ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_send(sqe, fd, base + off, len, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int zu_prep_cancel(zu_ring *r, unsigned long long target,
+                   unsigned long long ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_cancel64(sqe, target, 0);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int zu_prep_poll_add(zu_ring *r, int fd, unsigned mask,
+                     unsigned long long ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_poll_add(sqe, fd, mask);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int zu_prep_poll_remove(zu_ring *r, unsigned long long target,
+                        unsigned long long ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_poll_remove(sqe, target);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int zu_prep_msg_ring(zu_ring *r, int target_ring_fd, unsigned res,
+                     unsigned long long data, unsigned long long ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_msg_ring(sqe, target_ring_fd, res, data, 0);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int zu_prep_nop(zu_ring *r, unsigned long long ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int zu_submit(zu_ring *r)
+{
+    return io_uring_submit(&r->ring);
+}
+
+int zu_submit_and_wait(zu_ring *r, unsigned min_complete, long long timeout_ns)
+{
+    struct __kernel_timespec ts;
+    struct io_uring_cqe *cqe;
+    int ret;
+
+    if (timeout_ns == 0 || min_complete == 0) {
+        ret = io_uring_submit_and_get_events(&r->ring);
+    } else if (timeout_ns < 0) {
+        ret = io_uring_submit_and_wait(&r->ring, min_complete);
+    } else {
+        ts.tv_sec = timeout_ns / 1000000000LL;
+        ts.tv_nsec = timeout_ns % 1000000000LL;
+        ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, min_complete,
+                                               &ts, NULL);
+    }
+    if (ret == -ETIME || ret == -EINTR || ret == -EAGAIN)
+        ret = 0;
+    return ret;
+}
+
+unsigned zu_harvest(zu_ring *r, unsigned max, unsigned long long *ud,
+                    int *res, unsigned *flags)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+
+    io_uring_for_each_cqe(&r->ring, head, cqe) {
+        if (n == max)
+            break;
+        ud[n] = cqe->user_data;
+        res[n] = cqe->res;
+        flags[n] = cqe->flags;
+        n++;
+    }
+    if (n)
+        io_uring_cq_advance(&r->ring, n);
+    return n;
+}
+
+int zu_probe_ops(unsigned char *out, unsigned n)
+{
+    struct io_uring ring;
+    struct io_uring_probe *p;
+    unsigned op;
+    int ret;
+
+    /* Set a ring up ourselves so the caller learns *why* io_uring is
+     * unavailable (ENOSYS, EPERM from seccomp or io_uring_disabled, ...). */
+    ret = io_uring_queue_init(2, &ring, 0);
+    if (ret < 0)
+        return ret;
+    p = io_uring_get_probe_ring(&ring);
+    if (!p) {
+        io_uring_queue_exit(&ring);
+        return -EOPNOTSUPP;
+    }
+    for (op = 0; op < n; op++)
+        out[op] = (unsigned char)io_uring_opcode_supported(p, (int)op);
+    ret = p->last_op;
+    io_uring_free_probe(p);
+    io_uring_queue_exit(&ring);
+    return ret;
+}

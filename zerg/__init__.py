@@ -1,0 +1,34 @@
+"""zerg: high-performance io_uring TCP servers for Python.
+
+A reactor is an asyncio event loop whose selector is io_uring: connections
+are accepted with multishot accept and fed by multishot recv into provided
+buffer rings, and handlers are ordinary coroutines.  See the README for the
+three API levels.
+"""
+
+from __future__ import annotations
+
+from zerg._config import AcceptorConfig, EngineOptions, ReactorConfig
+from zerg._connection import Connection, RingItem, RingSnapshot
+from zerg._engine import Engine, run
+from zerg._errors import UnsupportedKernelError, WriteBufferFullError
+from zerg._probe import KernelFeatures, probe
+from zerg._reactor import ReactorStats
+
+__all__ = [
+    "AcceptorConfig",
+    "Connection",
+    "Engine",
+    "EngineOptions",
+    "KernelFeatures",
+    "ReactorConfig",
+    "ReactorStats",
+    "RingItem",
+    "RingSnapshot",
+    "UnsupportedKernelError",
+    "WriteBufferFullError",
+    "probe",
+    "run",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,113 @@
+"""Acceptor: with several reactors, one thread accepts and deals connections.
+
+It owns a small ring of its own with one multishot accept, and hands each new
+fd to the next reactor round-robin with ``IORING_OP_MSG_RING`` — a CQE posted
+straight into the target reactor's ring, lock-free, which wakes that reactor
+if it sleeps.  If the kernel refuses a message (target CQ full, or MSG_RING
+missing) the fd goes through the fallback: the reactor's thread-safe queue
+plus self-pipe wake-up (``Reactor.hand_off``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+from collections.abc import Sequence
+
+from zerg._config import AcceptorConfig
+from zerg._reactor import Reactor
+from zerg._ring import CQE_F_MORE, OP_ACCEPT, OP_MSG, Ring
+from zerg._uring import lib
+
+log = logging.getLogger("zerg")
+
+
+class Acceptor(threading.Thread):
+    """Accept on ``listen_fd`` and spread connections over ``reactors``."""
+
+    def __init__(self, listen_fd: int, reactors: Sequence[Reactor], cfg: AcceptorConfig,
+                 *, use_msg_ring: bool = True) -> None:
+        super().__init__(name="zerg-acceptor", daemon=True)
+        self._fd = listen_fd
+        self._reactors = list(reactors)
+        self._cfg = cfg
+        self._use_msg_ring = use_msg_ring
+        self._stop = threading.Event()
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.accepted = 0
+        self.handed_by_msg_ring = 0
+        self.handed_by_queue = 0
+        self.sqes = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        try:
+            flags = 0
+            if self._cfg.sqpoll:
+                flags |= lib.IORING_SETUP_SQPOLL
+            ring = Ring(self._cfg.ring_entries, setup_flags=flags, batch=256)
+        except BaseException as exc:      # reported to Engine.serve
+            self.error = exc
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            self._loop(ring)
+        except BaseException as exc:
+            self.error = exc
+            log.exception("zerg acceptor failed")
+        finally:
+            self.sqes = ring.sqes_prepared
+            ring.close()
+
+    def _loop(self, ring: Ring) -> None:
+        ptr = ring.ptr
+        targets = self._reactors
+        n_targets = len(targets)
+        nxt = 0
+        armed = False
+        retry_at = 0
+        while not self._stop.is_set():
+            if not armed and retry_at <= 0:
+                ring.check(lib.zu_prep_accept_multishot(ptr, self._fd, OP_ACCEPT), "accept")
+                armed = True
+            lib.zu_submit_and_wait(ptr, 1, self._cfg.cq_timeout_ns)
+            retry_at -= 1
+            uds, ress, fls = ring.harvest()
+            for ud, res, f in zip(uds, ress, fls, strict=True):
+                op = ud & 0xFF
+                if op == OP_ACCEPT:
+                    if not f & CQE_F_MORE:
+                        armed = False
+                    if res < 0:
+                        if res != -errno.ECANCELED:
+                            log.warning("zerg acceptor: accept failed (%s); backing off",
+                                        os.strerror(-res))
+                            retry_at = 1      # wait one cq_timeout before re-arming
+                        continue
+                    self.accepted += 1
+                    target = targets[nxt]
+                    nxt = nxt + 1 if nxt + 1 < n_targets else 0
+                    if self._use_msg_ring and not target.ring.closed:
+                        ret = lib.zu_prep_msg_ring(ptr, target.ring.fd, res, OP_MSG,
+                                                   (res << 8) | OP_MSG)
+                        if ret == 0:
+                            continue
+                    self.handed_by_queue += 1
+                    target.hand_off(res)
+                elif op == OP_MSG:
+                    fd = ud >> 8
+                    if res < 0:
+                        # The message did not arrive: use the fallback path.
+                        self.handed_by_queue += 1
+                        self._reactors[fd % n_targets].hand_off(fd)
+                    else:
+                        self.handed_by_msg_ring += 1
+        if armed:
+            lib.zu_prep_cancel(ptr, OP_ACCEPT, 0)
+            lib.zu_submit_and_wait(ptr, 0, 0)

@@ -1,0 +1,473 @@
+# BufferSequence: a read-only, zero-copy chain of memoryviews over receive slots.
+#
+# Operations we want to support:
+#   - len(), bool(), seq[i] -> int, seq[a:b] -> BufferSequence (no copy), iteration over the
+#     memoryview segments, find()/index() across segment boundaries, startswith(),
+#     tobytes(), copy_into(), == against bytes-like objects, `first`, `is_single_segment`.
+#   - On the one sequence that owns receive slots (made by the connection): advance(n) hands
+#     back every slot whose bytes are all consumed; release() hands back the rest.
+#
+# Goals:
+#   - Zero copy. Slicing never copies and never even re-slices memoryviews: a sequence is a
+#     window [start, stop) over a shared chain of segments. Searching reads segments in place
+#     (compiled `re` patterns accept buffers plus pos/endpos); across a boundary it copies at
+#     most len(sub) - 1 bytes from each side.
+#   - Complexity is a security property (see h11's _receivebuffer.py). Every operation is
+#     O(log segments + bytes touched): slicing is O(1) after one bisect, and find() scans each
+#     byte of the searched range once plus O(len(sub)) per segment boundary. A parser that
+#     keeps searching a growing buffer passes `start=` (what it already examined) and stays
+#     linear overall.
+#   - Loud use-after-release. Reading a slot after it went back to the kernel would read
+#     bytes of some other connection; every reading operation checks validity in O(1).
+#
+# Plan:
+#   - The chain: `_segs` (list of read-only 'B' memoryviews) and `_offs` (offs[i] is where
+#     segment i starts in chain coordinates, offs[-1] is the total). Both are shared by a
+#     sequence and all its slices; `_start`/`_stop` are chain coordinates.
+#   - Owning chains also share one `_Slots` record: the slot id per segment, the give_back
+#     callback, and `held_from`, the chain offset where the first slot still held starts.
+#     Slots only ever go back from the front, so a view is valid iff start >= held_from;
+#     release() sets held_from to a huge number, which invalidates everything in one store.
+#   - Returned slots have their chain entry replaced by an empty memoryview, so the chain
+#     stops referencing slot memory as soon as the slot is gone.
+#
+# Warnings (lifetimes):
+#   - A sequence from get_sequence() borrows receive slots. Its bytes are valid until the
+#     owner advances past them or releases; copy (tobytes()) anything you need to keep.
+#   - The owner is the one mutable object: advance() moves its start. Slices are immutable
+#     views and keep their bytes, but raise ValueError once those bytes were handed back.
+#   - memoryviews obtained from iteration or `first` are NOT checked: do not keep them past
+#     advance()/release() of the bytes they show.
+#   - A non-owning sequence built by BufferSequence(data) borrows `data`; mutating or
+#     resizing the underlying objects is the caller's business, as with memoryview.
+
+from __future__ import annotations
+
+import functools
+import operator
+import re
+import sys
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final, SupportsIndex, TypeAlias, overload
+
+__all__ = ["BufferSequence", "BytesLike"]
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer as BytesLike
+else:
+    BytesLike: TypeAlias = bytes | bytearray | memoryview
+
+_EMPTY: Final = memoryview(b"")
+_RELEASED: Final = sys.maxsize
+_NOT_OWNER: Final = "only the sequence returned by get_sequence owns slots"
+
+
+@functools.lru_cache(maxsize=128)
+def _searcher(sub: bytes) -> Callable[[BytesLike, int, int], re.Match[bytes] | None]:
+    """`search(buffer, pos, endpos)` for the literal `sub`; searches in place, no copy."""
+    return re.compile(re.escape(sub)).search
+
+
+def _needle(sub: BytesLike | int) -> bytes:
+    if isinstance(sub, int):
+        return bytes((sub,))  # ValueError outside 0..255, like bytes.find
+    return memoryview(sub).tobytes()
+
+
+def _adjust(start: int | None, end: int | None, n: int) -> tuple[int, int]:
+    """Normalize start/end exactly like bytes.find (CPython's ADJUST_INDICES)."""
+    if end is None or end > n:
+        end = n
+    elif end < 0:
+        end = max(end + n, 0)
+    if start is None:
+        start = 0
+    elif start < 0:
+        start = max(start + n, 0)
+    return start, end
+
+
+class _Slots:
+    """Slot bookkeeping shared by an owning sequence and all of its slices."""
+
+    __slots__ = ("give_back", "held_from", "ids", "next")
+
+    def __init__(self, ids: list[int], give_back: Callable[[list[int]], None]) -> None:
+        self.ids = ids
+        self.give_back = give_back
+        self.next = 0  # index of the first slot still held
+        self.held_from = 0  # chain offset where that slot starts; _RELEASED after release()
+
+
+class BufferSequence:
+    """An immutable, zero-copy sequence of bytes made of memoryview segments.
+
+    Behaves like a read-only ``bytes`` for len, indexing, slicing (slices share memory, no
+    copy), ``find``/``index``/``startswith`` (bytes semantics, across segment boundaries),
+    and ``==`` against bytes-like objects. Iterating yields the segments as read-only
+    memoryviews of format 'B', not ints. Not hashable.
+
+    ``BufferSequence(data)`` wraps one buffer-protocol object or an iterable of them without
+    copying. Sequences from ``conn.get_sequence()`` own receive slots: see ``advance`` and
+    ``release``. Any read of bytes whose slot was handed back raises ValueError.
+    """
+
+    __slots__ = ("_offs", "_owns", "_segs", "_slots", "_start", "_stop")
+
+    _segs: list[memoryview]
+    _offs: list[int]
+    _start: int
+    _stop: int
+    _slots: _Slots | None
+    _owns: bool
+
+    def __init__(self, data: BytesLike | Iterable[BytesLike] = ()) -> None:
+        if isinstance(data, BufferSequence):  # share its chain (and its validity checks)
+            data._check()
+            self._adopt(data, data._start, data._stop)
+            return
+        try:
+            items: Iterable[BytesLike] = (memoryview(data),)  # type: ignore[arg-type]
+        except TypeError:
+            items = data  # type: ignore[assignment]
+        segs = [_readonly_bytes_view(x) for x in items]
+        self._init_chain([mv for mv in segs if mv.nbytes], None)
+
+    @classmethod
+    def _owning(
+        cls,
+        segments: list[memoryview],
+        slot_ids: list[int],
+        give_back: Callable[[list[int]], None],
+    ) -> BufferSequence:
+        """The owning sequence over received slots: segments[i] lives in slot slot_ids[i].
+
+        ``give_back(ids)`` is called once per advance()/release() that frees slots, with the
+        freed ids in chain order; each id is given back exactly once. It must not raise.
+        """
+        if len(segments) != len(slot_ids):
+            raise ValueError("need exactly one slot id per segment")
+        self = cls.__new__(cls)
+        self._init_chain([_readonly_bytes_view(mv) for mv in segments], None)
+        self._slots = _Slots(list(slot_ids), give_back)
+        self._owns = True
+        return self
+
+    def _init_chain(self, segs: list[memoryview], slots: _Slots | None) -> None:
+        offs = [0]
+        total = 0
+        for mv in segs:
+            total += mv.nbytes
+            offs.append(total)
+        self._segs = segs
+        self._offs = offs
+        self._start = 0
+        self._stop = total
+        self._slots = slots
+        self._owns = False
+
+    def _adopt(self, other: BufferSequence, start: int, stop: int) -> None:
+        self._segs = other._segs
+        self._offs = other._offs
+        self._start = start
+        self._stop = stop
+        self._slots = other._slots
+        self._owns = False
+
+    def _view(self, start: int, stop: int) -> BufferSequence:
+        view = BufferSequence.__new__(BufferSequence)
+        view._adopt(self, start, stop)
+        return view
+
+    # -- validity ----------------------------------------------------------------------
+
+    def _check(self) -> None:
+        slots = self._slots
+        if slots is not None and self._start < slots.held_from:
+            raise ValueError(self._dead_message(slots))
+
+    def _dead_message(self, slots: _Slots) -> str:
+        if slots.held_from == _RELEASED:
+            return (
+                "BufferSequence used after release(): its receive slots went back to the "
+                "kernel and may already hold other data; copy with tobytes() before release()"
+            )
+        return (
+            "BufferSequence slice used after advance() consumed its bytes: their receive "
+            "slots went back to the kernel; copy with tobytes() before advancing past them"
+        )
+
+    # -- basic protocol ----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    def __bool__(self) -> bool:
+        return self._stop > self._start
+
+    def __repr__(self) -> str:
+        start, stop = self._start, self._stop
+        nsegs = 0 if start == stop else self._locate(stop - 1) - self._locate(start) + 1
+        state = ""
+        if self._slots is not None:
+            if self._slots.held_from == _RELEASED:
+                state = " released"
+            elif start < self._slots.held_from:
+                state = " consumed"
+            elif self._owns:
+                state = " owning"
+        return f"<BufferSequence len={stop - start} segments={nsegs}{state}>"
+
+    def _locate(self, pos: int) -> int:
+        """Index of the segment holding chain offset pos (requires pos < total)."""
+        if len(self._segs) == 1:
+            return 0
+        return bisect_right(self._offs, pos) - 1
+
+    @overload
+    def __getitem__(self, key: SupportsIndex) -> int: ...
+    @overload
+    def __getitem__(self, key: slice) -> BufferSequence: ...
+    def __getitem__(self, key: SupportsIndex | slice) -> int | BufferSequence:
+        self._check()
+        start = self._start
+        n = self._stop - start
+        if isinstance(key, slice):
+            if key.step is not None and key.step != 1:
+                raise ValueError("BufferSequence slicing does not support a step")
+            a, b, _ = key.indices(n)
+            return self._view(start + a, start + max(a, b))
+        i = operator.index(key)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("BufferSequence index out of range")
+        pos = start + i
+        k = self._locate(pos)
+        return self._segs[k][pos - self._offs[k]]
+
+    def _pieces(self, a: int, b: int) -> list[memoryview]:
+        """The bytes of chain range [a, b) as a list of memoryviews (no copy)."""
+        if a >= b:
+            return []
+        segs, offs = self._segs, self._offs
+        k = self._locate(a)
+        s, e = offs[k], offs[k + 1]
+        seg = segs[k]
+        if b <= e:
+            return [seg if (a == s and b == e) else seg[a - s : b - s]]
+        pieces = [seg if a == s else seg[a - s :]]
+        k += 1
+        while offs[k + 1] < b:
+            if offs[k + 1] > offs[k]:
+                pieces.append(segs[k])
+            k += 1
+        pieces.append(segs[k] if b == offs[k + 1] else segs[k][: b - offs[k]])
+        return pieces
+
+    def _copy(self, a: int, b: int) -> bytes:
+        if len(self._segs) == 1:
+            return self._segs[0][a:b].tobytes()
+        return b"".join(self._pieces(a, b))
+
+    def __iter__(self) -> Iterator[memoryview]:
+        self._check()
+        return iter(self._pieces(self._start, self._stop))
+
+    @property
+    def first(self) -> memoryview:
+        """The first segment (read-only memoryview); empty if the sequence is empty."""
+        self._check()
+        a, b = self._start, self._stop
+        if a == b:
+            return _EMPTY
+        k = self._locate(a)
+        s, e = self._offs[k], self._offs[k + 1]
+        seg = self._segs[k]
+        return seg if (a == s and b >= e) else seg[a - s : min(b, e) - s]
+
+    @property
+    def is_single_segment(self) -> bool:
+        """True if all bytes are in `first` (also True when empty)."""
+        a, b = self._start, self._stop
+        return len(self._segs) <= 1 or a == b or self._locate(a) == self._locate(b - 1)
+
+    # -- copying out -------------------------------------------------------------------
+
+    def tobytes(self) -> bytes:
+        """A copy of the bytes (one allocation for the result)."""
+        self._check()
+        return self._copy(self._start, self._stop)
+
+    def __bytes__(self) -> bytes:
+        return self.tobytes()
+
+    def copy_into(self, buffer: BytesLike) -> int:
+        """Copy min(len(self), len(buffer)) bytes into writable `buffer`; return the count."""
+        self._check()
+        dst = memoryview(buffer)
+        if dst.readonly:
+            raise TypeError("copy_into needs a writable buffer")
+        if dst.format != "B" or dst.ndim != 1:
+            dst = dst.cast("B")
+        n = min(self._stop - self._start, dst.nbytes)
+        pos = 0
+        for piece in self._pieces(self._start, self._start + n):
+            end = pos + piece.nbytes
+            dst[pos:end] = piece
+            pos = end
+        return n
+
+    def __eq__(self, other: object) -> bool:
+        """Byte-wise equality with another BufferSequence or a bytes-like object."""
+        if isinstance(other, BufferSequence):
+            if len(other) != len(self):
+                return False
+            other = other.tobytes()
+        elif not isinstance(other, (bytes, bytearray, memoryview)):
+            return NotImplemented
+        self._check()
+        theirs = memoryview(other)
+        if theirs.format != "B" or theirs.ndim != 1:
+            theirs = theirs.cast("B")
+        if theirs.nbytes != self._stop - self._start:
+            return False
+        pos = 0
+        for piece in self._pieces(self._start, self._stop):
+            end = pos + piece.nbytes
+            if piece != theirs[pos:end]:
+                return False
+            pos = end
+        return True
+
+    __hash__ = None  # type: ignore[assignment]  # mutable owner, bytes-like equality
+
+    # -- searching ---------------------------------------------------------------------
+
+    def find(self, sub: BytesLike | int, start: int | None = 0, end: int | None = None) -> int:
+        """Lowest index of `sub` in self[start:end], or -1; exactly like bytes.find."""
+        self._check()
+        if type(sub) is not bytes:
+            sub = _needle(sub)
+        base = self._start
+        start, end = _adjust(start, end, self._stop - base)
+        m = len(sub)
+        if end - start < m:
+            return -1
+        if m == 0:
+            return start
+        search = _searcher(sub)
+        segs, offs = self._segs, self._offs
+        a, b = base + start, base + end
+        if len(segs) == 1:
+            found = search(segs[0], a, b)
+            return -1 if found is None else found.start() - base
+        k = bisect_right(offs, a) - 1
+        first_byte = sub[0]
+        while True:
+            s, e = offs[k], offs[k + 1]
+            seg = segs[k]
+            if e >= b:  # the last segment of the range
+                found = search(seg, a - s, b - s)
+                return -1 if found is None else found.start() + s - base
+            found = search(seg, a - s, e - s)
+            if found is not None:
+                return found.start() + s - base
+            # A match starting in [a, e) that crosses into the next segment(s): find the
+            # first candidate start cheaply, then copy < 2 * len(sub) bytes around it.
+            lo = max(a, e - m + 1)
+            if m == 1 or lo >= e or lo + m > b:
+                pass  # no byte of this segment can start a match that fits in [a, b)
+            elif m == 2:
+                if seg[e - 1 - s] == first_byte and self._copy(e - 1, e + 1) == sub:
+                    return e - 1 - base
+            else:
+                cand = _searcher(sub[:1])(seg, lo - s, e - s)
+                if cand is not None:
+                    p = cand.start() + s
+                    i = self._copy(p, min(b, e + m - 1)).find(sub)
+                    if i >= 0:  # earliest match at or after p; none starts in [a, p)
+                        return p + i - base
+            a = e
+            k += 1
+
+    def index(self, sub: BytesLike | int, start: int | None = 0, end: int | None = None) -> int:
+        """Like find() but raises ValueError when `sub` is absent, like bytes.index."""
+        i = self.find(sub, start, end)
+        if i < 0:
+            raise ValueError("subsection not found")
+        return i
+
+    def __contains__(self, sub: BytesLike | int) -> bool:
+        return self.find(sub) >= 0
+
+    def startswith(
+        self,
+        prefix: BytesLike | tuple[BytesLike, ...],
+        start: int | None = 0,
+        end: int | None = None,
+    ) -> bool:
+        """Like bytes.startswith; copies at most len(prefix) bytes."""
+        self._check()
+        base = self._start
+        start, end = _adjust(start, end, self._stop - base)
+        for p in prefix if isinstance(prefix, tuple) else (prefix,):
+            want = p if type(p) is bytes else memoryview(p).tobytes()
+            m = len(want)
+            if end - start >= m and self._copy(base + start, base + start + m) == want:
+                return True
+        return False
+
+    # -- owning sequences --------------------------------------------------------------
+
+    def advance(self, n: int) -> None:
+        """Consume n bytes from the front; slots now fully consumed go back at once.
+
+        Only the owning sequence (from get_sequence) has this; it then shows the rest.
+        Slices taken earlier keep working as long as their bytes are still held.
+        """
+        if not self._owns:
+            raise TypeError(_NOT_OWNER)
+        self._check()
+        if not 0 <= n <= self._stop - self._start:
+            raise ValueError(f"advance({n}) outside 0..{self._stop - self._start}")
+        self._start = consumed = self._start + n
+        slots = self._slots
+        assert slots is not None
+        offs = self._offs
+        first = last = slots.next
+        nsegs = len(self._segs)
+        while last < nsegs and offs[last + 1] <= consumed:
+            self._segs[last] = _EMPTY  # drop our reference to the slot's memory
+            last += 1
+        if last > first:
+            slots.next = last
+            slots.held_from = offs[last]
+            slots.give_back(slots.ids[first:last])
+
+    def release(self) -> None:
+        """Give every slot still held back (one give_back call). Idempotent.
+
+        Afterwards any read of this sequence or of its slices raises ValueError.
+        """
+        if not self._owns:
+            raise TypeError(_NOT_OWNER)
+        slots = self._slots
+        assert slots is not None
+        if slots.held_from == _RELEASED:
+            return
+        first = slots.next
+        nsegs = len(self._segs)
+        slots.next = nsegs
+        slots.held_from = _RELEASED
+        self._segs[first:] = [_EMPTY] * (nsegs - first)
+        if first < nsegs:
+            slots.give_back(slots.ids[first:])
+
+
+def _readonly_bytes_view(obj: BytesLike) -> memoryview:
+    mv = memoryview(obj)
+    if mv.format != "B" or mv.ndim != 1:
+        mv = mv.cast("B")
+    return mv if mv.readonly else mv.toreadonly()

@@ -1,0 +1,175 @@
+"""Frozen, validated configuration.
+
+Every field is checked when the object is built, so a bad value fails where it
+is written, with a ``ValueError`` that names the field and the allowed range,
+instead of deep inside the kernel as an ``EINVAL``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+MAX_RING_ENTRIES: Final = 32768
+MAX_BATCH_CQES: Final = 4096
+
+IPVersion = Literal["ipv4", "ipv6", "dual"]
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+
+
+def _check_pow2(name: str, value: int, lo: int, hi: int) -> None:
+    _check_int(name, value, lo, hi)
+    if value & (value - 1):
+        raise ValueError(f"{name} must be a power of two in [{lo}, {hi}], got {value}")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def _check_float(name: str, value: object, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReactorConfig:
+    """Per-reactor settings: its io_uring, its buffer ring and its slab pool.
+
+    Memory: the receive side reserves ``buffer_ring_entries * recv_buffer_size``
+    bytes of address space per reactor (pages become resident as the kernel
+    fills them).  Write segments of ``write_buffer_size`` are taken from the
+    same pool on demand and given back after each send completes, so an idle
+    connection holds none.
+    """
+
+    ring_entries: int = 4096
+    """Submission queue size (the completion queue is twice this)."""
+    recv_buffer_size: int = 16384
+    """Bytes per provided receive buffer (one slot, one recv completion)."""
+    buffer_ring_entries: int = 1024
+    """Slots in the provided buffer ring; a power of two."""
+    batch_cqes: int = 512
+    """Most completions taken from the ring by one harvest call."""
+    max_connections: int = 65536
+    """Connections one reactor serves at once."""
+    cq_timeout_ns: int = 50_000_000
+    """Longest one wait in ``io_uring_enter`` when asyncio has no timer due."""
+    incremental_buffers: bool = False
+    """Let several receives share one slot (``IOU_PBUF_RING_INC``, Linux 6.12)."""
+    sqpoll: bool = False
+    """A kernel thread polls the submission queue (``IORING_SETUP_SQPOLL``)."""
+    sq_thread_cpu: int | None = None
+    """Pin the SQPOLL thread to this CPU (``IORING_SETUP_SQ_AFF``)."""
+    sq_thread_idle_ms: int = 1000
+    """Idle time before the SQPOLL thread sleeps."""
+    single_issuer: bool = True
+    """``IORING_SETUP_SINGLE_ISSUER``: only the reactor thread submits."""
+    defer_taskrun: bool = True
+    """``IORING_SETUP_DEFER_TASKRUN``: completions run only when the reactor waits."""
+    write_buffer_size: int = 32768
+    """Bytes per write segment taken from the slab pool."""
+    max_write_buffer: int = 16 * 1024 * 1024
+    """Most bytes one connection may have staged or in flight."""
+
+    def __post_init__(self) -> None:
+        _check_int("ring_entries", self.ring_entries, 2, MAX_RING_ENTRIES)
+        _check_int("recv_buffer_size", self.recv_buffer_size, 64, 1 << 24)
+        _check_pow2("buffer_ring_entries", self.buffer_ring_entries, 1, MAX_RING_ENTRIES)
+        _check_int("batch_cqes", self.batch_cqes, 1, MAX_BATCH_CQES)
+        _check_int("max_connections", self.max_connections, 1, 1 << 20)
+        _check_int("cq_timeout_ns", self.cq_timeout_ns, 1000, 60 * 1_000_000_000)
+        _check_bool("incremental_buffers", self.incremental_buffers)
+        _check_bool("sqpoll", self.sqpoll)
+        if self.sq_thread_cpu is not None:
+            _check_int("sq_thread_cpu", self.sq_thread_cpu, 0, 4095)
+            if not self.sqpoll:
+                raise ValueError("sq_thread_cpu needs sqpoll=True (it pins the SQPOLL thread)")
+        _check_int("sq_thread_idle_ms", self.sq_thread_idle_ms, 0, 600_000)
+        _check_bool("single_issuer", self.single_issuer)
+        _check_bool("defer_taskrun", self.defer_taskrun)
+        if self.defer_taskrun and not self.single_issuer:
+            raise ValueError("defer_taskrun=True needs single_issuer=True (a kernel rule)")
+        _check_int("write_buffer_size", self.write_buffer_size, 512, 1 << 24)
+        _check_int("max_write_buffer", self.max_write_buffer, self.write_buffer_size, 1 << 34)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptorConfig:
+    """Settings of the accepting side (its own ring when ``reactor_count > 1``)."""
+
+    ring_entries: int = 256
+    """Submission queue size of the acceptor's ring."""
+    batch_sqes: int = 64
+    """Most hand-offs to reactors submitted in one go."""
+    cq_timeout_ns: int = 50_000_000
+    """Longest one wait of the acceptor thread."""
+    ip_version: IPVersion = "ipv4"
+    """``"ipv4"``, ``"ipv6"`` or ``"dual"`` (IPv6 socket that also accepts IPv4)."""
+    sqpoll: bool = False
+    """Use an SQPOLL thread for the acceptor's ring."""
+
+    def __post_init__(self) -> None:
+        _check_int("ring_entries", self.ring_entries, 2, MAX_RING_ENTRIES)
+        _check_int("batch_sqes", self.batch_sqes, 1, 4096)
+        _check_int("cq_timeout_ns", self.cq_timeout_ns, 1000, 60 * 1_000_000_000)
+        if self.ip_version not in ("ipv4", "ipv6", "dual"):
+            raise ValueError(
+                f"ip_version must be 'ipv4', 'ipv6' or 'dual', got {self.ip_version!r}"
+            )
+        _check_bool("sqpoll", self.sqpoll)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Where to listen and how many reactors serve the connections."""
+
+    ip: str = "0.0.0.0"
+    """Address to bind; must match ``acceptor.ip_version``."""
+    port: int = 8080
+    """TCP port, 0 for an ephemeral one (read it back from ``Engine.port``)."""
+    backlog: int = 4096
+    """listen() backlog (the kernel caps it at ``net.core.somaxconn``)."""
+    reactor_count: int = 1
+    """Reactors (each one thread, one ring, one asyncio loop)."""
+    reactor: ReactorConfig = field(default_factory=ReactorConfig)
+    acceptor: AcceptorConfig = field(default_factory=AcceptorConfig)
+    shutdown_timeout_s: float = 5.0
+    """Grace period for handlers after ``stop()`` before they are cancelled."""
+    reuse_port: bool = False
+    """Set ``SO_REUSEPORT`` so several processes can listen on one port."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ip, str):
+            raise ValueError(f"ip must be a string address, got {self.ip!r}")
+        try:
+            addr = ipaddress.ip_address(self.ip)
+        except ValueError:
+            raise ValueError(f"ip must be a literal IPv4 or IPv6 address, got {self.ip!r}") from None
+        _check_int("port", self.port, 0, 65535)
+        _check_int("backlog", self.backlog, 1, 1 << 20)
+        _check_int("reactor_count", self.reactor_count, 1, 256)
+        if not isinstance(self.reactor, ReactorConfig):
+            raise ValueError(f"reactor must be a ReactorConfig, got {type(self.reactor).__name__}")
+        if not isinstance(self.acceptor, AcceptorConfig):
+            raise ValueError(
+                f"acceptor must be an AcceptorConfig, got {type(self.acceptor).__name__}"
+            )
+        _check_float("shutdown_timeout_s", self.shutdown_timeout_s, 0.0, 3600.0)
+        _check_bool("reuse_port", self.reuse_port)
+        want_v6 = self.acceptor.ip_version != "ipv4"
+        if (addr.version == 6) != want_v6:
+            raise ValueError(
+                f"ip {self.ip!r} is IPv{addr.version} but acceptor.ip_version is "
+                f"{self.acceptor.ip_version!r}"
+            )

@@ -1,0 +1,472 @@
+"""Connection: one accepted TCP socket served by a reactor (level 1 API).
+
+Read side — a monotonic ring of received slots, as in the C# zerg:
+every recv completion appends one ``RingItem`` (a slot of the provided
+buffer ring holding ``length`` bytes).  ``read()`` returns a snapshot whose
+``tail`` fences what this batch may take; ``try_get_ring`` dequeues items up
+to that fence; ``return_ring`` hands a slot back to the kernel (batched by the
+reactor into one ring-tail update per loop iteration).  The end of the
+stream is reported only after every byte before it was handed out.
+
+Write side — staged bytes live in write segments from the reactor's slab
+pool.  At most one send per connection is in flight, so bytes leave in the
+order they were written; a short send is resubmitted from where the kernel
+stopped.  Past ``max_write_buffer`` staged bytes, writes raise instead of
+growing or dropping anything.
+
+States: OPEN -> CLOSING (no more reads delivered; staged bytes still sent,
+recv cancelled) -> CLOSED (every request of this connection completed, fd
+closed, slots and segments back in the pool).  The fd is closed only when
+the kernel holds no request on it, so a recycled fd number can never receive
+a completion meant for this connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import sys
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+from zerg._errors import WriteBufferFullError
+from zerg._ring import OP_RECV, OP_SEND
+from zerg._slab import WriteSegment
+from zerg._uring import lib
+
+if TYPE_CHECKING:
+    from zerg._reactor import Reactor
+
+OPEN: Final = 0
+CLOSING: Final = 1
+CLOSED: Final = 2
+
+
+class RingSnapshot(NamedTuple):
+    """What ``read()`` saw: items up to ``tail`` may be taken; ``is_closed``
+    means the stream ended and this snapshot carries no items."""
+
+    tail: int
+    is_closed: bool
+
+
+class RingItem:
+    """One received slot.  ``view`` is valid until ``return_ring(item)``.
+
+    After the slot goes back the view is released, so stale use raises
+    ``ValueError`` instead of reading bytes of some later message.
+    """
+
+    __slots__ = ("buffer_id", "length", "view")
+
+    def __init__(self, buffer_id: int, length: int, view: memoryview) -> None:
+        self.buffer_id = buffer_id
+        self.length = length
+        self.view = view
+
+    if sys.version_info >= (3, 12):
+        def __buffer__(self, flags: int) -> memoryview:
+            return self.view.__buffer__(flags)
+
+    def __repr__(self) -> str:
+        return f"<RingItem buffer_id={self.buffer_id} length={self.length}>"
+
+
+def _release_view(view: memoryview) -> None:
+    try:
+        view.release()
+    except BufferError:
+        pass    # someone holds an export of it; the slot still goes back
+
+
+class Connection:
+    """A TCP connection owned by one reactor.  Not thread-safe: use it on the
+    reactor's loop (adapters exist for worker threads)."""
+
+    __slots__ = (
+        "__weakref__", "_cur", "_eof", "_error", "_flush_waiters", "_granted", "_head",
+        "_held", "_items", "_loop", "_pending", "_reactor", "_recv_armed", "_sending",
+        "_staged", "_state", "_tail", "_ud_recv", "_ud_send", "_waiter", "_write_exc",
+        "bytes_in", "bytes_out", "fd", "id", "peername",
+    )
+
+    def __init__(self, reactor: Reactor, conn_id: int, fd: int) -> None:
+        self._reactor = reactor
+        self._loop: asyncio.AbstractEventLoop = reactor.loop
+        self.id = conn_id
+        self.fd = fd
+        self.peername: Any = None
+        self._ud_recv = (conn_id << 8) | OP_RECV
+        self._ud_send = (conn_id << 8) | OP_SEND
+        self._state = OPEN
+        # read side
+        self._items: deque[RingItem] = deque()
+        self._held: dict[int, RingItem] = {}
+        self._tail = 0
+        self._head = 0
+        self._eof = False
+        self._error = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._recv_armed = False
+        # write side
+        self._staged: list[WriteSegment] = []
+        self._cur: WriteSegment | None = None
+        self._granted = 0
+        self._pending = 0               # staged + in flight, in bytes
+        self._sending: WriteSegment | None = None
+        self._flush_waiters: list[asyncio.Future[None]] = []
+        self._write_exc: BaseException | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def __repr__(self) -> str:
+        state = ("open", "closing", "closed")[self._state]
+        return f"<zerg.Connection id={self.id} fd={self.fd} {state}>"
+
+    # ------------------------------------------------------------------ read
+    async def read(self) -> RingSnapshot:
+        """Wait until received slots are waiting or the stream ended.
+
+        Returns at once (no future) when items are already waiting.  Only one
+        ``read()`` may wait at a time.
+        """
+        if self._head < self._tail:
+            return RingSnapshot(self._tail, False)
+        if self._eof or self._state != OPEN:
+            return RingSnapshot(self._tail, True)
+        if self._waiter is not None:
+            raise RuntimeError("read() called while another read() is waiting on this connection")
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._waiter = fut
+        try:
+            await fut
+        finally:
+            self._waiter = None
+        if self._head < self._tail:
+            return RingSnapshot(self._tail, False)
+        return RingSnapshot(self._tail, True)
+
+    def try_get_ring(self, snapshot: RingSnapshot) -> RingItem | None:
+        """Next item up to ``snapshot.tail``, or None when the batch is drained."""
+        if self._head >= snapshot.tail or not self._items:
+            return None
+        self._head += 1
+        return self._items.popleft()
+
+    def return_ring(self, item: RingItem) -> None:
+        """Give ``item``'s slot back to the kernel; its view dies now."""
+        if self._held.pop(item.buffer_id, None) is not item:
+            if self._state == OPEN:
+                raise ValueError(f"{item!r} was already returned or is not from this connection")
+            return          # the close already gave it back
+        _release_view(item.view)
+        self._reactor.give_back(item.buffer_id)
+
+    def reset_read(self) -> None:
+        """End a read cycle.  Kept for parity with the C# API: state is
+        derived from the ring, so this only checks nothing is waiting."""
+        if self._waiter is not None:
+            raise RuntimeError("reset_read() while a read() is waiting")
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the peer ended the stream or the connection is closing."""
+        return self._eof or self._state != OPEN
+
+    @property
+    def slots_held(self) -> int:
+        return len(self._held)
+
+    # Called by the reactor's dispatcher -------------------------------------
+    def _on_data(self, bid: int, n: int) -> None:
+        if self._state != OPEN:
+            self._reactor.give_back(bid)
+            return
+        item = RingItem(bid, n, self._reactor.pool.slot_view(bid, n))
+        self._held[bid] = item
+        self._items.append(item)
+        self._tail += 1
+        self.bytes_in += n
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _on_recv_end(self, res: int) -> None:
+        """The multishot recv ended (no F_MORE).  Decide whether to re-arm."""
+        self._recv_armed = False
+        if self._state != OPEN:
+            self._maybe_finish()
+            return
+        if res == -errno.ENOBUFS:
+            self._reactor.starved(self)       # re-armed when slots come back
+            return
+        if res > 0:
+            self._arm_recv()                  # the kernel just stopped; go on
+            return
+        # 0 = orderly shutdown by the peer; < 0 = reset or other error.
+        self._eof = True
+        if res < 0 and res != -errno.ECANCELED:
+            self._error = -res
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _arm_recv(self) -> None:
+        if self._state != OPEN or self._recv_armed or self._eof:
+            return
+        r = self._reactor.ring
+        r.check(lib.zu_prep_recv_multishot(r.ptr, self.fd, self._ud_recv), "recv")
+        self._recv_armed = True
+
+    # ----------------------------------------------------------------- write
+    def write(self, data: Any) -> None:
+        """Stage ``data`` (any buffer) for sending; one copy into the pool.
+
+        Raises ``WriteBufferFullError`` (nothing staged) when it would pass
+        ``max_write_buffer``; ``ConnectionError`` once the connection is closed
+        or a send failed.
+        """
+        self._check_writable()
+        if type(data) is not bytes:
+            data = memoryview(data).cast("B")
+        n = len(data)
+        if n == 0:
+            return
+        if self._pending + n > self._reactor.max_write_buffer:
+            raise WriteBufferFullError(
+                f"writing {n} bytes would stage {self._pending + n} bytes, over "
+                f"max_write_buffer={self._reactor.max_write_buffer}; await conn.flush() first"
+            )
+        seg = self._cur
+        pos = 0
+        while pos < n:
+            if seg is None:
+                seg = self._new_segment()
+            room = len(seg.view) - seg.fill
+            if room == 0:
+                seg = self._new_segment()
+                room = len(seg.view)
+            take = n - pos if n - pos <= room else room
+            if pos == 0 and take == n:
+                seg.view[seg.fill:seg.fill + n] = data
+            else:
+                seg.view[seg.fill:seg.fill + take] = data[pos:pos + take]
+            seg.fill += take
+            pos += take
+        self._pending += n
+
+    def get_buffer(self, size_hint: int = 0) -> memoryview:
+        """Writable memory for at least ``max(size_hint, 1)`` bytes (at most one
+        write segment); fill it, then ``advance(n)``."""
+        self._check_writable()
+        size = self._reactor.pool.segment_size
+        if size_hint > size:
+            raise ValueError(
+                f"size_hint {size_hint} exceeds write_buffer_size={size}; use write() "
+                f"or BufferWriter for larger pieces"
+            )
+        want = size_hint if size_hint > 0 else 1
+        if self._pending + want > self._reactor.max_write_buffer:
+            raise WriteBufferFullError(
+                f"{self._pending} bytes already staged (max_write_buffer="
+                f"{self._reactor.max_write_buffer}); await conn.flush() first"
+            )
+        seg = self._cur
+        if seg is None or len(seg.view) - seg.fill < want:
+            seg = self._new_segment()
+        self._granted = len(seg.view) - seg.fill
+        return seg.view[seg.fill:]
+
+    def advance(self, n: int) -> None:
+        """Commit ``n`` bytes written into the last ``get_buffer`` memory."""
+        if not 0 <= n <= self._granted:
+            raise ValueError(f"advance({n}) outside the {self._granted} bytes of the last get_buffer()")
+        if n and self._pending + n > self._reactor.max_write_buffer:
+            raise WriteBufferFullError(
+                f"advance({n}) would pass max_write_buffer={self._reactor.max_write_buffer}"
+            )
+        seg = self._cur
+        assert seg is not None or n == 0
+        if seg is not None:
+            seg.fill += n
+        self._granted -= n
+        self._pending += n
+
+    async def flush(self) -> None:
+        """Send everything staged; returns when the kernel took all of it."""
+        if self._pending == 0:
+            if self._write_exc is not None:
+                raise self._write_exc
+            return
+        if self._write_exc is not None:
+            raise self._write_exc
+        self._kick_send()
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._flush_waiters.append(fut)
+        await fut
+
+    @property
+    def pending_write_bytes(self) -> int:
+        return self._pending
+
+    def _check_writable(self) -> None:
+        if self._write_exc is not None:
+            raise self._write_exc
+        if self._state != OPEN:
+            raise ConnectionError(f"connection {self.id} is closed")
+
+    def _new_segment(self) -> WriteSegment:
+        seg = self._reactor.pool.acquire()
+        self._staged.append(seg)
+        self._cur = seg
+        self._granted = 0
+        return seg
+
+    def _kick_send(self) -> None:
+        if self._sending is not None or not self._staged:
+            return
+        seg = self._staged[0]
+        if seg.fill == seg.sent:
+            return
+        r = self._reactor.ring
+        r.check(lib.zu_prep_send(r.ptr, self.fd, seg.ptr, seg.off + seg.sent,
+                                 seg.fill - seg.sent, self._ud_send), "send")
+        self._sending = seg
+        self._reactor.sends += 1
+
+    def _on_send(self, res: int) -> None:
+        seg = self._sending
+        self._sending = None
+        if seg is None:
+            return
+        if res <= 0:
+            code = -res if res < 0 else errno.EPIPE
+            if code == errno.ECANCELED:
+                code = errno.ECONNABORTED
+            exc_type: type[OSError] = {
+                errno.EPIPE: BrokenPipeError, errno.ECONNRESET: ConnectionResetError,
+                errno.ECONNABORTED: ConnectionAbortedError,
+            }.get(code, OSError)
+            self._fail_writes(exc_type(code, f"send on connection {self.id} failed: "
+                                             f"{os.strerror(code)}"))
+            self._maybe_finish()
+            return
+        if self._write_exc is not None:         # aborted while this send ran
+            self._drop_segments()
+            self._maybe_finish()
+            return
+        seg.sent += res
+        self._pending -= res
+        self.bytes_out += res
+        self._reactor.bytes_out += res
+        if seg.sent >= seg.fill:
+            if seg is self._cur:
+                if self._granted:       # get_buffer memory still lent out: keep it
+                    seg.fill = seg.sent = 0
+                    seg = None
+                else:
+                    self._cur = None
+            if seg is not None:
+                self._staged.remove(seg)
+                self._reactor.pool.release(seg)
+        if self._staged and self._pending:
+            self._kick_send()
+            return
+        self._wake_flushers(None)
+        if self._state == CLOSING:
+            self._maybe_finish()
+
+    def _wake_flushers(self, exc: BaseException | None) -> None:
+        waiters = self._flush_waiters
+        if not waiters:
+            return
+        self._flush_waiters = []
+        for w in waiters:
+            if not w.done():
+                if exc is None:
+                    w.set_result(None)
+                else:
+                    w.set_exception(exc)
+
+    def _fail_writes(self, exc: BaseException) -> None:
+        if self._write_exc is None:
+            self._write_exc = exc
+        self._drop_segments()
+        self._wake_flushers(exc)
+
+    def _drop_segments(self) -> None:
+        pool = self._reactor.pool
+        for seg in self._staged:
+            if seg is not self._sending:
+                pool.release(seg)
+        self._staged = [self._sending] if self._sending is not None else []
+        self._cur = None
+        self._granted = 0
+        self._pending = 0
+
+    # ----------------------------------------------------------------- close
+    def close(self) -> None:
+        """Close gracefully: staged bytes are still sent, then the fd closes.
+
+        Idempotent.  Pending and later ``read()`` calls report ``is_closed``.
+        """
+        if self._state != OPEN:
+            return
+        self._state = CLOSING
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        self._release_slots()
+        if self._pending and self._write_exc is None:
+            self._kick_send()
+        if self._recv_armed:
+            self._cancel(self._ud_recv)
+        self._maybe_finish()
+
+    def abort(self) -> None:
+        """Close now: staged bytes are dropped, in-flight requests cancelled."""
+        if self._state == CLOSED:
+            return
+        if self._state == OPEN:
+            self.close()
+        if self._write_exc is None:
+            self._fail_writes(ConnectionAbortedError(errno.ECONNABORTED,
+                                                     f"connection {self.id} was aborted"))
+        if self._sending is not None:
+            self._cancel(self._ud_send)
+        self._maybe_finish()
+
+    def _cancel(self, ud: int) -> None:
+        r = self._reactor.ring
+        if not r.closed:
+            lib.zu_prep_cancel(r.ptr, ud, 0)
+
+    def _release_slots(self) -> None:
+        held = self._held
+        if not held:
+            return
+        give_back = self._reactor.give_back
+        for bid, item in held.items():
+            _release_view(item.view)
+            give_back(bid)
+        held.clear()
+        self._items.clear()
+        self._head = self._tail
+
+    def _maybe_finish(self) -> None:
+        if self._state != CLOSING or self._recv_armed or self._sending is not None:
+            return
+        if self._pending and self._write_exc is None:
+            self._kick_send()
+            if self._sending is not None:
+                return
+        self._state = CLOSED
+        self._drop_segments()
+        self._wake_flushers(ConnectionError(f"connection {self.id} closed before the "
+                                            f"data was sent"))
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        self._reactor.forget(self)

@@ -1,0 +1,267 @@
+"""Engine: the listening socket, the reactors, and their lifetime.
+
+``serve`` runs reactor 0 on the calling thread (so Ctrl-C reaches it) and
+reactors 1..N-1 on threads of their own, each created *on* its thread because
+``IORING_SETUP_SINGLE_ISSUER`` binds a ring to the thread that made it.  With
+one reactor, accepts run on the reactor's own ring; with several, an
+``Acceptor`` thread deals them out.
+
+``stop`` only sets flags and posts a wake-up to each loop, so it is safe from
+any thread and from a signal handler; the reactors then shut down gracefully:
+stop accepting, close connections, give back every slot, close ring and fds.
+"""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from types import FrameType, TracebackType
+from typing import Any
+
+from zerg._acceptor import Acceptor
+from zerg._config import EngineOptions
+from zerg._probe import probe, require
+from zerg._reactor import Handler, Reactor, ReactorStats
+
+log = logging.getLogger("zerg")
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _is_async_handler(handler: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004
+    )
+
+
+class Engine:
+    """A TCP server on io_uring.  See ``shared/DESIGN.md`` for the model."""
+
+    def __init__(self, options: EngineOptions | None = None) -> None:
+        if options is None:
+            options = EngineOptions()
+        if not isinstance(options, EngineOptions):
+            raise TypeError(f"options must be an EngineOptions, got {type(options).__name__}")
+        self.options = options
+        self._sock: socket.socket | None = None
+        self._reactors: list[Reactor] = []
+        self._acceptor: Acceptor | None = None
+        self._lock = threading.Lock()
+        self._stop_requested = False
+        self._serving = False
+        self._final_stats: list[ReactorStats] = []
+
+    # ------------------------------------------------------------- binding
+    def listen(self) -> None:
+        """Bind and listen now; ``port`` then gives the real port."""
+        if self._sock is not None:
+            return
+        opts = self.options
+        v6 = opts.acceptor.ip_version != "ipv4"
+        sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if opts.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if v6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY,
+                                1 if opts.acceptor.ip_version == "ipv6" else 0)
+            # Accepted sockets inherit TCP_NODELAY from the listener on Linux.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                sock.bind((opts.ip, opts.port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(errno.EADDRINUSE,
+                                  f"port {opts.port} on {opts.ip} is already in use") from None
+                raise OSError(exc.errno, f"cannot bind {opts.ip}:{opts.port}: "
+                                         f"{exc.strerror}") from None
+            sock.listen(opts.backlog)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+
+    @property
+    def port(self) -> int:
+        """The bound port (call ``listen()`` first)."""
+        if self._sock is None:
+            raise RuntimeError("Engine.port is known after listen()")
+        return int(self._sock.getsockname()[1])
+
+    # ------------------------------------------------------------- serving
+    def serve(self, handler: Handler) -> None:
+        """Serve connections with ``handler`` until ``stop()``.
+
+        ``handler`` is ``async def handler(conn)``; it runs on the reactor's
+        asyncio loop, and its connection closes when it returns or raises.
+        """
+        if not callable(handler):
+            raise TypeError(f"handler must be an async function, got {handler!r}")
+        if not _is_async_handler(handler):
+            raise TypeError(
+                f"handler {getattr(handler, '__name__', handler)!r} must be an "
+                "`async def handler(conn)` coroutine function"
+            )
+        with self._lock:
+            if self._serving:
+                raise RuntimeError("Engine.serve() is already running")
+            self._serving = True
+        try:
+            feats = probe()
+            require(feats, self.options.reactor, msg_ring=False)
+            self.listen()
+            self._serve(handler)
+        finally:
+            with self._lock:
+                self._serving = False
+                self._final_stats = [r.stats() for r in self._reactors]
+                self._reactors = []
+            self._close_socket()
+
+    def _serve(self, handler: Handler) -> None:
+        opts = self.options
+        assert self._sock is not None
+        fd = self._sock.fileno()
+        n = opts.reactor_count
+        single = n == 1
+        reactor0 = Reactor(0, opts.reactor, handler, listen_fd=fd if single else None,
+                           shutdown_timeout_s=opts.shutdown_timeout_s)
+        reactors = [reactor0]
+        threads: list[threading.Thread] = []
+        errors: list[BaseException] = []
+        try:
+            for i in range(1, n):
+                ready = threading.Event()
+                box: list[Reactor] = []
+                t = threading.Thread(target=self._reactor_thread,
+                                     args=(i, handler, ready, box, errors),
+                                     name=f"zerg-reactor-{i}", daemon=True)
+                t.start()
+                ready.wait()
+                if errors:
+                    raise errors[0]
+                reactors.append(box[0])
+                threads.append(t)
+            with self._lock:
+                self._reactors = reactors
+            if not single:
+                self._acceptor = Acceptor(fd, reactors, opts.acceptor)
+                self._acceptor.start()
+                self._acceptor.ready.wait()
+                if self._acceptor.error is not None:
+                    raise self._acceptor.error
+            if self._stop_requested:
+                self._stop_all()
+            restore = self._install_signals()
+            try:
+                reactor0.run()
+            finally:
+                restore()
+        finally:
+            self._stop_all()
+            if self._acceptor is not None:
+                self._acceptor.join()
+                self._acceptor = None
+            for t in threads:
+                t.join()
+            if not reactor0.ring.closed:
+                reactor0.ring.close()
+
+    def _reactor_thread(self, index: int, handler: Handler, ready: threading.Event,
+                        box: list[Reactor], errors: list[BaseException]) -> None:
+        try:
+            reactor = Reactor(index, self.options.reactor, handler, listen_fd=None,
+                              shutdown_timeout_s=self.options.shutdown_timeout_s)
+        except BaseException as exc:
+            errors.append(exc)
+            ready.set()
+            return
+        box.append(reactor)
+        if self._stop_requested:
+            reactor.request_stop()
+        ready.set()
+        try:
+            reactor.run()
+        except BaseException:
+            log.exception("zerg reactor %d failed", index)
+            self.stop()
+
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous: dict[int, Any] = {}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self.stop()
+
+        for sig in _SIGNALS:
+            try:
+                previous[sig] = signal.signal(sig, on_signal)
+            except (ValueError, OSError):
+                pass
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                try:
+                    signal.signal(sig, old)
+                except (ValueError, OSError):
+                    pass
+
+        return restore
+
+    # ------------------------------------------------------------- stopping
+    def stop(self) -> None:
+        """Ask ``serve`` to return.  Safe from any thread and from signal
+        handlers; a second call is harmless."""
+        self._stop_requested = True
+        self._stop_all()
+
+    def _stop_all(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.stop()
+        for r in list(self._reactors):
+            r.request_stop()
+
+    def _close_socket(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    def close(self) -> None:
+        """Stop serving (if running) and release the listening socket."""
+        self.stop()
+        if not self._serving:
+            self._close_socket()
+
+    def stats(self) -> list[ReactorStats]:
+        """Counters per reactor (the last values once ``serve`` returned)."""
+        with self._lock:
+            reactors = list(self._reactors)
+        if reactors:
+            return [r.stats() for r in reactors]
+        return list(self._final_stats)
+
+    @property
+    def is_serving(self) -> bool:
+        return self._serving
+
+    # ------------------------------------------------------ context manager
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def run(handler: Handler, options: EngineOptions | None = None) -> None:
+    """Listen and serve ``handler`` until Ctrl-C / SIGTERM / ``stop()``."""
+    with Engine(options) as engine:
+        engine.listen()
+        engine.serve(handler)

@@ -1,0 +1,405 @@
+"""Reactor: one io_uring, one buffer ring, one slab pool — and one asyncio loop.
+
+A reactor *is* an asyncio event loop: a ``SelectorEventLoop`` whose selector
+(``UringSelector``) does one ``io_uring_enter`` per loop iteration.  That one
+call submits everything prepared since the last iteration (sends, re-armed
+recvs, polls) and waits; the completions are then harvested in batches of
+``batch_cqes`` through the shim's flat arrays and dispatched here, straight
+to connections, before asyncio runs the callbacks they made ready.  Handlers
+are ordinary coroutines, and every asyncio library works beside them on the
+same thread, with no epoll anywhere.
+
+Slots (provided receive buffers) travel: kernel -> CQE -> ``RingItem`` held
+by a connection -> ``give_back`` -> batched return at the start of the next
+iteration (many ``buf_ring_add``, one tail store).  A multishot recv that
+ended for lack of slots (``ENOBUFS``) is back-pressure: the connection waits
+in ``_starved`` and is re-armed as soon as slots are free again.
+
+Threading: everything here runs on the reactor's thread.  Other threads talk
+to it only through ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from zerg._config import ReactorConfig
+from zerg._connection import OPEN, Connection
+from zerg._ring import (
+    CQE_F_BUFFER,
+    CQE_F_MORE,
+    OP_ACCEPT,
+    OP_MSG,
+    OP_POLL,
+    OP_RECV,
+    OP_SEND,
+    Ring,
+)
+from zerg._selector import UringSelector
+from zerg._slab import SlabPool
+from zerg._uring import ffi, lib
+
+log = logging.getLogger("zerg")
+
+Handler = Callable[[Connection], Awaitable[None]]
+
+_ACCEPT_BACKOFF_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class ReactorStats:
+    """A snapshot of one reactor's counters (read with ``Engine.stats()``)."""
+
+    index: int
+    connections: int
+    accepted: int
+    rejected: int
+    closed: int
+    slots_total: int
+    slots_in_use: int
+    write_segments_in_use: int
+    cqes: int
+    sqes: int
+    sends: int
+    bytes_in: int
+    bytes_out: int
+    setup_flags: int
+
+
+class ReactorLoop(asyncio.SelectorEventLoop):
+    """The asyncio loop of a reactor (``asyncio.get_running_loop()`` in handlers)."""
+
+    def __init__(self, reactor: Reactor, selector: UringSelector) -> None:
+        super().__init__(selector)
+        self.reactor = reactor
+
+
+class Reactor:
+    """Serves connections on the thread that created it (``run`` blocks)."""
+
+    def __init__(
+        self,
+        index: int,
+        cfg: ReactorConfig,
+        handler: Handler,
+        *,
+        listen_fd: int | None,
+        shutdown_timeout_s: float,
+    ) -> None:
+        self.index = index
+        self.cfg = cfg
+        self._handler = handler
+        self._listen_fd = listen_fd
+        self._grace = shutdown_timeout_s
+        flags = 0
+        if cfg.single_issuer:
+            flags |= lib.IORING_SETUP_SINGLE_ISSUER
+        if cfg.defer_taskrun:
+            flags |= lib.IORING_SETUP_DEFER_TASKRUN
+        if cfg.sqpoll:
+            flags |= lib.IORING_SETUP_SQPOLL
+            if cfg.sq_thread_cpu is not None:
+                flags |= lib.IORING_SETUP_SQ_AFF
+        cq = min(max(2 * cfg.ring_entries, 2 * cfg.buffer_ring_entries), 65536)
+        self.ring = ring = Ring(
+            cfg.ring_entries, setup_flags=flags, sq_thread_cpu=cfg.sq_thread_cpu,
+            sq_thread_idle_ms=cfg.sq_thread_idle_ms, cq_entries=cq, batch=cfg.batch_cqes,
+        )
+        try:
+            self.pool = SlabPool(cfg.recv_buffer_size, cfg.buffer_ring_entries,
+                                 cfg.write_buffer_size)
+            ring.setup_buffer_ring(0, cfg.buffer_ring_entries, self.pool.recv_base,
+                                   cfg.recv_buffer_size, incremental=cfg.incremental_buffers)
+            self.selector = UringSelector(ring, self._on_select)
+            self.selector.max_wait_ns = cfg.cq_timeout_ns
+            self.loop = ReactorLoop(self, self.selector)
+        except BaseException:
+            ring.close()
+            raise
+        self._ptr = ring.ptr
+        self.max_write_buffer = cfg.max_write_buffer
+        self.conns: dict[int, Connection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._next_id = 1
+        self._returns: list[int] = []
+        self._ret_arr = ffi.new("unsigned short[]", cfg.buffer_ring_entries)
+        self._starved: list[Connection] = []
+        self._stop_requested = False
+        self._stopping = False
+        self._stop_event: asyncio.Event | None = None
+        self._drained: asyncio.Event | None = None
+        self._accept_armed = False
+        self.running = False
+        # counters
+        self.accepted = 0
+        self.rejected = 0
+        self.closed_count = 0
+        self.slots_out = 0
+        self.cqes = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.sends = 0
+        self._final_stats: ReactorStats | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def run(self) -> None:
+        """Serve until ``request_stop``; then shut down and free everything."""
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            try:
+                self._close_loop()
+            finally:
+                asyncio.set_event_loop(None)
+                self._final_stats = self.stats()
+                self.ring.close()
+
+    def request_stop(self) -> None:
+        """Thread- and signal-safe."""
+        self._stop_requested = True
+        try:
+            self.loop.call_soon_threadsafe(self._set_stop)
+        except RuntimeError:
+            pass        # loop already closed
+
+    def _set_stop(self) -> None:
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    def hand_off(self, fd: int) -> None:
+        """Thread-safe fallback hand-off of an accepted fd (queue + wake-up)."""
+        try:
+            self.loop.call_soon_threadsafe(self._new_connection, fd)
+        except RuntimeError:
+            os.close(fd)
+
+    async def _main(self) -> None:
+        self._stop_event = asyncio.Event()
+        self._drained = asyncio.Event()
+        self.running = True
+        if self._stop_requested:
+            self._stop_event.set()
+        if self._listen_fd is not None:
+            self._arm_accept()
+        await self._stop_event.wait()
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        if self._accept_armed:
+            lib.zu_prep_cancel(self._ptr, OP_ACCEPT, 0)
+        for conn in list(self.conns.values()):
+            conn.close()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self._grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                log.warning("zerg reactor %d: %d handler(s) still running after %.1fs; "
+                            "cancelled", self.index, len(pending), self._grace)
+                await asyncio.wait(pending, timeout=1.0)
+        for conn in list(self.conns.values()):
+            conn.abort()
+        if self.conns:
+            assert self._drained is not None
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout=2.0)
+            except TimeoutError:
+                log.error("zerg reactor %d: %d connection(s) did not drain",
+                          self.index, len(self.conns))
+        self._flush_returns()
+
+    def _close_loop(self) -> None:
+        loop = self.loop
+        try:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in pending:
+                t.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+        # Let cancellations prepared during close reach the kernel.
+        lib.zu_submit_and_wait(self._ptr, 0, 0)
+        for fd in [c.fd for c in self.conns.values()]:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.conns.clear()
+
+    # -------------------------------------------------------------- accepts
+    def _arm_accept(self) -> None:
+        if self._stopping or self._listen_fd is None:
+            return
+        self.ring.check(lib.zu_prep_accept_multishot(self._ptr, self._listen_fd, OP_ACCEPT),
+                        "accept")
+        self._accept_armed = True
+
+    def _on_accept(self, res: int, flags: int) -> None:
+        if res >= 0:
+            self._new_connection(res)
+        elif res not in (-errno.ECANCELED, -errno.EAGAIN):
+            if res in (-errno.EMFILE, -errno.ENFILE, -errno.ENOBUFS, -errno.ENOMEM):
+                log.warning("zerg reactor %d: accept failed (%s); backing off",
+                            self.index, os.strerror(-res))
+            else:
+                log.debug("zerg reactor %d: accept error %s", self.index, os.strerror(-res))
+        if not flags & CQE_F_MORE:
+            self._accept_armed = False
+            if self._stopping:
+                return
+            if res < 0 and res != -errno.EAGAIN:
+                self.loop.call_later(_ACCEPT_BACKOFF_S, self._arm_accept)
+            else:
+                self._arm_accept()
+
+    def _new_connection(self, fd: int) -> None:
+        if self._stopping or len(self.conns) >= self.cfg.max_connections:
+            os.close(fd)
+            self.rejected += 1
+            return
+        cid = self._next_id
+        self._next_id += 1
+        conn = Connection(self, cid, fd)
+        self.conns[cid] = conn
+        self.accepted += 1
+        conn._arm_recv()
+        try:
+            coro = self._handler(conn)
+            task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("zerg: handler could not be started for %r", conn)
+            conn.close()
+            return
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._handler_done, conn))
+
+    def _handler_done(self, conn: Connection, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                log.error("zerg: handler for %r raised; closing it", conn, exc_info=exc)
+        conn.close()
+
+    # ------------------------------------------------------- slots, re-arms
+    def give_back(self, bid: int) -> None:
+        self._returns.append(bid)
+        self.slots_out -= 1
+
+    def starved(self, conn: Connection) -> None:
+        self._starved.append(conn)
+
+    def forget(self, conn: Connection) -> None:
+        if self.conns.pop(conn.id, None) is not None:
+            self.closed_count += 1
+        if self._stopping and not self.conns and self._drained is not None:
+            self._drained.set()
+
+    def _flush_returns(self) -> None:
+        rets = self._returns
+        if rets:
+            arr = self._ret_arr
+            cap = len(arr)
+            for i in range(0, len(rets), cap):
+                chunk = rets[i:i + cap]
+                arr[0:len(chunk)] = chunk
+                lib.zu_bufring_return(self._ptr, arr, len(chunk))
+            rets.clear()
+        if self._starved and self.slots_out < self.cfg.buffer_ring_entries:
+            starved = self._starved
+            self._starved = []
+            for conn in starved:
+                if conn._state == OPEN:
+                    conn._arm_recv()
+
+    # ------------------------------------------------------------- the loop
+    def _on_select(self, timeout_ns: int) -> None:
+        """One loop iteration's I/O: return slots, submit+wait, dispatch."""
+        if self._returns or self._starved:
+            self._flush_returns()
+        if self.ring.closed:
+            return
+        lib.zu_submit_and_wait(self._ptr, 1 if timeout_ns else 0, timeout_ns)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        ring = self.ring
+        ptr = self._ptr
+        batch = ring.batch
+        uda, resa, fla = ring.ud_arr, ring.res_arr, ring.flags
+        harvest = lib.zu_harvest
+        unpack = ffi.unpack
+        conns = self.conns
+        returns = self._returns
+        while True:
+            n = harvest(ptr, batch, uda, resa, fla)
+            if not n:
+                return
+            self.cqes += n
+            uds = unpack(uda, n)
+            ress = unpack(resa, n)
+            fls = unpack(fla, n)
+            for i in range(n):
+                ud = uds[i]
+                op = ud & 0xFF
+                if op == OP_RECV:
+                    res = ress[i]
+                    f = fls[i]
+                    conn = conns.get(ud >> 8)
+                    if f & CQE_F_BUFFER:
+                        self.slots_out += 1
+                        if conn is None or res <= 0:
+                            self.give_back(f >> 16)
+                        else:
+                            self.bytes_in += res
+                            conn._on_data(f >> 16, res)
+                    if not f & CQE_F_MORE and conn is not None:
+                        conn._on_recv_end(res)
+                elif op == OP_SEND:
+                    conn = conns.get(ud >> 8)
+                    if conn is not None:
+                        conn._on_send(ress[i])
+                elif op == OP_POLL:
+                    self.selector.poll_fired(ud >> 8, ress[i])
+                elif op == OP_ACCEPT:
+                    self._on_accept(ress[i], fls[i])
+                elif op == OP_MSG:
+                    if ress[i] >= 0:
+                        self._new_connection(ress[i])
+                # OP_CANCEL / OP_POLL_REMOVE / OP_NOP need nothing.
+            if n < batch:
+                return
+
+    # ---------------------------------------------------------------- stats
+    def stats(self) -> ReactorStats:
+        if self._final_stats is not None:
+            return self._final_stats
+        sqes = 0 if self.ring.closed else self.ring.sqes_prepared
+        return ReactorStats(
+            index=self.index,
+            connections=len(self.conns),
+            accepted=self.accepted,
+            rejected=self.rejected,
+            closed=self.closed_count,
+            slots_total=self.cfg.buffer_ring_entries,
+            slots_in_use=self.slots_out + len(self._returns),
+            write_segments_in_use=self.pool.segments_in_use,
+            cqes=self.cqes,
+            sqes=sqes,
+            sends=self.sends,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            setup_flags=self.ring.setup_flags,
+        )
+

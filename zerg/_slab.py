@@ -1,0 +1,87 @@
+"""SlabPool: the one memory pool of a reactor.
+
+Goals: the kernel writes received bytes straight into memory Python can view
+without copying; writes are staged in the same kind of memory and sent from
+it; nothing on the hot path allocates per byte.
+
+Plan: one page-aligned anonymous ``mmap`` holds the receive slots (slot ``i``
+at ``i * slot_size``; registered with the kernel as the provided buffer
+ring).  Write segments come from further ``mmap`` chunks made on demand and
+are recycled LIFO, so hot segments stay in cache and idle connections hold
+none.  Pages are only resident once touched.
+
+Lifetimes: memoryviews handed out keep their ``mmap`` alive, so nothing can
+dangle after shutdown.  A receive slot that went back to the kernel may be
+overwritten at any moment; the connection layer releases the views it gave
+out when a slot goes back, so stale use fails loudly.
+"""
+
+from __future__ import annotations
+
+import mmap
+from typing import Any
+
+from zerg._uring import ffi
+
+_CHUNK_BYTES = 1 << 20
+
+
+class WriteSegment:
+    """A fixed-size writable piece of the pool.  ``fill`` bytes are staged."""
+
+    __slots__ = ("fill", "off", "ptr", "sent", "view")
+
+    def __init__(self, ptr: Any, off: int, view: memoryview) -> None:
+        self.ptr = ptr          # cdata char* of the chunk (for the shim)
+        self.off = off          # offset of this segment in its chunk
+        self.view = view        # writable memoryview of the whole segment
+        self.fill = 0           # bytes staged
+        self.sent = 0           # bytes the kernel has taken
+
+
+class SlabPool:
+    """Receive slots + write segments for one reactor."""
+
+    def __init__(self, slot_size: int, slot_count: int, segment_size: int) -> None:
+        self.slot_size = slot_size
+        self.slot_count = slot_count
+        self.segment_size = segment_size
+        self.region = mmap.mmap(-1, slot_size * slot_count,
+                                flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.recv_view = memoryview(self.region).toreadonly()
+        self.recv_base = ffi.from_buffer(self.region)
+        self._chunks: list[tuple[mmap.mmap, Any]] = []
+        self._free: list[WriteSegment] = []
+        self.segments_total = 0
+
+    def slot_view(self, slot: int, length: int, offset: int = 0) -> memoryview:
+        start = slot * self.slot_size + offset
+        return self.recv_view[start:start + length]
+
+    def acquire(self) -> WriteSegment:
+        free = self._free
+        if free:
+            return free.pop()
+        self._grow()
+        return free.pop()
+
+    def release(self, seg: WriteSegment) -> None:
+        seg.fill = 0
+        seg.sent = 0
+        self._free.append(seg)
+
+    @property
+    def segments_in_use(self) -> int:
+        return self.segments_total - len(self._free)
+
+    def _grow(self) -> None:
+        size = self.segment_size
+        per_chunk = max(1, _CHUNK_BYTES // size)
+        chunk = mmap.mmap(-1, per_chunk * size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        ptr = ffi.from_buffer(chunk)
+        view = memoryview(chunk)
+        self._chunks.append((chunk, ptr))
+        # Reverse so pop() hands out the lowest offsets first.
+        for i in reversed(range(per_chunk)):
+            self._free.append(WriteSegment(ptr, i * size, view[i * size:(i + 1) * size]))
+        self.segments_total += per_chunk
