@@ -34,7 +34,7 @@ class Acceptor(threading.Thread):
         self._reactors = list(reactors)
         self._cfg = cfg
         self._use_msg_ring = use_msg_ring
-        self._stop = threading.Event()
+        self._stop_flag = threading.Event()
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.accepted = 0
@@ -43,7 +43,7 @@ class Acceptor(threading.Thread):
         self.sqes = 0
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stop_flag.set()
 
     def run(self) -> None:
         try:
@@ -72,7 +72,7 @@ class Acceptor(threading.Thread):
         nxt = 0
         armed = False
         retry_at = 0
-        while not self._stop.is_set():
+        while not self._stop_flag.is_set():
             if not armed and retry_at <= 0:
                 ring.check(lib.zu_prep_accept_multishot(ptr, self._fd, OP_ACCEPT), "accept")
                 armed = True

@@ -43,7 +43,6 @@
 
 from __future__ import annotations
 
-import functools
 import operator
 import re
 import sys
@@ -61,12 +60,20 @@ else:
 _EMPTY: Final = memoryview(b"")
 _RELEASED: Final = sys.maxsize
 _NOT_OWNER: Final = "only the sequence returned by get_sequence owns slots"
+_new: Final = object.__new__
 
 
-@functools.lru_cache(maxsize=128)
+_SEARCHERS: Final[dict[bytes, Callable[[BytesLike, int, int], re.Match[bytes] | None]]] = {}
+
+
 def _searcher(sub: bytes) -> Callable[[BytesLike, int, int], re.Match[bytes] | None]:
     """`search(buffer, pos, endpos)` for the literal `sub`; searches in place, no copy."""
-    return re.compile(re.escape(sub)).search
+    search = _SEARCHERS.get(sub)
+    if search is None:
+        if len(_SEARCHERS) >= 256:  # bounded: parsers use a handful of separators
+            _SEARCHERS.clear()
+        search = _SEARCHERS[sub] = re.compile(re.escape(sub)).search
+    return search
 
 
 def _needle(sub: BytesLike | int) -> bytes:
@@ -175,11 +182,6 @@ class BufferSequence:
         self._slots = other._slots
         self._owns = False
 
-    def _view(self, start: int, stop: int) -> BufferSequence:
-        view = BufferSequence.__new__(BufferSequence)
-        view._adopt(self, start, stop)
-        return view
-
     # -- validity ----------------------------------------------------------------------
 
     def _check(self) -> None:
@@ -230,14 +232,23 @@ class BufferSequence:
     @overload
     def __getitem__(self, key: slice) -> BufferSequence: ...
     def __getitem__(self, key: SupportsIndex | slice) -> int | BufferSequence:
-        self._check()
+        slots = self._slots
+        if slots is not None and self._start < slots.held_from:
+            raise ValueError(self._dead_message(slots))
         start = self._start
         n = self._stop - start
         if isinstance(key, slice):
             if key.step is not None and key.step != 1:
                 raise ValueError("BufferSequence slicing does not support a step")
             a, b, _ = key.indices(n)
-            return self._view(start + a, start + max(a, b))
+            view = _new(BufferSequence)
+            view._segs = self._segs
+            view._offs = self._offs
+            view._start = start + a
+            view._stop = start + (b if b > a else a)
+            view._slots = self._slots
+            view._owns = False
+            return view
         i = operator.index(key)
         if i < 0:
             i += n
@@ -347,48 +358,72 @@ class BufferSequence:
 
     def find(self, sub: BytesLike | int, start: int | None = 0, end: int | None = None) -> int:
         """Lowest index of `sub` in self[start:end], or -1; exactly like bytes.find."""
-        self._check()
+        slots = self._slots
+        if slots is not None and self._start < slots.held_from:
+            raise ValueError(self._dead_message(slots))
         if type(sub) is not bytes:
             sub = _needle(sub)
         base = self._start
-        start, end = _adjust(start, end, self._stop - base)
+        if start == 0 and end is None:
+            a, b = base, self._stop
+        else:
+            start, end = _adjust(start, end, self._stop - base)
+            a, b = base + start, base + end
         m = len(sub)
-        if end - start < m:
+        if b - a < m:
             return -1
         if m == 0:
-            return start
-        search = _searcher(sub)
-        segs, offs = self._segs, self._offs
-        a, b = base + start, base + end
-        if len(segs) == 1:
-            found = search(segs[0], a, b)
+            return a - base
+        search = _SEARCHERS.get(sub) or _searcher(sub)
+        if len(self._segs) == 1:
+            found = search(self._segs[0], a, b)
             return -1 if found is None else found.start() - base
-        k = bisect_right(offs, a) - 1
+        pos = self._find_chained(sub, search, a, b)
+        return -1 if pos < 0 else pos - base
+
+    def _find_chained(
+        self,
+        sub: bytes,
+        search: Callable[[BytesLike, int, int], re.Match[bytes] | None],
+        a: int,
+        b: int,
+    ) -> int:
+        """find() over chain range [a, b) spanning segments; a chain offset or -1.
+
+        Each segment is searched in place. Between in-segment searches, a match that
+        starts in segment k at or after a and runs into segment k+1 (or further) is looked
+        for by copying < 2 * len(sub) bytes around the boundary, and only when the segment's
+        tail holds a candidate first byte. In-segment matches of segment k start before any
+        crossing match of k, which start before any match of k+1: the first hit is lowest.
+        """
+        segs, offs = self._segs, self._offs
+        m = len(sub)
         first_byte = sub[0]
+        k = bisect_right(offs, a) - 1
         while True:
-            s, e = offs[k], offs[k + 1]
-            seg = segs[k]
+            s = offs[k]
+            e = offs[k + 1]
             if e >= b:  # the last segment of the range
-                found = search(seg, a - s, b - s)
-                return -1 if found is None else found.start() + s - base
+                found = search(segs[k], a - s, b - s)
+                return -1 if found is None else found.start() + s
+            seg = segs[k]
             found = search(seg, a - s, e - s)
             if found is not None:
-                return found.start() + s - base
-            # A match starting in [a, e) that crosses into the next segment(s): find the
-            # first candidate start cheaply, then copy < 2 * len(sub) bytes around it.
-            lo = max(a, e - m + 1)
-            if m == 1 or lo >= e or lo + m > b:
-                pass  # no byte of this segment can start a match that fits in [a, b)
-            elif m == 2:
-                if seg[e - 1 - s] == first_byte and self._copy(e - 1, e + 1) == sub:
-                    return e - 1 - base
-            else:
-                cand = _searcher(sub[:1])(seg, lo - s, e - s)
-                if cand is not None:
-                    p = cand.start() + s
-                    i = self._copy(p, min(b, e + m - 1)).find(sub)
-                    if i >= 0:  # earliest match at or after p; none starts in [a, p)
-                        return p + i - base
+                return found.start() + s
+            if m == 2:
+                if a < e and seg[e - 1 - s] == first_byte:
+                    nxt = segs[k + 1]  # e < b, so the range goes on
+                    if (nxt[0] == sub[1]) if nxt else (self._copy(e - 1, e + 1) == sub):
+                        return e - 1
+            elif m > 2:
+                lo = e - m + 1 if e - m + 1 > a else a  # crossing matches start in [lo, e)
+                if lo < e and lo + m <= b:
+                    cand = _searcher(sub[:1])(seg, lo - s, e - s)
+                    if cand is not None:
+                        p = cand.start() + s
+                        i = self._copy(p, min(b, e + m - 1)).find(sub)
+                        if i >= 0:  # the lowest match at or after p; none starts in [a, p)
+                            return p + i
             a = e
             k += 1
 

@@ -1,0 +1,108 @@
+"""Shared fixtures: a real Engine on a real io_uring, served from a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import zerg
+
+
+class RunningServer:
+    def __init__(self, engine: zerg.Engine, thread: threading.Thread,
+                 errors: list[BaseException]) -> None:
+        self.engine = engine
+        self.thread = thread
+        self.errors = errors
+
+    @property
+    def port(self) -> int:
+        return self.engine.port
+
+    def connect(self, timeout: float = 10.0) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.engine.port), timeout=timeout)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.engine.stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "serve() did not return after stop()"
+        if self.errors:
+            raise self.errors[0]
+
+
+@contextlib.contextmanager
+def serving(handler: Callable[..., Any], **options: Any) -> Iterator[RunningServer]:
+    reactor = options.pop("reactor", None)
+    opts = zerg.EngineOptions(ip="127.0.0.1", port=0, shutdown_timeout_s=2.0,
+                              **({"reactor": reactor} if reactor else {}), **options)
+    engine = zerg.Engine(opts)
+    engine.listen()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            engine.serve(handler)
+        except BaseException as exc:  # surfaced by stop()
+            errors.append(exc)
+
+    t = threading.Thread(target=run, name="test-serve", daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not engine.stats() and time.monotonic() < deadline and t.is_alive():
+        time.sleep(0.005)
+    srv = RunningServer(engine, t, errors)
+    try:
+        yield srv
+    finally:
+        if t.is_alive():
+            srv.stop()
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise ConnectionError(f"peer closed after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_until_closed(sock: socket.socket) -> bytes:
+    buf = bytearray()
+    while chunk := sock.recv(1 << 20):
+        buf += chunk
+    return bytes(buf)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+async def echo_handler(conn: zerg.Connection) -> None:
+    """Level-1 echo: every slot is written back, then returned."""
+    while True:
+        snap = await conn.read()
+        if snap.is_closed:
+            return
+        while (item := conn.try_get_ring(snap)) is not None:
+            conn.write(item.view)
+            conn.return_ring(item)
+        conn.reset_read()
+        await conn.flush()
+
+
+@pytest.fixture
+def echo_server() -> Iterator[RunningServer]:
+    with serving(echo_handler) as srv:
+        yield srv
