@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,7 @@ def chunked(draw: st.DrawFn, allow_empty: bool = True) -> list[bytes]:
         return [data]
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
     bounds = [0, *cuts, len(data)]
-    chunks = [data[x:y] for x, y in zip(bounds, bounds[1:], strict=False)]
+    chunks = [data[x:y] for x, y in itertools.pairwise(bounds)]
     return chunks if allow_empty else [c for c in chunks if c]
 
 

@@ -278,8 +278,17 @@ class BufferSequence:
         return pieces
 
     def _copy(self, a: int, b: int) -> bytes:
-        if len(self._segs) == 1:
-            return self._segs[0][a:b].tobytes()
+        """A copy of chain range [a, b)."""
+        segs = self._segs
+        if len(segs) == 1:
+            return segs[0][a:b].tobytes()
+        if a >= b:
+            return b""
+        offs = self._offs
+        k = bisect_right(offs, a) - 1
+        s = offs[k]
+        if b <= offs[k + 1]:
+            return segs[k][a - s : b - s].tobytes()
         return b"".join(self._pieces(a, b))
 
     def __iter__(self) -> Iterator[memoryview]:
@@ -339,13 +348,16 @@ class BufferSequence:
         elif not isinstance(other, (bytes, bytearray, memoryview)):
             return NotImplemented
         self._check()
+        a, b = self._start, self._stop
         theirs = memoryview(other)
+        if theirs.nbytes != b - a:
+            return False
+        if b - a <= 256:  # a small copy beats comparing memoryviews piecewise
+            return self._copy(a, b) == theirs
         if theirs.format != "B" or theirs.ndim != 1:
             theirs = theirs.cast("B")
-        if theirs.nbytes != self._stop - self._start:
-            return False
         pos = 0
-        for piece in self._pieces(self._start, self._stop):
+        for piece in self._pieces(a, b):
             end = pos + piece.nbytes
             if piece != theirs[pos:end]:
                 return False
@@ -399,6 +411,7 @@ class BufferSequence:
         segs, offs = self._segs, self._offs
         m = len(sub)
         first_byte = sub[0]
+        head = None  # searcher for sub[:1], made on first need
         k = bisect_right(offs, a) - 1
         while True:
             s = offs[k]
@@ -418,7 +431,9 @@ class BufferSequence:
             elif m > 2:
                 lo = e - m + 1 if e - m + 1 > a else a  # crossing matches start in [lo, e)
                 if lo < e and lo + m <= b:
-                    cand = _searcher(sub[:1])(seg, lo - s, e - s)
+                    if head is None:
+                        head = _searcher(sub[:1])
+                    cand = head(seg, lo - s, e - s)
                     if cand is not None:
                         p = cand.start() + s
                         i = self._copy(p, min(b, e + m - 1)).find(sub)
@@ -444,13 +459,19 @@ class BufferSequence:
         end: int | None = None,
     ) -> bool:
         """Like bytes.startswith; copies at most len(prefix) bytes."""
-        self._check()
+        slots = self._slots
+        if slots is not None and self._start < slots.held_from:
+            raise ValueError(self._dead_message(slots))
         base = self._start
-        start, end = _adjust(start, end, self._stop - base)
+        if start == 0 and end is None:
+            a, b = base, self._stop
+        else:
+            start, end = _adjust(start, end, self._stop - base)
+            a, b = base + start, base + end
         for p in prefix if isinstance(prefix, tuple) else (prefix,):
             want = p if type(p) is bytes else memoryview(p).tobytes()
             m = len(want)
-            if end - start >= m and self._copy(base + start, base + start + m) == want:
+            if b - a >= m and self._copy(a, a + m) == want:
                 return True
         return False
 

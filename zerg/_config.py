@@ -155,7 +155,9 @@ class EngineOptions:
         try:
             addr = ipaddress.ip_address(self.ip)
         except ValueError:
-            raise ValueError(f"ip must be a literal IPv4 or IPv6 address, got {self.ip!r}") from None
+            raise ValueError(
+                f"ip must be a literal IPv4 or IPv6 address, got {self.ip!r}"
+            ) from None
         _check_int("port", self.port, 0, 65535)
         _check_int("backlog", self.backlog, 1, 1 << 20)
         _check_int("reactor_count", self.reactor_count, 1, 256)

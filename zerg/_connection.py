@@ -281,7 +281,9 @@ class Connection:
     def advance(self, n: int) -> None:
         """Commit ``n`` bytes written into the last ``get_buffer`` memory."""
         if not 0 <= n <= self._granted:
-            raise ValueError(f"advance({n}) outside the {self._granted} bytes of the last get_buffer()")
+            raise ValueError(
+                f"advance({n}) outside the {self._granted} bytes of the last get_buffer()"
+            )
         if n and self._pending + n > self._reactor.max_write_buffer:
             raise WriteBufferFullError(
                 f"advance({n}) would pass max_write_buffer={self._reactor.max_write_buffer}"

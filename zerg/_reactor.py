@@ -341,7 +341,6 @@ class Reactor:
         harvest = lib.zu_harvest
         unpack = ffi.unpack
         conns = self.conns
-        returns = self._returns
         while True:
             n = harvest(ptr, batch, uda, resa, fla)
             if not n:
@@ -374,9 +373,8 @@ class Reactor:
                     self.selector.poll_fired(ud >> 8, ress[i])
                 elif op == OP_ACCEPT:
                     self._on_accept(ress[i], fls[i])
-                elif op == OP_MSG:
-                    if ress[i] >= 0:
-                        self._new_connection(ress[i])
+                elif op == OP_MSG and ress[i] >= 0:
+                    self._new_connection(ress[i])
                 # OP_CANCEL / OP_POLL_REMOVE / OP_NOP need nothing.
             if n < batch:
                 return

@@ -179,6 +179,7 @@ class UringSelector(selectors.BaseSelector):
             ns = 0
         else:
             ns = min(int(timeout * 1e9), self.max_wait_ns) or 1
-        self._ready = ready = []
+        ready: list[tuple[selectors.SelectorKey, int]] = []
+        self._ready = ready
         self._on_select(ns)
         return ready

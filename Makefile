@@ -1,0 +1,44 @@
+# The README's two commands: `make demo` and `make test`.  Both install what
+# they need first (apt packages when missing, .venv, `pip install -e .[dev]`).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp-install
+SOURCES := pyproject.toml setup.py native/uringshim.c native/uringshim.h native/build_shim.py
+TEST_TOOLS := curl:curl wrk:wrk redis-benchmark:redis-tools redis-server:redis-server
+
+.PHONY: demo test lint typecheck bench docs clean install
+
+install: $(STAMP)
+
+$(STAMP): $(SOURCES) scripts/bootstrap.sh
+	PY=$(PY) VENV=$(VENV) ./scripts/bootstrap.sh
+	touch $(STAMP)
+
+# Real peers the tests drive (curl, wrk, redis-benchmark, redis-server).
+$(VENV)/.stamp-testtools: $(STAMP)
+	PY=$(PY) VENV=$(VENV) APT_ONLY=1 EXTRA_APT="$(TEST_TOOLS)" ./scripts/bootstrap.sh
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/python examples/http.py --host 127.0.0.1 --port 8080
+
+test: $(STAMP) $(VENV)/.stamp-testtools
+	@$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
+	$(MAKE) --no-print-directory lint
+
+lint: $(STAMP)
+	$(BIN)/ruff check zerg examples benchmarks tests
+	$(BIN)/mypy --strict zerg examples benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/run.py
+
+docs: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	$(BIN)/sphinx-build -W -b html docs docs/_build/html
+
+clean:
+	rm -rf build *.egg-info zerg/_uring*.so docs/_build
