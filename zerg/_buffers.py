@@ -352,10 +352,10 @@ class BufferSequence:
         theirs = memoryview(other)
         if theirs.nbytes != b - a:
             return False
-        if b - a <= 256:  # a small copy beats comparing memoryviews piecewise
-            return self._copy(a, b) == theirs
         if theirs.format != "B" or theirs.ndim != 1:
             theirs = theirs.cast("B")
+        if b - a <= 256:  # a small copy beats comparing memoryviews piecewise
+            return self._copy(a, b) == theirs
         pos = 0
         for piece in self._pieces(a, b):
             end = pos + piece.nbytes
