@@ -143,6 +143,18 @@ def test_nested_slicing(
         assert seq[-1] == data[-1] and seq[0] == data[0]
 
 
+def test_released_views_do_not_break_the_sequence() -> None:
+    seq = BufferSequence([b"abc", b"def"])
+    with seq.first as mv:
+        assert mv.tobytes() == b"abc"
+    for piece in seq:
+        piece.release()
+    with BufferSequence()[:].first as empty:
+        assert empty.nbytes == 0
+    assert seq.tobytes() == b"abcdef" and seq.first.tobytes() == b"abc"
+    assert BufferSequence().first.nbytes == 0
+
+
 def test_slicing_shares_memory_and_rejects_steps() -> None:
     source = bytearray(b"hello world")
     seq = BufferSequence([source, b"!"])[6:]
@@ -216,6 +228,30 @@ def test_find_across_many_segments() -> None:
     split = BufferSequence([b"ab\r", b"\n", b"\r", b"\ncd"])
     assert split.find(b"\r\n\r\n") == 2
     assert split.find(b"\n\r\ncd") == 3
+
+
+def test_find_exhaustive_small() -> None:
+    data = b"a\r\n\r\nab\r"
+    chains = [
+        BufferSequence([data[i : i + 1] for i in range(len(data))]),
+        BufferSequence([data[:3], data[3:4], data[4:]]),
+        BufferSequence._owning(
+            [memoryview(c) for c in (data[:2], b"", data[2:5], b"", b"", data[5:])],
+            [0, 1, 2, 3, 4, 5],
+            lambda ids: None,
+        ),
+    ]
+    subs = {data[i:j] for i in range(len(data)) for j in range(i, min(len(data), i + 5) + 1)}
+    n = len(data)
+    for seq in chains:
+        for sub in subs:
+            for start in range(-n - 1, n + 2):
+                for end in (None, *range(-n - 1, n + 2)):
+                    assert seq.find(sub, start, end) == data.find(sub, start, end), (
+                        sub,
+                        start,
+                        end,
+                    )
 
 
 @fast
@@ -349,9 +385,9 @@ def test_owning_advance_and_release(chunks: list[bytes], draw: st.DataObject) ->
 def test_owning_partial_segment_stays() -> None:
     owner, rec = _owning([b"abc", b"def", b"gh"], [1, 2, 3])
     owner.advance(2)
-    assert rec.calls == [] and owner.tobytes() == b"cdefgh" and owner.first == b"c"
+    assert rec.calls == [] and owner.tobytes() == b"cdefgh" and owner.first.tobytes() == b"c"
     owner.advance(1)
-    assert rec.calls == [[1]] and owner.first == b"def"
+    assert rec.calls == [[1]] and owner.first.tobytes() == b"def"
     owner.advance(4)
     assert rec.calls == [[1], [2]] and owner.tobytes() == b"h"
     owner.advance(1)
@@ -379,7 +415,7 @@ def test_owning_segments_are_read_only() -> None:
     owner, _ = _owning([b"ab", b"cd"], [0, 1])
     assert all(mv.readonly for mv in owner)
     with pytest.raises(TypeError):
-        owner.first[0] = 1  # type: ignore[index]
+        owner.first[0] = 1
     with pytest.raises(ValueError):
         BufferSequence._owning([memoryview(b"x")], [], lambda ids: None)
 

@@ -8,6 +8,7 @@ three API levels.
 
 from __future__ import annotations
 
+from zerg._buffers import BufferSequence
 from zerg._config import AcceptorConfig, EngineOptions, ReactorConfig
 from zerg._connection import Connection, RingItem, RingSnapshot
 from zerg._engine import Engine, run
@@ -17,6 +18,7 @@ from zerg._reactor import ReactorStats
 
 __all__ = [
     "AcceptorConfig",
+    "BufferSequence",
     "Connection",
     "Engine",
     "EngineOptions",

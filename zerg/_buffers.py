@@ -13,8 +13,8 @@
 #     (compiled `re` patterns accept buffers plus pos/endpos); across a boundary it copies at
 #     most len(sub) - 1 bytes from each side.
 #   - Complexity is a security property (see h11's _receivebuffer.py). Every operation is
-#     O(log segments + bytes touched): slicing is O(1) after one bisect, and find() scans each
-#     byte of the searched range once plus O(len(sub)) per segment boundary. A parser that
+#     O(log segments + bytes touched): slicing is O(1), and find() scans each byte of the
+#     searched range once plus O(len(sub)) per segment boundary. A parser that
 #     keeps searching a growing buffer passes `start=` (what it already examined) and stays
 #     linear overall.
 #   - Loud use-after-release. Reading a slot after it went back to the kernel would read
@@ -37,7 +37,8 @@
 #   - The owner is the one mutable object: advance() moves its start. Slices are immutable
 #     views and keep their bytes, but raise ValueError once those bytes were handed back.
 #   - memoryviews obtained from iteration or `first` are NOT checked: do not keep them past
-#     advance()/release() of the bytes they show.
+#     advance()/release() of the bytes they show. Each is a fresh view, so releasing it
+#     (`with seq.first as mv:`) does not affect the sequence.
 #   - A non-owning sequence built by BufferSequence(data) borrows `data`; mutating or
 #     resizing the underlying objects is the caller's business, as with memoryview.
 
@@ -48,14 +49,17 @@ import re
 import sys
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
-from typing import Final, SupportsIndex, TypeAlias, overload
+from typing import TYPE_CHECKING, Final, SupportsIndex, overload
 
 __all__ = ["BufferSequence", "BytesLike"]
 
-if sys.version_info >= (3, 12):
+if TYPE_CHECKING:  # any buffer-protocol object (bytes, bytearray, memoryview, array, mmap)
+    from _typeshed import ReadableBuffer as BytesLike
+    from _typeshed import WriteableBuffer
+elif sys.version_info >= (3, 12):
     from collections.abc import Buffer as BytesLike
 else:
-    BytesLike: TypeAlias = bytes | bytearray | memoryview
+    BytesLike = bytes | bytearray | memoryview
 
 _EMPTY: Final = memoryview(b"")
 _RELEASED: Final = sys.maxsize
@@ -132,14 +136,15 @@ class BufferSequence:
     def __init__(self, data: BytesLike | Iterable[BytesLike] = ()) -> None:
         if isinstance(data, BufferSequence):  # share its chain (and its validity checks)
             data._check()
-            self._adopt(data, data._start, data._stop)
+            self._segs, self._offs, self._slots = data._segs, data._offs, data._slots
+            self._start, self._stop, self._owns = data._start, data._stop, False
             return
         try:
             items: Iterable[BytesLike] = (memoryview(data),)  # type: ignore[arg-type]
         except TypeError:
             items = data  # type: ignore[assignment]
         segs = [_readonly_bytes_view(x) for x in items]
-        self._init_chain([mv for mv in segs if mv.nbytes], None)
+        self._init_chain([mv for mv in segs if mv.nbytes])
 
     @classmethod
     def _owning(
@@ -156,12 +161,12 @@ class BufferSequence:
         if len(segments) != len(slot_ids):
             raise ValueError("need exactly one slot id per segment")
         self = cls.__new__(cls)
-        self._init_chain([_readonly_bytes_view(mv) for mv in segments], None)
+        self._init_chain([_readonly_bytes_view(mv) for mv in segments])
         self._slots = _Slots(list(slot_ids), give_back)
         self._owns = True
         return self
 
-    def _init_chain(self, segs: list[memoryview], slots: _Slots | None) -> None:
+    def _init_chain(self, segs: list[memoryview]) -> None:
         offs = [0]
         total = 0
         for mv in segs:
@@ -171,15 +176,7 @@ class BufferSequence:
         self._offs = offs
         self._start = 0
         self._stop = total
-        self._slots = slots
-        self._owns = False
-
-    def _adopt(self, other: BufferSequence, start: int, stop: int) -> None:
-        self._segs = other._segs
-        self._offs = other._offs
-        self._start = start
-        self._stop = stop
-        self._slots = other._slots
+        self._slots = None
         self._owns = False
 
     # -- validity ----------------------------------------------------------------------
@@ -258,23 +255,25 @@ class BufferSequence:
         k = self._locate(pos)
         return self._segs[k][pos - self._offs[k]]
 
-    def _pieces(self, a: int, b: int) -> list[memoryview]:
-        """The bytes of chain range [a, b) as a list of memoryviews (no copy)."""
+    def _pieces(self, a: int, b: int, fresh: bool = False) -> list[memoryview]:
+        """The bytes of chain range [a, b) as memoryviews (no copy of the bytes).
+
+        Whole segments are the chain's own views unless `fresh` (for handing out).
+        """
         if a >= b:
             return []
         segs, offs = self._segs, self._offs
         k = self._locate(a)
         s, e = offs[k], offs[k + 1]
-        seg = segs[k]
         if b <= e:
-            return [seg if (a == s and b == e) else seg[a - s : b - s]]
-        pieces = [seg if a == s else seg[a - s :]]
+            return [segs[k][a - s : b - s]]
+        pieces = [segs[k][a - s :]]
         k += 1
         while offs[k + 1] < b:
             if offs[k + 1] > offs[k]:
-                pieces.append(segs[k])
+                pieces.append(segs[k][:] if fresh else segs[k])
             k += 1
-        pieces.append(segs[k] if b == offs[k + 1] else segs[k][: b - offs[k]])
+        pieces.append(segs[k][: b - offs[k]])
         return pieces
 
     def _copy(self, a: int, b: int) -> bytes:
@@ -293,7 +292,7 @@ class BufferSequence:
 
     def __iter__(self) -> Iterator[memoryview]:
         self._check()
-        return iter(self._pieces(self._start, self._stop))
+        return iter(self._pieces(self._start, self._stop, fresh=True))
 
     @property
     def first(self) -> memoryview:
@@ -301,11 +300,10 @@ class BufferSequence:
         self._check()
         a, b = self._start, self._stop
         if a == b:
-            return _EMPTY
+            return memoryview(b"")
         k = self._locate(a)
         s, e = self._offs[k], self._offs[k + 1]
-        seg = self._segs[k]
-        return seg if (a == s and b >= e) else seg[a - s : min(b, e) - s]
+        return self._segs[k][a - s : (b if b < e else e) - s]
 
     @property
     def is_single_segment(self) -> bool:
@@ -323,7 +321,7 @@ class BufferSequence:
     def __bytes__(self) -> bytes:
         return self.tobytes()
 
-    def copy_into(self, buffer: BytesLike) -> int:
+    def copy_into(self, buffer: WriteableBuffer) -> int:
         """Copy min(len(self), len(buffer)) bytes into writable `buffer`; return the count."""
         self._check()
         dst = memoryview(buffer)
@@ -520,6 +518,32 @@ class BufferSequence:
         self._segs[first:] = [_EMPTY] * (nsegs - first)
         if first < nsegs:
             slots.give_back(slots.ids[first:])
+
+
+    def _extended(self, segments: list[memoryview], slot_ids: list[int]) -> BufferSequence:
+        """A new owning sequence: this one's unconsumed bytes, then ``segments``.
+
+        The slots still held move to the new sequence without going back to the kernel;
+        this sequence and its slices become dead (reads raise ValueError).  Adapters use
+        this to keep unconsumed bytes across reads with zero copies.
+        """
+        if not self._owns:
+            raise TypeError(_NOT_OWNER)
+        self._check()
+        slots = self._slots
+        assert slots is not None
+        first = slots.next
+        nsegs = len(self._segs)
+        held = self._segs[first:]
+        skip = self._start - self._offs[first] if first < nsegs else 0
+        if skip:
+            held[0] = held[0][skip:]
+        new = BufferSequence._owning(held + segments, slots.ids[first:] + slot_ids,
+                                     slots.give_back)
+        slots.next = nsegs
+        slots.held_from = _RELEASED
+        self._segs[first:] = [_EMPTY] * (nsegs - first)
+        return new
 
 
 def _readonly_bytes_view(obj: BytesLike) -> memoryview:

@@ -30,6 +30,7 @@ import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from zerg._buffers import BufferSequence
 from zerg._errors import WriteBufferFullError
 from zerg._ring import OP_RECV, OP_SEND
 from zerg._slab import WriteSegment
@@ -86,7 +87,7 @@ class Connection:
 
     __slots__ = (
         "__weakref__", "_cur", "_eof", "_error", "_flush_waiters", "_granted", "_head",
-        "_held", "_items", "_loop", "_pending", "_reactor", "_recv_armed", "_sending",
+        "_held", "_items", "_live_seq", "_loop", "_pending", "_reactor", "_recv_armed", "_sending",
         "_staged", "_state", "_tail", "_ud_recv", "_ud_send", "_waiter", "_write_exc",
         "bytes_in", "bytes_out", "fd", "id", "peername",
     )
@@ -109,6 +110,7 @@ class Connection:
         self._error = 0
         self._waiter: asyncio.Future[None] | None = None
         self._recv_armed = False
+        self._live_seq: BufferSequence | None = None
         # write side
         self._staged: list[WriteSegment] = []
         self._cur: WriteSegment | None = None
@@ -129,12 +131,22 @@ class Connection:
         """Wait until received slots are waiting or the stream ended.
 
         Returns at once (no future) when items are already waiting.  Only one
-        ``read()`` may wait at a time.
+        ``read()`` may wait at a time.  A snapshot with ``is_closed`` carries
+        no items: every byte before the end was handed out earlier.
         """
         if self._head < self._tail:
             return RingSnapshot(self._tail, False)
         if self._eof or self._state != OPEN:
             return RingSnapshot(self._tail, True)
+        await self._wait_data()
+        if self._head < self._tail:
+            return RingSnapshot(self._tail, False)
+        return RingSnapshot(self._tail, self._eof or self._state != OPEN)
+
+    async def _wait_data(self) -> None:
+        """Wait for items, the end, or ``_interrupt`` (for adapters)."""
+        if self._head < self._tail or self._eof or self._state != OPEN:
+            return
         if self._waiter is not None:
             raise RuntimeError("read() called while another read() is waiting on this connection")
         fut: asyncio.Future[None] = self._loop.create_future()
@@ -143,9 +155,52 @@ class Connection:
             await fut
         finally:
             self._waiter = None
-        if self._head < self._tail:
-            return RingSnapshot(self._tail, False)
-        return RingSnapshot(self._tail, True)
+
+    def _interrupt(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def get_sequence(self, snapshot: RingSnapshot) -> BufferSequence:
+        """Drain the items of ``snapshot`` into one owning ``BufferSequence``.
+
+        Its ``advance(n)`` gives fully consumed slots back; ``release()`` gives
+        back the rest.  Closing the connection releases it.
+        """
+        segs: list[memoryview] = []
+        ids: list[int] = []
+        items = self._items
+        while self._head < snapshot.tail and items:
+            item = items.popleft()
+            self._head += 1
+            segs.append(item.view)
+            ids.append(item.buffer_id)
+        seq = BufferSequence._owning(segs, ids, self._give_back_ids)
+        self._live_seq = seq
+        return seq
+
+    def _take_all(self) -> tuple[list[memoryview], list[int]]:
+        """Every waiting item's view and slot id (for adapters)."""
+        items = self._items
+        segs = [it.view for it in items]
+        ids = [it.buffer_id for it in items]
+        items.clear()
+        self._head = self._tail
+        return segs, ids
+
+    def _give_back_ids(self, ids: list[int]) -> None:
+        held = self._held
+        give_back = self._reactor.give_back
+        for bid in ids:
+            item = held.pop(bid, None)
+            if item is not None:
+                _release_view(item.view)
+                give_back(bid)
+
+    @property
+    def has_data(self) -> bool:
+        """Received bytes are waiting to be taken."""
+        return self._head < self._tail
 
     def try_get_ring(self, snapshot: RingSnapshot) -> RingItem | None:
         """Next item up to ``snapshot.tail``, or None when the batch is drained."""
@@ -416,9 +471,7 @@ class Connection:
         if self._state != OPEN:
             return
         self._state = CLOSING
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        self._interrupt()
         self._release_slots()
         if self._pending and self._write_exc is None:
             self._kick_send()
@@ -445,6 +498,10 @@ class Connection:
             lib.zu_prep_cancel(r.ptr, ud, 0)
 
     def _release_slots(self) -> None:
+        seq = self._live_seq
+        if seq is not None:
+            self._live_seq = None
+            seq.release()       # its views die now, loudly, not silently recycled
         held = self._held
         if not held:
             return
