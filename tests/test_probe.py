@@ -24,7 +24,7 @@ def test_this_kernel_passes() -> None:
 
 
 def test_no_io_uring_at_all() -> None:
-    with pytest.raises(zerg.UnsupportedKernelError, match="io_uring is not available.*ENOSYS"):
+    with pytest.raises(zerg.UnsupportedKernelError, match=r"io_uring is not available.*ENOSYS"):
         require(forged(release=(4, 19), ops=frozenset(), error=-errno.ENOSYS),
                 zerg.ReactorConfig())
 
@@ -40,7 +40,7 @@ def test_io_uring_blocked_by_seccomp() -> None:
 
 
 def test_missing_opcode_named() -> None:
-    with pytest.raises(zerg.UnsupportedKernelError, match="IORING_OP_SEND.*Linux 5.6"):
+    with pytest.raises(zerg.UnsupportedKernelError, match=r"IORING_OP_SEND.*Linux 5.6"):
         require(forged(ops=ALL_OPS - {"IORING_OP_SEND"}), zerg.ReactorConfig())
 
 
