@@ -112,7 +112,7 @@ def parse_request(buf: zerg.BufferSequence, pos: int, scanned: int) -> Request |
         raise HttpError(413, "body too large")
     body_at = end + 4
     if len(buf) - body_at < length:
-        return len(buf) - pos
+        return end + 3 - pos        # next time the search starts right at the terminator
     return Request(method, target, version, headers, buf[body_at:body_at + length],
                    keep_alive, body_at + length - pos)
 

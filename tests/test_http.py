@@ -188,3 +188,14 @@ def test_make_demo_style_process_answers() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_body_arriving_after_headers_in_a_later_read(srv) -> None:
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+        time.sleep(0.1)             # the parser sees the head alone first
+        s.sendall(b"he")
+        time.sleep(0.1)
+        s.sendall(b"llo")
+        data = s.recv(4096)
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"\r\n\r\nhello")

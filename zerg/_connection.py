@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
 import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
@@ -87,9 +88,9 @@ class Connection:
 
     __slots__ = (
         "__weakref__", "_cur", "_eof", "_error", "_flush_waiters", "_granted", "_head",
-        "_held", "_items", "_live_seq", "_loop", "_pending", "_reactor", "_recv_armed", "_sending",
+        "_held", "_items", "_lent", "_live_seq", "_loop", "_pending", "_reactor", "_recv_armed", "_sending",
         "_staged", "_state", "_tail", "_ud_recv", "_ud_send", "_waiter", "_write_exc",
-        "bytes_in", "bytes_out", "fd", "id", "peername",
+        "bytes_in", "bytes_out", "fd", "id",
     )
 
     def __init__(self, reactor: Reactor, conn_id: int, fd: int) -> None:
@@ -97,7 +98,6 @@ class Connection:
         self._loop: asyncio.AbstractEventLoop = reactor.loop
         self.id = conn_id
         self.fd = fd
-        self.peername: Any = None
         self._ud_recv = (conn_id << 8) | OP_RECV
         self._ud_send = (conn_id << 8) | OP_SEND
         self._state = OPEN
@@ -119,6 +119,7 @@ class Connection:
         self._sending: WriteSegment | None = None
         self._flush_waiters: list[asyncio.Future[None]] = []
         self._write_exc: BaseException | None = None
+        self._lent: set[WriteSegment] = set()
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -223,6 +224,19 @@ class Connection:
         derived from the ring, so this only checks nothing is waiting."""
         if self._waiter is not None:
             raise RuntimeError("reset_read() while a read() is waiting")
+
+    @property
+    def peername(self) -> Any:
+        """The peer's address, as ``socket.getpeername()`` gives it (None once closed)."""
+        if self._state == CLOSED:
+            return None
+        sock = socket.socket(fileno=self.fd)
+        try:
+            return sock.getpeername()
+        except OSError:
+            return None
+        finally:
+            sock.detach()
 
     @property
     def is_closed(self) -> bool:
@@ -381,16 +395,50 @@ class Connection:
         return seg
 
     def _kick_send(self) -> None:
-        if self._sending is not None or not self._staged:
+        if self._sending is not None:
             return
-        seg = self._staged[0]
-        if seg.fill == seg.sent:
-            return
-        r = self._reactor.ring
-        r.check(lib.zu_prep_send(r.ptr, self.fd, seg.ptr, seg.off + seg.sent,
-                                 seg.fill - seg.sent, self._ud_send), "send")
-        self._sending = seg
-        self._reactor.sends += 1
+        staged = self._staged
+        while staged:
+            seg = staged[0]
+            if seg.sent < seg.fill:
+                r = self._reactor.ring
+                r.check(lib.zu_prep_send(r.ptr, self.fd, seg.ptr, seg.off + seg.sent,
+                                         seg.fill - seg.sent, self._ud_send), "send")
+                self._sending = seg
+                self._reactor.sends += 1
+                return
+            if seg is self._cur:
+                return                  # still being filled; nothing to send yet
+            staged.pop(0)
+            self._reactor.pool.release(seg)
+
+    def _lend_segment(self) -> WriteSegment:
+        """A pool segment for a BufferWriter; it comes back via ``_enqueue``
+        or, if never flushed, when the connection closes."""
+        self._check_writable()
+        seg = self._reactor.pool.acquire()
+        self._lent.add(seg)
+        return seg
+
+    def _enqueue(self, segs: list[WriteSegment]) -> None:
+        """Append a BufferWriter's filled segments to the send queue, in order."""
+        pool = self._reactor.pool
+        lent = self._lent
+        ok = self._state == OPEN and self._write_exc is None
+        for seg in segs:
+            if seg not in lent:
+                continue            # reclaimed by close(); never release twice
+            lent.remove(seg)
+            if ok and seg.fill:
+                self._staged.append(seg)
+                self._pending += seg.fill
+            else:
+                pool.release(seg)
+        if ok:
+            self._cur = None        # later writes go after these segments
+            self._granted = 0
+        else:
+            self._check_writable()
 
     def _on_send(self, res: int) -> None:
         seg = self._sending
@@ -461,6 +509,10 @@ class Connection:
         self._cur = None
         self._granted = 0
         self._pending = 0
+        if self._state == CLOSED and self._lent:
+            for seg in self._lent:
+                pool.release(seg)
+            self._lent.clear()
 
     # ----------------------------------------------------------------- close
     def close(self) -> None:
@@ -521,7 +573,7 @@ class Connection:
             if self._sending is not None:
                 return
         self._state = CLOSED
-        self._drop_segments()
+        self._drop_segments()       # also gives back segments lent to writers
         self._wake_flushers(ConnectionError(f"connection {self.id} closed before the "
                                             f"data was sent"))
         try:

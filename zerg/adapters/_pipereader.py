@@ -81,6 +81,8 @@ class PipeReader:
 
     def _result(self, canceled: bool) -> ReadResult:
         buf = self._buf
+        if buf is not None and self._conn._live_seq is not buf:
+            self._buf = buf = None      # the connection closed and took its slots back
         view = buf[:] if buf is not None else _EMPTY
         self._handed = len(view)
         completed = self._conn.is_closed and not self._conn.has_data

@@ -1,0 +1,394 @@
+"""A Redis-protocol (RESP2) key-value server on zerg's PipeReader.
+
+    python examples/resp.py --host 127.0.0.1 --port 6380
+    redis-cli -p 6380 set greeting hello
+
+It speaks enough Redis for redis-cli and redis-benchmark: PING ECHO SET GET DEL EXISTS INCR
+MGET MSET COMMAND CONFIG QUIT.  One in-memory dict per process; keys expire lazily.
+
+How the parser works (the part worth copying):
+  - ``PipeReader.read()`` hands every unconsumed byte as one ``BufferSequence`` over the
+    receive slots.  The parser walks it with ``find(sep, start)`` and slices, and copies out
+    only the arguments themselves (the store has to own them anyway).
+  - It is resumable: each argument is consumed as soon as it is copied, and the half-read
+    command (its arguments so far, how many are still due, a bulk length already read) lives
+    in a small state object.  A partial command is never parsed twice, so a 1M-argument
+    command costs O(its bytes), and a large value streams into a bytearray instead of pinning
+    receive slots until it is complete (enough of those would drain the buffer ring).
+  - When the bytes end mid-line, everything was examined: ``advance_to(consumed, len(buf))``
+    makes the next read() wait for new bytes, and the line search resumes where it stopped.
+  - Every complete command is answered with ``conn.write()``; one ``flush()`` per read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Final
+
+import zerg
+from zerg.adapters import PipeReader
+
+MAX_BULK: Final = 64 * 1024 * 1024  # longest bulk string (Redis: 512 MiB)
+MAX_ARGS: Final = 1024 * 1024  # most arguments in one command
+MAX_INLINE: Final = 64 * 1024  # longest inline command or length line
+SPILL: Final = 256 * 1024  # an incomplete bulk this long is copied out as it arrives
+FLUSH_AT: Final = 1024 * 1024  # staged reply bytes that trigger an early flush
+
+Command = list[bytes]
+_COUNT: Final = re.compile(rb"-?[0-9]{1,18}")  # a strict RESP length: no '+', no spaces
+_INT64: Final = re.compile(rb"-?(0|[1-9][0-9]{0,18})")  # what INCR accepts, like Redis
+
+
+class ProtocolError(Exception):
+    """The peer broke RESP: reply ``-ERR Protocol error: ...`` and close."""
+
+
+class RespParser:
+    """Turns RESP2 bytes into commands (lists of bytes); one per connection."""
+
+    __slots__ = ("_args", "_bulk", "_part", "_scan", "_want")
+
+    def __init__(self) -> None:
+        self._args: Command = []  # arguments of the command being read
+        self._want = 0  # arguments still due; 0 = between commands
+        self._bulk = -1  # length of the bulk body that comes next; -1 = a line comes next
+        self._part: bytearray | None = None  # body so far of a large, incomplete bulk
+        self._scan = 0  # where the line-end search resumes, counted from `consumed`
+
+    def feed(self, buf: zerg.BufferSequence, out: list[Command]) -> int:
+        """Append each complete command in ``buf`` to ``out``; return the bytes consumed.
+
+        Raises ProtocolError; commands appended before it are valid and should be answered.
+        """
+        pos, end = 0, len(buf)
+        while pos < end:
+            n = self._bulk
+            if n >= 0:  # a bulk body and its \r\n are next
+                if self._part is not None or (n >= SPILL and end - pos < n + 2):
+                    pos = self._spill(buf, pos, end, out)
+                elif end - pos < n + 2:
+                    return pos  # wait for the rest of the body
+                elif not buf.startswith(b"\r\n", pos + n):
+                    raise ProtocolError("bulk length does not match the data")
+                else:
+                    self._arg(buf[pos : pos + n].tobytes(), out)
+                    pos += n + 2
+                continue
+            first = buf[pos]
+            if self._want == 0 and first != 0x2A:  # not '*': an inline command, "PING\r\n"
+                eol = self._line_end(buf, b"\n", pos, end, "too big inline request")
+                if eol < 0:
+                    return pos
+                words = buf[pos:eol].tobytes().split()  # also drops the '\r'
+                pos = eol + 1
+                if words:
+                    out.append(words)
+                continue
+            eol = self._line_end(buf, b"\r\n", pos, end, "too big count string")
+            if eol < 0:
+                return pos
+            text = buf[pos + 1 : eol].tobytes()
+            pos = eol + 2
+            count = int(text) if _COUNT.fullmatch(text) else -2
+            if self._want == 0:  # "*<count>" starts a command; *0 and *-1 are ignored
+                if not -1 <= count <= MAX_ARGS:
+                    raise ProtocolError("invalid multibulk length")
+                self._want = max(count, 0)
+            elif first != 0x24:  # not '$' (a nested array '*' lands here too)
+                raise ProtocolError(f"expected '$', got {_show(bytes([first]))}")
+            elif not 0 <= count <= MAX_BULK:
+                raise ProtocolError("invalid bulk length")
+            else:
+                self._bulk = count
+        return pos
+
+    def _line_end(self, buf: zerg.BufferSequence, sep: bytes, pos: int, end: int,
+                  too_big: str) -> int:
+        """Offset of ``sep`` ending the line at ``pos``, or -1 if it has not arrived yet."""
+        eol = buf.find(sep, pos + self._scan)  # never rescans what an earlier read examined
+        if eol >= 0:
+            self._scan = 0
+        elif end - pos > MAX_INLINE:
+            raise ProtocolError(too_big)
+        else:  # resume there next time; the last byte may be the '\r' of a split "\r\n"
+            self._scan = max(end - pos - len(sep) + 1, 0)
+        return eol
+
+    def _spill(self, buf: zerg.BufferSequence, pos: int, end: int, out: list[Command]) -> int:
+        """Copy what is here of a large bulk body into ``_part`` and consume it."""
+        part = self._part
+        if part is None:
+            part = self._part = bytearray()
+        take = min(self._bulk + 2 - len(part), end - pos)
+        for segment in buf[pos : pos + take]:  # memoryviews over the receive slots
+            part += segment
+        if len(part) == self._bulk + 2:
+            self._part = None
+            if part[-2:] != b"\r\n":
+                raise ProtocolError("bulk length does not match the data")
+            self._arg(bytes(part[:-2]), out)
+        return pos + take
+
+    def _arg(self, value: bytes, out: list[Command]) -> None:
+        self._bulk = -1
+        self._args.append(value)
+        self._want -= 1
+        if self._want == 0:
+            out.append(self._args)
+            self._args = []
+
+
+# -- the store and the commands ------------------------------------------------------------
+
+DATA: Final[dict[bytes, bytes]] = {}  # shared by every connection of the process
+EXPIRES: Final[dict[bytes, float]] = {}  # key -> deadline on time.monotonic()
+
+OK: Final = b"+OK\r\n"
+NIL: Final = b"$-1\r\n"
+EMPTY: Final = b"*0\r\n"
+NOT_INT: Final = b"-ERR value is not an integer or out of range\r\n"
+SYNTAX: Final = b"-ERR syntax error\r\n"
+CONFIG: Final = {"save": b"", "appendonly": b"no"}  # what redis-benchmark asks for
+
+
+def _show(raw: bytes, limit: int = 128) -> str:
+    """Quote client bytes for an error line (no \\r or \\n may reach the protocol)."""
+    return "'" + raw[:limit].decode("latin-1").replace("\r", " ").replace("\n", " ") + "'"
+
+
+def _err(message: str) -> bytes:
+    return b"-ERR " + message.encode("latin-1") + b"\r\n"
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def _array(items: list[bytes | None]) -> bytes:
+    body = b"".join(NIL if v is None else _bulk(v) for v in items)
+    return b"*%d\r\n%b" % (len(items), body)
+
+
+def _int64(raw: bytes) -> int | None:
+    if _INT64.fullmatch(raw) and -(2**63) <= (n := int(raw)) < 2**63:
+        return n
+    return None
+
+
+def _arity(name: str) -> bytes:
+    return _err(f"wrong number of arguments for '{name}' command")
+
+
+def _lookup(key: bytes) -> bytes | None:
+    """The live value of ``key``; an expired key is deleted on the way (lazy expiry)."""
+    if EXPIRES and (deadline := EXPIRES.get(key)) is not None and deadline <= time.monotonic():
+        del EXPIRES[key]
+        DATA.pop(key, None)
+        return None
+    return DATA.get(key)
+
+
+def cmd_ping(a: Command) -> bytes:
+    if len(a) > 2:
+        return _arity("ping")
+    return b"+PONG\r\n" if len(a) == 1 else _bulk(a[1])
+
+
+def cmd_echo(a: Command) -> bytes:
+    return _bulk(a[1])
+
+
+def cmd_get(a: Command) -> bytes:
+    value = _lookup(a[1])
+    return NIL if value is None else _bulk(value)
+
+
+def cmd_set(a: Command) -> bytes:
+    """SET key value [EX seconds | PX milliseconds] [NX | XX]"""
+    ttl: float | None = None
+    nx = xx = False
+    i = 3
+    while i < len(a):
+        opt = a[i].upper()
+        if opt in (b"EX", b"PX") and ttl is None and i + 1 < len(a):
+            n = _int64(a[i + 1])
+            if n is None:
+                return NOT_INT
+            if n <= 0:
+                return _err("invalid expire time in 'set' command")
+            ttl = n if opt == b"EX" else n / 1000
+            i += 2
+        elif (opt == b"NX" and not xx) or (opt == b"XX" and not nx):
+            nx, xx = nx or opt == b"NX", xx or opt == b"XX"
+            i += 1
+        else:
+            return SYNTAX
+    key = a[1]
+    if (nx or xx) and (_lookup(key) is not None) == nx:
+        return NIL  # NX and the key exists, or XX and it does not
+    DATA[key] = a[2]
+    if ttl is None:
+        EXPIRES.pop(key, None)
+    else:
+        EXPIRES[key] = time.monotonic() + ttl
+    return OK
+
+
+def cmd_del(a: Command) -> bytes:
+    count = 0
+    for key in a[1:]:
+        if _lookup(key) is not None:
+            del DATA[key]
+            EXPIRES.pop(key, None)
+            count += 1
+    return b":%d\r\n" % count
+
+
+def cmd_exists(a: Command) -> bytes:
+    return b":%d\r\n" % sum(_lookup(key) is not None for key in a[1:])
+
+
+def cmd_incr(a: Command) -> bytes:
+    old = _lookup(a[1])
+    n = 0 if old is None else _int64(old)
+    if n is None:
+        return NOT_INT
+    if n == 2**63 - 1:
+        return _err("increment or decrement would overflow")
+    DATA[a[1]] = b"%d" % (n + 1)  # keeps its expiry, as in Redis
+    return b":%d\r\n" % (n + 1)
+
+
+def cmd_mget(a: Command) -> bytes:
+    return _array([_lookup(key) for key in a[1:]])
+
+
+def cmd_mset(a: Command) -> bytes:
+    if len(a) % 2 == 0:
+        return _arity("mset")
+    for i in range(1, len(a), 2):
+        DATA[a[i]] = a[i + 1]
+        EXPIRES.pop(a[i], None)
+    return OK
+
+
+def cmd_command(a: Command) -> bytes:
+    """Just enough introspection for redis-cli: no command docs, an honest count."""
+    if len(a) == 1:
+        return EMPTY
+    sub = a[1].lower()
+    if sub == b"count":
+        return b":%d\r\n" % (len(COMMANDS) + 1)  # + QUIT
+    if sub in (b"docs", b"info", b"list"):
+        return EMPTY
+    return _err(f"unknown subcommand {_show(a[1])}. Try COMMAND HELP.")
+
+
+def cmd_config(a: Command) -> bytes:
+    """CONFIG GET pattern...: name/value pairs from the few settings clients ask about."""
+    if a[1].lower() != b"get":
+        return _err(f"unknown subcommand {_show(a[1])}. Try CONFIG HELP.")
+    if len(a) < 3:
+        return _arity("config|get")
+    pats = [p.decode("latin-1").lower() for p in a[2:]]
+    found = [k for k in CONFIG if any(fnmatch.fnmatchcase(k, p) for p in pats)]
+    return _array([x for k in found for x in (k.encode(), CONFIG[k])])
+
+
+# name -> (function, arity): n means exactly n words (with the name), -n at least n.
+COMMANDS: Final[dict[bytes, tuple[Callable[[Command], bytes], int]]] = {
+    b"ping": (cmd_ping, -1), b"echo": (cmd_echo, 2), b"set": (cmd_set, -3),
+    b"get": (cmd_get, 2), b"del": (cmd_del, -2), b"exists": (cmd_exists, -2),
+    b"incr": (cmd_incr, 2), b"mget": (cmd_mget, -2), b"mset": (cmd_mset, -3),
+    b"command": (cmd_command, -1), b"config": (cmd_config, -2),
+}
+
+
+def execute(a: Command) -> bytes | None:
+    """The reply to one command; None for QUIT (reply +OK, then close)."""
+    name = a[0].lower()
+    entry = COMMANDS.get(name)
+    if entry is None:
+        if name == b"quit":
+            return None
+        shown = "".join(_show(arg) + " " for arg in a[1:])[:128]
+        return _err(f"unknown command {_show(a[0])}, with args beginning with: {shown}")
+    fn, arity = entry
+    if (len(a) != arity) if arity >= 0 else (len(a) < -arity):
+        return _arity(name.decode("latin-1"))
+    return fn(a)
+
+
+# -- the connection handler ------------------------------------------------------------------
+
+async def _write_large(conn: zerg.Connection, reply: bytes) -> None:
+    """Write a reply that would stage more than FLUSH_AT bytes, FLUSH_AT at a time."""
+    view = memoryview(reply)
+    for i in range(0, len(view), FLUSH_AT):
+        await conn.flush()
+        conn.write(view[i : i + FLUSH_AT])
+
+
+async def handle(conn: zerg.Connection) -> None:
+    """Serve one client until it quits, hangs up or breaks the protocol."""
+    reader = PipeReader(conn)
+    parser = RespParser()
+    commands: list[Command] = []
+    try:
+        while True:
+            result = await reader.read()
+            buf = result.buffer
+            error: ProtocolError | None = None
+            consumed = 0
+            try:
+                consumed = parser.feed(buf, commands)
+            except ProtocolError as exc:
+                error = exc
+            # The commands own their bytes, so the slots can go back before we answer.
+            # Everything was examined: an incomplete command makes the next read wait.
+            reader.advance_to(consumed, len(buf))
+            quit = False
+            for args in commands:
+                reply = execute(args)
+                if reply is None:  # QUIT: answer, ignore what follows, hang up
+                    reply, quit = OK, True
+                if conn.pending_write_bytes + len(reply) > FLUSH_AT:
+                    await _write_large(conn, reply)
+                else:
+                    conn.write(reply)
+                if quit:
+                    break
+            else:  # every command before a protocol error is answered, then the error
+                if error is not None:
+                    conn.write(_err(f"Protocol error: {error}"))
+            commands.clear()
+            await conn.flush()  # one flush per read, however many commands it held
+            if quit or error is not None or result.is_completed:
+                break
+    except ConnectionError:
+        pass  # the peer went away while we were answering
+    finally:
+        reader.complete()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=6380)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # One reactor: every handler runs on one thread, so the store needs no lock.
+    opts = zerg.EngineOptions(ip=args.host, port=args.port, reactor_count=1)
+    with zerg.Engine(opts) as engine:
+        engine.listen()
+        print(f"resp: listening on {args.host}:{engine.port}", flush=True)
+        engine.serve(handle)
+
+
+if __name__ == "__main__":
+    main()
