@@ -40,8 +40,14 @@ SPILL: Final = 256 * 1024  # an incomplete bulk this long is copied out as it ar
 FLUSH_AT: Final = 1024 * 1024  # staged reply bytes that trigger an early flush
 
 Command = list[bytes]
-_COUNT: Final = re.compile(rb"-?[0-9]{1,18}")  # a strict RESP length: no '+', no spaces
 _INT64: Final = re.compile(rb"-?(0|[1-9][0-9]{0,18})")  # what INCR accepts, like Redis
+
+
+def _length(digits: bytes, limit: int) -> int:
+    """A RESP length: ASCII digits only (no sign, space or '_'), at most ``limit``; else -1."""
+    if digits.isdigit() and len(digits) <= 18 and (n := int(digits)) <= limit:
+        return n
+    return -1
 
 
 class ProtocolError(Exception):
@@ -71,53 +77,43 @@ class RespParser:
             if n >= 0:  # a bulk body and its \r\n are next
                 if self._part is not None or (n >= SPILL and end - pos < n + 2):
                     pos = self._spill(buf, pos, end, out)
-                elif end - pos < n + 2:
+                    continue
+                if end - pos < n + 2:
                     return pos  # wait for the rest of the body
-                elif not buf.startswith(b"\r\n", pos + n):
+                body = buf[pos : pos + n + 2].tobytes()  # one copy: the body and its \r\n
+                if body[n:] != b"\r\n":
                     raise ProtocolError("bulk length does not match the data")
-                else:
-                    self._arg(buf[pos : pos + n].tobytes(), out)
-                    pos += n + 2
+                self._arg(body[:n], out)
+                pos += n + 2
                 continue
-            first = buf[pos]
-            if self._want == 0 and first != 0x2A:  # not '*': an inline command, "PING\r\n"
-                eol = self._line_end(buf, b"\n", pos, end, "too big inline request")
-                if eol < 0:
-                    return pos
-                words = buf[pos:eol].tobytes().split()  # also drops the '\r'
-                pos = eol + 1
-                if words:
-                    out.append(words)
-                continue
-            eol = self._line_end(buf, b"\r\n", pos, end, "too big count string")
+            inline = self._want == 0 and buf[pos] != 0x2A  # not '*': "PING\r\n" (telnet)
+            sep = b"\n" if inline else b"\r\n"
+            eol = buf.find(sep, pos + self._scan)  # never rescans what a read examined
             if eol < 0:
+                if end - pos > MAX_INLINE:
+                    raise ProtocolError("too big inline request" if inline else
+                                        "too big count string")
+                # Resume the search there; the last byte may be the '\r' of a split "\r\n".
+                self._scan = max(end - pos - len(sep) + 1, 0)
                 return pos
-            text = buf[pos + 1 : eol].tobytes()
-            pos = eol + 2
-            count = int(text) if _COUNT.fullmatch(text) else -2
-            if self._want == 0:  # "*<count>" starts a command; *0 and *-1 are ignored
-                if not -1 <= count <= MAX_ARGS:
+            self._scan = 0
+            line = buf[pos:eol].tobytes()
+            pos = eol + len(sep)
+            if inline:
+                if words := line.split():  # split() also drops the '\r'
+                    out.append(words)
+            elif self._want == 0:  # "*<count>" starts a command; *0 and *-1 are ignored
+                count = _length(line[1:], MAX_ARGS)
+                if count < 0 and line != b"*-1":
                     raise ProtocolError("invalid multibulk length")
                 self._want = max(count, 0)
-            elif first != 0x24:  # not '$' (a nested array '*' lands here too)
-                raise ProtocolError(f"expected '$', got {_show(bytes([first]))}")
-            elif not 0 <= count <= MAX_BULK:
+            elif line[:1] != b"$":  # a nested array ('*') lands here too
+                raise ProtocolError(f"expected '$', got {_show(line[:1])}")
+            elif (n := _length(line[1:], MAX_BULK)) < 0:
                 raise ProtocolError("invalid bulk length")
             else:
-                self._bulk = count
+                self._bulk = n
         return pos
-
-    def _line_end(self, buf: zerg.BufferSequence, sep: bytes, pos: int, end: int,
-                  too_big: str) -> int:
-        """Offset of ``sep`` ending the line at ``pos``, or -1 if it has not arrived yet."""
-        eol = buf.find(sep, pos + self._scan)  # never rescans what an earlier read examined
-        if eol >= 0:
-            self._scan = 0
-        elif end - pos > MAX_INLINE:
-            raise ProtocolError(too_big)
-        else:  # resume there next time; the last byte may be the '\r' of a split "\r\n"
-            self._scan = max(end - pos - len(sep) + 1, 0)
-        return eol
 
     def _spill(self, buf: zerg.BufferSequence, pos: int, end: int, out: list[Command]) -> int:
         """Copy what is here of a large bulk body into ``_part`` and consume it."""

@@ -427,3 +427,36 @@ def test_only_the_owner_advances_or_releases() -> None:
             seq.advance(0)
         with pytest.raises(TypeError, match="get_sequence"):
             seq.release()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300), st.data())
+def test_extended_and_compacted_keep_bytes_and_give_each_slot_back_once(
+    data: bytes, draw: st.DataObject
+) -> None:
+    """The adapters' ownership moves: bytes stay equal to the model, slots go back once."""
+    given_back: list[int] = []
+    cut = draw.draw(st.integers(0, len(data)))
+    first, second = data[:cut], data[cut:]
+    segs1 = [first[i:i + 7] for i in range(0, len(first), 7)]
+    segs2 = [second[i:i + 5] for i in range(0, len(second), 5)]
+    ids1 = list(range(len(segs1)))
+    ids2 = list(range(100, 100 + len(segs2)))
+    seq = BufferSequence._owning([memoryview(s) for s in segs1], ids1, given_back.extend)
+    k = draw.draw(st.integers(0, len(first)))
+    seq.advance(k)
+    old_view = seq[:]
+    ext = seq._extended([memoryview(s) for s in segs2], ids2)
+    assert ext.tobytes() == data[k:]
+    if len(old_view):
+        with pytest.raises(ValueError):
+            old_view.tobytes()
+    if draw.draw(st.booleans()):
+        ext = ext._compacted()
+        assert ext.tobytes() == data[k:]
+    m = draw.draw(st.integers(0, len(ext)))
+    ext.advance(m)
+    assert ext.tobytes() == data[k + m:]
+    ext.release()
+    real = [i for i in given_back if i >= 0]
+    assert sorted(real) == sorted(ids1 + ids2)       # every slot, exactly once

@@ -14,19 +14,22 @@ from zerg._connection import Connection, RingItem, RingSnapshot
 from zerg._engine import Engine, run
 from zerg._errors import UnsupportedKernelError, WriteBufferFullError
 from zerg._probe import KernelFeatures, probe
-from zerg._reactor import ReactorStats
+from zerg._reactor import AsyncHandler, Handler, ReactorStats, SyncHandler
 
 __all__ = [
     "AcceptorConfig",
+    "AsyncHandler",
     "BufferSequence",
     "Connection",
     "Engine",
     "EngineOptions",
+    "Handler",
     "KernelFeatures",
     "ReactorConfig",
     "ReactorStats",
     "RingItem",
     "RingSnapshot",
+    "SyncHandler",
     "UnsupportedKernelError",
     "WriteBufferFullError",
     "probe",

@@ -546,6 +546,37 @@ class BufferSequence:
         return new
 
 
+    def _held_slots(self) -> int:
+        """How many segments (slots) this owning sequence still holds."""
+        slots = self._slots
+        return 0 if slots is None else len(self._segs) - slots.next
+
+    def _compacted(self) -> BufferSequence:
+        """A new owning sequence over one private copy of the unconsumed bytes.
+
+        Every slot goes back to the kernel at once.  Adapters use this when many
+        slots hold few bytes (a peer trickling bytes one recv at a time), so one
+        connection's unconsumed tail cannot tie up the shared buffer ring.  The
+        private segment has slot id -1, which ``give_back`` callers ignore.
+        """
+        if not self._owns:
+            raise TypeError(_NOT_OWNER)
+        data = self.tobytes()
+        slots = self._slots
+        assert slots is not None
+        first = slots.next
+        nsegs = len(self._segs)
+        ids = slots.ids[first:]
+        slots.next = nsegs
+        slots.held_from = _RELEASED
+        self._segs[first:] = [_EMPTY] * (nsegs - first)
+        new = BufferSequence._owning([memoryview(data)] if data else [],
+                                     [-1] if data else [], slots.give_back)
+        if ids:
+            slots.give_back(ids)
+        return new
+
+
 def _readonly_bytes_view(obj: BytesLike) -> memoryview:
     mv = memoryview(obj)
     if mv.format != "B" or mv.ndim != 1:

@@ -148,6 +148,9 @@ class EngineOptions:
     """Grace period for handlers after ``stop()`` before they are cancelled."""
     reuse_port: bool = False
     """Set ``SO_REUSEPORT`` so several processes can listen on one port."""
+    worker_threads: int = 64
+    """Threads that run plain ``def handler(conn)`` handlers (one per connection
+    at a time; further connections wait for a free thread)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.ip, str):
@@ -169,6 +172,7 @@ class EngineOptions:
             )
         _check_float("shutdown_timeout_s", self.shutdown_timeout_s, 0.0, 3600.0)
         _check_bool("reuse_port", self.reuse_port)
+        _check_int("worker_threads", self.worker_threads, 1, 4096)
         want_v6 = self.acceptor.ip_version != "ipv4"
         if (addr.version == 6) != want_v6:
             raise ValueError(

@@ -87,8 +87,9 @@ class Connection:
     reactor's loop (adapters exist for worker threads)."""
 
     __slots__ = (
-        "__weakref__", "_cur", "_eof", "_error", "_flush_waiters", "_granted", "_head",
-        "_held", "_items", "_lent", "_live_seq", "_loop", "_pending", "_reactor", "_recv_armed", "_sending",
+        "__weakref__", "_cur", "_discard", "_eof", "_error", "_flush_waiters", "_granted", "_head",
+        "_held", "_items", "_lent", "_live_seq", "_loop", "_pending", "_reactor", "_recv_armed",
+        "_sending",
         "_staged", "_state", "_tail", "_ud_recv", "_ud_send", "_waiter", "_write_exc",
         "bytes_in", "bytes_out", "fd", "id",
     )
@@ -111,6 +112,7 @@ class Connection:
         self._waiter: asyncio.Future[None] | None = None
         self._recv_armed = False
         self._live_seq: BufferSequence | None = None
+        self._discard = False
         # write side
         self._staged: list[WriteSegment] = []
         self._cur: WriteSegment | None = None
@@ -198,6 +200,16 @@ class Connection:
                 _release_view(item.view)
                 give_back(bid)
 
+    def discard_input(self) -> None:
+        """Stop reading: every received slot goes back now and later input is
+        dropped as it arrives, so it cannot tie up the reactor's shared ring.
+        Writing still works."""
+        self._discard = True
+        segs, ids = self._take_all()
+        del segs
+        self._give_back_ids(ids)
+        self._interrupt()
+
     @property
     def has_data(self) -> bool:
         """Received bytes are waiting to be taken."""
@@ -249,7 +261,7 @@ class Connection:
 
     # Called by the reactor's dispatcher -------------------------------------
     def _on_data(self, bid: int, n: int) -> None:
-        if self._state != OPEN:
+        if self._state != OPEN or self._discard:
             self._reactor.give_back(bid)
             return
         item = RingItem(bid, n, self._reactor.pool.slot_view(bid, n))
@@ -376,6 +388,11 @@ class Connection:
         fut: asyncio.Future[None] = self._loop.create_future()
         self._flush_waiters.append(fut)
         await fut
+
+    def flush_nowait(self) -> None:
+        """Start sending everything staged without waiting for it."""
+        if self._pending and self._write_exc is None and self._state != CLOSED:
+            self._kick_send()
 
     @property
     def pending_write_bytes(self) -> int:

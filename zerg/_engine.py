@@ -13,6 +13,7 @@ stop accepting, close connections, give back every slot, close ring and fds.
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import inspect
 import logging
@@ -98,16 +99,17 @@ class Engine:
     def serve(self, handler: Handler) -> None:
         """Serve connections with ``handler`` until ``stop()``.
 
-        ``handler`` is ``async def handler(conn)``; it runs on the reactor's
-        asyncio loop, and its connection closes when it returns or raises.
+        ``async def handler(conn)`` runs on the reactor's asyncio loop; a plain
+        ``def handler(conn)`` runs on a worker thread (``worker_threads``), for
+        blocking code and ``ConnectionStream``.  Either way the connection
+        closes when the handler returns or raises.
         """
         if not callable(handler):
-            raise TypeError(f"handler must be an async function, got {handler!r}")
+            raise TypeError(f"handler must be a function taking the connection, got {handler!r}")
+        executor: concurrent.futures.ThreadPoolExecutor | None = None
         if not _is_async_handler(handler):
-            raise TypeError(
-                f"handler {getattr(handler, '__name__', handler)!r} must be an "
-                "`async def handler(conn)` coroutine function"
-            )
+            executor = concurrent.futures.ThreadPoolExecutor(
+                self.options.worker_threads, thread_name_prefix="zerg-worker")
         with self._lock:
             if self._serving:
                 raise RuntimeError("Engine.serve() is already running")
@@ -116,22 +118,27 @@ class Engine:
             feats = probe()
             require(feats, self.options.reactor, msg_ring=False)
             self.listen()
-            self._serve(handler)
+            self._serve(handler, executor)
         finally:
+            if executor is not None:
+                # Handlers still blocked after the grace period cannot be
+                # interrupted; do not wait for them.
+                executor.shutdown(wait=False, cancel_futures=True)
             with self._lock:
                 self._serving = False
                 self._final_stats = [r.stats() for r in self._reactors]
                 self._reactors = []
             self._close_socket()
 
-    def _serve(self, handler: Handler) -> None:
+    def _serve(self, handler: Handler,
+               executor: concurrent.futures.Executor | None) -> None:
         opts = self.options
         assert self._sock is not None
         fd = self._sock.fileno()
         n = opts.reactor_count
         single = n == 1
         reactor0 = Reactor(0, opts.reactor, handler, listen_fd=fd if single else None,
-                           shutdown_timeout_s=opts.shutdown_timeout_s)
+                           shutdown_timeout_s=opts.shutdown_timeout_s, executor=executor)
         reactors = [reactor0]
         threads: list[threading.Thread] = []
         errors: list[BaseException] = []
@@ -140,7 +147,7 @@ class Engine:
                 ready = threading.Event()
                 box: list[Reactor] = []
                 t = threading.Thread(target=self._reactor_thread,
-                                     args=(i, handler, ready, box, errors),
+                                     args=(i, handler, executor, ready, box, errors),
                                      name=f"zerg-reactor-{i}", daemon=True)
                 t.start()
                 ready.wait()
@@ -173,11 +180,13 @@ class Engine:
             if not reactor0.ring.closed:
                 reactor0.ring.close()
 
-    def _reactor_thread(self, index: int, handler: Handler, ready: threading.Event,
+    def _reactor_thread(self, index: int, handler: Handler,
+                        executor: concurrent.futures.Executor | None, ready: threading.Event,
                         box: list[Reactor], errors: list[BaseException]) -> None:
         try:
             reactor = Reactor(index, self.options.reactor, handler, listen_fd=None,
-                              shutdown_timeout_s=self.options.shutdown_timeout_s)
+                              shutdown_timeout_s=self.options.shutdown_timeout_s,
+                              executor=executor)
         except BaseException as exc:
             errors.append(exc)
             ready.set()

@@ -22,12 +22,15 @@ to it only through ``loop.call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import functools
 import logging
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 from zerg._config import ReactorConfig
 from zerg._connection import OPEN, Connection
@@ -47,7 +50,9 @@ from zerg._uring import ffi, lib
 
 log = logging.getLogger("zerg")
 
-Handler = Callable[[Connection], Awaitable[None]]
+AsyncHandler = Callable[[Connection], Awaitable[None]]
+SyncHandler = Callable[[Connection], None]
+Handler = AsyncHandler | SyncHandler
 
 _ACCEPT_BACKOFF_S = 0.05
 
@@ -91,8 +96,11 @@ class Reactor:
         *,
         listen_fd: int | None,
         shutdown_timeout_s: float,
+        executor: concurrent.futures.Executor | None = None,
     ) -> None:
         self.index = index
+        self.thread_id = threading.get_ident()
+        self._executor = executor
         self.cfg = cfg
         self._handler = handler
         self._listen_fd = listen_fd
@@ -125,7 +133,7 @@ class Reactor:
         self._ptr = ring.ptr
         self.max_write_buffer = cfg.max_write_buffer
         self.conns: dict[int, Connection] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
         self._next_id = 1
         self._returns: list[int] = []
         self._ret_arr = ffi.new("unsigned short[]", cfg.buffer_ring_entries)
@@ -151,6 +159,7 @@ class Reactor:
     def run(self) -> None:
         """Serve until ``request_stop``; then shut down and free everything."""
         loop = self.loop
+        self.thread_id = threading.get_ident()
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._main())
@@ -274,9 +283,14 @@ class Reactor:
         self.conns[cid] = conn
         self.accepted += 1
         conn._arm_recv()
+        task: asyncio.Future[None]
         try:
-            coro = self._handler(conn)
-            task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
+            if self._executor is not None:      # a plain def handler: worker thread
+                task = self.loop.run_in_executor(self._executor, cast(SyncHandler, self._handler),
+                                                 conn)
+            else:
+                coro = self._handler(conn)
+                task = self.loop.create_task(coro)  # type: ignore[arg-type]
         except Exception:
             log.exception("zerg: handler could not be started for %r", conn)
             conn.close()
@@ -284,7 +298,7 @@ class Reactor:
         self._tasks.add(task)
         task.add_done_callback(functools.partial(self._handler_done, conn))
 
-    def _handler_done(self, conn: Connection, task: asyncio.Task[None]) -> None:
+    def _handler_done(self, conn: Connection, task: asyncio.Future[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled():
             exc = task.exception()

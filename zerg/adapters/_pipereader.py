@@ -10,6 +10,12 @@ copied) and hands out a view of it.  ``advance_to(consumed, examined)``
 gives fully consumed slots back to the kernel; if everything was examined,
 the next ``read()`` waits for new bytes instead of returning the same ones.
 
+Slots are shared by every connection of a reactor, so a reader must not sit
+on many of them: when its unconsumed bytes occupy more than ``_COMPACT_AT``
+slots that are less than a quarter full (a peer trickling a message one small
+recv at a time), they are copied once into a private segment and the slots
+go back.  Full slots (large messages) are never copied.
+
 Warnings: a ``ReadResult.buffer`` is valid until the next ``advance_to``;
 bytes consumed by it may be overwritten by the kernel at any time after, so
 the view raises ``ValueError`` if used.  Copy (``tobytes()``) what must live
@@ -24,6 +30,9 @@ from zerg._buffers import BufferSequence
 from zerg._connection import Connection
 
 _EMPTY = BufferSequence()
+# A buffer holding more slots than this while they are less than a quarter
+# full is copied into one private segment and its slots go back at once.
+_COMPACT_AT = 8
 
 
 class ReadResult(NamedTuple):
@@ -67,6 +76,9 @@ class PipeReader:
             buf = BufferSequence._owning(segs, ids, conn._give_back_ids)
         else:
             buf = buf._extended(segs, ids)
+        held = buf._held_slots()
+        if held > _COMPACT_AT and len(buf) * 4 < held * conn._reactor.pool.slot_size:
+            buf = buf._compacted()      # many slots, few bytes: copy once, free them
         self._buf = buf
         conn._live_seq = buf
         return True
@@ -159,3 +171,4 @@ class PipeReader:
             buf.release()
         if self._conn._live_seq is buf:
             self._conn._live_seq = None
+        self._conn.discard_input()

@@ -1,0 +1,182 @@
+"""BufferWriter (IBufferWriter<byte>) and the stdlib http.server showcase."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import recv_exact, serving, wait_for
+from examples_loader import EXAMPLES
+
+import zerg
+from zerg.adapters import BufferWriter, ConnectionStream
+
+TEN_MIB = 10 * 1024 * 1024
+
+
+def _payload() -> bytes:
+    return hashlib.sha256(b"seed").digest() * (TEN_MIB // 32)
+
+
+def test_ten_mib_response_by_hash_async() -> None:
+    payload = _payload()
+
+    async def handler(conn: zerg.Connection) -> None:
+        w = BufferWriter(conn)
+        view = memoryview(payload)
+        pos = 0
+        while pos < len(view):              # in place, IBufferWriter style
+            mem = w.get_memory(1000)
+            k = min(len(mem), len(view) - pos)
+            mem[:k] = view[pos:pos + k]
+            w.advance(k)
+            pos += k
+        assert w.written == len(payload)
+        await w.flush()
+
+    with serving(handler) as srv, srv.connect(timeout=30) as s:
+        got = recv_exact(s, len(payload))
+        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+        wait_for(lambda: srv.engine.stats()[0].write_segments_in_use == 0, what="segments back")
+
+
+def test_ten_mib_response_from_worker_thread_flush_sync() -> None:
+    payload = _payload()
+
+    def handler(conn: zerg.Connection) -> None:
+        w = BufferWriter(conn)
+        for i in range(0, len(payload), 100_000):
+            w.write(payload[i:i + 100_000])
+        w.flush_sync()
+        w.write(b"END")
+        w.flush_sync()
+
+    with serving(handler) as srv, srv.connect(timeout=30) as s:
+        got = recv_exact(s, len(payload) + 3)
+        assert got[-3:] == b"END"
+        assert hashlib.sha256(got[:-3]).digest() == hashlib.sha256(payload).digest()
+
+
+def test_writer_and_connection_writes_keep_order() -> None:
+    async def handler(conn: zerg.Connection) -> None:
+        conn.write(b"1-")
+        w = BufferWriter(conn)
+        w.write(b"2-")
+        await w.flush()
+        conn.write(b"3-")
+        w.write(b"4")
+        await w.flush()
+
+    with serving(handler) as srv, srv.connect() as s:
+        assert recv_exact(s, 7) == b"1-2-3-4"
+
+
+def test_writer_misuse_raises() -> None:
+    outcome: list[str] = []
+    cfg = zerg.ReactorConfig(write_buffer_size=4096, max_write_buffer=16384)
+
+    async def handler(conn: zerg.Connection) -> None:
+        w = BufferWriter(conn)
+        mem = w.get_memory(10)
+        for bad in (len(mem) + 1, -1):
+            try:
+                w.advance(bad)
+            except ValueError as exc:
+                outcome.append(str(exc))
+        try:
+            w.get_memory(5000)
+        except ValueError as exc:
+            outcome.append(str(exc))
+        try:
+            w.write(b"x" * 20000)
+        except zerg.WriteBufferFullError as exc:
+            outcome.append(str(exc))
+        conn.write(b"ok")
+        await conn.flush()
+
+    with serving(handler, reactor=cfg) as srv, srv.connect() as s:
+        assert recv_exact(s, 2) == b"ok"
+        wait_for(lambda: srv.engine.stats()[0].connections == 0, what="closed")
+        # the writer was dropped unflushed: its segments came back with the close
+        assert srv.engine.stats()[0].write_segments_in_use == 0
+    assert "past the" in outcome[0] and "past the" in outcome[1]
+    assert "write_buffer_size=4096" in outcome[2]
+    assert "max_write_buffer" in outcome[3]
+
+
+# ------------------------------------------------------- stdlib http.server demo
+@pytest.fixture(scope="module")
+def stdlib_server(tmp_path_factory: pytest.TempPathFactory):
+    root: Path = tmp_path_factory.mktemp("www")
+    files = {"empty.bin": b"", "one.bin": b"\x7f", "big.bin": os.urandom(5 * 1024 * 1024)}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "stdlib_http.py"), "--host", "127.0.0.1",
+         "--port", str(port), "--directory", str(root)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    assert "serving" in proc.stdout.readline()
+    yield port, files
+    proc.send_signal(signal.SIGINT)
+    try:
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+
+
+@pytest.mark.parametrize("name", ["empty.bin", "one.bin", "big.bin"])
+def test_stdlib_http_urllib_downloads_intact(stdlib_server, name: str) -> None:
+    port, files = stdlib_server
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/{name}", timeout=20) as r:
+        assert r.status == 200
+        assert r.read() == files[name]
+
+
+@pytest.mark.parametrize("name", ["empty.bin", "one.bin", "big.bin"])
+def test_stdlib_http_curl_downloads_intact(stdlib_server, name: str) -> None:
+    port, files = stdlib_server
+    curl = shutil.which("curl")
+    assert curl, "curl is missing: run `make test`, which installs it"
+    out = subprocess.run([curl, "-sS", "--fail", f"http://127.0.0.1:{port}/{name}"],
+                         capture_output=True, timeout=30, check=True).stdout
+    assert hashlib.sha256(out).digest() == hashlib.sha256(files[name]).digest()
+
+
+def test_stdlib_http_listing_and_404(stdlib_server) -> None:
+    port, _ = stdlib_server
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+        listing = r.read().decode()
+    assert "big.bin" in listing and "one.bin" in listing
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/missing", timeout=10)
+    assert info.value.code == 404
+
+
+def test_stream_write_large_from_worker_thread_back_pressure() -> None:
+    """A 10 MiB write through the stream to a slow reader neither fails nor balloons."""
+    payload = _payload()
+    cfg = zerg.ReactorConfig(write_buffer_size=16384, max_write_buffer=256 * 1024)
+
+    def handler(conn: zerg.Connection) -> None:
+        ConnectionStream(conn).write(payload)
+
+    with serving(handler, reactor=cfg) as srv, srv.connect(timeout=30) as s:
+        got = bytearray()
+        while len(got) < len(payload):
+            got += s.recv(65536)
+            if len(got) < 1_000_000:
+                time.sleep(0.001)           # slow at first
+        assert hashlib.sha256(bytes(got)).digest() == hashlib.sha256(payload).digest()
