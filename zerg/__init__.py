@@ -14,6 +14,7 @@ from zerg._connection import Connection, RingItem, RingSnapshot
 from zerg._engine import Engine, run
 from zerg._errors import UnsupportedKernelError, WriteBufferFullError
 from zerg._probe import KernelFeatures, probe
+from zerg._protocol import Protocol
 from zerg._reactor import AsyncHandler, Handler, ReactorStats, SyncHandler
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "EngineOptions",
     "Handler",
     "KernelFeatures",
+    "Protocol",
     "ReactorConfig",
     "ReactorStats",
     "RingItem",

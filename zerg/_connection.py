@@ -38,6 +38,7 @@ from zerg._slab import WriteSegment
 from zerg._uring import lib
 
 if TYPE_CHECKING:
+    from zerg._protocol import Protocol
     from zerg._reactor import Reactor
 
 OPEN: Final = 0
@@ -87,11 +88,38 @@ class Connection:
     reactor's loop (adapters exist for worker threads)."""
 
     __slots__ = (
-        "__weakref__", "_cur", "_discard", "_eof", "_error", "_flush_waiters", "_granted", "_head",
-        "_held", "_items", "_lent", "_live_seq", "_loop", "_pending", "_reactor", "_recv_armed",
+        "__weakref__",
+        "_cur",
+        "_dirty",
+        "_discard",
+        "_eof",
+        "_error",
+        "_error_exc",
+        "_flush_waiters",
+        "_granted",
+        "_head",
+        "_held",
+        "_items",
+        "_lent",
+        "_live_seq",
+        "_loop",
+        "_pending",
+        "_proto",
+        "_reactor",
+        "_recv_armed",
         "_sending",
-        "_staged", "_state", "_tail", "_ud_recv", "_ud_send", "_waiter", "_write_exc",
-        "bytes_in", "bytes_out", "fd", "id",
+        "_staged",
+        "_state",
+        "_tail",
+        "_ud_recv",
+        "_ud_send",
+        "_waiter",
+        "_write_exc",
+        "bytes_in",
+        "bytes_out",
+        "context",
+        "fd",
+        "id",
     )
 
     def __init__(self, reactor: Reactor, conn_id: int, fd: int) -> None:
@@ -113,6 +141,11 @@ class Connection:
         self._recv_armed = False
         self._live_seq: BufferSequence | None = None
         self._discard = False
+        self._proto: Protocol | None = reactor.protocol
+        self._dirty = False
+        self._error_exc: BaseException | None = None
+        self.context: Any = None
+        """Free for the application (e.g. a Protocol's per-connection state)."""
         # write side
         self._staged: list[WriteSegment] = []
         self._cur: WriteSegment | None = None
@@ -251,6 +284,16 @@ class Connection:
             sock.detach()
 
     @property
+    def error(self) -> OSError | None:
+        """The error that ended the stream (e.g. ``ConnectionResetError``), if any."""
+        if not self._error:
+            return None
+        code = self._error
+        exc_type: type[OSError] = {errno.ECONNRESET: ConnectionResetError,
+                                   errno.EPIPE: BrokenPipeError}.get(code, OSError)
+        return exc_type(code, os.strerror(code))
+
+    @property
     def is_closed(self) -> bool:
         """True once the peer ended the stream or the connection is closing."""
         return self._eof or self._state != OPEN
@@ -264,6 +307,9 @@ class Connection:
         if self._state != OPEN or self._discard:
             self._reactor.give_back(bid)
             return
+        if self._proto is not None:
+            self._deliver(bid, n)
+            return
         item = RingItem(bid, n, self._reactor.pool.slot_view(bid, n))
         self._held[bid] = item
         self._items.append(item)
@@ -272,6 +318,36 @@ class Connection:
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+
+    def _deliver(self, bid: int, n: int) -> None:
+        """Fast path: hand the bytes to the Protocol, straight from dispatch."""
+        reactor = self._reactor
+        self.bytes_in += n
+        view = reactor.pool.slot_view(bid, n)
+        held = self._live_seq
+        if held is None:
+            seq = BufferSequence._owning([view], [bid], reactor.give_back_ids)
+        else:
+            seq = held._extended([view], [bid])
+        self._live_seq = seq
+        proto = self._proto
+        assert proto is not None
+        try:
+            consumed = proto.data_received(self, seq)
+        except Exception as exc:
+            reactor.protocol_failed(self, exc)
+            return
+        if self._state != OPEN:
+            return                      # closed inside the callback: slots went back
+        if consumed is None or consumed >= len(seq):
+            self._live_seq = None
+            seq.release()
+        else:
+            if consumed:
+                seq.advance(consumed)
+            if seq._held_slots() > 8 and len(seq) * 4 < seq._held_slots() * reactor.pool.slot_size:
+                seq = seq._compacted()
+            self._live_seq = seq
 
     def _on_recv_end(self, res: int) -> None:
         """The multishot recv ended (no F_MORE).  Decide whether to re-arm."""
@@ -292,6 +368,8 @@ class Connection:
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+        if self._proto is not None:
+            self._reactor.protocol_eof(self)
 
     def _arm_recv(self) -> None:
         if self._state != OPEN or self._recv_armed or self._eof:
@@ -302,7 +380,8 @@ class Connection:
 
     # ----------------------------------------------------------------- write
     def write(self, data: Any) -> None:
-        """Stage ``data`` (any buffer) for sending; one copy into the pool.
+        """Stage ``data`` (any buffer, or a ``BufferSequence``) for sending; one
+        copy into the pool.
 
         Raises ``WriteBufferFullError`` (nothing staged) when it would pass
         ``max_write_buffer``; ``ConnectionError`` once the connection is closed
@@ -310,6 +389,9 @@ class Connection:
         """
         self._check_writable()
         if type(data) is not bytes:
+            if isinstance(data, BufferSequence):
+                self._write_sequence(data)
+                return
             data = memoryview(data).cast("B")
         n = len(data)
         if n == 0:
@@ -336,6 +418,19 @@ class Connection:
             seg.fill += take
             pos += take
         self._pending += n
+        if self._proto is not None and not self._dirty:
+            self._dirty = True
+            self._reactor.dirty.append(self)
+
+    def _write_sequence(self, seq: BufferSequence) -> None:
+        n = len(seq)
+        if self._pending + n > self._reactor.max_write_buffer:
+            raise WriteBufferFullError(
+                f"writing {n} bytes would stage {self._pending + n} bytes, over "
+                f"max_write_buffer={self._reactor.max_write_buffer}; await conn.flush() first"
+            )
+        for segment in seq:
+            self.write(segment)
 
     def get_buffer(self, size_hint: int = 0) -> memoryview:
         """Writable memory for at least ``max(size_hint, 1)`` bytes (at most one
@@ -375,6 +470,9 @@ class Connection:
             seg.fill += n
         self._granted -= n
         self._pending += n
+        if n and self._proto is not None and not self._dirty:
+            self._dirty = True
+            self._reactor.dirty.append(self)
 
     async def flush(self) -> None:
         """Send everything staged; returns when the kernel took all of it."""

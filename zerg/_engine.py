@@ -22,11 +22,12 @@ import socket
 import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, cast
 
 from zerg._acceptor import Acceptor
 from zerg._config import EngineOptions
 from zerg._probe import probe, require
+from zerg._protocol import Protocol
 from zerg._reactor import Handler, Reactor, ReactorStats
 
 log = logging.getLogger("zerg")
@@ -102,12 +103,16 @@ class Engine:
         ``async def handler(conn)`` runs on the reactor's asyncio loop; a plain
         ``def handler(conn)`` runs on a worker thread (``worker_threads``), for
         blocking code and ``ConnectionStream``.  Either way the connection
-        closes when the handler returns or raises.
+        closes when the handler returns or raises.  A ``zerg.Protocol``
+        instance is the callback fast path (see ``zerg.Protocol``).
         """
-        if not callable(handler):
+        if isinstance(handler, type) and issubclass(handler, Protocol):
+            raise TypeError(f"pass an instance of {handler.__name__}, not the class")
+        handler = cast(Handler, handler)
+        if not callable(handler) and not isinstance(handler, Protocol):
             raise TypeError(f"handler must be a function taking the connection, got {handler!r}")
         executor: concurrent.futures.ThreadPoolExecutor | None = None
-        if not _is_async_handler(handler):
+        if not isinstance(handler, Protocol) and not _is_async_handler(handler):
             executor = concurrent.futures.ThreadPoolExecutor(
                 self.options.worker_threads, thread_name_prefix="zerg-worker")
         with self._lock:

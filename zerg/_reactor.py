@@ -34,6 +34,7 @@ from typing import cast
 
 from zerg._config import ReactorConfig
 from zerg._connection import OPEN, Connection
+from zerg._protocol import Protocol
 from zerg._ring import (
     CQE_F_BUFFER,
     CQE_F_MORE,
@@ -52,7 +53,7 @@ log = logging.getLogger("zerg")
 
 AsyncHandler = Callable[[Connection], Awaitable[None]]
 SyncHandler = Callable[[Connection], None]
-Handler = AsyncHandler | SyncHandler
+Handler = AsyncHandler | SyncHandler | Protocol
 
 _ACCEPT_BACKOFF_S = 0.05
 
@@ -99,6 +100,8 @@ class Reactor:
         executor: concurrent.futures.Executor | None = None,
     ) -> None:
         self.index = index
+        self.protocol: Protocol | None = handler if isinstance(handler, Protocol) else None
+        self.dirty: list[Connection] = []
         self.thread_id = threading.get_ident()
         self._executor = executor
         self.cfg = cfg
@@ -283,13 +286,20 @@ class Reactor:
         self.conns[cid] = conn
         self.accepted += 1
         conn._arm_recv()
+        proto = self.protocol
+        if proto is not None:
+            try:
+                proto.connection_made(conn)
+            except Exception as exc:
+                self.protocol_failed(conn, exc)
+            return
         task: asyncio.Future[None]
         try:
             if self._executor is not None:      # a plain def handler: worker thread
                 task = self.loop.run_in_executor(self._executor, cast(SyncHandler, self._handler),
                                                  conn)
             else:
-                coro = self._handler(conn)
+                coro = cast(AsyncHandler, self._handler)(conn)
                 task = self.loop.create_task(coro)  # type: ignore[arg-type]
         except Exception:
             log.exception("zerg: handler could not be started for %r", conn)
@@ -306,10 +316,34 @@ class Reactor:
                 log.error("zerg: handler for %r raised; closing it", conn, exc_info=exc)
         conn.close()
 
+    # ------------------------------------------------------- protocol path
+    def protocol_failed(self, conn: Connection, exc: BaseException) -> None:
+        log.error("zerg: protocol callback raised for %r; aborting it", conn, exc_info=exc)
+        conn._error_exc = exc
+        conn.abort()
+
+    def protocol_eof(self, conn: Connection) -> None:
+        proto = self.protocol
+        assert proto is not None
+        try:
+            keep = proto.eof_received(conn)
+        except Exception as exc:
+            self.protocol_failed(conn, exc)
+            return
+        if not keep:
+            conn.close()
+
     # ------------------------------------------------------- slots, re-arms
     def give_back(self, bid: int) -> None:
         self._returns.append(bid)
         self.slots_out -= 1
+
+    def give_back_ids(self, ids: list[int]) -> None:
+        """``give_back`` for a list; ids < 0 (private copies) are skipped."""
+        for bid in ids:
+            if bid >= 0:
+                self._returns.append(bid)
+                self.slots_out -= 1
 
     def starved(self, conn: Connection) -> None:
         self._starved.append(conn)
@@ -317,6 +351,12 @@ class Reactor:
     def forget(self, conn: Connection) -> None:
         if self.conns.pop(conn.id, None) is not None:
             self.closed_count += 1
+            proto = self.protocol
+            if proto is not None:
+                try:
+                    proto.connection_lost(conn, conn._error_exc or conn.error)
+                except Exception:
+                    log.exception("zerg: connection_lost raised for %r", conn)
         if self._stopping and not self.conns and self._drained is not None:
             self._drained.set()
 
@@ -340,6 +380,12 @@ class Reactor:
     # ------------------------------------------------------------- the loop
     def _on_select(self, timeout_ns: int) -> None:
         """One loop iteration's I/O: return slots, submit+wait, dispatch."""
+        dirty = self.dirty
+        if dirty:
+            for conn in dirty:
+                conn._dirty = False
+                conn.flush_nowait()
+            dirty.clear()
         if self._returns or self._starved:
             self._flush_returns()
         if self.ring.closed:

@@ -1,0 +1,127 @@
+"""zerg.Protocol: the callback fast path, straight from completion dispatch."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import pytest
+from conftest import recv_exact, recv_until_closed, serving, wait_for
+
+import zerg
+
+
+class Echo(zerg.Protocol):
+    def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
+        conn.write(seq)
+
+
+class Lines(zerg.Protocol):
+    """Answers each complete line; keeps a partial line (zero-copy) for later."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def connection_made(self, conn: zerg.Connection) -> None:
+        self.events.append("made")
+        conn.write(b"hello\n")
+
+    def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> int:
+        pos = 0
+        while (nl := seq.find(b"\n", pos)) >= 0:
+            conn.write(b"<" + seq[pos:nl].tobytes() + b">\n")
+            pos = nl + 1
+        return pos
+
+    def eof_received(self, conn: zerg.Connection) -> bool:
+        self.events.append("eof")
+        conn.write(b"bye\n")
+        return False
+
+    def connection_lost(self, conn: zerg.Connection, exc: BaseException | None) -> None:
+        self.events.append(f"lost:{exc!r}")
+
+
+def test_protocol_echo_many_connections_and_big_payload() -> None:
+    payload = os.urandom(2 * 1024 * 1024)
+    with serving(Echo()) as srv:
+        socks = [srv.connect() for _ in range(20)]
+        for i, s in enumerate(socks):
+            s.sendall(b"msg %d" % i)
+        for i, s in enumerate(socks):
+            want = b"msg %d" % i
+            assert recv_exact(s, len(want)) == want
+        s = socks[0]
+        t = threading.Thread(target=s.sendall, args=(payload,))
+        t.start()
+        assert recv_exact(s, len(payload)) == payload
+        t.join()
+        for s in socks:
+            s.close()
+        wait_for(lambda: srv.engine.stats()[0].connections == 0, what="closed")
+        assert srv.engine.stats()[0].slots_in_use == 0
+
+
+def test_protocol_partial_consumption_eof_and_lost() -> None:
+    proto = Lines()
+    with serving(proto) as srv, srv.connect() as s:
+        assert recv_exact(s, 6) == b"hello\n"
+        for chunk in (b"ab", b"c\nde", b"f", b"\ng", b"h\n"):
+            s.sendall(chunk)
+        assert recv_exact(s, 17) == b"<abc>\n<def>\n<gh>\n"
+        s.shutdown(socket.SHUT_WR)
+        assert recv_until_closed(s) == b"bye\n"
+        wait_for(lambda: len(proto.events) == 3, what="connection_lost")
+        assert srv.engine.stats()[0].slots_in_use == 0
+    assert proto.events == ["made", "eof", "lost:None"]
+
+
+def test_protocol_trickle_does_not_hoard_slots() -> None:
+    cfg = zerg.ReactorConfig(buffer_ring_entries=16, recv_buffer_size=1024)
+    with serving(Lines(), reactor=cfg) as srv:
+        slow = srv.connect()
+        slow.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert recv_exact(slow, 6) == b"hello\n"
+        for _ in range(100):
+            slow.send(b"x")
+        with srv.connect() as s:
+            assert recv_exact(s, 6) == b"hello\n"
+            s.sendall(b"ping\n")
+            assert recv_exact(s, 7) == b"<ping>\n"
+        slow.sendall(b"\n")
+        assert recv_exact(slow, 103) == b"<" + b"x" * 100 + b">\n"
+        slow.close()
+
+
+def test_protocol_exception_aborts_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
+    class Fragile(zerg.Protocol):
+        def __init__(self) -> None:
+            self.lost: list[BaseException | None] = []
+
+        def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
+            if seq.startswith(b"boom"):
+                raise RuntimeError("protocol exploded")
+            conn.write(seq)
+
+        def connection_lost(self, conn: zerg.Connection, exc: BaseException | None) -> None:
+            self.lost.append(exc)
+
+    proto = Fragile()
+    with serving(proto) as srv:
+        with srv.connect() as s:
+            s.sendall(b"boom")
+            assert s.recv(10) == b""
+        with srv.connect() as s:
+            s.sendall(b"fine")
+            assert recv_exact(s, 4) == b"fine"
+        wait_for(lambda: len(proto.lost) == 2, what="both lost")
+    assert isinstance(proto.lost[0], RuntimeError)
+    assert any("protocol exploded" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+def test_protocol_class_instead_of_instance_is_rejected() -> None:
+    engine = zerg.Engine(zerg.EngineOptions(ip="127.0.0.1", port=0))
+    with pytest.raises(TypeError, match="instance of Echo"):
+        engine.serve(Echo)  # type: ignore[arg-type]
+    engine.close()
