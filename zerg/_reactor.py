@@ -108,6 +108,13 @@ class Reactor:
         self._handler = handler
         self._listen_fd = listen_fd
         self._grace = shutdown_timeout_s
+        if cfg.incremental_buffers:
+            # Accepting the flag without tracking per-slot offsets would hand
+            # out wrong bytes; refuse until the receive path supports it.
+            raise NotImplementedError(
+                "incremental_buffers=True (IOU_PBUF_RING_INC) is not supported by this "
+                "version of zerg yet; leave it False"
+            )
         flags = 0
         if cfg.single_issuer:
             flags |= lib.IORING_SETUP_SINGLE_ISSUER
