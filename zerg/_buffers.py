@@ -166,6 +166,37 @@ class BufferSequence:
         self._owns = True
         return self
 
+    @classmethod
+    def _single(
+        cls, view: memoryview, slot_id: int, give_back: Callable[[list[int]], None]
+    ) -> BufferSequence:
+        """``_owning([view], [slot_id], give_back)`` for the hot path: ``view`` must
+        already be a read-only, format 'B', 1-D memoryview (the reactor's slot views are)."""
+        self = _new(cls)
+        self._segs = [view]
+        n = len(view)
+        self._offs = [0, n]
+        self._start = 0
+        self._stop = n
+        slots = _new(_Slots)
+        slots.ids = [slot_id]
+        slots.give_back = give_back
+        slots.next = 0
+        slots.held_from = 0
+        self._slots = slots
+        self._owns = True
+        return self
+
+    def _whole(self) -> memoryview:
+        """The bytes of a single-segment sequence as one memoryview (checked, no copy)."""
+        slots = self._slots
+        if slots is not None and self._start < slots.held_from:
+            raise ValueError(self._dead_message(slots))
+        seg = self._segs[0]
+        if self._start == 0 and self._stop == len(seg):
+            return seg
+        return seg[self._start:self._stop]
+
     def _init_chain(self, segs: list[memoryview]) -> None:
         offs = [0]
         total = 0

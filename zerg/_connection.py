@@ -37,6 +37,8 @@ from zerg._ring import OP_RECV, OP_SEND
 from zerg._slab import WriteSegment
 from zerg._uring import lib
 
+_single = BufferSequence._single
+
 if TYPE_CHECKING:
     from zerg._protocol import Protocol
     from zerg._reactor import Reactor
@@ -326,7 +328,7 @@ class Connection:
         view = reactor.pool.slot_view(bid, n)
         held = self._live_seq
         if held is None:
-            seq = BufferSequence._owning([view], [bid], reactor.give_back_ids)
+            seq = _single(view, bid, reactor.give_back_ids)
         else:
             seq = held._extended([view], [bid])
         self._live_seq = seq
@@ -387,12 +389,21 @@ class Connection:
         ``max_write_buffer``; ``ConnectionError`` once the connection is closed
         or a send failed.
         """
-        self._check_writable()
-        if type(data) is not bytes:
-            if isinstance(data, BufferSequence):
-                self._write_sequence(data)
-                return
-            data = memoryview(data).cast("B")
+        if self._state or self._write_exc is not None:
+            self._check_writable()
+        t = type(data)
+        if t is memoryview:
+            if data.format != "B" or data.ndim != 1:
+                data = data.cast("B")
+        elif t is not bytes:
+            if t is BufferSequence:
+                if len(data._segs) == 1:        # the common single-slot case
+                    data = data._whole()
+                else:
+                    self._write_sequence(data)
+                    return
+            else:
+                data = memoryview(data).cast("B")
         n = len(data)
         if n == 0:
             return
@@ -582,8 +593,7 @@ class Connection:
         self._reactor.bytes_out += res
         if seg.sent >= seg.fill:
             if seg is self._cur:
-                if self._granted:       # get_buffer memory still lent out: keep it
-                    seg.fill = seg.sent = 0
+                if self._granted:       # get_buffer memory still lent out: keep it as is
                     seg = None
                 else:
                     self._cur = None

@@ -395,7 +395,7 @@ class Reactor:
             dirty.clear()
         if self._returns or self._starved:
             self._flush_returns()
-        if self.ring.closed:
+        if self.ring._closed:
             return
         lib.zu_submit_and_wait(self._ptr, 1 if timeout_ns else 0, timeout_ns)
         self._dispatch()
