@@ -38,6 +38,7 @@ from zerg._slab import WriteSegment
 from zerg._uring import lib
 
 _single = BufferSequence._single
+_prep_send = lib.zu_prep_send
 
 if TYPE_CHECKING:
     from zerg._protocol import Protocol
@@ -325,7 +326,9 @@ class Connection:
         """Fast path: hand the bytes to the Protocol, straight from dispatch."""
         reactor = self._reactor
         self.bytes_in += n
-        view = reactor.pool.slot_view(bid, n)
+        pool = reactor.pool
+        start = bid * pool.slot_size
+        view = pool.recv_view[start:start + n]
         held = self._live_seq
         if held is None:
             seq = _single(view, bid, reactor.give_back_ids)
@@ -526,12 +529,15 @@ class Connection:
         staged = self._staged
         while staged:
             seg = staged[0]
-            if seg.sent < seg.fill:
-                r = self._reactor.ring
-                r.check(lib.zu_prep_send(r.ptr, self.fd, seg.ptr, seg.off + seg.sent,
-                                         seg.fill - seg.sent, self._ud_send), "send")
+            sent = seg.sent
+            if sent < seg.fill:
+                reactor = self._reactor
+                ret = _prep_send(reactor._ptr, self.fd, seg.ptr, seg.off + sent,
+                                 seg.fill - sent, self._ud_send)
+                if ret:
+                    reactor.ring.check(ret, "send")
                 self._sending = seg
-                self._reactor.sends += 1
+                reactor.sends += 1
                 return
             if seg is self._cur:
                 return                  # still being filled; nothing to send yet
@@ -570,6 +576,21 @@ class Connection:
         seg = self._sending
         self._sending = None
         if seg is None:
+            return
+        if (res > 0 and res == seg.fill - seg.sent and seg is self._cur and not self._granted
+                and self._write_exc is None and len(self._staged) == 1):
+            # Common case: the only segment went out whole.
+            self._pending -= res
+            self.bytes_out += res
+            reactor = self._reactor
+            reactor.bytes_out += res
+            self._cur = None
+            self._staged.clear()
+            reactor.pool.release(seg)
+            if self._flush_waiters:
+                self._wake_flushers(None)
+            if self._state == CLOSING:
+                self._maybe_finish()
             return
         if res <= 0:
             code = -res if res < 0 else errno.EPIPE
