@@ -38,9 +38,10 @@ class RunningServer:
 
 @contextlib.contextmanager
 def serving(handler: Callable[..., Any], **options: Any) -> Iterator[RunningServer]:
-    reactor = options.pop("reactor", None)
-    opts = zerg.EngineOptions(ip="127.0.0.1", port=0, shutdown_timeout_s=2.0,
-                              **({"reactor": reactor} if reactor else {}), **options)
+    options.setdefault("shutdown_timeout_s", 2.0)
+    if options.get("reactor") is None:
+        options.pop("reactor", None)
+    opts = zerg.EngineOptions(ip="127.0.0.1", port=0, **options)
     engine = zerg.Engine(opts)
     engine.listen()
     errors: list[BaseException] = []

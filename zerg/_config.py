@@ -81,6 +81,13 @@ class ReactorConfig:
     """Bytes per write segment taken from the slab pool."""
     max_write_buffer: int = 16 * 1024 * 1024
     """Most bytes one connection may have staged or in flight."""
+    max_read_buffer: int = 4 * 1024 * 1024
+    """Most received bytes one connection may hold unconsumed.  Past it the
+    connection stops receiving (its multishot recv is cancelled, not re-armed)
+    until the handler consumes down to half; the peer is slowed by TCP flow
+    control, and the shared buffer ring stays available to others."""
+    idle_timeout_s: float | None = None
+    """Close connections that receive nothing for this long (None: never)."""
 
     def __post_init__(self) -> None:
         _check_int("ring_entries", self.ring_entries, 2, MAX_RING_ENTRIES)
@@ -102,6 +109,9 @@ class ReactorConfig:
             raise ValueError("defer_taskrun=True needs single_issuer=True (a kernel rule)")
         _check_int("write_buffer_size", self.write_buffer_size, 512, 1 << 24)
         _check_int("max_write_buffer", self.max_write_buffer, self.write_buffer_size, 1 << 34)
+        _check_int("max_read_buffer", self.max_read_buffer, self.recv_buffer_size, 1 << 34)
+        if self.idle_timeout_s is not None:
+            _check_float("idle_timeout_s", self.idle_timeout_s, 0.001, 86400.0)
 
 
 @dataclass(frozen=True, slots=True)

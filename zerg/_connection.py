@@ -60,6 +60,9 @@ class RingSnapshot(NamedTuple):
 class RingItem:
     """One received slot.  ``view`` is valid until ``return_ring(item)``.
 
+    A negative ``buffer_id`` means the bytes were moved off the ring into
+    private memory (``max_read_buffer`` back-pressure); return it all the same.
+
     After the slot goes back the view is released, so stale use raises
     ``ValueError`` instead of reading bytes of some later message.
     """
@@ -103,19 +106,24 @@ class Connection:
         "_head",
         "_held",
         "_items",
+        "_last_rx",
         "_lent",
         "_live_seq",
         "_loop",
+        "_paused",
         "_pending",
         "_proto",
         "_reactor",
         "_recv_armed",
+        "_recv_cancelling",
         "_sending",
+        "_spill",
         "_staged",
         "_state",
         "_tail",
         "_ud_recv",
         "_ud_send",
+        "_unread",
         "_waiter",
         "_write_exc",
         "bytes_in",
@@ -144,6 +152,11 @@ class Connection:
         self._recv_armed = False
         self._live_seq: BufferSequence | None = None
         self._discard = False
+        self._unread = 0                # received bytes the application still holds
+        self._paused = False            # recv cancelled by max_read_buffer
+        self._spill = -1
+        self._recv_cancelling = False   # our cancel of the recv is in flight
+        self._last_rx = reactor.now
         self._proto: Protocol | None = reactor.protocol
         self._dirty = False
         self._error_exc: BaseException | None = None
@@ -234,7 +247,11 @@ class Connection:
             item = held.pop(bid, None)
             if item is not None:
                 _release_view(item.view)
-                give_back(bid)
+                if bid >= 0:
+                    give_back(bid)
+                self._unread -= item.length
+        if self._paused:
+            self._maybe_resume()
 
     def discard_input(self) -> None:
         """Stop reading: every received slot goes back now and later input is
@@ -265,7 +282,11 @@ class Connection:
                 raise ValueError(f"{item!r} was already returned or is not from this connection")
             return          # the close already gave it back
         _release_view(item.view)
-        self._reactor.give_back(item.buffer_id)
+        if item.buffer_id >= 0:
+            self._reactor.give_back(item.buffer_id)
+        self._unread -= item.length
+        if self._paused:
+            self._maybe_resume()
 
     def reset_read(self) -> None:
         """End a read cycle.  Kept for parity with the C# API: state is
@@ -313,7 +334,19 @@ class Connection:
         if self._proto is not None:
             self._deliver(bid, n)
             return
-        item = RingItem(bid, n, self._reactor.pool.slot_view(bid, n))
+        reactor = self._reactor
+        view = reactor.pool.slot_view(bid, n)
+        self._last_rx = reactor.now
+        self._unread += n
+        if self._paused:
+            # Over max_read_buffer and still receiving what was in flight:
+            # keep the bytes, but off the shared ring.
+            view = memoryview(view.tobytes())
+            reactor.give_back(bid)
+            bid = self._next_spill_id()
+        elif self._unread > reactor.max_read_buffer:
+            self._pause()
+        item = RingItem(bid, n, view)
         self._held[bid] = item
         self._items.append(item)
         self._tail += 1
@@ -344,15 +377,22 @@ class Connection:
             return
         if self._state != OPEN:
             return                      # closed inside the callback: slots went back
+        self._last_rx = reactor.now
         if consumed is None or consumed >= len(seq):
             self._live_seq = None
             seq.release()
+            if self._paused:
+                self._unread = 0
+                self._maybe_resume()
         else:
             if consumed:
                 seq.advance(consumed)
             if seq._held_slots() > 8 and len(seq) * 4 < seq._held_slots() * reactor.pool.slot_size:
                 seq = seq._compacted()
             self._live_seq = seq
+            self._unread = len(seq)
+            if self._unread > reactor.max_read_buffer and not self._paused:
+                self._pause()
 
     def _on_recv_end(self, res: int) -> None:
         """The multishot recv ended (no F_MORE).  Decide whether to re-arm."""
@@ -360,11 +400,17 @@ class Connection:
         if self._state != OPEN:
             self._maybe_finish()
             return
+        stopped_by_us = self._recv_cancelling
+        self._recv_cancelling = False
+        if res > 0 or (stopped_by_us and res in (-errno.ECANCELED, -errno.ENOBUFS)):
+            # The kernel just stopped, or our max_read_buffer cancel landed.
+            if self._paused and self._unread_over_low():
+                return                        # resumed once the handler consumes
+            self._paused = False
+            self._arm_recv()
+            return
         if res == -errno.ENOBUFS:
             self._reactor.starved(self)       # re-armed when slots come back
-            return
-        if res > 0:
-            self._arm_recv()                  # the kernel just stopped; go on
             return
         # 0 = orderly shutdown by the peer; < 0 = reset or other error.
         self._eof = True
@@ -376,8 +422,61 @@ class Connection:
         if self._proto is not None:
             self._reactor.protocol_eof(self)
 
+    # Back-pressure: max_read_buffer -------------------------------------------
+    def _pause(self) -> None:
+        """Too many unconsumed bytes: stop receiving until the handler catches up.
+
+        Slots the handler has not taken yet are copied out of the shared ring
+        (and given back) so one flooding peer cannot hold the ring that every
+        connection of the reactor receives into.  Memory stays bounded: the
+        receive is cancelled, so at most what was already in flight follows.
+        """
+        self._paused = True
+        if self._recv_armed and not self._recv_cancelling:
+            self._cancel(self._ud_recv)
+            self._recv_cancelling = True
+        held = self._held
+        give_back = self._reactor.give_back
+        for item in self._items:
+            bid = item.buffer_id
+            if bid < 0:
+                continue
+            del held[bid]
+            item.view = memoryview(item.view.tobytes())
+            give_back(bid)
+            item.buffer_id = self._next_spill_id()
+            held[item.buffer_id] = item
+        seq = self._live_seq
+        if seq is not None and self._proto is not None and seq._held_slots():
+            self._live_seq = seq._compacted()
+
+    def _next_spill_id(self) -> int:
+        """Ids of items copied off the ring: negative, unique per connection,
+        never -1 (which marks a compacted private segment)."""
+        self._spill -= 1
+        return self._spill
+
+    def _unread_over_low(self) -> bool:
+        return self._unread > self._reactor.max_read_buffer // 2
+
+    def _maybe_resume(self) -> None:
+        if not self._unread_over_low():
+            self._resume()
+
+    def _resume(self) -> None:
+        self._paused = False
+        if not self._recv_armed:
+            self._arm_recv()
+        # else: the old recv is still armed (its cancel is in flight); its
+        # final CQE re-arms it in _on_recv_end.
+
+    @property
+    def is_receiving_paused(self) -> bool:
+        """True while ``max_read_buffer`` holds this connection's receive back."""
+        return self._paused
+
     def _arm_recv(self) -> None:
-        if self._state != OPEN or self._recv_armed or self._eof:
+        if self._state != OPEN or self._recv_armed or self._eof or self._paused:
             return
         r = self._reactor.ring
         r.check(lib.zu_prep_recv_multishot(r.ptr, self.fd, self._ud_recv), "recv")
@@ -706,10 +805,12 @@ class Connection:
         give_back = self._reactor.give_back
         for bid, item in held.items():
             _release_view(item.view)
-            give_back(bid)
+            if bid >= 0:
+                give_back(bid)
         held.clear()
         self._items.clear()
         self._head = self._tail
+        self._unread = 0
 
     def _maybe_finish(self) -> None:
         if self._state != CLOSING or self._recv_armed or self._sending is not None:

@@ -28,6 +28,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
@@ -56,6 +57,7 @@ SyncHandler = Callable[[Connection], None]
 Handler = AsyncHandler | SyncHandler | Protocol
 
 _ACCEPT_BACKOFF_S = 0.05
+_monotonic = time.monotonic
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,8 @@ class ReactorStats:
     bytes_in: int
     bytes_out: int
     setup_flags: int
+    idle_closed: int = 0
+    receive_paused: int = 0
 
 
 class ReactorLoop(asyncio.SelectorEventLoop):
@@ -142,6 +146,9 @@ class Reactor:
             raise
         self._ptr = ring.ptr
         self.max_write_buffer = cfg.max_write_buffer
+        self.max_read_buffer = cfg.max_read_buffer
+        self.now = time.monotonic()
+        self.idle_closed = 0
         self.conns: dict[int, Connection] = {}
         self._tasks: set[asyncio.Future[None]] = set()
         self._next_id = 1
@@ -208,6 +215,8 @@ class Reactor:
             self._stop_event.set()
         if self._listen_fd is not None:
             self._arm_accept()
+        if self.cfg.idle_timeout_s is not None:
+            self._schedule_idle_sweep()
         await self._stop_event.wait()
         await self._shutdown()
 
@@ -323,6 +332,24 @@ class Reactor:
                 log.error("zerg: handler for %r raised; closing it", conn, exc_info=exc)
         conn.close()
 
+    # ---------------------------------------------------------- idle timeout
+    def _schedule_idle_sweep(self) -> None:
+        timeout = self.cfg.idle_timeout_s
+        assert timeout is not None
+        self.loop.call_later(min(max(timeout / 4, 0.005), 1.0), self._idle_sweep)
+
+    def _idle_sweep(self) -> None:
+        if self._stopping:
+            return
+        timeout = self.cfg.idle_timeout_s
+        assert timeout is not None
+        limit = time.monotonic() - timeout
+        for conn in [c for c in self.conns.values() if c._last_rx < limit and c._state == OPEN]:
+            self.idle_closed += 1
+            log.debug("zerg reactor %d: closing %r, idle for %.1fs", self.index, conn, timeout)
+            conn.close()
+        self._schedule_idle_sweep()
+
     # ------------------------------------------------------- protocol path
     def protocol_failed(self, conn: Connection, exc: BaseException) -> None:
         log.error("zerg: protocol callback raised for %r; aborting it", conn, exc_info=exc)
@@ -398,6 +425,7 @@ class Reactor:
         if self.ring._closed:
             return
         lib.zu_submit_and_wait(self._ptr, 1 if timeout_ns else 0, timeout_ns)
+        self.now = _monotonic()
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -466,5 +494,7 @@ class Reactor:
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
             setup_flags=self.ring.setup_flags,
+            idle_closed=self.idle_closed,
+            receive_paused=sum(1 for c in list(self.conns.values()) if c._paused),
         )
 
