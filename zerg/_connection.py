@@ -67,12 +67,16 @@ class RingItem:
     ``ValueError`` instead of reading bytes of some later message.
     """
 
-    __slots__ = ("buffer_id", "length", "view")
+    __slots__ = ("_key", "buffer_id", "length", "view")
 
-    def __init__(self, buffer_id: int, length: int, view: memoryview) -> None:
+    def __init__(self, buffer_id: int, length: int, view: memoryview,
+                 key: int | None = None) -> None:
         self.buffer_id = buffer_id
         self.length = length
         self.view = view
+        # Internal identity of this part of the slot: the slot id, plus its
+        # offset << 16 when several receives share one slot (incremental mode).
+        self._key = buffer_id if key is None else key
 
     if sys.version_info >= (3, 12):
         def __buffer__(self, flags: int) -> memoryview:
@@ -226,7 +230,7 @@ class Connection:
             item = items.popleft()
             self._head += 1
             segs.append(item.view)
-            ids.append(item.buffer_id)
+            ids.append(item._key)
         seq = BufferSequence._owning(segs, ids, self._give_back_ids)
         self._live_seq = seq
         return seq
@@ -235,7 +239,7 @@ class Connection:
         """Every waiting item's view and slot id (for adapters)."""
         items = self._items
         segs = [it.view for it in items]
-        ids = [it.buffer_id for it in items]
+        ids = [it._key for it in items]
         items.clear()
         self._head = self._tail
         return segs, ids
@@ -277,13 +281,13 @@ class Connection:
 
     def return_ring(self, item: RingItem) -> None:
         """Give ``item``'s slot back to the kernel; its view dies now."""
-        if self._held.pop(item.buffer_id, None) is not item:
+        if self._held.pop(item._key, None) is not item:
             if self._state == OPEN:
                 raise ValueError(f"{item!r} was already returned or is not from this connection")
             return          # the close already gave it back
         _release_view(item.view)
-        if item.buffer_id >= 0:
-            self._reactor.give_back(item.buffer_id)
+        if item._key >= 0:
+            self._reactor.give_back(item._key)
         self._unread -= item.length
         if self._paused:
             self._maybe_resume()
@@ -327,27 +331,30 @@ class Connection:
         return len(self._held)
 
     # Called by the reactor's dispatcher -------------------------------------
-    def _on_data(self, bid: int, n: int) -> None:
+    def _on_data(self, key: int, n: int) -> None:
+        """``n`` bytes arrived in slot ``key & 0xFFFF`` at offset ``key >> 16``."""
         if self._state != OPEN or self._discard:
-            self._reactor.give_back(bid)
+            self._reactor.give_back(key)
             return
         if self._proto is not None:
-            self._deliver(bid, n)
+            self._deliver(key, n)
             return
         reactor = self._reactor
-        view = reactor.pool.slot_view(bid, n)
+        view = reactor.pool.slot_view(key & 0xFFFF, n, key >> 16)
         self._last_rx = reactor.now
         self._unread += n
         if self._paused:
             # Over max_read_buffer and still receiving what was in flight:
             # keep the bytes, but off the shared ring.
             view = memoryview(view.tobytes())
-            reactor.give_back(bid)
-            bid = self._next_spill_id()
-        elif self._unread > reactor.max_read_buffer:
-            self._pause()
-        item = RingItem(bid, n, view)
-        self._held[bid] = item
+            reactor.give_back(key)
+            key = bid = self._next_spill_id()
+        else:
+            bid = key & 0xFFFF
+            if self._unread > reactor.max_read_buffer:
+                self._pause()
+        item = RingItem(bid, n, view, key)
+        self._held[key] = item
         self._items.append(item)
         self._tail += 1
         self.bytes_in += n
@@ -355,18 +362,18 @@ class Connection:
         if w is not None and not w.done():
             w.set_result(None)
 
-    def _deliver(self, bid: int, n: int) -> None:
+    def _deliver(self, key: int, n: int) -> None:
         """Fast path: hand the bytes to the Protocol, straight from dispatch."""
         reactor = self._reactor
         self.bytes_in += n
         pool = reactor.pool
-        start = bid * pool.slot_size
+        start = (key & 0xFFFF) * pool.slot_size + (key >> 16)
         view = pool.recv_view[start:start + n]
         held = self._live_seq
         if held is None:
-            seq = _single(view, bid, reactor.give_back_ids)
+            seq = _single(view, key, reactor.give_back_ids)
         else:
-            seq = held._extended([view], [bid])
+            seq = held._extended([view], [key])
         self._live_seq = seq
         proto = self._proto
         assert proto is not None
@@ -438,14 +445,14 @@ class Connection:
         held = self._held
         give_back = self._reactor.give_back
         for item in self._items:
-            bid = item.buffer_id
-            if bid < 0:
+            key = item._key
+            if key < 0:
                 continue
-            del held[bid]
+            del held[key]
             item.view = memoryview(item.view.tobytes())
-            give_back(bid)
-            item.buffer_id = self._next_spill_id()
-            held[item.buffer_id] = item
+            give_back(key)
+            item.buffer_id = item._key = self._next_spill_id()
+            held[item._key] = item
         seq = self._live_seq
         if seq is not None and self._proto is not None and seq._held_slots():
             self._live_seq = seq._compacted()

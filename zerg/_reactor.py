@@ -37,6 +37,7 @@ from zerg._config import ReactorConfig
 from zerg._connection import OPEN, Connection
 from zerg._protocol import Protocol
 from zerg._ring import (
+    CQE_F_BUF_MORE,
     CQE_F_BUFFER,
     CQE_F_MORE,
     OP_ACCEPT,
@@ -80,6 +81,8 @@ class ReactorStats:
     setup_flags: int
     idle_closed: int = 0
     receive_paused: int = 0
+    shared_slot_cqes: int = 0
+    """Receives that landed in a slot the kernel still uses (incremental mode)."""
 
 
 class ReactorLoop(asyncio.SelectorEventLoop):
@@ -112,13 +115,6 @@ class Reactor:
         self._handler = handler
         self._listen_fd = listen_fd
         self._grace = shutdown_timeout_s
-        if cfg.incremental_buffers:
-            # Accepting the flag without tracking per-slot offsets would hand
-            # out wrong bytes; refuse until the receive path supports it.
-            raise NotImplementedError(
-                "incremental_buffers=True (IOU_PBUF_RING_INC) is not supported by this "
-                "version of zerg yet; leave it False"
-            )
         flags = 0
         if cfg.single_issuer:
             flags |= lib.IORING_SETUP_SINGLE_ISSUER
@@ -145,6 +141,12 @@ class Reactor:
             ring.close()
             raise
         self._ptr = ring.ptr
+        self._inc = cfg.incremental_buffers
+        n_slots = cfg.buffer_ring_entries
+        self._inc_off = [0] * n_slots if self._inc else []
+        self._inc_parts = [0] * n_slots if self._inc else []
+        self._inc_done = [False] * n_slots if self._inc else []
+        self.inc_shared_cqes = 0
         self.max_write_buffer = cfg.max_write_buffer
         self.max_read_buffer = cfg.max_read_buffer
         self.now = time.monotonic()
@@ -368,16 +370,56 @@ class Reactor:
             conn.close()
 
     # ------------------------------------------------------- slots, re-arms
-    def give_back(self, bid: int) -> None:
-        self._returns.append(bid)
+    def give_back(self, key: int) -> None:
+        """The application is done with slot part ``key`` (see ``_on_data``)."""
+        if self._inc:
+            self._inc_give_back(key)
+            return
+        self._returns.append(key)
         self.slots_out -= 1
 
     def give_back_ids(self, ids: list[int]) -> None:
         """``give_back`` for a list; ids < 0 (private copies) are skipped."""
-        for bid in ids:
-            if bid >= 0:
-                self._returns.append(bid)
-                self.slots_out -= 1
+        for key in ids:
+            if key >= 0:
+                self.give_back(key)
+
+    # Incremental buffer consumption (IOU_PBUF_RING_INC, Linux 6.12): the kernel
+    # fills one slot with several receives at successive offsets and says so
+    # with IORING_CQE_F_BUF_MORE.  A slot goes back only when the kernel is
+    # done with it *and* every part handed out was given back.
+    def _inc_recv(self, conn: Connection | None, res: int, f: int) -> None:
+        bid = f >> 16
+        off = self._inc_off[bid]
+        if f & CQE_F_BUF_MORE:
+            self.inc_shared_cqes += 1
+        else:
+            self._inc_done[bid] = True
+        if res > 0:
+            self._inc_off[bid] = off + res
+            if conn is not None:
+                if not self._inc_parts[bid]:
+                    self.slots_out += 1     # the application holds part of this slot
+                self._inc_parts[bid] += 1
+                self.bytes_in += res
+                conn._on_data(bid | (off << 16), res)
+                return
+        if self._inc_done[bid] and not self._inc_parts[bid]:
+            self._inc_return(bid)
+
+    def _inc_give_back(self, key: int) -> None:
+        bid = key & 0xFFFF
+        parts = self._inc_parts[bid] - 1
+        self._inc_parts[bid] = parts
+        if not parts:
+            self.slots_out -= 1
+            if self._inc_done[bid]:
+                self._inc_return(bid)
+
+    def _inc_return(self, bid: int) -> None:
+        self._inc_off[bid] = 0
+        self._inc_done[bid] = False
+        self._returns.append(bid)
 
     def starved(self, conn: Connection) -> None:
         self._starved.append(conn)
@@ -435,6 +477,7 @@ class Reactor:
         uda, resa, fla = ring.ud_arr, ring.res_arr, ring.flags
         harvest = lib.zu_harvest
         unpack = ffi.unpack
+        inc = self._inc
         conns = self.conns
         while True:
             n = harvest(ptr, batch, uda, resa, fla)
@@ -451,7 +494,9 @@ class Reactor:
                     res = ress[i]
                     f = fls[i]
                     conn = conns.get(ud >> 8)
-                    if f & CQE_F_BUFFER:
+                    if inc and f & CQE_F_BUFFER:
+                        self._inc_recv(conn, res, f)
+                    elif f & CQE_F_BUFFER:
                         self.slots_out += 1
                         if conn is None or res <= 0:
                             self.give_back(f >> 16)
@@ -496,5 +541,6 @@ class Reactor:
             setup_flags=self.ring.setup_flags,
             idle_closed=self.idle_closed,
             receive_paused=sum(1 for c in list(self.conns.values()) if c._paused),
+            shared_slot_cqes=self.inc_shared_cqes,
         )
 
