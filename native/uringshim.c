@@ -16,6 +16,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <signal.h>
+#include <stdint.h>
 #include <liburing.h>
 
 #include "uringshim.h"
@@ -40,6 +42,7 @@ struct zu_ring {
     unsigned br_mask;
     unsigned bgid;
     unsigned long long sqes;
+    unsigned long long enters;     /* waits issued by zu_submit_and_wait / zu_enter_ext */
 };
 
 zu_ring *zu_ring_new(unsigned entries, unsigned cq_entries, unsigned flags,
@@ -278,6 +281,7 @@ int zu_submit_and_wait(zu_ring *r, unsigned min_complete, long long timeout_ns)
     struct io_uring_cqe *cqe;
     int ret;
 
+    r->enters++;
     if (timeout_ns == 0 || min_complete == 0) {
         ret = io_uring_submit_and_get_events(&r->ring);
     } else if (timeout_ns < 0) {
@@ -292,6 +296,54 @@ int zu_submit_and_wait(zu_ring *r, unsigned min_complete, long long timeout_ns)
         ret = 0;
     return ret;
 }
+
+/* What liburing's internal __io_uring_flush_sq does: make prepared SQEs
+ * visible to the kernel; returns how many are waiting to be consumed. */
+static unsigned flush_sq(struct io_uring *ring)
+{
+    struct io_uring_sq *sq = &ring->sq;
+    unsigned tail = sq->sqe_tail;
+
+    if (sq->sqe_head != tail) {
+        sq->sqe_head = tail;
+        io_uring_smp_store_release(sq->ktail, tail);
+    }
+    return tail - IO_URING_READ_ONCE(*sq->khead);
+}
+
+int zu_enter_ext(zu_ring *r, unsigned min_complete, long long timeout_ns)
+{
+    struct io_uring *ring = &r->ring;
+    struct io_uring_getevents_arg arg;
+    struct __kernel_timespec ts;
+    unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+    unsigned to_submit = flush_sq(ring);
+    int ret;
+
+    memset(&arg, 0, sizeof(arg));
+    arg.sigmask_sz = _NSIG / 8;
+    if (timeout_ns > 0) {
+        ts.tv_sec = timeout_ns / 1000000000LL;
+        ts.tv_nsec = timeout_ns % 1000000000LL;
+        arg.ts = (unsigned long long)(uintptr_t)&ts;
+    }
+    if (timeout_ns == 0)
+        min_complete = 0;
+    if (ring->flags & IORING_SETUP_SQPOLL) {
+        if (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_NEED_WAKEUP)
+            flags |= IORING_ENTER_SQ_WAKEUP;
+        to_submit = 0;      /* the SQ thread submits */
+    }
+    r->enters++;
+    /* liburing's raw syscall wrapper returns -errno (it does not set errno). */
+    ret = io_uring_enter2(ring->ring_fd, to_submit, min_complete, flags,
+                          (sigset_t *)&arg, sizeof(arg));
+    if (ret == -ETIME || ret == -EINTR || ret == -EAGAIN || ret == -EBUSY)
+        ret = 0;
+    return ret;
+}
+
+unsigned long long zu_enter_calls(zu_ring *r) { return r->enters; }
 
 unsigned zu_harvest(zu_ring *r, unsigned max, unsigned long long *ud,
                     int *res, unsigned *flags)

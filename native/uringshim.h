@@ -58,6 +58,12 @@ int zu_prep_nop(zu_ring *r, unsigned long long ud);
 int zu_submit(zu_ring *r);
 int zu_submit_and_wait(zu_ring *r, unsigned min_complete, long long timeout_ns);
 
+/* The other loop mode: publish the SQ tail and call io_uring_enter directly
+ * with an extended argument carrying the timeout (IORING_ENTER_EXT_ARG,
+ * Linux 5.11), instead of liburing's submit-and-wait.  Same return contract. */
+int zu_enter_ext(zu_ring *r, unsigned min_complete, long long timeout_ns);
+unsigned long long zu_enter_calls(zu_ring *r);
+
 /* Drain up to max CQEs into flat arrays; returns the count taken. */
 unsigned zu_harvest(zu_ring *r, unsigned max, unsigned long long *ud,
                     int *res, unsigned *flags);

@@ -55,7 +55,8 @@ def serving(handler: Callable[..., Any], **options: Any) -> Iterator[RunningServ
     t = threading.Thread(target=run, name="test-serve", daemon=True)
     t.start()
     deadline = time.monotonic() + 10
-    while not engine.stats() and time.monotonic() < deadline and t.is_alive():
+    while (not engine.stats() and not engine.worker_pids()
+           and time.monotonic() < deadline and t.is_alive()):
         time.sleep(0.005)
     srv = RunningServer(engine, t, errors)
     try:

@@ -9,10 +9,10 @@ import time
 
 import pytest
 from conftest import echo_handler, recv_exact, serving, wait_for
+from zerg._uring import lib
 
 import zerg
 from zerg._probe import probe
-from zerg._uring import lib
 from zerg.adapters import PipeReader
 
 FEATS = probe()
@@ -121,3 +121,130 @@ def test_multishot_recv_one_sqe_per_connection_lifetime() -> None:
         after = srv.engine.stats()[0]
         # Each message costs one send SQE; receiving costs nothing more.
         assert after.sqes - before.sqes <= (after.sends - before.sends) + 2
+
+
+def _sq_threads() -> dict[int, str]:
+    """Kernel SQPOLL threads of this process: tid -> allowed CPUs."""
+    found = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+            if comm.startswith("iou-sqp"):
+                with open(f"/proc/self/task/{tid}/status") as f:
+                    cpus = next(line.split(":")[1].strip() for line in f
+                                if line.startswith("Cpus_allowed_list"))
+                found[int(tid)] = cpus
+        except OSError:
+            continue
+    return found
+
+
+def test_sqpoll_thread_submits_and_is_pinned_with_sq_aff() -> None:
+    cpu = os.cpu_count() - 1 if os.cpu_count() else 0  # type: ignore[operator]
+    before = set(_sq_threads())
+    cfg = zerg.ReactorConfig(sqpoll=True, defer_taskrun=False, sq_thread_cpu=cpu,
+                             sq_thread_idle_ms=50)
+    with serving(echo_handler, reactor=cfg) as srv:
+        _echo_roundtrips(srv, 100)
+        flags = srv.engine.stats()[0].setup_flags
+        threads = {t: c for t, c in _sq_threads().items() if t not in before}
+        # Proof: a kernel SQ thread exists for the ring, pinned where asked.
+        assert threads, "no iou-sqp kernel thread found"
+        assert list(threads.values()) == [str(cpu)]
+        time.sleep(0.2)                     # let it idle past sq_thread_idle_ms
+        _echo_roundtrips(srv, 20)           # NEED_WAKEUP is handled: still serving
+    assert flags & lib.IORING_SETUP_SQPOLL and flags & lib.IORING_SETUP_SQ_AFF
+
+
+def test_sqpoll_with_defer_taskrun_is_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="sqpoll=True needs defer_taskrun=False"):
+        zerg.ReactorConfig(sqpoll=True)
+
+
+@pytest.mark.parametrize("mode", ["submit_and_wait", "enter_ext_arg"])
+def test_both_loop_modes_serve(mode: str) -> None:
+    cfg = zerg.ReactorConfig(loop_mode=mode)  # type: ignore[arg-type]
+    with serving(echo_handler, reactor=cfg) as srv:
+        _echo_roundtrips(srv, 200)
+        payload = os.urandom(1 << 20)
+        with srv.connect() as s:
+            t = threading.Thread(target=s.sendall, args=(payload,))
+            t.start()
+            assert recv_exact(s, len(payload)) == payload
+            t.join()
+        # An idle loop still wakes for timers (asyncio.sleep in handlers) and stops.
+        assert srv.engine.stats()[0].waits > 0
+
+
+@pytest.mark.parametrize("reactors", [2, 4])
+@pytest.mark.parametrize("handoff", ["msg_ring", "queue"])
+def test_reactors_spread_connections(reactors: int, handoff: str) -> None:
+    acc = zerg.AcceptorConfig(handoff=handoff)  # type: ignore[arg-type]
+    with serving(echo_handler, reactor_count=reactors, acceptor=acc) as srv:
+        socks = [srv.connect() for _ in range(reactors * 6)]
+        for i, s in enumerate(socks):
+            s.sendall(b"c%d" % i)
+        for i, s in enumerate(socks):
+            assert recv_exact(s, len(b"c%d" % i)) == b"c%d" % i
+        stats = srv.engine.stats()
+        assert [st.accepted for st in stats] == [6] * reactors
+        acc_stats = srv.engine.acceptor_stats()
+        assert acc_stats is not None and acc_stats.accepted == reactors * 6
+        if handoff == "msg_ring":
+            wait_for(lambda: srv.engine.acceptor_stats().handed_by_msg_ring  # type: ignore[union-attr]
+                     == reactors * 6, what="msg_ring completions")
+            assert acc_stats.handed_by_queue == 0
+        else:
+            assert acc_stats.handed_by_queue == reactors * 6
+        for s in socks:
+            s.close()
+        wait_for(lambda: sum(st.connections for st in srv.engine.stats()) == 0, what="closed")
+
+
+async def _pid_handler(conn: zerg.Connection) -> None:
+    conn.write(b"%d" % os.getpid())
+    await conn.flush()
+
+
+def _pids_seen(port: int, n: int) -> set[int]:
+    """Pids that answered.  A connection queued on a worker that was just
+    killed is reset by the kernel (SO_REUSEPORT does not migrate it)."""
+    seen = set()
+    for _ in range(n):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                data = b""
+                while chunk := s.recv(32):
+                    data += chunk
+                seen.add(int(data))
+        except (ConnectionResetError, ConnectionRefusedError, ValueError):
+            continue
+    return seen
+
+
+def test_workers_processes_serve_and_restart_a_dead_one(caplog: pytest.LogCaptureFixture) -> None:
+    import signal
+
+    with serving(_pid_handler, workers=2) as srv:
+        wait_for(lambda: len(srv.engine.worker_pids()) == 2, what="2 workers")
+        pids = set(srv.engine.worker_pids())
+        deadline = time.monotonic() + 10
+        seen: set[int] = set()
+        while seen != pids and time.monotonic() < deadline:
+            seen |= _pids_seen(srv.port, 20)
+        assert seen == pids, "both worker processes answered"
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: victim not in srv.engine.worker_pids()
+                 and len(srv.engine.worker_pids()) == 2, what="a replacement worker")
+        new = set(srv.engine.worker_pids()) - pids
+        deadline = time.monotonic() + 10
+        while not new <= seen and time.monotonic() < deadline:
+            seen |= _pids_seen(srv.port, 10)
+        assert new <= seen, "the replacement serves"
+        srv.stop()
+        for pid in pids | new:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    assert any("restarting" in r.getMessage() for r in caplog.records)

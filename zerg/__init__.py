@@ -8,6 +8,7 @@ three API levels.
 
 from __future__ import annotations
 
+from zerg._acceptor import AcceptorStats
 from zerg._buffers import BufferSequence
 from zerg._config import AcceptorConfig, EngineOptions, ReactorConfig
 from zerg._connection import Connection, RingItem, RingSnapshot
@@ -19,6 +20,7 @@ from zerg._reactor import AsyncHandler, Handler, ReactorStats, SyncHandler
 
 __all__ = [
     "AcceptorConfig",
+    "AcceptorStats",
     "AsyncHandler",
     "BufferSequence",
     "Connection",

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from zerg._config import AcceptorConfig
 from zerg._reactor import Reactor
@@ -24,16 +25,25 @@ from zerg._uring import lib
 log = logging.getLogger("zerg")
 
 
+@dataclass(frozen=True, slots=True)
+class AcceptorStats:
+    """Counters of the acceptor thread (``reactor_count > 1``)."""
+
+    accepted: int
+    handed_by_msg_ring: int
+    handed_by_queue: int
+    sqes: int
+
+
 class Acceptor(threading.Thread):
     """Accept on ``listen_fd`` and spread connections over ``reactors``."""
 
-    def __init__(self, listen_fd: int, reactors: Sequence[Reactor], cfg: AcceptorConfig,
-                 *, use_msg_ring: bool = True) -> None:
+    def __init__(self, listen_fd: int, reactors: Sequence[Reactor], cfg: AcceptorConfig) -> None:
         super().__init__(name="zerg-acceptor", daemon=True)
         self._fd = listen_fd
         self._reactors = list(reactors)
         self._cfg = cfg
-        self._use_msg_ring = use_msg_ring
+        self._use_msg_ring = cfg.handoff == "msg_ring"
         self._stop_flag = threading.Event()
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -44,6 +54,10 @@ class Acceptor(threading.Thread):
 
     def stop(self) -> None:
         self._stop_flag.set()
+
+    def stats(self) -> AcceptorStats:
+        return AcceptorStats(self.accepted, self.handed_by_msg_ring, self.handed_by_queue,
+                             self.sqes)
 
     def run(self) -> None:
         try:
@@ -56,6 +70,7 @@ class Acceptor(threading.Thread):
             self.ready.set()
             return
         self.ready.set()
+        self._ring = ring
         try:
             self._loop(ring)
         except BaseException as exc:
@@ -79,6 +94,7 @@ class Acceptor(threading.Thread):
             lib.zu_submit_and_wait(ptr, 1, self._cfg.cq_timeout_ns)
             retry_at -= 1
             uds, ress, fls = ring.harvest()
+            self.sqes = ring.sqes_prepared
             for ud, res, f in zip(uds, ress, fls, strict=True):
                 op = ud & 0xFF
                 if op == OP_ACCEPT:

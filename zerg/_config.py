@@ -15,6 +15,8 @@ MAX_RING_ENTRIES: Final = 32768
 MAX_BATCH_CQES: Final = 4096
 
 IPVersion = Literal["ipv4", "ipv6", "dual"]
+LoopMode = Literal["submit_and_wait", "enter_ext_arg"]
+Handoff = Literal["msg_ring", "queue"]
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:
@@ -81,6 +83,10 @@ class ReactorConfig:
     """Bytes per write segment taken from the slab pool."""
     max_write_buffer: int = 16 * 1024 * 1024
     """Most bytes one connection may have staged or in flight."""
+    loop_mode: LoopMode = "submit_and_wait"
+    """How a loop iteration submits and waits: liburing's ``submit_and_wait``
+    (with a timeout), or ``"enter_ext_arg"``: one direct ``io_uring_enter``
+    whose extended argument carries the timeout (Linux 5.11)."""
     max_read_buffer: int = 4 * 1024 * 1024
     """Most received bytes one connection may hold unconsumed.  Past it the
     connection stops receiving (its multishot recv is cancelled, not re-armed)
@@ -107,6 +113,15 @@ class ReactorConfig:
         _check_bool("defer_taskrun", self.defer_taskrun)
         if self.defer_taskrun and not self.single_issuer:
             raise ValueError("defer_taskrun=True needs single_issuer=True (a kernel rule)")
+        if self.sqpoll and self.defer_taskrun:
+            raise ValueError(
+                "sqpoll=True needs defer_taskrun=False (the kernel refuses DEFER_TASKRUN "
+                "with SQPOLL): pass ReactorConfig(sqpoll=True, defer_taskrun=False)"
+            )
+        if self.loop_mode not in ("submit_and_wait", "enter_ext_arg"):
+            raise ValueError(
+                f"loop_mode must be 'submit_and_wait' or 'enter_ext_arg', got {self.loop_mode!r}"
+            )
         _check_int("write_buffer_size", self.write_buffer_size, 512, 1 << 24)
         _check_int("max_write_buffer", self.max_write_buffer, self.write_buffer_size, 1 << 34)
         _check_int("max_read_buffer", self.max_read_buffer, self.recv_buffer_size, 1 << 34)
@@ -128,6 +143,9 @@ class AcceptorConfig:
     """``"ipv4"``, ``"ipv6"`` or ``"dual"`` (IPv6 socket that also accepts IPv4)."""
     sqpoll: bool = False
     """Use an SQPOLL thread for the acceptor's ring."""
+    handoff: Handoff = "msg_ring"
+    """How accepted fds reach reactors: ``IORING_OP_MSG_RING`` (lock-free, a
+    CQE in the target ring) or ``"queue"`` (a thread-safe queue + wake-up)."""
 
     def __post_init__(self) -> None:
         _check_int("ring_entries", self.ring_entries, 2, MAX_RING_ENTRIES)
@@ -138,6 +156,8 @@ class AcceptorConfig:
                 f"ip_version must be 'ipv4', 'ipv6' or 'dual', got {self.ip_version!r}"
             )
         _check_bool("sqpoll", self.sqpoll)
+        if self.handoff not in ("msg_ring", "queue"):
+            raise ValueError(f"handoff must be 'msg_ring' or 'queue', got {self.handoff!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +178,10 @@ class EngineOptions:
     """Grace period for handlers after ``stop()`` before they are cancelled."""
     reuse_port: bool = False
     """Set ``SO_REUSEPORT`` so several processes can listen on one port."""
+    workers: int = 1
+    """Processes, each with its own listener (``SO_REUSEPORT``) and reactors:
+    the way to use every core under the GIL.  The calling process supervises
+    them: Ctrl-C / ``stop()`` stops all, a worker that dies is restarted."""
     worker_threads: int = 64
     """Threads that run plain ``def handler(conn)`` handlers (one per connection
     at a time; further connections wait for a free thread)."""
@@ -183,6 +207,7 @@ class EngineOptions:
         _check_float("shutdown_timeout_s", self.shutdown_timeout_s, 0.0, 3600.0)
         _check_bool("reuse_port", self.reuse_port)
         _check_int("worker_threads", self.worker_threads, 1, 4096)
+        _check_int("workers", self.workers, 1, 1024)
         want_v6 = self.acceptor.ip_version != "ipv4"
         if (addr.version == 6) != want_v6:
             raise ValueError(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
+import functools
 import inspect
 import logging
 import signal
@@ -24,11 +25,12 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any, cast
 
-from zerg._acceptor import Acceptor
+from zerg._acceptor import Acceptor, AcceptorStats
 from zerg._config import EngineOptions
 from zerg._probe import probe, require
 from zerg._protocol import Protocol
 from zerg._reactor import Handler, Reactor, ReactorStats
+from zerg._workers import WorkerPool
 
 log = logging.getLogger("zerg")
 
@@ -57,6 +59,8 @@ class Engine:
         self._stop_requested = False
         self._serving = False
         self._final_stats: list[ReactorStats] = []
+        self._workers: WorkerPool | None = None
+        self._acceptor_stats: AcceptorStats | None = None
 
     # ------------------------------------------------------------- binding
     def listen(self) -> None:
@@ -68,7 +72,7 @@ class Engine:
         sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if opts.reuse_port:
+            if opts.reuse_port or opts.workers > 1:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if v6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY,
@@ -83,7 +87,10 @@ class Engine:
                                   f"port {opts.port} on {opts.ip} is already in use") from None
                 raise OSError(exc.errno, f"cannot bind {opts.ip}:{opts.port}: "
                                          f"{exc.strerror}") from None
-            sock.listen(opts.backlog)
+            if opts.workers == 1:
+                sock.listen(opts.backlog)
+            # With workers > 1 this socket only reserves the port (bound, not
+            # listening); each worker listens on its own SO_REUSEPORT socket.
         except BaseException:
             sock.close()
             raise
@@ -121,9 +128,14 @@ class Engine:
             self._serving = True
         try:
             feats = probe()
-            require(feats, self.options.reactor, msg_ring=False)
+            require(feats, self.options.reactor,
+                    msg_ring=self.options.reactor_count > 1
+                    and self.options.acceptor.handoff == "msg_ring")
             self.listen()
-            self._serve(handler, executor)
+            if self.options.workers > 1:
+                self._serve_workers(handler)
+            else:
+                self._serve(handler, executor)
         finally:
             if executor is not None:
                 # Handlers still blocked after the grace period cannot be
@@ -179,11 +191,29 @@ class Engine:
             self._stop_all()
             if self._acceptor is not None:
                 self._acceptor.join()
+                self._acceptor_stats = self._acceptor.stats()
                 self._acceptor = None
             for t in threads:
                 t.join()
             if not reactor0.ring.closed:
                 reactor0.ring.close()
+
+    def _serve_workers(self, handler: Handler) -> None:
+        pool = WorkerPool(self.options, self.port, functools.partial(_run_worker, handler))
+        self._workers = pool
+        restore = self._install_signals()
+        try:
+            if self._stop_requested:
+                pool.stop()
+            pool.run()
+        finally:
+            restore()
+            self._workers = None
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the running worker processes (``workers > 1``)."""
+        pool = self._workers
+        return sorted(pool.pids) if pool is not None else []
 
     def _reactor_thread(self, index: int, handler: Handler,
                         executor: concurrent.futures.Executor | None, ready: threading.Event,
@@ -237,6 +267,8 @@ class Engine:
         self._stop_all()
 
     def _stop_all(self) -> None:
+        if self._workers is not None:
+            self._workers.stop()
         if self._acceptor is not None:
             self._acceptor.stop()
         for r in list(self._reactors):
@@ -261,6 +293,11 @@ class Engine:
             return [r.stats() for r in reactors]
         return list(self._final_stats)
 
+    def acceptor_stats(self) -> AcceptorStats | None:
+        """The acceptor thread's counters (None with one reactor)."""
+        acc = self._acceptor
+        return acc.stats() if acc is not None else self._acceptor_stats
+
     @property
     def is_serving(self) -> bool:
         return self._serving
@@ -276,6 +313,13 @@ class Engine:
 
 def run(handler: Handler, options: EngineOptions | None = None) -> None:
     """Listen and serve ``handler`` until Ctrl-C / SIGTERM / ``stop()``."""
+    with Engine(options) as engine:
+        engine.listen()
+        engine.serve(handler)
+
+
+def _run_worker(handler: Handler, options: EngineOptions, index: int) -> None:
+    """Body of one worker process (see ``zerg._workers``)."""
     with Engine(options) as engine:
         engine.listen()
         engine.serve(handler)

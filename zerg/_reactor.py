@@ -83,6 +83,8 @@ class ReactorStats:
     receive_paused: int = 0
     shared_slot_cqes: int = 0
     """Receives that landed in a slot the kernel still uses (incremental mode)."""
+    waits: int = 0
+    """``io_uring_enter`` calls made to submit-and-wait (one per loop iteration)."""
 
 
 class ReactorLoop(asyncio.SelectorEventLoop):
@@ -141,6 +143,8 @@ class Reactor:
             ring.close()
             raise
         self._ptr = ring.ptr
+        self._wait = (lib.zu_enter_ext if cfg.loop_mode == "enter_ext_arg"
+                      else lib.zu_submit_and_wait)
         self._inc = cfg.incremental_buffers
         n_slots = cfg.buffer_ring_entries
         self._inc_off = [0] * n_slots if self._inc else []
@@ -466,7 +470,7 @@ class Reactor:
             self._flush_returns()
         if self.ring._closed:
             return
-        lib.zu_submit_and_wait(self._ptr, 1 if timeout_ns else 0, timeout_ns)
+        self._wait(self._ptr, 1 if timeout_ns else 0, timeout_ns)
         self.now = _monotonic()
         self._dispatch()
 
@@ -542,5 +546,6 @@ class Reactor:
             idle_closed=self.idle_closed,
             receive_paused=sum(1 for c in list(self.conns.values()) if c._paused),
             shared_slot_cqes=self.inc_shared_cqes,
+            waits=0 if self.ring.closed else lib.zu_enter_calls(self.ring.ptr),
         )
 
