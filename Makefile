@@ -7,7 +7,7 @@ STAMP := $(VENV)/.stamp-install
 SOURCES := pyproject.toml setup.py native/uringshim.c native/uringshim.h native/build_shim.py
 TEST_TOOLS := curl:curl wrk:wrk redis-benchmark:redis-tools redis-server:redis-server
 
-.PHONY: demo test lint typecheck bench docs clean install
+.PHONY: demo test lint bench docs soak clean install
 
 install: $(STAMP)
 
@@ -39,6 +39,9 @@ bench: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[docs]'
 	$(BIN)/sphinx-build -W -b html docs docs/_build/html
+
+soak: $(STAMP)
+	$(BIN)/python scripts/soak.py --duration $${SOAK_SECONDS:-600}
 
 clean:
 	rm -rf build *.egg-info zerg/_uring*.so docs/_build
