@@ -27,6 +27,7 @@ test: $(STAMP) $(VENV)/.stamp-testtools
 	@$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
 	$(MAKE) --no-print-directory lint
+	$(BIN)/sphinx-build -W -q -b html docs docs/_build/html
 
 lint: $(STAMP)
 	$(BIN)/ruff check zerg examples benchmarks tests
@@ -37,7 +38,6 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 docs: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[docs]'
 	$(BIN)/sphinx-build -W -b html docs docs/_build/html
 
 soak: $(STAMP)

@@ -30,9 +30,13 @@ class AcceptorStats:
     """Counters of the acceptor thread (``reactor_count > 1``)."""
 
     accepted: int
+    """Connections accepted."""
     handed_by_msg_ring: int
+    """Hand-offs the target reactor's ring confirmed (``IORING_OP_MSG_RING``)."""
     handed_by_queue: int
+    """Hand-offs through the thread-safe queue + wake-up."""
     sqes: int
+    """SQEs the acceptor prepared (one multishot accept serves many connections)."""
 
 
 class Acceptor(threading.Thread):

@@ -173,7 +173,9 @@ class EngineOptions:
     reactor_count: int = 1
     """Reactors (each one thread, one ring, one asyncio loop)."""
     reactor: ReactorConfig = field(default_factory=ReactorConfig)
+    """Settings every reactor uses."""
     acceptor: AcceptorConfig = field(default_factory=AcceptorConfig)
+    """Settings of the accepting side."""
     shutdown_timeout_s: float = 5.0
     """Grace period for handlers after ``stop()`` before they are cancelled."""
     reuse_port: bool = False

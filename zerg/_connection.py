@@ -31,7 +31,7 @@ import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from zerg._buffers import BufferSequence
+from zerg._buffers import BufferSequence, BytesLike
 from zerg._errors import WriteBufferFullError
 from zerg._ring import OP_RECV, OP_SEND
 from zerg._slab import WriteSegment
@@ -69,6 +69,13 @@ class RingItem:
 
     __slots__ = ("_key", "buffer_id", "length", "view")
 
+    buffer_id: int
+    """The slot in the provided buffer ring (negative: moved off the ring)."""
+    length: int
+    """Bytes received into this item."""
+    view: memoryview
+    """Read-only view of the bytes; released when the item is returned."""
+
     def __init__(self, buffer_id: int, length: int, view: memoryview,
                  key: int | None = None) -> None:
         self.buffer_id = buffer_id
@@ -96,6 +103,17 @@ def _release_view(view: memoryview) -> None:
 class Connection:
     """A TCP connection owned by one reactor.  Not thread-safe: use it on the
     reactor's loop (adapters exist for worker threads)."""
+
+    id: int
+    """Unique within its reactor for the reactor's life (fds are reused, ids not)."""
+    fd: int
+    """The socket; zerg owns it (do not close it, or read or write it directly)."""
+    bytes_in: int
+    """Bytes received."""
+    bytes_out: int
+    """Bytes the kernel took from sends."""
+    context: Any
+    """Free for the application (e.g. a Protocol's per-connection state)."""
 
     __slots__ = (
         "__weakref__",
@@ -164,8 +182,7 @@ class Connection:
         self._proto: Protocol | None = reactor.protocol
         self._dirty = False
         self._error_exc: BaseException | None = None
-        self.context: Any = None
-        """Free for the application (e.g. a Protocol's per-connection state)."""
+        self.context = None
         # write side
         self._staged: list[WriteSegment] = []
         self._cur: WriteSegment | None = None
@@ -299,13 +316,14 @@ class Connection:
             raise RuntimeError("reset_read() while a read() is waiting")
 
     @property
-    def peername(self) -> Any:
+    def peername(self) -> tuple[str, int] | tuple[str, int, int, int] | None:
         """The peer's address, as ``socket.getpeername()`` gives it (None once closed)."""
         if self._state == CLOSED:
             return None
         sock = socket.socket(fileno=self.fd)
         try:
-            return sock.getpeername()
+            addr: tuple[str, int] | tuple[str, int, int, int] = sock.getpeername()
+            return addr
         except OSError:
             return None
         finally:
@@ -328,6 +346,7 @@ class Connection:
 
     @property
     def slots_held(self) -> int:
+        """Receive slots this connection holds (handed out, not yet returned)."""
         return len(self._held)
 
     # Called by the reactor's dispatcher -------------------------------------
@@ -490,7 +509,7 @@ class Connection:
         self._recv_armed = True
 
     # ----------------------------------------------------------------- write
-    def write(self, data: Any) -> None:
+    def write(self, data: BytesLike | BufferSequence) -> None:
         """Stage ``data`` (any buffer, or a ``BufferSequence``) for sending; one
         copy into the pool.
 
@@ -500,20 +519,19 @@ class Connection:
         """
         if self._state or self._write_exc is not None:
             self._check_writable()
-        t = type(data)
-        if t is memoryview:
-            if data.format != "B" or data.ndim != 1:
-                data = data.cast("B")
-        elif t is not bytes:
-            if t is BufferSequence:
-                if len(data._segs) == 1:        # the common single-slot case
-                    data = data._whole()
-                else:
-                    self._write_sequence(data)
-                    return
-            else:
-                data = memoryview(data).cast("B")
-        n = len(data)
+        buf: bytes | memoryview
+        if isinstance(data, bytes):
+            buf = data
+        elif isinstance(data, memoryview):
+            buf = data if data.format == "B" and data.ndim == 1 else data.cast("B")
+        elif isinstance(data, BufferSequence):
+            if len(data._segs) != 1:
+                self._write_sequence(data)
+                return
+            buf = data._whole()                 # the common single-slot case
+        else:
+            buf = memoryview(data).cast("B")
+        n = len(buf)
         if n == 0:
             return
         if self._pending + n > self._reactor.max_write_buffer:
@@ -532,9 +550,9 @@ class Connection:
                 room = len(seg.view)
             take = n - pos if n - pos <= room else room
             if pos == 0 and take == n:
-                seg.view[seg.fill:seg.fill + n] = data
+                seg.view[seg.fill:seg.fill + n] = buf
             else:
-                seg.view[seg.fill:seg.fill + take] = data[pos:pos + take]
+                seg.view[seg.fill:seg.fill + take] = buf[pos:pos + take]
             seg.fill += take
             pos += take
         self._pending += n
@@ -614,6 +632,7 @@ class Connection:
 
     @property
     def pending_write_bytes(self) -> int:
+        """Bytes staged or in flight, not yet taken by the kernel."""
         return self._pending
 
     def _check_writable(self) -> None:

@@ -23,7 +23,7 @@ import socket
 import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from zerg._acceptor import Acceptor, AcceptorStats
 from zerg._config import EngineOptions
@@ -44,7 +44,14 @@ def _is_async_handler(handler: Callable[..., Any]) -> bool:
 
 
 class Engine:
-    """A TCP server on io_uring.  See ``shared/DESIGN.md`` for the model."""
+    """A TCP server on io_uring: a listening socket and the reactors serving it.
+
+    ``listen()`` binds, ``serve(handler)`` blocks until ``stop()``; usable as a
+    context manager (leaving it stops serving and closes the socket).
+    """
+
+    options: EngineOptions
+    """The configuration this engine was built with."""
 
     def __init__(self, options: EngineOptions | None = None) -> None:
         if options is None:
@@ -300,10 +307,11 @@ class Engine:
 
     @property
     def is_serving(self) -> bool:
+        """True while ``serve`` runs."""
         return self._serving
 
     # ------------------------------------------------------ context manager
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

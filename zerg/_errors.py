@@ -10,6 +10,11 @@ class UnsupportedKernelError(RuntimeError):
     what to do about it (upgrade, change the setting, or lift a sandbox).
     """
 
+    feature: str
+    """What is missing, e.g. ``"IORING_SETUP_DEFER_TASKRUN"``."""
+    needs: str
+    """What would provide it, e.g. ``"Linux 6.1"``."""
+
     def __init__(self, feature: str, needs: str, detail: str = "") -> None:
         self.feature = feature
         self.needs = needs

@@ -46,9 +46,13 @@ class KernelFeatures:
     """What ``probe()`` found.  ``error`` is the negative errno of ring setup."""
 
     release: tuple[int, int]
+    """Kernel release as (major, minor), from ``uname``."""
     opcodes: frozenset[str]
+    """The ``IORING_OP_*`` names zerg needs that the kernel's probe lists."""
     error: int = 0
+    """0, or the negative errno with which ``io_uring_setup`` failed."""
     io_uring_disabled: int = 0
+    """The ``kernel.io_uring_disabled`` sysctl (0 when absent)."""
 
 
 def _parse_release(text: str) -> tuple[int, int]:
@@ -66,7 +70,11 @@ def _read_disabled_sysctl() -> int:
 
 @functools.cache
 def probe() -> KernelFeatures:
-    """Ask the kernel once per process."""
+    """What this kernel's io_uring can do (asked once per process, then cached).
+
+    Never raises: a kernel without io_uring gives ``error != 0``; pass the
+    result to the checks ``Engine.serve`` runs to get a readable refusal.
+    """
     out = ffi.new("unsigned char[]", 256)
     ret = lib.zu_probe_ops(out, 256)
     release = _parse_release(os.uname().release)

@@ -66,21 +66,37 @@ class ReactorStats:
     """A snapshot of one reactor's counters (read with ``Engine.stats()``)."""
 
     index: int
+    """Which reactor (0 runs on the thread that called ``serve``)."""
     connections: int
+    """Connections open now."""
     accepted: int
+    """Connections accepted since start."""
     rejected: int
+    """Connections closed at once because of ``max_connections`` (or stopping)."""
     closed: int
+    """Connections fully closed (every request done, fd closed)."""
     slots_total: int
+    """Receive slots in the provided buffer ring."""
     slots_in_use: int
+    """Slots held by the application or waiting to go back to the kernel."""
     write_segments_in_use: int
+    """Write segments of the slab pool staged, in flight or lent to writers."""
     cqes: int
+    """Completions harvested."""
     sqes: int
+    """Submission queue entries prepared."""
     sends: int
+    """Send requests submitted."""
     bytes_in: int
+    """Bytes received."""
     bytes_out: int
+    """Bytes the kernel took from sends."""
     setup_flags: int
+    """``IORING_SETUP_*`` flags as the kernel kept them."""
     idle_closed: int = 0
+    """Connections closed by ``idle_timeout_s``."""
     receive_paused: int = 0
+    """Connections whose receive ``max_read_buffer`` holds back right now."""
     shared_slot_cqes: int = 0
     """Receives that landed in a slot the kernel still uses (incremental mode)."""
     waits: int = 0

@@ -63,6 +63,7 @@ class PipeReader:
 
     @property
     def connection(self) -> Connection:
+        """The connection this reader reads."""
         return self._conn
 
     def _pull(self) -> bool:

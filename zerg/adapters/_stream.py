@@ -21,8 +21,12 @@ from __future__ import annotations
 import asyncio
 import io
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+from zerg._buffers import BytesLike
 from zerg._connection import Connection, RingItem
 from zerg._errors import WriteBufferFullError
 from zerg.adapters import _threads
@@ -41,17 +45,24 @@ class ConnectionStream(io.RawIOBase):
         self._off = 0               # bytes of _items[0] already copied out
         self._eof = False
 
+    timeout: float | None
+    """Seconds ``readinto`` waits for data before ``TimeoutError`` (None: forever)."""
+
     @property
     def connection(self) -> Connection:
+        """The connection this stream reads and writes."""
         return self._conn
 
     def readable(self) -> bool:
+        """Always True."""
         return True
 
     def writable(self) -> bool:
+        """Always True."""
         return True
 
     def seekable(self) -> bool:
+        """Always False: a connection is a stream."""
         return False
 
     # ------------------------------------------------------------------ read
@@ -76,7 +87,7 @@ class ConnectionStream(io.RawIOBase):
         for item in items:
             conn.return_ring(item)
 
-    def readinto(self, b: Any) -> int:
+    def readinto(self, b: WriteableBuffer) -> int:
         """Copy at least one byte into ``b``; 0 only at the end of the stream."""
         self._checkClosed()
         mv = memoryview(b).cast("B")
@@ -135,7 +146,7 @@ class ConnectionStream(io.RawIOBase):
         else:
             conn.flush_nowait()     # a raw write goes out now, without waiting
 
-    def write(self, b: Any) -> int:
+    def write(self, b: BytesLike) -> int:
         """Stage all of ``b`` for sending and return its length."""
         self._checkClosed()
         _threads.refuse_on_reactor(self._conn, "ConnectionStream.write()")

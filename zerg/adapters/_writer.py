@@ -18,8 +18,8 @@ Warnings: memory from ``get_memory`` is valid until the next ``get_memory``,
 
 from __future__ import annotations
 
-from typing import Any
 
+from zerg._buffers import BytesLike
 from zerg._connection import Connection
 from zerg._errors import WriteBufferFullError
 from zerg._slab import WriteSegment
@@ -89,7 +89,7 @@ class BufferWriter:
             self._granted -= n
             self._size += n
 
-    def write(self, data: Any) -> None:
+    def write(self, data: BytesLike) -> None:
         """Copy ``data`` (any buffer) in, chaining segments as needed."""
         view = memoryview(data).cast("B")
         seg_size = self._conn._reactor.pool.segment_size
