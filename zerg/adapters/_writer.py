@@ -18,7 +18,6 @@ Warnings: memory from ``get_memory`` is valid until the next ``get_memory``,
 
 from __future__ import annotations
 
-
 from zerg._buffers import BytesLike
 from zerg._connection import Connection
 from zerg._errors import WriteBufferFullError
