@@ -3,21 +3,18 @@
     python examples/resp.py --host 127.0.0.1 --port 6380
     redis-cli -p 6380 set greeting hello
 
-It speaks enough Redis for redis-cli and redis-benchmark: PING ECHO SET GET DEL EXISTS INCR
-MGET MSET COMMAND CONFIG QUIT.  One in-memory dict per process; keys expire lazily.
+Enough Redis for redis-cli and redis-benchmark: PING ECHO SET GET DEL EXISTS INCR MGET MSET
+COMMAND CONFIG QUIT, on one in-memory dict per process whose keys expire lazily.
 
-How the parser works (the part worth copying):
-  - ``PipeReader.read()`` hands every unconsumed byte as one ``BufferSequence`` over the
-    receive slots.  The parser walks it with ``find(sep, start)`` and slices, and copies out
-    only the arguments themselves (the store has to own them anyway).
-  - It is resumable: each argument is consumed as soon as it is copied, and the half-read
-    command (its arguments so far, how many are still due, a bulk length already read) lives
-    in a small state object.  A partial command is never parsed twice, so a 1M-argument
-    command costs O(its bytes), and a large value streams into a bytearray instead of pinning
-    receive slots until it is complete (enough of those would drain the buffer ring).
-  - When the bytes end mid-line, everything was examined: ``advance_to(consumed, len(buf))``
-    makes the next read() wait for new bytes, and the line search resumes where it stopped.
-  - Every complete command is answered with ``conn.write()``; one ``flush()`` per read.
+The parser (the part worth copying) walks the zero-copy ``BufferSequence`` that
+``PipeReader.read()`` returns with ``find(sep, start)`` and slices, and copies out only the
+arguments, which the store must own anyway.  It is resumable: an argument is consumed as soon
+as it is copied and the half-read command waits in a small state object, so nothing is parsed
+twice (a 1M-argument command costs O(its bytes)) and a large value streams into a bytearray
+instead of pinning receive slots until it is whole (enough of those would drain the buffer
+ring).  When the bytes end mid-line, ``advance_to(consumed, len(buf))`` marks all of them
+examined: the next read() waits for more, and the line search resumes where it stopped.
+Replies are staged with ``conn.write()``, with one ``flush()`` per read.
 """
 
 from __future__ import annotations
@@ -36,7 +33,9 @@ from zerg.adapters import PipeReader
 MAX_BULK: Final = 64 * 1024 * 1024  # longest bulk string (Redis: 512 MiB)
 MAX_ARGS: Final = 1024 * 1024  # most arguments in one command
 MAX_INLINE: Final = 64 * 1024  # longest inline command or length line
-SPILL: Final = 256 * 1024  # an incomplete bulk this long is copied out as it arrives
+# An incomplete bulk this long is copied out as it arrives: receive slots are shared by every
+# connection of a reactor, and clients waiting to finish big values must not pin them all.
+SPILL: Final = 16 * 1024
 FLUSH_AT: Final = 1024 * 1024  # staged reply bytes that trigger an early flush
 
 Command = list[bytes]
@@ -127,7 +126,8 @@ class RespParser:
             self._part = None
             if part[-2:] != b"\r\n":
                 raise ProtocolError("bulk length does not match the data")
-            self._arg(bytes(part[:-2]), out)
+            del part[-2:]
+            self._arg(bytes(part), out)
         return pos + take
 
     def _arg(self, value: bytes, out: list[Command]) -> None:
@@ -161,13 +161,12 @@ def _err(message: str) -> bytes:
     return b"-ERR " + message.encode("latin-1") + b"\r\n"
 
 
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(value), value)
+def _bulk(value: bytes | None) -> bytes:
+    return NIL if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
 
 
 def _array(items: list[bytes | None]) -> bytes:
-    body = b"".join(NIL if v is None else _bulk(v) for v in items)
-    return b"*%d\r\n%b" % (len(items), body)
+    return b"*%d\r\n%b" % (len(items), b"".join(_bulk(v) for v in items))
 
 
 def _int64(raw: bytes) -> int | None:
@@ -193,15 +192,6 @@ def cmd_ping(a: Command) -> bytes:
     if len(a) > 2:
         return _arity("ping")
     return b"+PONG\r\n" if len(a) == 1 else _bulk(a[1])
-
-
-def cmd_echo(a: Command) -> bytes:
-    return _bulk(a[1])
-
-
-def cmd_get(a: Command) -> bytes:
-    value = _lookup(a[1])
-    return NIL if value is None else _bulk(value)
 
 
 def cmd_set(a: Command) -> bytes:
@@ -245,10 +235,6 @@ def cmd_del(a: Command) -> bytes:
     return b":%d\r\n" % count
 
 
-def cmd_exists(a: Command) -> bytes:
-    return b":%d\r\n" % sum(_lookup(key) is not None for key in a[1:])
-
-
 def cmd_incr(a: Command) -> bytes:
     old = _lookup(a[1])
     n = 0 if old is None else _int64(old)
@@ -258,10 +244,6 @@ def cmd_incr(a: Command) -> bytes:
         return _err("increment or decrement would overflow")
     DATA[a[1]] = b"%d" % (n + 1)  # keeps its expiry, as in Redis
     return b":%d\r\n" % (n + 1)
-
-
-def cmd_mget(a: Command) -> bytes:
-    return _array([_lookup(key) for key in a[1:]])
 
 
 def cmd_mset(a: Command) -> bytes:
@@ -298,10 +280,17 @@ def cmd_config(a: Command) -> bytes:
 
 # name -> (function, arity): n means exactly n words (with the name), -n at least n.
 COMMANDS: Final[dict[bytes, tuple[Callable[[Command], bytes], int]]] = {
-    b"ping": (cmd_ping, -1), b"echo": (cmd_echo, 2), b"set": (cmd_set, -3),
-    b"get": (cmd_get, 2), b"del": (cmd_del, -2), b"exists": (cmd_exists, -2),
-    b"incr": (cmd_incr, 2), b"mget": (cmd_mget, -2), b"mset": (cmd_mset, -3),
-    b"command": (cmd_command, -1), b"config": (cmd_config, -2),
+    b"ping": (cmd_ping, -1),
+    b"echo": (lambda a: _bulk(a[1]), 2),
+    b"get": (lambda a: _bulk(_lookup(a[1])), 2),
+    b"set": (cmd_set, -3),
+    b"del": (cmd_del, -2),
+    b"exists": (lambda a: b":%d\r\n" % sum(_lookup(k) is not None for k in a[1:]), -2),
+    b"incr": (cmd_incr, 2),
+    b"mget": (lambda a: _array([_lookup(k) for k in a[1:]]), -2),
+    b"mset": (cmd_mset, -3),
+    b"command": (cmd_command, -1),
+    b"config": (cmd_config, -2),
 }
 
 
@@ -312,7 +301,11 @@ def execute(a: Command) -> bytes | None:
     if entry is None:
         if name == b"quit":
             return None
-        shown = "".join(_show(arg) + " " for arg in a[1:])[:128]
+        shown = ""
+        for arg in a[1:]:  # like Redis: quote arguments until 128 characters are shown
+            if len(shown) >= 128:
+                break
+            shown += _show(arg, 128 - len(shown)) + " "
         return _err(f"unknown command {_show(a[0])}, with args beginning with: {shown}")
     fn, arity = entry
     if (len(a) != arity) if arity >= 0 else (len(a) < -arity):
@@ -321,14 +314,6 @@ def execute(a: Command) -> bytes | None:
 
 
 # -- the connection handler ------------------------------------------------------------------
-
-async def _write_large(conn: zerg.Connection, reply: bytes) -> None:
-    """Write a reply that would stage more than FLUSH_AT bytes, FLUSH_AT at a time."""
-    view = memoryview(reply)
-    for i in range(0, len(view), FLUSH_AT):
-        await conn.flush()
-        conn.write(view[i : i + FLUSH_AT])
-
 
 async def handle(conn: zerg.Connection) -> None:
     """Serve one client until it quits, hangs up or breaks the protocol."""
@@ -348,25 +333,27 @@ async def handle(conn: zerg.Connection) -> None:
             # The commands own their bytes, so the slots can go back before we answer.
             # Everything was examined: an incomplete command makes the next read wait.
             reader.advance_to(consumed, len(buf))
-            quit = False
+            closing = False
             for args in commands:
                 reply = execute(args)
                 if reply is None:  # QUIT: answer, ignore what follows, hang up
-                    reply, quit = OK, True
-                if conn.pending_write_bytes + len(reply) > FLUSH_AT:
-                    await _write_large(conn, reply)
-                else:
+                    reply, closing = OK, True
+                if conn.pending_write_bytes + len(reply) <= FLUSH_AT:
                     conn.write(reply)
-                if quit:
+                else:  # a big reply (or many) goes out in pieces: bounded staging
+                    for i in range(0, len(reply), FLUSH_AT):
+                        await conn.flush()
+                        conn.write(memoryview(reply)[i : i + FLUSH_AT])
+                if closing:
                     break
             else:  # every command before a protocol error is answered, then the error
                 if error is not None:
                     conn.write(_err(f"Protocol error: {error}"))
             commands.clear()
             await conn.flush()  # one flush per read, however many commands it held
-            if quit or error is not None or result.is_completed:
+            if closing or error is not None or result.is_completed:
                 break
-    except ConnectionError:
+    except OSError:
         pass  # the peer went away while we were answering
     finally:
         reader.complete()
