@@ -295,3 +295,45 @@ def test_30_start_stop_cycles_leak_nothing() -> None:
             assert st.slots_in_use == 0 and st.connections == 0
     assert len(os.listdir("/proc/self/fd")) == fds_before
     assert threading.active_count() <= threads_before
+
+
+def test_readers_waiting_for_the_rest_of_a_message_cannot_starve_the_reactor() -> None:
+    """20 clients each send 1 MiB of an unfinished line (more than the 16 MiB
+    ring): their PipeReaders wait for the newline holding full slots.  When the
+    ring runs dry those bytes move off it, so a new client is still answered and
+    the hogs' disconnects are still noticed."""
+    from zerg.adapters import PipeReader
+
+    async def line_echo(conn: zerg.Connection) -> None:
+        reader = PipeReader(conn)
+        try:
+            while True:
+                res = await reader.read()
+                buf = res.buffer
+                nl = buf.find(b"\n")
+                if nl >= 0:
+                    conn.write(buf[:nl + 1])
+                    reader.advance_to(nl + 1)
+                    await conn.flush()
+                else:
+                    reader.advance_to(0, len(buf))
+                if res.is_completed:
+                    return
+        finally:
+            reader.complete()
+
+    with serving(line_echo) as srv:
+        hogs = [srv.connect() for _ in range(20)]
+        senders = [threading.Thread(target=s.sendall, args=(b"x" * (1 << 20),)) for s in hogs]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join(20)
+        with srv.connect(timeout=5) as s:
+            s.sendall(b"ping\n")
+            assert recv_exact(s, 5) == b"ping\n"
+        for s in hogs:
+            s.close()
+        wait_for(lambda: srv.engine.stats()[0].connections == 0, timeout=10,
+                 what="the hogs' disconnects to be noticed")
+        assert srv.engine.stats()[0].slots_in_use == 0

@@ -273,3 +273,36 @@ def test_stop_while_blocking_handlers_wait_in_readinto() -> None:
         assert time.monotonic() - t0 < 3
         for s in socks:
             s.close()
+
+
+def test_bytes_the_stream_holds_survive_a_close_from_the_reactor() -> None:
+    """The worker keeps reading what the stream already took while the reactor
+    closes the connection (stop): those slots are the stream's until it is done."""
+    took = threading.Event()
+    closed = threading.Event()
+    out: list[bytes] = []
+
+    def handler(conn: zerg.Connection) -> None:
+        stream = ConnectionStream(conn)
+        first = stream.read(1)              # the stream now holds the rest of the batch
+        took.set()
+        closed.wait(5)
+        rest = bytearray()
+        b = bytearray(1000)
+        while n := stream.readinto(b):
+            rest += b[:n]
+        out.append(first + bytes(rest))
+
+    data = bytes(range(256)) * 40
+    with serving(handler) as srv:
+        s = srv.connect()
+        s.sendall(data)
+        assert took.wait(5)
+        stopper = threading.Thread(target=srv.stop)
+        stopper.start()
+        wait_for(lambda: srv.engine.stats()[0].closed == 1, what="the close")
+        closed.set()
+        stopper.join(10)
+        s.close()
+    assert out and data.startswith(out[0]) and len(out[0]) >= 1
+    assert srv.engine.stats()[0].slots_in_use == 0

@@ -130,6 +130,7 @@ class Connection:
         "_items",
         "_last_rx",
         "_lent",
+        "_live_compactable",
         "_live_seq",
         "_loop",
         "_paused",
@@ -173,6 +174,7 @@ class Connection:
         self._waiter: asyncio.Future[None] | None = None
         self._recv_armed = False
         self._live_seq: BufferSequence | None = None
+        self._live_compactable = False  # True when an adapter/Protocol owns _live_seq
         self._discard = False
         self._unread = 0                # received bytes the application still holds
         self._paused = False            # recv cancelled by max_read_buffer
@@ -180,6 +182,8 @@ class Connection:
         self._recv_cancelling = False   # our cancel of the recv is in flight
         self._last_rx = reactor.now
         self._proto: Protocol | None = reactor.protocol
+        if self._proto is not None:
+            self._live_compactable = True
         self._dirty = False
         self._error_exc: BaseException | None = None
         self.context = None
@@ -223,6 +227,9 @@ class Connection:
         if self._waiter is not None:
             raise RuntimeError("read() called while another read() is waiting on this connection")
         fut: asyncio.Future[None] = self._loop.create_future()
+        if self._paused and self._live_compactable and self._live_seq is not None:
+            self._waiter = fut
+            self._relieve()     # waiting while paused: free our slots for others
         self._waiter = fut
         try:
             await fut
@@ -250,6 +257,7 @@ class Connection:
             ids.append(item._key)
         seq = BufferSequence._owning(segs, ids, self._give_back_ids)
         self._live_seq = seq
+        self._live_compactable = False      # the caller holds it: never move it
         return seq
 
     def _take_all(self) -> tuple[list[memoryview], list[int]]:
@@ -271,6 +279,25 @@ class Connection:
                 if bid >= 0:
                     give_back(bid)
                 self._unread -= item.length
+        if self._paused:
+            self._maybe_resume()
+
+    def _disown(self, items: list[RingItem]) -> None:
+        """Hand ``items`` to an adapter that reads them on another thread: the
+        connection stops tracking them, so closing it cannot give their slots
+        back while that thread still copies from them.  The adapter must pass
+        them to ``_return_disowned`` (on the reactor thread) when done."""
+        held = self._held
+        for item in items:
+            held.pop(item._key, None)
+
+    def _return_disowned(self, items: list[RingItem]) -> None:
+        give_back = self._reactor.give_back
+        for item in items:
+            _release_view(item.view)
+            if item._key >= 0:
+                give_back(item._key)
+            self._unread -= item.length
         if self._paused:
             self._maybe_resume()
 
@@ -461,6 +488,17 @@ class Connection:
         if self._recv_armed and not self._recv_cancelling:
             self._cancel(self._ud_recv)
             self._recv_cancelling = True
+        self._relieve()
+
+    def _relieve(self) -> None:
+        """Move bytes nobody is looking at off the shared ring (one copy each).
+
+        Safe at any time for items the handler has not taken yet, and for the
+        adapters' buffer while the handler waits for more data (no view of it
+        is out) or between Protocol callbacks.  Called when this connection is
+        paused and, for every connection, when the reactor's ring runs dry —
+        so readers waiting for the rest of a message cannot starve everyone.
+        """
         held = self._held
         give_back = self._reactor.give_back
         for item in self._items:
@@ -473,7 +511,9 @@ class Connection:
             item.buffer_id = item._key = self._next_spill_id()
             held[item._key] = item
         seq = self._live_seq
-        if seq is not None and self._proto is not None and seq._held_slots():
+        if (seq is not None and self._live_compactable
+                and (self._proto is not None or self._waiter is not None)
+                and seq._held_slots()):
             self._live_seq = seq._compacted()
 
     def _next_spill_id(self) -> int:

@@ -177,6 +177,8 @@ class Reactor:
         self._returns: list[int] = []
         self._ret_arr = ffi.new("unsigned short[]", cfg.buffer_ring_entries)
         self._starved: list[Connection] = []
+        self._need_relief = False
+        self.reliefs = 0
         self._stop_requested = False
         self._stopping = False
         self._stop_event: asyncio.Event | None = None
@@ -443,6 +445,7 @@ class Reactor:
 
     def starved(self, conn: Connection) -> None:
         self._starved.append(conn)
+        self._need_relief = True
 
     def forget(self, conn: Connection) -> None:
         if self.conns.pop(conn.id, None) is not None:
@@ -457,6 +460,15 @@ class Reactor:
             self._drained.set()
 
     def _flush_returns(self) -> None:
+        if self._need_relief:
+            # The ring ran dry: bytes that wait for their handler are moved off
+            # it (copied), so slots flow again and no connection starves for
+            # good because others wait for the rest of a message.
+            self._need_relief = False
+            self.reliefs += 1
+            for conn in list(self.conns.values()):
+                if conn._state == OPEN:
+                    conn._relieve()
         rets = self._returns
         if rets:
             arr = self._ret_arr

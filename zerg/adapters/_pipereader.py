@@ -66,13 +66,21 @@ class PipeReader:
         """The connection this reader reads."""
         return self._conn
 
+    def _current(self) -> BufferSequence | None:
+        """The buffer, as the connection holds it: it may have moved it off the
+        ring (a copy) while we waited, or released it when it closed."""
+        live = self._conn._live_seq
+        if self._buf is not live:
+            self._buf = live
+        return live
+
     def _pull(self) -> bool:
         """Move waiting slots into the buffer; True if any arrived."""
         conn = self._conn
         if not conn.has_data:
             return False
         segs, ids = conn._take_all()
-        buf = self._buf
+        buf = self._current()
         if buf is None:
             buf = BufferSequence._owning(segs, ids, conn._give_back_ids)
         else:
@@ -82,6 +90,7 @@ class PipeReader:
             buf = buf._compacted()      # many slots, few bytes: copy once, free them
         self._buf = buf
         conn._live_seq = buf
+        conn._live_compactable = True
         return True
 
     def _check_can_read(self) -> None:
@@ -93,9 +102,7 @@ class PipeReader:
             )
 
     def _result(self, canceled: bool) -> ReadResult:
-        buf = self._buf
-        if buf is not None and self._conn._live_seq is not buf:
-            self._buf = buf = None      # the connection closed and took its slots back
+        buf = self._current()
         view = buf[:] if buf is not None else _EMPTY
         self._handed = len(view)
         completed = self._conn.is_closed and not self._conn.has_data
@@ -104,7 +111,7 @@ class PipeReader:
     def _ready(self, fresh: bool) -> bool:
         if fresh:
             return True
-        buf = self._buf
+        buf = self._current()
         if buf is not None and len(buf) and not self._examined_all:
             return True
         return self._conn.is_closed
@@ -149,7 +156,7 @@ class PipeReader:
             raise ValueError(
                 f"examined={examined} must lie between consumed={consumed} and the end ({n})"
             )
-        buf = self._buf
+        buf = self._current()
         if buf is not None and consumed:
             buf.advance(consumed)
         self._examined_all = examined == n
@@ -167,7 +174,8 @@ class PipeReader:
             return
         self._completed = True
         self._handed = -1
-        buf, self._buf = self._buf, None
+        buf = self._current()
+        self._buf = None
         if buf is not None:
             buf.release()
         if self._conn._live_seq is buf:

@@ -80,12 +80,11 @@ class ConnectionStream(io.RawIOBase):
         items: list[RingItem] = []
         while (item := conn.try_get_ring(snap)) is not None:
             items.append(item)
+        conn._disown(items)     # ours now: a close on the loop must not pull them away
         return items, snap.is_closed
 
     def _give_back(self, items: list[RingItem]) -> None:
-        conn = self._conn
-        for item in items:
-            conn.return_ring(item)
+        self._conn._return_disowned(items)
 
     def readinto(self, b: WriteableBuffer) -> int:
         """Copy at least one byte into ``b``; 0 only at the end of the stream."""

@@ -1,0 +1,33 @@
+"""Shared bits of the benchmark servers: arguments, the ready line, fd limit.
+
+Every server takes ``--host``/``--port`` (port 0 picks a free one) and prints
+exactly one line ``ready <port>`` (flushed) once it is listening; the runner
+waits for that line before it starts the load generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+from typing import Final
+
+BACKLOG: Final = 4096
+READ_SIZE: Final = 256 * 1024
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    return ap.parse_args()
+
+
+def raise_nofile() -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (C1 opens 10,000 sockets)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def ready(port: int) -> None:
+    print(f"ready {port}", flush=True)

@@ -1,0 +1,115 @@
+"""HTTP/1.1 server: a uvloop ``Protocol`` running examples/http.py's own parser.
+
+The peer of ``examples/http.py`` in scenario H1.  examples/http.py is loaded
+by path, and every received chunk is wrapped in a ``zerg.BufferSequence``, so
+``parse_request``, ``respond`` and ``response_head`` are literally the same
+code on both sides; only the transport differs (uvloop here, zerg there).
+As there, all replies to one received chunk leave in one write, and the bytes
+of an incomplete request wait for the next chunk (``scanned`` avoids
+rescanning them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Final, cast
+
+import uvloop
+from _common import BACKLOG, parse_args, raise_nofile, ready
+
+import zerg
+
+EXAMPLE: Final = Path(__file__).resolve().parents[2] / "examples" / "http.py"
+
+
+def _load_example() -> ModuleType:
+    name = "zerg_examples_http"
+    spec = importlib.util.spec_from_file_location(name, EXAMPLE)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {EXAMPLE}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module          # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+_http: Final = _load_example()
+parse_request: Final[Callable[[zerg.BufferSequence, int, int], Any]] = _http.parse_request
+respond: Final[Callable[[Any, Any], None]] = _http.respond
+response_head: Final[Callable[[int, int, bool], bytes]] = _http.response_head
+HttpError: Final[type[Exception]] = _http.HttpError
+
+
+class _Out:
+    """Stands in for ``zerg.Connection`` in ``respond``: collects the writes."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes | memoryview] = []
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.chunks.append(data)
+
+
+class Http(asyncio.Protocol):
+    __slots__ = ("pending", "scanned", "transport")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)   # uvloop's is no subclass
+        self.pending = b""
+        self.scanned = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self.pending:
+            data = self.pending + data
+        buf = zerg.BufferSequence(data)
+        out = _Out()
+        pos = 0
+        close = False
+        while pos < len(buf):
+            try:
+                parsed = parse_request(buf, pos, self.scanned)
+            except HttpError as err:
+                msg = f"{err}\n".encode()
+                out.write(response_head(getattr(err, "status", 400), len(msg), False))
+                out.write(msg)
+                close = True
+                break
+            if isinstance(parsed, int):
+                self.scanned = parsed
+                break
+            self.scanned = 0
+            respond(out, parsed)
+            pos += parsed.size
+            if not parsed.keep_alive:
+                close = True
+                break
+        self.pending = data[pos:] if pos < len(data) and not close else b""
+        if out.chunks:
+            self.transport.write(b"".join(out.chunks))
+        if close:
+            self.transport.close()
+
+
+async def serve(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Http, host, port, backlog=BACKLOG)
+    ready(server.sockets[0].getsockname()[1])
+    await server.serve_forever()
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "")
+    raise_nofile()
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()
