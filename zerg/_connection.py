@@ -28,7 +28,6 @@ import errno
 import os
 import socket
 import sys
-from collections import deque
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from zerg._buffers import BufferSequence, BytesLike
@@ -127,6 +126,7 @@ class Connection:
         "_granted",
         "_head",
         "_held",
+        "_ipos",
         "_items",
         "_last_rx",
         "_lent",
@@ -165,7 +165,8 @@ class Connection:
         self._ud_send = (conn_id << 8) | OP_SEND
         self._state = OPEN
         # read side
-        self._items: deque[RingItem] = deque()
+        self._items: list[RingItem] = []     # untaken items are _items[_ipos:]
+        self._ipos = 0
         self._held: dict[int, RingItem] = {}
         self._tail = 0
         self._head = 0
@@ -193,9 +194,9 @@ class Connection:
         self._granted = 0
         self._pending = 0               # staged + in flight, in bytes
         self._sending: WriteSegment | None = None
-        self._flush_waiters: list[asyncio.Future[None]] = []
+        self._flush_waiters: list[asyncio.Future[None]] | None = None
         self._write_exc: BaseException | None = None
-        self._lent: set[WriteSegment] = set()
+        self._lent: set[WriteSegment] | None = None    # made on first use
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -215,7 +216,15 @@ class Connection:
             return RingSnapshot(self._tail, False)
         if self._eof or self._state != OPEN:
             return RingSnapshot(self._tail, True)
-        await self._wait_data()
+        # Inline of _wait_data: one coroutine frame less per waiting read.
+        if self._waiter is not None:
+            raise RuntimeError("read() called while another read() is waiting on this connection")
+        fut = self._loop.create_future()
+        self._waiter = fut
+        try:
+            await fut
+        finally:
+            self._waiter = None
         if self._head < self._tail:
             return RingSnapshot(self._tail, False)
         return RingSnapshot(self._tail, self._eof or self._state != OPEN)
@@ -236,6 +245,10 @@ class Connection:
         finally:
             self._waiter = None
 
+    def _handler_done(self, task: asyncio.Future[None]) -> None:
+        # A bound method is the cheapest done-callback that knows its connection.
+        self._reactor._handler_done(self, task)
+
     def _interrupt(self) -> None:
         w = self._waiter
         if w is not None and not w.done():
@@ -249,10 +262,7 @@ class Connection:
         """
         segs: list[memoryview] = []
         ids: list[int] = []
-        items = self._items
-        while self._head < snapshot.tail and items:
-            item = items.popleft()
-            self._head += 1
+        while (item := self.try_get_ring(snapshot)) is not None:
             segs.append(item.view)
             ids.append(item._key)
         seq = BufferSequence._owning(segs, ids, self._give_back_ids)
@@ -263,9 +273,11 @@ class Connection:
     def _take_all(self) -> tuple[list[memoryview], list[int]]:
         """Every waiting item's view and slot id (for adapters)."""
         items = self._items
-        segs = [it.view for it in items]
-        ids = [it._key for it in items]
+        pos = self._ipos
+        segs = [it.view for it in items[pos:]]
+        ids = [it._key for it in items[pos:]]
         items.clear()
+        self._ipos = 0
         self._head = self._tail
         return segs, ids
 
@@ -318,10 +330,21 @@ class Connection:
 
     def try_get_ring(self, snapshot: RingSnapshot) -> RingItem | None:
         """Next item up to ``snapshot.tail``, or None when the batch is drained."""
-        if self._head >= snapshot.tail or not self._items:
+        if self._head >= snapshot.tail:
             return None
+        items = self._items
+        pos = self._ipos
+        n = len(items)
+        if pos >= n:
+            return None
+        item = items[pos]
+        pos += 1
+        if pos == n:
+            items.clear()       # drained: the list starts over (no deque needed)
+            pos = 0
+        self._ipos = pos
         self._head += 1
-        return self._items.popleft()
+        return item
 
     def return_ring(self, item: RingItem) -> None:
         """Give ``item``'s slot back to the kernel; its view dies now."""
@@ -501,7 +524,7 @@ class Connection:
         """
         held = self._held
         give_back = self._reactor.give_back
-        for item in self._items:
+        for item in self._items[self._ipos:]:
             key = item._key
             if key < 0:
                 continue
@@ -662,7 +685,10 @@ class Connection:
             raise self._write_exc
         self._kick_send()
         fut: asyncio.Future[None] = self._loop.create_future()
-        self._flush_waiters.append(fut)
+        if self._flush_waiters is None:
+            self._flush_waiters = [fut]
+        else:
+            self._flush_waiters.append(fut)
         await fut
 
     def flush_nowait(self) -> None:
@@ -714,6 +740,8 @@ class Connection:
         or, if never flushed, when the connection closes."""
         self._check_writable()
         seg = self._reactor.pool.acquire()
+        if self._lent is None:
+            self._lent = set()
         self._lent.add(seg)
         return seg
 
@@ -721,6 +749,8 @@ class Connection:
         """Append a BufferWriter's filled segments to the send queue, in order."""
         pool = self._reactor.pool
         lent = self._lent
+        if lent is None:
+            lent = self._lent = set()
         ok = self._state == OPEN and self._write_exc is None
         for seg in segs:
             if seg not in lent:
@@ -797,7 +827,7 @@ class Connection:
         waiters = self._flush_waiters
         if not waiters:
             return
-        self._flush_waiters = []
+        self._flush_waiters = None
         for w in waiters:
             if not w.done():
                 if exc is None:
@@ -875,6 +905,7 @@ class Connection:
                 give_back(bid)
         held.clear()
         self._items.clear()
+        self._ipos = 0
         self._head = self._tail
         self._unread = 0
 

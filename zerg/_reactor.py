@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
-import functools
 import logging
 import os
 import threading
@@ -346,7 +345,7 @@ class Reactor:
             conn.close()
             return
         self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._handler_done, conn))
+        task.add_done_callback(conn._handler_done)
 
     def _handler_done(self, conn: Connection, task: asyncio.Future[None]) -> None:
         self._tasks.discard(task)
