@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import zerg
 from zerg.adapters import PipeReader
@@ -150,7 +150,44 @@ def response_head(status: int, length: int, keep_alive: bool,
     ))
 
 
-def respond(conn: zerg.Connection, req: Request) -> None:
+class Writer(Protocol):
+    """Where replies go: a ``zerg.Connection`` or a ``Replies`` collector."""
+
+    def write(self, data: bytes | memoryview, /) -> None: ...
+
+
+class Replies:
+    """Collects the replies of one read batch; they leave as one write."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes | memoryview] = []
+
+    def write(self, data: bytes | memoryview, /) -> None:
+        self.chunks.append(data)
+
+
+_canned_at = b""
+_canned: dict[tuple[bool, bool], bytes] = {}
+
+
+def hello_response(keep_alive: bool, head_only: bool) -> bytes:
+    """The whole ``Hello, World!`` response, rebuilt when the Date changes."""
+    global _canned_at
+    date = _date.get()
+    if date is not _canned_at:
+        _canned_at = date
+        _canned.clear()
+    key = (keep_alive, head_only)
+    resp = _canned.get(key)
+    if resp is None:
+        resp = response_head(200, len(_HELLO), keep_alive) + (b"" if head_only else _HELLO)
+        _canned[key] = resp
+    return resp
+
+
+def respond(conn: Writer, req: Request) -> None:
     """Stage the reply to ``req`` (the caller flushes)."""
     path = req.target.split(b"?", 1)[0]
     head_only = req.method == b"HEAD"
@@ -158,16 +195,14 @@ def respond(conn: zerg.Connection, req: Request) -> None:
         if req.method not in (b"GET", b"HEAD"):
             conn.write(response_head(405, 0, req.keep_alive))
             return
-        conn.write(response_head(200, len(_HELLO), req.keep_alive))
-        if not head_only:
-            conn.write(_HELLO)
+        conn.write(hello_response(req.keep_alive, head_only))
     elif path == b"/echo":
         if req.method != b"POST":
             conn.write(response_head(405, 0, req.keep_alive))
             return
         conn.write(response_head(200, len(req.body), req.keep_alive,
                                  b"application/octet-stream"))
-        for segment in req.body:
+        for segment in req.body:        # zero-copy slices of the receive slots
             conn.write(segment)
     else:
         body = b"not found\n"
@@ -183,6 +218,7 @@ async def handle(conn: zerg.Connection) -> None:
         while True:
             result = await reader.read()
             buf = result.buffer
+            out = Replies()
             pos = 0
             close = False
             while pos < len(buf):
@@ -190,19 +226,25 @@ async def handle(conn: zerg.Connection) -> None:
                     parsed = parse_request(buf, pos, scanned)
                 except HttpError as err:
                     msg = f"{err}\n".encode()
-                    conn.write(response_head(err.status, len(msg), False))
-                    conn.write(msg)
+                    out.write(response_head(err.status, len(msg), False))
+                    out.write(msg)
                     close = True
                     break
                 if isinstance(parsed, int):
                     scanned = parsed
                     break
                 scanned = 0
-                respond(conn, parsed)
+                respond(out, parsed)
                 pos += parsed.size
                 if not parsed.keep_alive:
                     close = True
                     break
+            chunks = out.chunks     # staged before advancing: body slices point into buf
+            if len(chunks) == 1 or sum(map(len, chunks)) > 65536:
+                for chunk in chunks:
+                    conn.write(chunk)
+            elif chunks:
+                conn.write(b"".join(chunks))    # many small replies: one write call
             reader.advance_to(pos, len(buf))
             if conn.pending_write_bytes:
                 await conn.flush()
