@@ -187,6 +187,15 @@ class BufferSequence:
         self._owns = True
         return self
 
+    def _drop_single(self) -> None:
+        """Mark a ``_single`` sequence released *without* calling ``give_back``
+        (the caller returns the slot itself): the hot path's cheap ``release``."""
+        slots = self._slots
+        assert slots is not None
+        slots.next = 1
+        slots.held_from = _RELEASED
+        self._segs[0] = _EMPTY
+
     def _whole(self) -> memoryview:
         """The bytes of a single-segment sequence as one memoryview (checked, no copy)."""
         slots = self._slots

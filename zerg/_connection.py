@@ -456,7 +456,11 @@ class Connection:
         self._last_rx = reactor.now
         if consumed is None or consumed >= len(seq):
             self._live_seq = None
-            seq.release()
+            if held is None and seq._slots.held_from == 0:     # type: ignore[union-attr]
+                seq._drop_single()          # the common case: one fresh slot, all used
+                reactor.give_back(key)
+            else:
+                seq.release()
             if self._paused:
                 self._unread = 0
                 self._maybe_resume()
