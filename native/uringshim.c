@@ -345,6 +345,8 @@ int zu_enter_ext(zu_ring *r, unsigned min_complete, long long timeout_ns)
 
 unsigned long long zu_enter_calls(zu_ring *r) { return r->enters; }
 
+unsigned zu_flush_sq(zu_ring *r) { return flush_sq(&r->ring); }
+
 unsigned zu_harvest(zu_ring *r, unsigned max, unsigned long long *ud,
                     int *res, unsigned *flags)
 {

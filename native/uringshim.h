@@ -63,6 +63,9 @@ int zu_submit_and_wait(zu_ring *r, unsigned min_complete, long long timeout_ns);
  * Linux 5.11), instead of liburing's submit-and-wait.  Same return contract. */
 int zu_enter_ext(zu_ring *r, unsigned min_complete, long long timeout_ns);
 unsigned long long zu_enter_calls(zu_ring *r);
+/* Only publish the SQ tail (no syscall): with SQPOLL the kernel thread picks
+ * the entries up by itself.  Returns how many wait to be consumed. */
+unsigned zu_flush_sq(zu_ring *r);
 
 /* Drain up to max CQEs into flat arrays; returns the count taken. */
 unsigned zu_harvest(zu_ring *r, unsigned max, unsigned long long *ud,
