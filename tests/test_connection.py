@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import recv_exact, serving, wait_for
+from conftest import echo_handler, recv_exact, serving, wait_for
 
 import zerg
 
@@ -216,17 +216,7 @@ def test_two_clients_share_a_tiny_ring() -> None:
     cfg = zerg.ReactorConfig(buffer_ring_entries=4, recv_buffer_size=256)
     payloads = [os.urandom(200_000), os.urandom(200_000)]
 
-    async def echo(conn: zerg.Connection) -> None:
-        while True:
-            snap = await conn.read()
-            if snap.is_closed:
-                return
-            while (item := conn.try_get_ring(snap)) is not None:
-                conn.write(item.view)
-                conn.return_ring(item)
-            await conn.flush()
-
-    with serving(echo, reactor=cfg) as srv:
+    with serving(echo_handler, reactor=cfg) as srv:
         socks = [srv.connect(), srv.connect()]
         results: list[bytes] = [b"", b""]
 
