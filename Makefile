@@ -31,7 +31,7 @@ test: $(STAMP) $(VENV)/.stamp-testtools
 
 lint: $(STAMP)
 	$(BIN)/ruff check zerg examples benchmarks tests
-	$(BIN)/mypy --strict zerg examples benchmarks
+	$(BIN)/mypy --strict
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'

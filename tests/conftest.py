@@ -37,7 +37,7 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def serving(handler: Callable[..., Any], **options: Any) -> Iterator[RunningServer]:
+def serving(handler: zerg.Handler, **options: Any) -> Iterator[RunningServer]:
     options.setdefault("shutdown_timeout_s", 2.0)
     if options.get("reactor") is None:
         options.pop("reactor", None)

@@ -10,20 +10,21 @@ import socket
 import struct
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from conftest import echo_handler, recv_exact, serving, wait_for
+from conftest import RunningServer, echo_handler, recv_exact, serving, wait_for
 
 import zerg
 
 
-def test_echo_one_message(echo_server) -> None:
+def test_echo_one_message(echo_server: RunningServer) -> None:
     with echo_server.connect() as s:
         s.sendall(b"hello zerg")
         assert recv_exact(s, 10) == b"hello zerg"
 
 
-def test_echo_200_messages_one_connection(echo_server) -> None:
+def test_echo_200_messages_one_connection(echo_server: RunningServer) -> None:
     with echo_server.connect() as s:
         for i in range(200):
             msg = f"message {i:04d} ".encode() * (1 + i % 7)
@@ -31,7 +32,7 @@ def test_echo_200_messages_one_connection(echo_server) -> None:
             assert recv_exact(s, len(msg)) == msg
 
 
-def test_64_concurrent_connections(echo_server) -> None:
+def test_64_concurrent_connections(echo_server: RunningServer) -> None:
     socks = [echo_server.connect() for _ in range(64)]
     try:
         for i, s in enumerate(socks):
@@ -45,7 +46,7 @@ def test_64_concurrent_connections(echo_server) -> None:
             s.close()
 
 
-def test_4mib_payload_by_hash(echo_server) -> None:
+def test_4mib_payload_by_hash(echo_server: RunningServer) -> None:
     payload = os.urandom(4 * 1024 * 1024)
     with echo_server.connect() as s:
         sender = threading.Thread(target=s.sendall, args=(payload,))
@@ -55,7 +56,7 @@ def test_4mib_payload_by_hash(echo_server) -> None:
     assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
 
 
-def test_5000_pipelined_messages_in_order(echo_server) -> None:
+def test_5000_pipelined_messages_in_order(echo_server: RunningServer) -> None:
     msgs = b"".join(struct.pack("!I", i) + b"x" * (i % 13) for i in range(5000))
     with echo_server.connect() as s:
         s.sendall(msgs)
@@ -63,7 +64,7 @@ def test_5000_pipelined_messages_in_order(echo_server) -> None:
     assert got == msgs
 
 
-def test_clients_close_and_reset_mid_stream(echo_server) -> None:
+def test_clients_close_and_reset_mid_stream(echo_server: RunningServer) -> None:
     for i in range(20):
         s = echo_server.connect()
         s.sendall(os.urandom(100_000))
@@ -97,7 +98,7 @@ def test_half_close_reply_still_arrives() -> None:
         assert s.recv(100) == b""       # the server closed after the handler returned
 
 
-def test_handler_that_raises_is_logged_and_closed(caplog) -> None:
+def test_handler_that_raises_is_logged_and_closed(caplog: pytest.LogCaptureFixture) -> None:
     async def handler(conn: zerg.Connection) -> None:
         snap = await conn.read()
         item = conn.try_get_ring(snap)
@@ -230,7 +231,7 @@ def test_multiple_reactors_spread_connections() -> None:
         wait_for(lambda: sum(st.connections for st in srv.engine.stats()) == 0, what="closed")
 
 
-def test_sigint_stops_serve_on_main_thread(tmp_path) -> None:
+def test_sigint_stops_serve_on_main_thread(tmp_path: Path) -> None:
     import signal
     import subprocess
     import sys

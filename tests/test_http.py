@@ -9,9 +9,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
-from conftest import recv_until_closed, serving
+from conftest import RunningServer, recv_until_closed, serving
 from examples_loader import load_example
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,7 +23,7 @@ http_example = load_example("http")
 
 
 @pytest.fixture(scope="module")
-def srv():
+def srv() -> Iterator[RunningServer]:
     with serving(http_example.handle) as s:
         yield s
 
@@ -37,13 +38,13 @@ def _get(port: int, path: str = "/", **kw: str) -> tuple[int, bytes, dict[str, s
         c.close()
 
 
-def test_http_client_get(srv) -> None:
+def test_http_client_get(srv: RunningServer) -> None:
     status, body, headers = _get(srv.port)
     assert status == 200 and body == b"Hello, World!"
     assert headers["Content-Length"] == "13"
 
 
-def test_http_client_keep_alive_and_post_echo(srv) -> None:
+def test_http_client_keep_alive_and_post_echo(srv: RunningServer) -> None:
     c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
     for i in range(20):
         c.request("POST", "/echo", body=b"payload-%d" % i)
@@ -56,7 +57,7 @@ def test_http_client_keep_alive_and_post_echo(srv) -> None:
     c.close()
 
 
-def test_large_body_echo(srv) -> None:
+def test_large_body_echo(srv: RunningServer) -> None:
     body = bytes(range(256)) * 4000           # ~1 MB, many segments
     c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
     c.request("POST", "/echo", body=body)
@@ -65,7 +66,7 @@ def test_large_body_echo(srv) -> None:
     c.close()
 
 
-def test_pipelined_requests_answered_in_order(srv) -> None:
+def test_pipelined_requests_answered_in_order(srv: RunningServer) -> None:
     reqs = b"".join(b"POST /echo HTTP/1.1\r\nContent-Length: %d\r\n\r\n%d" % (len(b"%d" % i), i)
                     for i in range(100))
     reqs += b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"
@@ -97,18 +98,19 @@ def _raw(port: int, payload: bytes) -> bytes:
         (b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
     ],
 )
-def test_refused_requests_get_status_and_close(srv, payload: bytes, status: int) -> None:
+def test_refused_requests_get_status_and_close(srv: RunningServer, payload: bytes,
+                                                status: int) -> None:
     data = _raw(srv.port, payload)
     assert data.startswith(b"HTTP/1.1 %d " % status)
     assert b"Connection: close" in data
 
 
-def test_http10_closes_by_default(srv) -> None:
+def test_http10_closes_by_default(srv: RunningServer) -> None:
     data = _raw(srv.port, b"GET / HTTP/1.0\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"Hello, World!")
 
 
-def test_curl(srv) -> None:
+def test_curl(srv: RunningServer) -> None:
     curl = shutil.which("curl")
     assert curl, "curl is missing: run `make test`, which installs it"
     out = subprocess.run([curl, "-sS", "-i", f"http://127.0.0.1:{srv.port}/"],
@@ -116,7 +118,7 @@ def test_curl(srv) -> None:
     assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"Hello, World!")
 
 
-def test_wrk_short_run_without_errors(srv) -> None:
+def test_wrk_short_run_without_errors(srv: RunningServer) -> None:
     wrk = shutil.which("wrk")
     assert wrk, "wrk is missing: run `make test`, which installs it"
     out = subprocess.run([wrk, "-t1", "-c16", "-d1s", f"http://127.0.0.1:{srv.port}/"],
@@ -190,7 +192,7 @@ def test_make_demo_style_process_answers() -> None:
         proc.wait()
 
 
-def test_body_arriving_after_headers_in_a_later_read(srv) -> None:
+def test_body_arriving_after_headers_in_a_later_read(srv: RunningServer) -> None:
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
         s.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
         time.sleep(0.1)             # the parser sees the head alone first

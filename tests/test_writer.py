@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ import zerg
 from zerg.adapters import BufferWriter, ConnectionStream
 
 TEN_MIB = 10 * 1024 * 1024
+Served = tuple[int, dict[str, bytes]]     # the example's port, and the files it serves
 
 
 def _payload() -> bytes:
@@ -115,7 +117,9 @@ def test_writer_misuse_raises() -> None:
 
 # ------------------------------------------------------- stdlib http.server demo
 @pytest.fixture(scope="module")
-def stdlib_server(tmp_path_factory: pytest.TempPathFactory):
+def stdlib_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Served]:
     root: Path = tmp_path_factory.mktemp("www")
     files = {"empty.bin": b"", "one.bin": b"\x7f", "big.bin": os.urandom(5 * 1024 * 1024)}
     for name, data in files.items():
@@ -138,7 +142,7 @@ def stdlib_server(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.parametrize("name", ["empty.bin", "one.bin", "big.bin"])
-def test_stdlib_http_urllib_downloads_intact(stdlib_server, name: str) -> None:
+def test_stdlib_http_urllib_downloads_intact(stdlib_server: Served, name: str) -> None:
     port, files = stdlib_server
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/{name}", timeout=20) as r:
         assert r.status == 200
@@ -146,7 +150,7 @@ def test_stdlib_http_urllib_downloads_intact(stdlib_server, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["empty.bin", "one.bin", "big.bin"])
-def test_stdlib_http_curl_downloads_intact(stdlib_server, name: str) -> None:
+def test_stdlib_http_curl_downloads_intact(stdlib_server: Served, name: str) -> None:
     port, files = stdlib_server
     curl = shutil.which("curl")
     assert curl, "curl is missing: run `make test`, which installs it"
@@ -155,7 +159,7 @@ def test_stdlib_http_curl_downloads_intact(stdlib_server, name: str) -> None:
     assert hashlib.sha256(out).digest() == hashlib.sha256(files[name]).digest()
 
 
-def test_stdlib_http_listing_and_404(stdlib_server) -> None:
+def test_stdlib_http_listing_and_404(stdlib_server: Served) -> None:
     port, _ = stdlib_server
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
         listing = r.read().decode()

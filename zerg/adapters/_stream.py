@@ -123,6 +123,22 @@ class ConnectionStream(io.RawIOBase):
             _threads.post(self._conn, self._give_back, done)
         return filled
 
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` bytes (all until EOF if negative); b"" only at EOF.
+
+        Never None: the stream blocks instead (it is not non-blocking), which
+        is what lets ``io.BufferedReader`` and friends type-check on it.
+        """
+        data = super().read(size)
+        assert data is not None
+        return data
+
+    def readall(self) -> bytes:
+        """Every byte until the peer ends the stream."""
+        data = super().readall()
+        assert data is not None
+        return data
+
     # ----------------------------------------------------------------- write
     async def _write(self, data: bytes) -> None:
         conn = self._conn
