@@ -125,3 +125,23 @@ def test_protocol_class_instead_of_instance_is_rejected() -> None:
     with pytest.raises(TypeError, match="instance of Echo"):
         engine.serve(Echo)  # type: ignore[arg-type]
     engine.close()
+
+
+def test_bad_return_value_from_data_received_aborts_only_that_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Bad(zerg.Protocol):
+        def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> int:
+            if seq.startswith(b"bad"):
+                return -5
+            conn.write(seq)
+            return len(seq)
+
+    with serving(Bad()) as srv:
+        with srv.connect() as s:
+            s.sendall(b"bad")
+            assert s.recv(10) == b""
+        with srv.connect() as s:
+            s.sendall(b"good")
+            assert recv_exact(s, 4) == b"good"
+    assert any("byte count" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)

@@ -453,6 +453,10 @@ class Connection:
             return
         if self._state != OPEN:
             return                      # closed inside the callback: slots went back
+        if consumed is not None and (type(consumed) is not int or consumed < 0):
+            reactor.protocol_failed(self, TypeError(
+                f"data_received must return None or a byte count >= 0, got {consumed!r}"))
+            return
         self._last_rx = reactor.now
         if consumed is None or consumed >= len(seq):
             self._live_seq = None
