@@ -482,7 +482,10 @@ class Reactor:
             self._starved = []
             for conn in starved:
                 if conn._state == OPEN:
-                    conn._arm_recv()
+                    try:
+                        conn._arm_recv()
+                    except Exception as exc:
+                        self._completion_failed((conn.id << 8) | OP_RECV, exc)
 
     # ------------------------------------------------------------- the loop
     def _on_select(self, timeout_ns: int) -> None:
@@ -491,7 +494,10 @@ class Reactor:
         if dirty:
             for conn in dirty:
                 conn._dirty = False
-                conn.flush_nowait()
+                try:
+                    conn.flush_nowait()
+                except Exception as exc:
+                    self._completion_failed((conn.id << 8) | OP_SEND, exc)
             dirty.clear()
         if self._returns or self._starved:
             self._flush_returns()
@@ -521,34 +527,49 @@ class Reactor:
             for i in range(n):
                 ud = uds[i]
                 op = ud & 0xFF
-                if op == OP_RECV:
-                    res = ress[i]
-                    f = fls[i]
-                    conn = conns.get(ud >> 8)
-                    if inc and f & CQE_F_BUFFER:
-                        self._inc_recv(conn, res, f)
-                    elif f & CQE_F_BUFFER:
-                        self.slots_out += 1
-                        if conn is None or res <= 0:
-                            self.give_back(f >> 16)
-                        else:
-                            self.bytes_in += res
-                            conn._on_data(f >> 16, res)
-                    if not f & CQE_F_MORE and conn is not None:
-                        conn._on_recv_end(res)
-                elif op == OP_SEND:
-                    conn = conns.get(ud >> 8)
-                    if conn is not None:
-                        conn._on_send(ress[i])
-                elif op == OP_POLL:
-                    self.selector.poll_fired(ud >> 8, ress[i])
-                elif op == OP_ACCEPT:
-                    self._on_accept(ress[i], fls[i])
-                elif op == OP_MSG and ress[i] >= 0:
-                    self._new_connection(ress[i])
-                # OP_CANCEL / OP_POLL_REMOVE / OP_NOP need nothing.
+                try:
+                    if op == OP_RECV:
+                        res = ress[i]
+                        f = fls[i]
+                        conn = conns.get(ud >> 8)
+                        if inc and f & CQE_F_BUFFER:
+                            self._inc_recv(conn, res, f)
+                        elif f & CQE_F_BUFFER:
+                            self.slots_out += 1
+                            if conn is None or res <= 0:
+                                self.give_back(f >> 16)
+                            else:
+                                self.bytes_in += res
+                                conn._on_data(f >> 16, res)
+                        if not f & CQE_F_MORE and conn is not None:
+                            conn._on_recv_end(res)
+                    elif op == OP_SEND:
+                        conn = conns.get(ud >> 8)
+                        if conn is not None:
+                            conn._on_send(ress[i])
+                    elif op == OP_POLL:
+                        self.selector.poll_fired(ud >> 8, ress[i])
+                    elif op == OP_ACCEPT:
+                        self._on_accept(ress[i], fls[i])
+                    elif op == OP_MSG and ress[i] >= 0:
+                        self._new_connection(ress[i])
+                    # OP_CANCEL / OP_POLL_REMOVE / OP_NOP need nothing.
+                except Exception as exc:    # zero-cost unless raised (3.11+)
+                    self._completion_failed(ud, exc)
             if n < batch:
                 return
+
+    def _completion_failed(self, ud: int, exc: Exception) -> None:
+        """A completion could not be handled (e.g. the SQ stayed full when
+        re-arming): the reactor goes on; the connection concerned is aborted."""
+        log.error("zerg reactor %d: error handling a completion (user_data=%#x); "
+                  "aborting its connection", self.index, ud, exc_info=exc)
+        conn = self.conns.get(ud >> 8) if ud & 0xFF in (OP_RECV, OP_SEND) else None
+        if conn is not None:
+            try:
+                conn.abort()
+            except Exception:
+                log.exception("zerg reactor %d: aborting %r failed", self.index, conn)
 
     # ---------------------------------------------------------------- stats
     def stats(self) -> ReactorStats:
