@@ -38,6 +38,17 @@ from zerg._uring import lib
 
 _single = BufferSequence._single
 _prep_send = lib.zu_prep_send
+_send_now = lib.zu_send_now
+
+
+def _send_error(code: int, conn_id: int) -> OSError:
+    if code == errno.ECANCELED:
+        code = errno.ECONNABORTED
+    exc_type: type[OSError] = {
+        errno.EPIPE: BrokenPipeError, errno.ECONNRESET: ConnectionResetError,
+        errno.ECONNABORTED: ConnectionAbortedError,
+    }.get(code, OSError)
+    return exc_type(code, f"send on connection {conn_id} failed: {os.strerror(code)}")
 
 if TYPE_CHECKING:
     from zerg._protocol import Protocol
@@ -691,6 +702,16 @@ class Connection:
             return
         if self._write_exc is not None:
             raise self._write_exc
+        if self._sending is None:
+            # Nothing in flight: try a plain send first, like asyncio's
+            # transports.  If the socket takes everything, no completion round
+            # trip (and no task wake-up) is needed; otherwise io_uring goes on
+            # from where the socket stopped.
+            self._send_now()
+            if self._write_exc is not None:
+                raise self._write_exc
+            if self._pending == 0:
+                return
         self._kick_send()
         fut: asyncio.Future[None] = self._loop.create_future()
         if self._flush_waiters is None:
@@ -698,6 +719,33 @@ class Connection:
         else:
             self._flush_waiters.append(fut)
         await fut
+
+    def _send_now(self) -> None:
+        """send(2) staged segments while the socket takes them (no send in flight)."""
+        staged = self._staged
+        reactor = self._reactor
+        while staged:
+            seg = staged[0]
+            left = seg.fill - seg.sent
+            if left:
+                n = _send_now(self.fd, seg.ptr, seg.off + seg.sent, left)
+                if n < 0:
+                    if n != -errno.EAGAIN:
+                        self._fail_writes(_send_error(-n, self.id))
+                    return
+                reactor.sends += 1
+                seg.sent += n
+                self._pending -= n
+                self.bytes_out += n
+                reactor.bytes_out += n
+                if n < left:
+                    return              # the socket is full: io_uring takes over
+            if seg is self._cur:
+                if self._granted:       # get_buffer memory still lent out
+                    return
+                self._cur = None
+            staged.pop(0)
+            reactor.pool.release(seg)
 
     def flush_nowait(self) -> None:
         """Start sending everything staged without waiting for it."""
@@ -797,14 +845,7 @@ class Connection:
             return
         if res <= 0:
             code = -res if res < 0 else errno.EPIPE
-            if code == errno.ECANCELED:
-                code = errno.ECONNABORTED
-            exc_type: type[OSError] = {
-                errno.EPIPE: BrokenPipeError, errno.ECONNRESET: ConnectionResetError,
-                errno.ECONNABORTED: ConnectionAbortedError,
-            }.get(code, OSError)
-            self._fail_writes(exc_type(code, f"send on connection {self.id} failed: "
-                                             f"{os.strerror(code)}"))
+            self._fail_writes(_send_error(code, self.id))
             self._maybe_finish()
             return
         if self._write_exc is not None:         # aborted while this send ran
