@@ -750,6 +750,10 @@ class Connection:
     def flush_nowait(self) -> None:
         """Start sending everything staged without waiting for it."""
         if self._pending and self._write_exc is None and self._state != CLOSED:
+            if self._sending is None:
+                self._send_now()
+                if not self._pending or self._write_exc is not None:
+                    return
             self._kick_send()
 
     @property

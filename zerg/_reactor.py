@@ -495,7 +495,8 @@ class Reactor:
             for conn in dirty:
                 conn._dirty = False
                 try:
-                    conn.flush_nowait()
+                    if conn._pending and conn._write_exc is None:
+                        conn._kick_send()       # io_uring: all of them in this enter
                 except Exception as exc:
                     self._completion_failed((conn.id << 8) | OP_SEND, exc)
             dirty.clear()
