@@ -347,13 +347,6 @@ unsigned long long zu_enter_calls(zu_ring *r) { return r->enters; }
 
 unsigned zu_flush_sq(zu_ring *r) { return flush_sq(&r->ring); }
 
-long zu_send_now(int fd, char *base, unsigned long long off, unsigned len)
-{
-    ssize_t n = send(fd, base + off, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-
-    return n < 0 ? -errno : (long)n;
-}
-
 unsigned zu_harvest(zu_ring *r, unsigned max, unsigned long long *ud,
                     int *res, unsigned *flags)
 {

@@ -67,11 +67,6 @@ unsigned long long zu_enter_calls(zu_ring *r);
  * the entries up by itself.  Returns how many wait to be consumed. */
 unsigned zu_flush_sq(zu_ring *r);
 
-/* A plain non-blocking send(2) (MSG_DONTWAIT | MSG_NOSIGNAL) from base+off:
- * bytes sent or -errno.  For a connection with no io_uring send in flight,
- * sending at once skips a completion round trip, like asyncio transports. */
-long zu_send_now(int fd, char *base, unsigned long long off, unsigned len);
-
 /* Drain up to max CQEs into flat arrays; returns the count taken. */
 unsigned zu_harvest(zu_ring *r, unsigned max, unsigned long long *ud,
                     int *res, unsigned *flags);

@@ -38,7 +38,6 @@ from zerg._uring import lib
 
 _single = BufferSequence._single
 _prep_send = lib.zu_prep_send
-_send_now = lib.zu_send_now
 
 
 def _send_error(code: int, conn_id: int) -> OSError:
@@ -702,16 +701,6 @@ class Connection:
             return
         if self._write_exc is not None:
             raise self._write_exc
-        if self._sending is None:
-            # Nothing in flight: try a plain send first, like asyncio's
-            # transports.  If the socket takes everything, no completion round
-            # trip (and no task wake-up) is needed; otherwise io_uring goes on
-            # from where the socket stopped.
-            self._send_now()
-            if self._write_exc is not None:
-                raise self._write_exc
-            if self._pending == 0:
-                return
         self._kick_send()
         fut: asyncio.Future[None] = self._loop.create_future()
         if self._flush_waiters is None:
@@ -720,40 +709,9 @@ class Connection:
             self._flush_waiters.append(fut)
         await fut
 
-    def _send_now(self) -> None:
-        """send(2) staged segments while the socket takes them (no send in flight)."""
-        staged = self._staged
-        reactor = self._reactor
-        while staged:
-            seg = staged[0]
-            left = seg.fill - seg.sent
-            if left:
-                n = _send_now(self.fd, seg.ptr, seg.off + seg.sent, left)
-                if n < 0:
-                    if n != -errno.EAGAIN:
-                        self._fail_writes(_send_error(-n, self.id))
-                    return
-                reactor.sends += 1
-                seg.sent += n
-                self._pending -= n
-                self.bytes_out += n
-                reactor.bytes_out += n
-                if n < left:
-                    return              # the socket is full: io_uring takes over
-            if seg is self._cur:
-                if self._granted:       # get_buffer memory still lent out
-                    return
-                self._cur = None
-            staged.pop(0)
-            reactor.pool.release(seg)
-
     def flush_nowait(self) -> None:
         """Start sending everything staged without waiting for it."""
         if self._pending and self._write_exc is None and self._state != CLOSED:
-            if self._sending is None:
-                self._send_now()
-                if not self._pending or self._write_exc is not None:
-                    return
             self._kick_send()
 
     @property
