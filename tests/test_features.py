@@ -274,3 +274,16 @@ def test_sqpoll_thread_submits_without_io_uring_enter() -> None:
         assert lib.zu_enter_calls(ring.ptr) == enters_before
     finally:
         ring.close()
+
+
+def test_acceptor_batch_sqes_submits_bursts_early() -> None:
+    acc = zerg.AcceptorConfig(batch_sqes=1)
+    with serving(echo_handler, reactor_count=2, acceptor=acc) as srv:
+        socks = [srv.connect() for _ in range(20)]
+        for i, s in enumerate(socks):
+            s.sendall(b"q%d" % i)
+        for i, s in enumerate(socks):
+            assert recv_exact(s, len(b"q%d" % i)) == b"q%d" % i
+            s.close()
+        acceptor = srv.engine._acceptor
+        assert acceptor is not None and acceptor.submits >= 1

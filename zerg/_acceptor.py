@@ -55,6 +55,7 @@ class Acceptor(threading.Thread):
         self.handed_by_msg_ring = 0
         self.handed_by_queue = 0
         self.sqes = 0
+        self.submits = 0            # early submits forced by batch_sqes
 
     def stop(self) -> None:
         self._stop_flag.set()
@@ -91,7 +92,9 @@ class Acceptor(threading.Thread):
         nxt = 0
         armed = False
         retry_at = 0
+        batch = self._cfg.batch_sqes
         while not self._stop_flag.is_set():
+            prepared = 0
             if not armed and retry_at <= 0:
                 ring.check(lib.zu_prep_accept_multishot(ptr, self._fd, OP_ACCEPT), "accept")
                 armed = True
@@ -117,6 +120,11 @@ class Acceptor(threading.Thread):
                         ret = lib.zu_prep_msg_ring(ptr, target.ring.fd, res, OP_MSG,
                                                    (res << 8) | OP_MSG)
                         if ret == 0:
+                            prepared += 1
+                            if prepared >= batch:   # a burst: do not hold them back
+                                lib.zu_submit(ptr)
+                                self.submits += 1
+                                prepared = 0
                             continue
                     self.handed_by_queue += 1
                     target.hand_off(res)

@@ -136,7 +136,9 @@ class AcceptorConfig:
     ring_entries: int = 256
     """Submission queue size of the acceptor's ring."""
     batch_sqes: int = 64
-    """Most hand-offs to reactors submitted in one go."""
+    """Most hand-offs the acceptor prepares before it submits them; a burst of
+    accepts leaves in batches of this size instead of waiting for the next
+    loop iteration."""
     cq_timeout_ns: int = 50_000_000
     """Longest one wait of the acceptor thread."""
     ip_version: IPVersion = "ipv4"
