@@ -551,14 +551,23 @@ class BufferSequence:
         assert slots is not None
         if slots.held_from == _RELEASED:
             return
+        ids = self._retire()
+        if ids:
+            slots.give_back(ids)
+
+    def _retire(self) -> list[int]:
+        """Mark this owning sequence and its slices dead and drop its references
+        to slot memory; return the ids of the slots it still held (the caller
+        gives them back or hands them on)."""
+        slots = self._slots
+        assert slots is not None
         first = slots.next
         nsegs = len(self._segs)
+        ids = slots.ids[first:]
         slots.next = nsegs
         slots.held_from = _RELEASED
         self._segs[first:] = [_EMPTY] * (nsegs - first)
-        if first < nsegs:
-            slots.give_back(slots.ids[first:])
-
+        return ids
 
     def _extended(self, segments: list[memoryview], slot_ids: list[int]) -> BufferSequence:
         """A new owning sequence: this one's unconsumed bytes, then ``segments``.
@@ -578,13 +587,8 @@ class BufferSequence:
         skip = self._start - self._offs[first] if first < nsegs else 0
         if skip:
             held[0] = held[0][skip:]
-        new = BufferSequence._owning(held + segments, slots.ids[first:] + slot_ids,
-                                     slots.give_back)
-        slots.next = nsegs
-        slots.held_from = _RELEASED
-        self._segs[first:] = [_EMPTY] * (nsegs - first)
-        return new
-
+        return BufferSequence._owning(held + segments, self._retire() + slot_ids,
+                                      slots.give_back)
 
     def _held_slots(self) -> int:
         """How many segments (slots) this owning sequence still holds."""
@@ -604,12 +608,7 @@ class BufferSequence:
         data = self.tobytes()
         slots = self._slots
         assert slots is not None
-        first = slots.next
-        nsegs = len(self._segs)
-        ids = slots.ids[first:]
-        slots.next = nsegs
-        slots.held_from = _RELEASED
-        self._segs[first:] = [_EMPTY] * (nsegs - first)
+        ids = self._retire()
         new = BufferSequence._owning([memoryview(data)] if data else [],
                                      [-1] if data else [], slots.give_back)
         if ids:

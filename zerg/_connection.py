@@ -28,7 +28,7 @@ import errno
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 from zerg._buffers import BufferSequence, BytesLike
 from zerg._errors import WriteBufferFullError
@@ -293,16 +293,20 @@ class Connection:
 
     def _give_back_ids(self, ids: list[int]) -> None:
         held = self._held
-        give_back = self._reactor.give_back
-        for bid in ids:
-            item = held.pop(bid, None)
+        for key in ids:
+            item = held.pop(key, None)
             if item is not None:
-                _release_view(item.view)
-                if bid >= 0:
-                    give_back(bid)
-                self._unread -= item.length
+                self._drop(item)
         if self._paused:
             self._maybe_resume()
+
+    def _drop(self, item: RingItem) -> None:
+        """The application is done with ``item``: its view dies and its slot part
+        goes back to the kernel (unless it was moved off the ring)."""
+        _release_view(item.view)
+        if item._key >= 0:
+            self._reactor.give_back(item._key)
+        self._unread -= item.length
 
     def _disown(self, items: list[RingItem]) -> None:
         """Hand ``items`` to an adapter that reads them on another thread: the
@@ -314,12 +318,8 @@ class Connection:
             held.pop(item._key, None)
 
     def _return_disowned(self, items: list[RingItem]) -> None:
-        give_back = self._reactor.give_back
         for item in items:
-            _release_view(item.view)
-            if item._key >= 0:
-                give_back(item._key)
-            self._unread -= item.length
+            self._drop(item)
         if self._paused:
             self._maybe_resume()
 
@@ -362,10 +362,7 @@ class Connection:
             if self._state == OPEN:
                 raise ValueError(f"{item!r} was already returned or is not from this connection")
             return          # the close already gave it back
-        _release_view(item.view)
-        if item._key >= 0:
-            self._reactor.give_back(item._key)
-        self._unread -= item.length
+        self._drop(item)
         if self._paused:
             self._maybe_resume()
 
@@ -616,10 +613,7 @@ class Connection:
         if n == 0:
             return
         if self._pending + n > self._reactor.max_write_buffer:
-            raise WriteBufferFullError(
-                f"writing {n} bytes would stage {self._pending + n} bytes, over "
-                f"max_write_buffer={self._reactor.max_write_buffer}; await conn.flush() first"
-            )
+            self._over_cap(n)
         seg = self._cur
         pos = 0
         while pos < n:
@@ -641,13 +635,16 @@ class Connection:
             self._dirty = True
             self._reactor.dirty.append(self)
 
+    def _over_cap(self, n: int) -> NoReturn:
+        raise WriteBufferFullError(
+            f"writing {n} bytes would stage {self._pending + n} bytes, over "
+            f"max_write_buffer={self._reactor.max_write_buffer}; await conn.flush() first"
+        )
+
     def _write_sequence(self, seq: BufferSequence) -> None:
         n = len(seq)
         if self._pending + n > self._reactor.max_write_buffer:
-            raise WriteBufferFullError(
-                f"writing {n} bytes would stage {self._pending + n} bytes, over "
-                f"max_write_buffer={self._reactor.max_write_buffer}; await conn.flush() first"
-            )
+            self._over_cap(n)
         for segment in seq:
             self.write(segment)
 
@@ -909,11 +906,8 @@ class Connection:
         held = self._held
         if not held:
             return
-        give_back = self._reactor.give_back
-        for bid, item in held.items():
-            _release_view(item.view)
-            if bid >= 0:
-                give_back(bid)
+        for item in held.values():
+            self._drop(item)
         held.clear()
         self._items.clear()
         self._ipos = 0

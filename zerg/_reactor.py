@@ -177,7 +177,6 @@ class Reactor:
         self._ret_arr = ffi.new("unsigned short[]", cfg.buffer_ring_entries)
         self._starved: list[Connection] = []
         self._need_relief = False
-        self.reliefs = 0
         self._stop_requested = False
         self._stopping = False
         self._stop_event: asyncio.Event | None = None
@@ -464,7 +463,6 @@ class Reactor:
             # it (copied), so slots flow again and no connection starves for
             # good because others wait for the rest of a message.
             self._need_relief = False
-            self.reliefs += 1
             for conn in list(self.conns.values()):
                 if conn._state == OPEN:
                     conn._relieve()
