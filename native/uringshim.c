@@ -347,8 +347,9 @@ unsigned long long zu_enter_calls(zu_ring *r) { return r->enters; }
 
 unsigned zu_flush_sq(zu_ring *r) { return flush_sq(&r->ring); }
 
-unsigned zu_harvest(zu_ring *r, unsigned max, unsigned long long *ud,
-                    int *res, unsigned *flags)
+unsigned zu_harvest(zu_ring *r, unsigned max, unsigned char *op,
+                    unsigned long long *key, int *res, unsigned *flags,
+                    unsigned short *bid)
 {
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
@@ -356,9 +357,12 @@ unsigned zu_harvest(zu_ring *r, unsigned max, unsigned long long *ud,
     io_uring_for_each_cqe(&r->ring, head, cqe) {
         if (n == max)
             break;
-        ud[n] = cqe->user_data;
+        op[n] = (unsigned char)(cqe->user_data & ZU_UD_OP_MASK);
+        key[n] = cqe->user_data >> ZU_UD_OP_BITS;
         res[n] = cqe->res;
         flags[n] = cqe->flags;
+        bid[n] = (cqe->flags & IORING_CQE_F_BUFFER)
+                 ? (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT) : 0;
         n++;
     }
     if (n)

@@ -67,9 +67,18 @@ unsigned long long zu_enter_calls(zu_ring *r);
  * the entries up by itself.  Returns how many wait to be consumed. */
 unsigned zu_flush_sq(zu_ring *r);
 
-/* Drain up to max CQEs into flat arrays; returns the count taken. */
-unsigned zu_harvest(zu_ring *r, unsigned max, unsigned long long *ud,
-                    int *res, unsigned *flags);
+/* user_data codec: the low ZU_UD_OP_BITS bits are zerg's operation, the
+ * rest a key (connection id, poll token, ...).  zerg._ring encodes with
+ * these values; zu_harvest decodes, so Python never shifts. */
+#define ZU_UD_OP_BITS 8
+#define ZU_UD_OP_MASK 255
+
+/* Drain up to max CQEs into flat arrays, user_data already split into op
+ * and key, and the provided-buffer id taken out of the flags (0 when
+ * IORING_CQE_F_BUFFER is not set).  Returns the count taken. */
+unsigned zu_harvest(zu_ring *r, unsigned max, unsigned char *op,
+                    unsigned long long *key, int *res, unsigned *flags,
+                    unsigned short *bid);
 
 /* Opcode probe: out[op] = 1 when supported, for op < n.  Returns the
  * kernel's last opcode, or -errno when io_uring itself is unavailable. */

@@ -19,10 +19,14 @@ from dataclasses import dataclass
 
 from zerg._config import AcceptorConfig
 from zerg._reactor import Reactor
-from zerg._ring import CQE_F_MORE, OP_ACCEPT, OP_MSG, Ring
+from zerg._ring import CQE_F_MORE, Op, Ring, encode, msg_key, split_msg_key
 from zerg._uring import lib
 
 log = logging.getLogger("zerg")
+
+_UD_ACCEPT = encode(Op.ACCEPT)
+_UD_MSG = encode(Op.MSG)
+_UD_CANCEL = encode(Op.CANCEL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +100,13 @@ class Acceptor(threading.Thread):
         while not self._stop_flag.is_set():
             prepared = 0
             if not armed and retry_at <= 0:
-                ring.check(lib.zu_prep_accept_multishot(ptr, self._fd, OP_ACCEPT), "accept")
+                ring.check(lib.zu_prep_accept_multishot(ptr, self._fd, _UD_ACCEPT), "accept")
                 armed = True
             lib.zu_submit_and_wait(ptr, 1, self._cfg.cq_timeout_ns)
             retry_at -= 1
-            uds, ress, fls = ring.harvest()
             self.sqes = ring.sqes_prepared
-            for ud, res, f in zip(uds, ress, fls, strict=True):
-                op = ud & 0xFF
-                if op == OP_ACCEPT:
+            for op, key, res, f, _ in ring.completions():
+                if op == Op.ACCEPT:
                     if not f & CQE_F_MORE:
                         armed = False
                     if res < 0:
@@ -114,11 +116,13 @@ class Acceptor(threading.Thread):
                             retry_at = 1      # wait one cq_timeout before re-arming
                         continue
                     self.accepted += 1
-                    target = targets[nxt]
+                    index = nxt
+                    target = targets[index]
                     nxt = nxt + 1 if nxt + 1 < n_targets else 0
                     if self._use_msg_ring and not target.ring.closed:
-                        ret = lib.zu_prep_msg_ring(ptr, target.ring.fd, res, OP_MSG,
-                                                   (res << 8) | OP_MSG)
+                        # The target sees user_data encode(MSG) with the fd as res.
+                        ret = lib.zu_prep_msg_ring(ptr, target.ring.fd, res, _UD_MSG,
+                                                   encode(Op.MSG, msg_key(index, res)))
                         if ret == 0:
                             prepared += 1
                             if prepared >= batch:   # a burst: do not hold them back
@@ -128,14 +132,15 @@ class Acceptor(threading.Thread):
                             continue
                     self.handed_by_queue += 1
                     target.hand_off(res)
-                elif op == OP_MSG:
-                    fd = ud >> 8
+                elif op == Op.MSG:
+                    index, fd = split_msg_key(key)
                     if res < 0:
-                        # The message did not arrive: use the fallback path.
+                        # The message did not arrive: the same reactor gets it
+                        # by the fallback path.
                         self.handed_by_queue += 1
-                        self._reactors[fd % n_targets].hand_off(fd)
+                        self._reactors[index].hand_off(fd)
                     else:
                         self.handed_by_msg_ring += 1
         if armed:
-            lib.zu_prep_cancel(ptr, OP_ACCEPT, 0)
+            lib.zu_prep_cancel(ptr, _UD_ACCEPT, _UD_CANCEL)
             lib.zu_submit_and_wait(ptr, 0, 0)

@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 from zerg._buffers import BufferSequence, BytesLike
 from zerg._errors import WriteBufferFullError
-from zerg._ring import OP_RECV, OP_SEND
+from zerg._ring import Op, encode
 from zerg._slab import WriteSegment
 from zerg._uring import lib
 
 _single = BufferSequence._single
+_UD_CANCEL = encode(Op.CANCEL)
 _prep_send = lib.zu_prep_send
 
 
@@ -171,8 +172,8 @@ class Connection:
         self._loop: asyncio.AbstractEventLoop = reactor.loop
         self.id = conn_id
         self.fd = fd
-        self._ud_recv = (conn_id << 8) | OP_RECV
-        self._ud_send = (conn_id << 8) | OP_SEND
+        self._ud_recv = encode(Op.RECV, conn_id)
+        self._ud_send = encode(Op.SEND, conn_id)
         self._state = OPEN
         # read side
         self._items: list[RingItem] = []     # untaken items are _items[_ipos:]
@@ -896,7 +897,7 @@ class Connection:
     def _cancel(self, ud: int) -> None:
         r = self._reactor.ring
         if not r.closed:
-            lib.zu_prep_cancel(r.ptr, ud, 0)
+            lib.zu_prep_cancel(r.ptr, ud, _UD_CANCEL)
 
     def _release_slots(self) -> None:
         seq = self._live_seq

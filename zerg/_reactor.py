@@ -35,22 +35,20 @@ from typing import cast
 from zerg._config import ReactorConfig
 from zerg._connection import OPEN, Connection
 from zerg._protocol import Protocol
-from zerg._ring import (
-    CQE_F_BUF_MORE,
-    CQE_F_BUFFER,
-    CQE_F_MORE,
-    OP_ACCEPT,
-    OP_MSG,
-    OP_POLL,
-    OP_RECV,
-    OP_SEND,
-    Ring,
-)
+from zerg._ring import CQE_F_BUF_MORE, CQE_F_BUFFER, CQE_F_MORE, Op, Ring, encode
 from zerg._selector import UringSelector
 from zerg._slab import SlabPool
 from zerg._uring import ffi, lib
 
 log = logging.getLogger("zerg")
+
+OP_ACCEPT = Op.ACCEPT
+OP_RECV = Op.RECV
+OP_SEND = Op.SEND
+OP_POLL = Op.POLL
+OP_MSG = Op.MSG
+_UD_ACCEPT = encode(Op.ACCEPT)
+_UD_CANCEL = encode(Op.CANCEL)
 
 AsyncHandler = Callable[[Connection], Awaitable[None]]
 SyncHandler = Callable[[Connection], None]
@@ -245,7 +243,7 @@ class Reactor:
     async def _shutdown(self) -> None:
         self._stopping = True
         if self._accept_armed:
-            lib.zu_prep_cancel(self._ptr, OP_ACCEPT, 0)
+            lib.zu_prep_cancel(self._ptr, _UD_ACCEPT, _UD_CANCEL)
         for conn in list(self.conns.values()):
             conn.close()
         if self._tasks:
@@ -291,7 +289,7 @@ class Reactor:
     def _arm_accept(self) -> None:
         if self._stopping or self._listen_fd is None:
             return
-        self.ring.check(lib.zu_prep_accept_multishot(self._ptr, self._listen_fd, OP_ACCEPT),
+        self.ring.check(lib.zu_prep_accept_multishot(self._ptr, self._listen_fd, _UD_ACCEPT),
                         "accept")
         self._accept_armed = True
 
@@ -408,8 +406,7 @@ class Reactor:
     # fills one slot with several receives at successive offsets and says so
     # with IORING_CQE_F_BUF_MORE.  A slot goes back only when the kernel is
     # done with it *and* every part handed out was given back.
-    def _inc_recv(self, conn: Connection | None, res: int, f: int) -> None:
-        bid = f >> 16
+    def _inc_recv(self, conn: Connection | None, res: int, f: int, bid: int) -> None:
         off = self._inc_off[bid]
         if f & CQE_F_BUF_MORE:
             self.inc_shared_cqes += 1
@@ -483,7 +480,7 @@ class Reactor:
                     try:
                         conn._arm_recv()
                     except Exception as exc:
-                        self._completion_failed((conn.id << 8) | OP_RECV, exc)
+                        self._completion_failed(OP_RECV, conn.id, exc)
 
     # ------------------------------------------------------------- the loop
     def _on_select(self, timeout_ns: int) -> None:
@@ -496,7 +493,7 @@ class Reactor:
                     if conn._pending and conn._write_exc is None:
                         conn._kick_send()       # io_uring: all of them in this enter
                 except Exception as exc:
-                    self._completion_failed((conn.id << 8) | OP_SEND, exc)
+                    self._completion_failed(OP_SEND, conn.id, exc)
             dirty.clear()
         if self._returns or self._starved:
             self._flush_returns()
@@ -510,60 +507,61 @@ class Reactor:
         ring = self.ring
         ptr = self._ptr
         batch = ring.batch
-        uda, resa, fla = ring.ud_arr, ring.res_arr, ring.flags
+        opa, keya, resa = ring.op_arr, ring.key_arr, ring.res_arr
+        fla, bida = ring.flags, ring.bid_arr
         harvest = lib.zu_harvest
         unpack = ffi.unpack
         inc = self._inc
         conns = self.conns
         while True:
-            n = harvest(ptr, batch, uda, resa, fla)
+            n = harvest(ptr, batch, opa, keya, resa, fla, bida)
             if not n:
                 return
             self.cqes += n
-            uds = unpack(uda, n)
+            ops = unpack(opa, n)
+            keys = unpack(keya, n)
             ress = unpack(resa, n)
             fls = unpack(fla, n)
             for i in range(n):
-                ud = uds[i]
-                op = ud & 0xFF
+                op = ops[i]
                 try:
                     if op == OP_RECV:
                         res = ress[i]
                         f = fls[i]
-                        conn = conns.get(ud >> 8)
+                        conn = conns.get(keys[i])
                         if inc and f & CQE_F_BUFFER:
-                            self._inc_recv(conn, res, f)
+                            self._inc_recv(conn, res, f, bida[i])
                         elif f & CQE_F_BUFFER:
                             self.slots_out += 1
                             if conn is None or res <= 0:
-                                self.give_back(f >> 16)
+                                self.give_back(bida[i])
                             else:
                                 self.bytes_in += res
-                                conn._on_data(f >> 16, res)
+                                conn._on_data(bida[i], res)
                         if not f & CQE_F_MORE and conn is not None:
                             conn._on_recv_end(res)
                     elif op == OP_SEND:
-                        conn = conns.get(ud >> 8)
+                        conn = conns.get(keys[i])
                         if conn is not None:
                             conn._on_send(ress[i])
                     elif op == OP_POLL:
-                        self.selector.poll_fired(ud >> 8, ress[i])
+                        self.selector.poll_fired(keys[i], ress[i])
                     elif op == OP_ACCEPT:
                         self._on_accept(ress[i], fls[i])
                     elif op == OP_MSG and ress[i] >= 0:
                         self._new_connection(ress[i])
                     # OP_CANCEL / OP_POLL_REMOVE / OP_NOP need nothing.
                 except Exception as exc:    # zero-cost unless raised (3.11+)
-                    self._completion_failed(ud, exc)
+                    self._completion_failed(op, keys[i], exc)
             if n < batch:
                 return
 
-    def _completion_failed(self, ud: int, exc: Exception) -> None:
+    def _completion_failed(self, op: int, key: int, exc: Exception) -> None:
         """A completion could not be handled (e.g. the SQ stayed full when
         re-arming): the reactor goes on; the connection concerned is aborted."""
-        log.error("zerg reactor %d: error handling a completion (user_data=%#x); "
-                  "aborting its connection", self.index, ud, exc_info=exc)
-        conn = self.conns.get(ud >> 8) if ud & 0xFF in (OP_RECV, OP_SEND) else None
+        log.error("zerg reactor %d: error handling a %s completion (key %d); "
+                  "aborting its connection", self.index, Op(op).name, key, exc_info=exc)
+        conn = self.conns.get(key) if op in (OP_RECV, OP_SEND) else None
         if conn is not None:
             try:
                 conn.abort()

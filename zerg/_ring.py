@@ -5,40 +5,75 @@ arrays are allocated once per ring, and ``user_data`` packing is defined in
 one place.  Hot paths call ``lib.zu_*`` directly with ``Ring.ptr``; nothing
 here is in a per-message path except ``harvest``.
 
-``user_data`` layout: the low 8 bits are the operation (``OP_*``), the rest a
-key (a connection id, a poll token, ...).  Keys are never reused within a
-ring's life, so a late completion for a closed connection finds nothing and
-is ignored instead of hitting a newer connection that got the same fd.
+The ``user_data`` codec lives here and nowhere else in Python: ``encode(op,
+key)`` packs an operation (:class:`Op`) and a key (a connection id, a poll
+token, the fd a MSG_RING hand-off carries); the shim's ``zu_harvest`` unpacks
+with the same constants (``ZU_UD_OP_BITS``), so the dispatch loop reads op,
+key and provided-buffer id from separate arrays and never shifts.  Keys are
+never reused within a ring's life, so a late completion for a closed
+connection finds nothing and is ignored instead of hitting a newer connection
+that got the same fd.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 from typing import Final
 
 from zerg._uring import ffi, lib
 
-OP_ACCEPT: Final = 1
-OP_RECV: Final = 2
-OP_SEND: Final = 3
-OP_CANCEL: Final = 4
-OP_POLL: Final = 5
-OP_POLL_REMOVE: Final = 6
-OP_MSG: Final = 7
-OP_NOP: Final = 8
+
+class Op(enum.IntEnum):
+    """What a submission was for; comes back with its completion."""
+
+    ACCEPT = 1
+    RECV = 2
+    SEND = 3
+    CANCEL = 4          # the completion of a cancel request itself
+    POLL = 5
+    POLL_REMOVE = 6
+    MSG = 7             # an fd handed over by the acceptor (IORING_OP_MSG_RING)
+
+
+_OP_BITS: Final[int] = lib.ZU_UD_OP_BITS
+_OP_MASK: Final[int] = lib.ZU_UD_OP_MASK
+KEY_LIMIT: Final[int] = 1 << (64 - _OP_BITS)
+"""Keys are below this (they share the 64-bit ``user_data`` with the op)."""
+
+
+def encode(op: Op, key: int = 0) -> int:
+    """The ``user_data`` of a request for ``op`` about ``key``."""
+    return (key << _OP_BITS) | op
+
+
+def msg_key(reactor_index: int, fd: int) -> int:
+    """The key of the acceptor's own MSG_RING request: which reactor it targets
+    and which fd it carries, so a refused message goes to that same reactor."""
+    return (reactor_index << 32) | fd
+
+
+def split_msg_key(key: int) -> tuple[int, int]:
+    """``msg_key``'s inverse: ``(reactor_index, fd)``."""
+    return key >> 32, key & 0xFFFFFFFF
+
+
+def decode(user_data: int) -> tuple[Op, int]:
+    """``encode``'s inverse (for logs and tests; the harvest splits in C)."""
+    return Op(user_data & _OP_MASK), user_data >> _OP_BITS
+
 
 CQE_F_BUFFER: Final[int] = lib.IORING_CQE_F_BUFFER
 CQE_F_MORE: Final[int] = lib.IORING_CQE_F_MORE
 CQE_F_BUF_MORE: Final[int] = lib.IORING_CQE_F_BUF_MORE
-CQE_BUFFER_SHIFT: Final = 16
 
 
 class Ring:
     """One io_uring instance plus its flat CQE arrays."""
 
-    __slots__ = ("_closed", "batch", "cq_entries", "fd", "features", "flags", "ptr",
-                 "res_arr", "setup_flags", "sq_entries", "ud_arr")
+    __slots__ = ("_closed", "batch", "bid_arr", "cq_entries", "fd", "features", "flags",
+                 "key_arr", "op_arr", "ptr", "res_arr", "setup_flags", "sq_entries")
 
     def __init__(
         self,
@@ -70,16 +105,24 @@ class Ring:
         self.sq_entries: int = lib.zu_ring_sq_entries(ptr)
         self.cq_entries: int = lib.zu_ring_cq_entries(ptr)
         self.batch = batch
-        self.ud_arr = ffi.new("unsigned long long[]", batch)
+        self.op_arr = ffi.new("unsigned char[]", batch)
+        self.key_arr = ffi.new("unsigned long long[]", batch)
         self.res_arr = ffi.new("int[]", batch)
         self.flags = ffi.new("unsigned[]", batch)
+        self.bid_arr = ffi.new("unsigned short[]", batch)
 
-    def harvest(self) -> tuple[list[int], list[int], list[int]]:
-        """Take up to ``batch`` CQEs: (user_data, res, flags) as three lists."""
-        n = lib.zu_harvest(self.ptr, self.batch, self.ud_arr, self.res_arr, self.flags)
-        if not n:
-            return [], [], []
-        return ffi.unpack(self.ud_arr, n), ffi.unpack(self.res_arr, n), ffi.unpack(self.flags, n)
+    def harvest(self) -> int:
+        """Take up to ``batch`` CQEs into ``op_arr``, ``key_arr``, ``res_arr``,
+        ``flags`` and ``bid_arr``; returns how many."""
+        return int(lib.zu_harvest(self.ptr, self.batch, self.op_arr, self.key_arr,
+                                  self.res_arr, self.flags, self.bid_arr))
+
+    def completions(self) -> list[tuple[Op, int, int, int, int]]:
+        """One harvest as ``(op, key, res, flags, bid)`` tuples (not for hot paths)."""
+        n = self.harvest()
+        ops = ffi.unpack(self.op_arr, n)
+        return [(Op(ops[i]), self.key_arr[i], self.res_arr[i], self.flags[i], self.bid_arr[i])
+                for i in range(n)]
 
     def setup_buffer_ring(
         self, bgid: int, entries: int, base: object, buf_size: int, *, incremental: bool

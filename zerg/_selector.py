@@ -21,12 +21,13 @@ import selectors
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from zerg._ring import OP_POLL, OP_POLL_REMOVE, Ring
+from zerg._ring import Op, Ring, encode
 from zerg._uring import lib
 
 _POLLIN: Final = _select.POLLIN | _select.POLLPRI
 _POLLOUT: Final = _select.POLLOUT
 _POLLERR: Final = _select.POLLERR | _select.POLLHUP
+_UD_POLL_REMOVE: Final = encode(Op.POLL_REMOVE)
 
 
 def _fileobj_to_fd(fileobj: Any) -> int:
@@ -137,7 +138,7 @@ class UringSelector(selectors.BaseSelector):
             mask |= _POLLIN
         if events & selectors.EVENT_WRITE:
             mask |= _POLLOUT
-        self._ring.check(lib.zu_prep_poll_add(self._ring.ptr, fd, mask, (token << 8) | OP_POLL),
+        self._ring.check(lib.zu_prep_poll_add(self._ring.ptr, fd, mask, encode(Op.POLL, token)),
                          "poll_add")
 
     def _disarm(self, fd: int) -> None:
@@ -146,8 +147,8 @@ class UringSelector(selectors.BaseSelector):
             return
         del self._fd_of[token]
         if not self._ring.closed:
-            lib.zu_prep_poll_remove(self._ring.ptr, (token << 8) | OP_POLL,
-                                    OP_POLL_REMOVE)
+            lib.zu_prep_poll_remove(self._ring.ptr, encode(Op.POLL, token),
+                                    _UD_POLL_REMOVE)
 
     def poll_fired(self, token: int, res: int) -> None:
         """A poll CQE arrived (called by the reactor's dispatcher)."""
