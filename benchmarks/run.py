@@ -3,6 +3,7 @@
     python benchmarks/run.py                       # full run, <= 10 minutes
     python benchmarks/run.py --quick               # 1 round of 1 s: a smoke test
     python benchmarks/run.py --scenarios E1,E2 --servers uvloop_protocol,zerg_level1
+    python benchmarks/run.py --quick --baseline HEAD --scenarios E1 --servers zerg_fast
 
 Method: every server is a small program (``benchmarks/servers/``) pinned to
 one CPU, the load generator (``benchmarks/loadgen.c``, built here with gcc) or
@@ -12,6 +13,17 @@ waited for (``ready <port>``), warmed up, measured.  Reported are the medians
 over rounds and the ratios of those medians between every pair of servers of
 the same run.  Outputs: ``results/latest.{json,md,png}`` (``--quick`` writes
 ``results/quick.*`` instead), server logs in ``results/raw/``.
+
+Baseline (``--baseline REV``): git revision REV is checked out into a worktree
+``/tmp/zerg-baseline-<sha>`` and its native module built there (both kept and
+reused for that sha; ``git worktree remove --force <dir>`` drops one).  Every
+selected zerg server (``zerg_*``, ``http_zerg``) gets a twin ``<name>@base``:
+REV's copy of the same server script (the current one if REV lacks it) with
+``import zerg`` resolving to the worktree (see ``baseline.py``; the run stops
+if a twin loads zerg from anywhere else).  Twins run in the same rounds and
+rotation, right after their originals; the report adds a "baseline comparison"
+(current/baseline ratio of the medians, and of user CPU µs per message) and
+goes to ``results/baseline.*`` (``results/quick-baseline.*`` with ``--quick``).
 
 Saturation check: the plain C io_uring server is the practical limit of the
 machine; if any Python server matches or beats it, the load generator (or the
@@ -37,6 +49,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
+
+import baseline as bl
 
 HERE: Final = Path(__file__).resolve().parent
 ROOT: Final = HERE.parent
@@ -68,6 +82,11 @@ class Server:
     probe: str | None = None            # Python code that must exit 0, else skip
     skip_note: str = ""
     not_in: tuple[tuple[str, str], ...] = ()    # (scenario, why) pairs it sits out
+    tree: Path | None = None            # zerg from this worktree (an @base twin), not ROOT
+
+    @property
+    def zerg(self) -> bool:
+        return self.name.startswith(("zerg_", "http_zerg"))
 
 
 def _py(script: Path) -> tuple[str, ...]:
@@ -114,7 +133,21 @@ SERVERS: Final[tuple[Server, ...]] = (
     Server("http_uvloop", "uvloop Protocol, same parser", "http",
            _py(SERVERS_DIR / "http_uvloop.py")),
 )
-BY_NAME: Final = {s.name: s for s in SERVERS}
+BY_NAME: Final[dict[str, Server]] = {s.name: s for s in SERVERS}     # + the @base twins
+
+
+def twin(server: Server, base: bl.Baseline) -> tuple[Server, Path]:
+    """``server``'s @base twin, registered in BY_NAME, and the script it runs:
+    the baseline's copy of the server's script, or the current one if it has none."""
+    script = Path(server.argv[-1])
+    script_then = base.tree / script.relative_to(ROOT)
+    if script_then.exists():
+        script = script_then
+    tw = Server(server.name + bl.SUFFIX, f"{server.label} [base {base.short}]", server.protocol,
+                bl.boot_argv(sys.executable, base.tree, str(script)), probe=server.probe,
+                skip_note=server.skip_note, not_in=server.not_in, tree=base.tree)
+    BY_NAME[tw.name] = tw
+    return tw, script
 
 
 @dataclass(frozen=True)
@@ -149,8 +182,11 @@ METRIC: Final[dict[Kind, tuple[str, bool]]] = {
 
 
 def servers_for(sc: Scenario) -> list[Server]:
+    """The scenario's servers, each @base twin right after its original."""
     proto = "http" if sc.kind == "http" else "echo"
-    return [s for s in SERVERS if s.protocol == proto]
+    twins = (BY_NAME.get(s.name + bl.SUFFIX) for s in SERVERS)
+    return [x for s, t in zip(SERVERS, twins, strict=True) if s.protocol == proto
+            for x in (s, t) if x is not None]
 
 
 # ---------------------------------------------------------------- processes
@@ -166,7 +202,14 @@ class Settings:
     client_cpu: str | None
     raw_dir: Path
     env: dict[str, str]
+    base: bl.Baseline | None = None
     live: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def env_for(self, server: Server) -> dict[str, str]:
+        if server.tree is None:
+            return self.env
+        assert self.base is not None and server.tree == self.base.tree
+        return self.base.env(self.env, ROOT)
 
 
 def _raise_nofile() -> None:
@@ -213,7 +256,8 @@ class RunningServer:
         argv = _pinned(st.server_cpu, [*server.argv, "--host", HOST, "--port", "0"])
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                         env=st.env, preexec_fn=_raise_nofile, cwd=ROOT)
+                                         env=st.env_for(server), preexec_fn=_raise_nofile,
+                                         cwd=server.tree or ROOT)
         st.live.append(self.proc)
         self.port = 0
 
@@ -229,8 +273,10 @@ class RunningServer:
                 self.port = int(m.group(1) or m.group(2))
                 return
             if self.proc.poll() is not None:
-                raise RuntimeError(f"exited with {self.proc.returncode} before ready: "
-                                   f"{_tail(self.err, 6)}")
+                err = _tail(self.err, 6)
+                if bl.WRONG_TREE in err:
+                    raise bl.WrongTree(f"{self.server.name}: {err}")
+                raise RuntimeError(f"exited with {self.proc.returncode} before ready: {err}")
             time.sleep(0.02)
         raise RuntimeError(f"no ready line within {READY_TIMEOUT:.0f} s")
 
@@ -426,6 +472,8 @@ def run_one(sc: Scenario, server: Server, rnd: int, st: Settings) -> Json:
     srv = RunningServer(server, st, tag)
     try:
         srv.wait_ready()
+        if server.zerg:
+            _check_zerg(server, srv, result)
         watch = CpuWatch(_pinned_cpus(st), srv.pid)
         data = MEASURE[sc.kind](sc, srv, st)
         data["noise"] = watch.done()
@@ -433,12 +481,28 @@ def run_one(sc: Scenario, server: Server, rnd: int, st: Settings) -> Json:
         result["ok"] = True
         if data.get("errors"):
             result["notes"].append(f"{data['errors']} errors")
+    except bl.WrongTree:            # a twin measuring the current tree must end it
+        raise
     except Exception as exc:        # one failed server must not end the run
         result["error"] = str(exc)
         result["notes"].append(f"failed: {exc}")
     finally:
         result["notes"].extend(srv.stop())
     return result
+
+
+def _check_zerg(server: Server, srv: RunningServer, result: Json) -> None:
+    """Record which zerg the server process loaded; a twin must have its worktree's."""
+    result["zerg_so"] = bl.native_module(srv.pid)
+    if server.tree is None:
+        if result["zerg_so"] is not None and not bl.inside(result["zerg_so"], ROOT):
+            result["notes"].append(f"zerg not from {ROOT}: {result['zerg_so']}")
+        return
+    result["zerg_file"] = bl.imported_from(srv.out.read_text(errors="replace"))
+    for what in ("zerg_file", "zerg_so"):
+        if not bl.inside(result[what], server.tree):
+            raise bl.WrongTree(f"{server.name} (pid {srv.pid}) loaded {what} "
+                               f"{result[what]}, not from {server.tree}")
 
 
 # ---------------------------------------------------------------- set-up
@@ -459,8 +523,31 @@ def available(server: Server, env: dict[str, str]) -> str | None:
         res = subprocess.run([sys.executable, "-c", server.probe], env=env, cwd=ROOT,
                              capture_output=True, timeout=60, check=False)
         if res.returncode != 0:
-            return server.skip_note or res.stderr.decode(errors="replace").strip()[-200:]
+            return _why(server, res.stderr.decode(errors="replace").strip())
     return None
+
+
+def _why(server: Server, err: str) -> str:
+    """Why a probe failed: the server's note, with the error's last line, which tells
+    a missing API from a tree that does not import at all."""
+    last = err.splitlines()[-1][:160] if err else ""
+    return f"{server.skip_note} ({last})" if server.skip_note else err[-200:]
+
+
+def available_twin(server: Server, st: Settings) -> tuple[str | None, str | None]:
+    """(why it is skipped or None, zerg.__file__) for an @base twin: its probe, run
+    the way the twin runs (``baseline.BOOT``, zerg from the worktree, checked)."""
+    assert server.tree is not None
+    argv = bl.boot_argv(sys.executable, server.tree, "-c", server.probe or "pass")
+    res = subprocess.run(argv, env=st.env_for(server), cwd=server.tree, capture_output=True,
+                         timeout=60, check=False)
+    err = res.stderr.decode(errors="replace").strip()
+    zerg_file = bl.imported_from(res.stdout.decode(errors="replace"))
+    if bl.WRONG_TREE in err or (zerg_file is not None and not bl.inside(zerg_file, server.tree)):
+        raise bl.WrongTree(f"{server.name}: zerg {zerg_file} is not from {server.tree}: {err}")
+    if res.returncode != 0:
+        return f"baseline: {_why(server, err)}", zerg_file
+    return None, zerg_file
 
 
 def machine_info(argv: list[str]) -> Json:
@@ -640,8 +727,8 @@ def table(sc: Scenario, summary: Json, names: list[str], skipped: dict[str, str]
         if name in skipped:
             lines.append(f"| `{name}` {BY_NAME[name].label} | skipped: {skipped[name]} |")
         elif name not in med:
-            lines.append(f"| `{name}` {BY_NAME[name].label} | failed: "
-                         f"{'; '.join(summary['notes'].get(name, ['no result']))[:160]} |")
+            why = " ".join("; ".join(summary["notes"].get(name, ["no result"])).split())
+            lines.append(f"| `{name}` {BY_NAME[name].label} | failed: {why[:160]} |")
     lines.append("")
     if sc.kind == "http":
         lines.append("Latency: not reported (wrk's latency under pipelining is per batch and "
@@ -650,7 +737,7 @@ def table(sc: Scenario, summary: Json, names: list[str], skipped: dict[str, str]
         lines.append("Lower is better: ratios are this server's bytes per connection over the "
                      "peer's. Each connection did one 64 B echo round trip, then stayed idle.")
     for w in summary["warnings"]:
-        lines.append(f"**{w}**  ")
+        lines.append(f"**{' '.join(w.split())}**  ")
     for name, notes in summary["notes"].items():
         rest = [n for n in notes if not n.startswith(("failed", "server exited",
                                                       "server ignored"))]
@@ -659,15 +746,19 @@ def table(sc: Scenario, summary: Json, names: list[str], skipped: dict[str, str]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def plot(report: Json, path: Path) -> None:
-    import matplotlib
-
+def plot(report: Json, path: Path) -> bool:
+    """Draw the chart; False if there is none (no matplotlib, or no results)."""
+    try:
+        import matplotlib
+    except ImportError:             # the [bench] extra is not installed: tables only
+        print(f"no matplotlib: {path.name} not drawn")
+        return False
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scen = [s for s in report["scenarios"] if report["scenarios"][s]["summary"]["medians"]]
     if not scen:
-        return
+        return False
     counts = [len(report["scenarios"][s]["summary"]["medians"]) for s in scen]
     fig, axes = plt.subplots(len(scen), 1, figsize=(9, 1.2 + sum(0.9 + 0.28 * c for c in counts)),
                              squeeze=False, gridspec_kw={"height_ratios": counts})
@@ -678,7 +769,8 @@ def plot(report: Json, path: Path) -> None:
         names = [n for n in summ["medians"] if n == sc.baseline or sc.baseline in ratios[n]]
         vals = [1.0 if n == sc.baseline else ratios[n][sc.baseline] for n in names]
         pairs = sorted(zip(vals, names, strict=True), reverse=not summ["higher_is_better"])
-        colors = ["tab:red" if n.startswith(("zerg", "http_zerg")) else
+        colors = ["tab:orange" if n.endswith(bl.SUFFIX) else
+                  "tab:red" if n.startswith(("zerg", "http_zerg")) else
                   "tab:green" if n == "c_uring" else "tab:gray" for _, n in pairs]
         noisy = [sc.kind != "idle" and summ["medians"][n].get("noise_other_cpu", 0.0) > NOISY
                  for _, n in pairs]
@@ -694,12 +786,14 @@ def plot(report: Json, path: Path) -> None:
                      f"({better} is better)", fontsize=9)
         ax.tick_params(labelsize=8)
     m = report["machine"]
+    twins = f"orange: zerg at {report['baseline']['sha'][:9]}; " if "baseline" in report else ""
     fig.suptitle(f"zerg benchmarks {m['date'][:10]} — {m['cpu_model']}, {m['nproc']} CPUs, "
                  f"Linux {m['kernel']}, Python {m['python']}\nred: zerg, green: C reference; "
-                 f"hatched: noisy (other processes took > {NOISY} CPU)", fontsize=9)
+                 f"{twins}hatched: noisy (other processes took > {NOISY} CPU)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(str(path), dpi=110)
     plt.close(fig)
+    return True
 
 
 # ---------------------------------------------------------------- main
@@ -737,6 +831,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="re-measure only while the whole run still fits in S seconds "
                          "(default 540)")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also run every selected zerg server from git revision REV (built in "
+                         "a worktree /tmp/zerg-baseline-<sha>) as <name>@base, and compare")
     ap.add_argument("--list", action="store_true", help="list scenarios and servers, then exit")
     ap.add_argument("--render", type=Path, metavar="JSON",
                     help="only rewrite the .md and .png next to a results JSON, then exit")
@@ -767,24 +864,42 @@ def main(argv: list[str] | None = None) -> int:
         old.unlink()                    # raw/ holds the logs of the last run only
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    base = bl.prepare(args.baseline, ROOT, sys.executable) if args.baseline else None
     st = Settings(rounds=rounds,
                   duration=args.duration or (1.0 if args.quick else 2.0),
                   warmup=args.warmup if args.warmup is not None else (0.3 if args.quick else 0.5),
                   verify=args.verify or args.quick, server_cpu=server_cpu, client_cpu=client_cpu,
-                  raw_dir=raw_dir, env=env)
+                  raw_dir=raw_dir, env=env, base=base)
     _raise_nofile()
 
     build(HERE / "loadgen.c", BIN / "loadgen")
     needed = {s.name for sc in scen for s in servers_for(BY_SCENARIO[sc])}
     if want:
         needed &= set(want)
+    twins: Json = {}
+    if base is not None:
+        for s in SERVERS:
+            if s.name in needed and s.zerg:
+                tw, script = twin(s, base)
+                needed.add(tw.name)
+                twins[tw.name] = {"script": str(script),
+                                  "script_from": "baseline" if bl.inside(str(script), base.tree)
+                                  else "current (the baseline has no such script)"}
     skipped: dict[str, str] = {}
-    for s in SERVERS:
+    for s in [*SERVERS, *(BY_NAME[n] for n in twins)]:
         if s.name not in needed:
             continue
         if s.c_source is not None:
             build(s.c_source, Path(s.argv[0]))
-        why = available(s, env)
+        if s.tree is None:
+            why = available(s, env)
+        else:
+            try:
+                why, twins[s.name]["zerg_file"] = available_twin(s, st)
+            except bl.WrongTree as exc:
+                raise SystemExit(f"FATAL: --baseline: {exc}") from exc
+            print(f"{s.name}: {twins[s.name]['script']} ({twins[s.name]['script_from']}), "
+                  f"zerg {twins[s.name]['zerg_file']}", flush=True)
         if why is not None:
             skipped[s.name] = why
             print(f"skip {s.name}: {why}", flush=True)
@@ -796,6 +911,8 @@ def main(argv: list[str] | None = None) -> int:
                                "retry_noisy": args.retry_noisy,
                                "scenarios": scen, "servers": sorted(needed)},
                     "skipped": skipped, "scenarios": {}}
+    if base is not None:
+        report["baseline"] = {**base.info(), "twins": twins}
     plan = {sc: [s.name for s in servers_for(BY_SCENARIO[sc]) if s.name in needed]
             for sc in scen}
     sc_skipped = {sc: {n: skipped.get(n) or dict(BY_NAME[n].not_in)[sc] for n in names
@@ -805,6 +922,9 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(len(v) for v in runnable.values()) * rounds
     print(f"{total} measurements: {rounds} round(s) x {', '.join(scen)}; "
           f"server on CPU {server_cpu}, load on CPU {client_cpu}", flush=True)
+    if base is not None and not twins:
+        print(f"note: --baseline {args.baseline}: no zerg server selected, nothing to compare",
+              flush=True)
     all_rounds: dict[str, list[Json]] = {sc: [] for sc in scen}
     started = time.monotonic()
     deadline = started + args.budget
@@ -845,6 +965,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[{done}/{total} {time.monotonic() - started:5.0f}s] r{rnd} "
                           f"{sc_name} {name:18} {shown}", flush=True)
                 all_rounds[sc_name].append(entry)
+    except bl.WrongTree as exc:
+        raise SystemExit(f"FATAL: --baseline: {exc}") from exc
     finally:
         for proc in list(st.live):
             if proc.poll() is None:
@@ -860,9 +982,18 @@ def main(argv: list[str] | None = None) -> int:
             "servers": plan[sc_name], "rounds": all_rounds[sc_name], "summary": summary,
             "skipped": sc_skipped[sc_name],
         }
+    if base is not None:
+        for name, t in twins.items():      # what each measured process loaded
+            t["zerg_measured"] = sorted({str(r["results"][name].get(k)) for sc in scen
+                                         for r in all_rounds[sc] if name in r["results"]
+                                         for k in ("zerg_file", "zerg_so")
+                                         if r["results"][name].get(k)})
+        report["baseline"]["comparison"] = bl.compare(report)
     report["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     report["elapsed_s"] = round(time.monotonic() - started, 1)
     stem = "quick" if args.quick else "latest"
+    if base is not None:            # a comparison never replaces the plain run's results
+        stem = "quick-baseline" if args.quick else "baseline"
     (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
     return write_report(report, out_dir / stem)
 
@@ -870,12 +1001,19 @@ def main(argv: list[str] | None = None) -> int:
 def render(path: Path) -> int:
     """Rewrite the .md and .png of a results JSON (summaries re-derived from its rounds)."""
     report: Json = json.loads(path.read_text())
+    if "baseline" in report:
+        b = report["baseline"]
+        base = bl.Baseline(b["rev"], b["sha"], Path(b["tree"]))
+        for name in b["twins"]:
+            twin(BY_NAME[name.removesuffix(bl.SUFFIX)], base)
     for name, entry in report["scenarios"].items():
         if "servers" not in entry:      # written before "servers" was recorded
             seen = {n for r in entry["rounds"] for n in r["order"]} | set(entry["skipped"])
             entry["servers"] = [s.name for s in SERVERS if s.name in seen]
         runnable = [n for n in entry["servers"] if n not in entry["skipped"]]
         entry["summary"] = summarize(BY_SCENARIO[name], entry["rounds"], runnable)
+    if "baseline" in report:
+        report["baseline"]["comparison"] = bl.compare(report)
     path.write_text(json.dumps(report, indent=1) + "\n")
     return write_report(report, path.with_suffix(""))
 
@@ -897,14 +1035,16 @@ def write_report(report: Json, stem: Path) -> int:
     for sc_name, entry in report["scenarios"].items():
         md.append(table(BY_SCENARIO[sc_name], entry["summary"], entry["servers"],
                         entry["skipped"]))
+    if "baseline" in report:
+        md.append(bl.markdown(report))
     md.append(f"Elapsed: {report['elapsed_s']:.0f} s; load average at start "
               f"`{m['loadavg_start']}`, at end `{m['loadavg_end']}`.\n")
     text = "\n".join(md)
     stem.with_suffix(".md").write_text(text)
-    plot(report, stem.with_suffix(".png"))
+    drawn = plot(report, stem.with_suffix(".png"))
     print()
     print(text)
-    print(f"wrote {stem}.json, .md, .png")
+    print(f"wrote {stem}.json, .md{', .png' if drawn else ''}")
     return 0
 
 if __name__ == "__main__":

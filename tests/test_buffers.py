@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zerg._buffers import BufferSequence
+from zerg._buffers import BufferSequence, leased, retire, unconsumed
+from zerg._inputpipe import SlotLease
+
+
+def owning(segments: list[memoryview], keys: list[Any],
+           give_back: Callable[[list[Any]], None]) -> BufferSequence:
+    """An owning sequence as the input pipe makes one: a lease per chain."""
+    return leased(segments, SlotLease(keys, give_back))
 
 fast = settings(max_examples=200, deadline=None)
 
@@ -53,7 +60,7 @@ def sequences(draw: st.DrawFn) -> tuple[BufferSequence, bytes]:
     if how == "slice":
         seq = BufferSequence([pre, *chunks, post])
         return seq[len(pre) : len(pre) + len(data)], data
-    owner = BufferSequence._owning(
+    owner = owning(
         [memoryview(bytearray(c)) for c in [pre, *chunks, post]],
         list(range(len(chunks) + 2)),
         lambda ids: None,
@@ -235,7 +242,7 @@ def test_find_exhaustive_small() -> None:
     chains = [
         BufferSequence([data[i : i + 1] for i in range(len(data))]),
         BufferSequence([data[:3], data[3:4], data[4:]]),
-        BufferSequence._owning(
+        owning(
             [memoryview(c) for c in (data[:2], b"", data[2:5], b"", b"", data[5:])],
             [0, 1, 2, 3, 4, 5],
             lambda ids: None,
@@ -310,7 +317,7 @@ class Recorder:
 
 def _owning(chunks: list[bytes], ids: list[int]) -> tuple[BufferSequence, Recorder]:
     rec = Recorder()
-    return BufferSequence._owning([memoryview(bytearray(c)) for c in chunks], ids, rec), rec
+    return owning([memoryview(bytearray(c)) for c in chunks], ids, rec), rec
 
 
 def _dead_ops() -> list[Callable[[BufferSequence], Any]]:
@@ -417,7 +424,7 @@ def test_owning_segments_are_read_only() -> None:
     with pytest.raises(TypeError):
         owner.first[0] = 1
     with pytest.raises(ValueError):
-        BufferSequence._owning([memoryview(b"x")], [], lambda ids: None)
+        owning([memoryview(b"x")], [], lambda ids: None)
 
 
 def test_only_the_owner_advances_or_releases() -> None:
@@ -442,17 +449,22 @@ def test_extended_and_compacted_keep_bytes_and_give_each_slot_back_once(
     segs2 = [second[i:i + 5] for i in range(0, len(second), 5)]
     ids1 = list(range(len(segs1)))
     ids2 = list(range(100, 100 + len(segs2)))
-    seq = BufferSequence._owning([memoryview(s) for s in segs1], ids1, given_back.extend)
+    seq = owning([memoryview(s) for s in segs1], ids1, given_back.extend)
     k = draw.draw(st.integers(0, len(first)))
     seq.advance(k)
     old_view = seq[:]
-    ext = seq._extended([memoryview(s) for s in segs2], ids2)
+    held, keys = unconsumed(seq)
+    ext = owning(held + [memoryview(s) for s in segs2], keys + ids2, given_back.extend)
     assert ext.tobytes() == data[k:]
     if len(old_view):
         with pytest.raises(ValueError):
             old_view.tobytes()
-    if draw.draw(st.booleans()):
-        ext = ext._compacted()
+    if draw.draw(st.booleans()):      # compaction: one private copy, the slots go back
+        copy = ext.tobytes()
+        freed = retire(ext)
+        ext = owning([memoryview(copy)] if copy else [], [-1] if copy else [],
+                     given_back.extend)
+        given_back.extend(freed)
         assert ext.tobytes() == data[k:]
     m = draw.draw(st.integers(0, len(ext)))
     ext.advance(m)

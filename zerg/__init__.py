@@ -16,7 +16,8 @@ from zerg._engine import Engine, run
 from zerg._errors import UnsupportedKernelError, WriteBufferFullError
 from zerg._probe import KernelFeatures, probe
 from zerg._protocol import Protocol
-from zerg._reactor import AsyncHandler, Handler, ReactorStats, SyncHandler
+from zerg._reactor import ReactorStats
+from zerg._start import AsyncHandler, Handler, SyncHandler
 
 __all__ = [
     "AcceptorConfig",

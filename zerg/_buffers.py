@@ -24,10 +24,15 @@
 #   - The chain: `_segs` (list of read-only 'B' memoryviews) and `_offs` (offs[i] is where
 #     segment i starts in chain coordinates, offs[-1] is the total). Both are shared by a
 #     sequence and all its slices; `_start`/`_stop` are chain coordinates.
-#   - Owning chains also share one `_Slots` record: the slot id per segment, the give_back
-#     callback, and `held_from`, the chain offset where the first slot still held starts.
-#     Slots only ever go back from the front, so a view is valid iff start >= held_from;
-#     release() sets held_from to a huge number, which invalidates everything in one store.
+#   - A sequence is a plain value. The lease -- which receive slots its segments live in and
+#     how to give them back -- belongs to the connection's input pipe (`zerg._inputpipe`),
+#     which hands an owning sequence a `Lease` record: the key per segment (None for private
+#     memory), `give_back(keys)`, `next` (the first segment still held) and `held_from`, the
+#     chain offset where that segment starts. Slots only ever go back from the front, so a
+#     view is valid iff start >= held_from; release() sets held_from to a huge number,
+#     which invalidates the owner and all its slices in one store.
+#   - The pipe's chain operations (take over the unconsumed part, compact) are the module
+#     functions at the bottom: they are this module's internal API, used by the input pipe.
 #   - Returned slots have their chain entry replaced by an empty memoryview, so the chain
 #     stops referencing slot memory as soon as the slot is gone.
 #
@@ -49,7 +54,7 @@ import re
 import sys
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Final, SupportsIndex, overload
+from typing import TYPE_CHECKING, Any, Final, Protocol, SupportsIndex, overload
 
 __all__ = ["BufferSequence", "BytesLike"]
 
@@ -99,16 +104,25 @@ def _adjust(start: int | None, end: int | None, n: int) -> tuple[int, int]:
     return start, end
 
 
-class _Slots:
-    """Slot bookkeeping shared by an owning sequence and all of its slices."""
+RELEASED: Final = _RELEASED
+"""``Lease.held_from`` once every slot went back."""
 
-    __slots__ = ("give_back", "held_from", "ids", "next")
 
-    def __init__(self, ids: list[int], give_back: Callable[[list[int]], None]) -> None:
-        self.ids = ids
-        self.give_back = give_back
-        self.next = 0  # index of the first slot still held
-        self.held_from = 0  # chain offset where that slot starts; _RELEASED after release()
+class Lease(Protocol):
+    """What an owning sequence holds of its receive slots (made by the input pipe).
+
+    ``keys[i]`` is where segment i lives (None: private memory, nothing to give
+    back); ``next`` is the first segment still held; ``held_from`` the chain
+    offset where it starts (``RELEASED`` once all went back).  ``give_back``
+    gets the keys of segments consumed, each exactly once, in chain order; it
+    must not raise.
+    """
+
+    keys: list[Any]
+    next: int
+    held_from: int
+
+    def give_back(self, keys: list[Any]) -> None: ...
 
 
 class BufferSequence:
@@ -130,7 +144,7 @@ class BufferSequence:
     _offs: list[int]
     _start: int
     _stop: int
-    _slots: _Slots | None
+    _slots: Lease | None
     _owns: bool
 
     def __init__(self, data: BytesLike | Iterable[BytesLike] = ()) -> None:
@@ -145,66 +159,6 @@ class BufferSequence:
             items = data  # type: ignore[assignment]
         segs = [_readonly_bytes_view(x) for x in items]
         self._init_chain([mv for mv in segs if mv.nbytes])
-
-    @classmethod
-    def _owning(
-        cls,
-        segments: list[memoryview],
-        slot_ids: list[int],
-        give_back: Callable[[list[int]], None],
-    ) -> BufferSequence:
-        """The owning sequence over received slots: segments[i] lives in slot slot_ids[i].
-
-        ``give_back(ids)`` is called once per advance()/release() that frees slots, with the
-        freed ids in chain order; each id is given back exactly once. It must not raise.
-        """
-        if len(segments) != len(slot_ids):
-            raise ValueError("need exactly one slot id per segment")
-        self = cls.__new__(cls)
-        self._init_chain([_readonly_bytes_view(mv) for mv in segments])
-        self._slots = _Slots(list(slot_ids), give_back)
-        self._owns = True
-        return self
-
-    @classmethod
-    def _single(
-        cls, view: memoryview, slot_id: int, give_back: Callable[[list[int]], None]
-    ) -> BufferSequence:
-        """``_owning([view], [slot_id], give_back)`` for the hot path: ``view`` must
-        already be a read-only, format 'B', 1-D memoryview (the reactor's slot views are)."""
-        self = _new(cls)
-        self._segs = [view]
-        n = len(view)
-        self._offs = [0, n]
-        self._start = 0
-        self._stop = n
-        slots = _new(_Slots)
-        slots.ids = [slot_id]
-        slots.give_back = give_back
-        slots.next = 0
-        slots.held_from = 0
-        self._slots = slots
-        self._owns = True
-        return self
-
-    def _drop_single(self) -> None:
-        """Mark a ``_single`` sequence released *without* calling ``give_back``
-        (the caller returns the slot itself): the hot path's cheap ``release``."""
-        slots = self._slots
-        assert slots is not None
-        slots.next = 1
-        slots.held_from = _RELEASED
-        self._segs[0] = _EMPTY
-
-    def _whole(self) -> memoryview:
-        """The bytes of a single-segment sequence as one memoryview (checked, no copy)."""
-        slots = self._slots
-        if slots is not None and self._start < slots.held_from:
-            raise ValueError(self._dead_message(slots))
-        seg = self._segs[0]
-        if self._start == 0 and self._stop == len(seg):
-            return seg
-        return seg[self._start:self._stop]
 
     def _init_chain(self, segs: list[memoryview]) -> None:
         offs = [0]
@@ -226,7 +180,7 @@ class BufferSequence:
         if slots is not None and self._start < slots.held_from:
             raise ValueError(self._dead_message(slots))
 
-    def _dead_message(self, slots: _Slots) -> str:
+    def _dead_message(self, slots: Lease) -> str:
         if slots.held_from == _RELEASED:
             return (
                 "BufferSequence used after release(): its receive slots went back to the "
@@ -538,7 +492,7 @@ class BufferSequence:
         if last > first:
             slots.next = last
             slots.held_from = offs[last]
-            slots.give_back(slots.ids[first:last])
+            slots.give_back(slots.keys[first:last])
 
     def release(self) -> None:
         """Give every slot still held back (one give_back call). Idempotent.
@@ -551,73 +505,108 @@ class BufferSequence:
         assert slots is not None
         if slots.held_from == _RELEASED:
             return
-        ids = self._retire()
-        if ids:
-            slots.give_back(ids)
-
-    def _retire(self) -> list[int]:
-        """Mark this owning sequence and its slices dead and drop its references
-        to slot memory; return the ids of the slots it still held (the caller
-        gives them back or hands them on)."""
-        slots = self._slots
-        assert slots is not None
-        first = slots.next
-        nsegs = len(self._segs)
-        ids = slots.ids[first:]
-        slots.next = nsegs
-        slots.held_from = _RELEASED
-        self._segs[first:] = [_EMPTY] * (nsegs - first)
-        return ids
-
-    def _extended(self, segments: list[memoryview], slot_ids: list[int]) -> BufferSequence:
-        """A new owning sequence: this one's unconsumed bytes, then ``segments``.
-
-        The slots still held move to the new sequence without going back to the kernel;
-        this sequence and its slices become dead (reads raise ValueError).  Adapters use
-        this to keep unconsumed bytes across reads with zero copies.
-        """
-        if not self._owns:
-            raise TypeError(_NOT_OWNER)
-        self._check()
-        slots = self._slots
-        assert slots is not None
-        first = slots.next
-        nsegs = len(self._segs)
-        held = self._segs[first:]
-        skip = self._start - self._offs[first] if first < nsegs else 0
-        if skip:
-            held[0] = held[0][skip:]
-        return BufferSequence._owning(held + segments, self._retire() + slot_ids,
-                                      slots.give_back)
-
-    def _held_slots(self) -> int:
-        """How many segments (slots) this owning sequence still holds."""
-        slots = self._slots
-        return 0 if slots is None else len(self._segs) - slots.next
-
-    def _compacted(self) -> BufferSequence:
-        """A new owning sequence over one private copy of the unconsumed bytes.
-
-        Every slot goes back to the kernel at once.  Adapters use this when many
-        slots hold few bytes (a peer trickling bytes one recv at a time), so one
-        connection's unconsumed tail cannot tie up the shared buffer ring.  The
-        private segment has slot id -1, which ``give_back`` callers ignore.
-        """
-        if not self._owns:
-            raise TypeError(_NOT_OWNER)
-        data = self.tobytes()
-        slots = self._slots
-        assert slots is not None
-        ids = self._retire()
-        new = BufferSequence._owning([memoryview(data)] if data else [],
-                                     [-1] if data else [], slots.give_back)
-        if ids:
-            slots.give_back(ids)
-        return new
-
+        keys = retire(self)
+        if keys:
+            slots.give_back(keys)
 
 def _readonly_bytes_view(obj: BytesLike) -> memoryview:
     mv = memoryview(obj)
     if mv.format != "B" or mv.ndim != 1:
         mv = mv.cast("B")
     return mv if mv.readonly else mv.toreadonly()
+
+
+# -- the input pipe's chain operations (internal API of zerg._inputpipe) -------------------
+
+
+def leased(segments: list[memoryview], lease: Lease) -> BufferSequence:
+    """The owning sequence over ``segments``, segment i living at ``lease.keys[i]``."""
+    if len(segments) != len(lease.keys):
+        raise ValueError("need exactly one lease key per segment")
+    self = _new(BufferSequence)
+    self._init_chain([_readonly_bytes_view(mv) for mv in segments])
+    self._slots = lease
+    self._owns = True
+    return self
+
+
+def leased_single(view: memoryview, lease: Lease) -> BufferSequence:
+    """``leased([view], lease)`` for the hot path: ``view`` must already be a
+    read-only, format 'B', 1-D memoryview (receive slot views are)."""
+    self = _new(BufferSequence)
+    self._segs = [view]
+    n = len(view)
+    self._offs = [0, n]
+    self._start = 0
+    self._stop = n
+    self._slots = lease
+    self._owns = True
+    return self
+
+
+def single_view(seq: BufferSequence) -> memoryview | None:
+    """The bytes as one memoryview (checked, no copy) when the chain has one
+    segment; None otherwise."""
+    segs = seq._segs
+    if len(segs) != 1:
+        return None
+    slots = seq._slots
+    if slots is not None and seq._start < slots.held_from:
+        raise ValueError(seq._dead_message(slots))
+    seg = segs[0]
+    if seq._start == 0 and seq._stop == len(seg):
+        return seg
+    return seg[seq._start:seq._stop]
+
+
+def is_fresh_single(seq: BufferSequence) -> bool:
+    """One segment, nothing of it consumed or released yet."""
+    slots = seq._slots
+    return len(seq._segs) == 1 and slots is not None and slots.held_from == 0
+
+
+def drop_single(seq: BufferSequence) -> None:
+    """Mark a one-segment owning sequence released *without* giving its slot
+    back (the caller does): the Protocol fast path's cheap release."""
+    slots = seq._slots
+    assert slots is not None
+    slots.next = 1
+    slots.held_from = _RELEASED
+    seq._segs[0] = _EMPTY
+
+
+def retire(seq: BufferSequence) -> list[Any]:
+    """Mark an owning sequence and its slices dead, drop its references to slot
+    memory, and return the keys it still held (the caller gives them back or
+    hands them on)."""
+    slots = seq._slots
+    assert slots is not None
+    first = slots.next
+    nsegs = len(seq._segs)
+    keys = slots.keys[first:]
+    slots.next = nsegs
+    slots.held_from = _RELEASED
+    seq._segs[first:] = [_EMPTY] * (nsegs - first)
+    return keys
+
+
+def unconsumed(seq: BufferSequence) -> tuple[list[memoryview], list[Any]]:
+    """Take over an owning sequence's unconsumed bytes without copying: their
+    segments and keys.  ``seq`` and its slices are dead afterwards."""
+    if not seq._owns:
+        raise TypeError(_NOT_OWNER)
+    seq._check()
+    slots = seq._slots
+    assert slots is not None
+    first = slots.next
+    held = seq._segs[first:]
+    skip = seq._start - seq._offs[first] if first < len(seq._segs) else 0
+    if skip:
+        held[0] = held[0][skip:]
+    return held, retire(seq)
+
+
+def held_slots(seq: BufferSequence) -> int:
+    """How many segments (slots) an owning sequence still holds."""
+    slots = seq._slots
+    return 0 if slots is None else len(seq._segs) - slots.next

@@ -218,3 +218,46 @@ class EngineOptions:
                 f"ip {self.ip!r} is IPv{addr.version} but acceptor.ip_version is "
                 f"{self.acceptor.ip_version!r}"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class PipeOptions:
+    """Every threshold of a connection's pipes, in one place (.NET's ``PipeOptions``).
+
+    Derived once per reactor from its ``ReactorConfig``; the input pipe, the
+    output pipe and the adapters read their limits here and nowhere else.
+    """
+
+    slot_size: int
+    """Bytes per receive slot (``recv_buffer_size``)."""
+    segment_size: int
+    """Bytes per write segment (``write_buffer_size``)."""
+    max_read_buffer: int
+    """Unconsumed received bytes above which receiving pauses."""
+    resume_read_at: int
+    """Receiving resumes once unconsumed bytes fall to this (half the pause mark)."""
+    max_write_buffer: int
+    """Staged + in-flight bytes past which writes raise ``WriteBufferFullError``."""
+    compact_min_slots: int = 8
+    """A buffer holding more slots than this may be compacted ..."""
+    compact_fill_divisor: int = 4
+    """... when its bytes fill less than 1/divisor of the slots it holds."""
+    stream_high_water: int = 0
+    """``ConnectionStream.write`` waits for the send once this much is pending."""
+
+    @classmethod
+    def from_config(cls, cfg: ReactorConfig) -> PipeOptions:
+        return cls(
+            slot_size=cfg.recv_buffer_size,
+            segment_size=cfg.write_buffer_size,
+            max_read_buffer=cfg.max_read_buffer,
+            resume_read_at=cfg.max_read_buffer // 2,
+            max_write_buffer=cfg.max_write_buffer,
+            stream_high_water=4 * cfg.write_buffer_size,
+        )
+
+    def should_compact(self, held_slots: int, nbytes: int) -> bool:
+        """True when ``nbytes`` spread over ``held_slots`` slots waste the ring:
+        a peer trickling a message one small recv at a time."""
+        return (held_slots > self.compact_min_slots
+                and nbytes * self.compact_fill_divisor < held_slots * self.slot_size)

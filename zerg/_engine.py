@@ -29,7 +29,9 @@ from zerg._acceptor import Acceptor, AcceptorStats
 from zerg._config import EngineOptions
 from zerg._probe import probe, require
 from zerg._protocol import Protocol
-from zerg._reactor import Handler, Reactor, ReactorStats
+from zerg._reactor import Reactor, ReactorStats
+from zerg._seam import StartStrategy
+from zerg._start import AsyncHandler, Handler, ProtocolStart, SyncHandler, TaskStart, ThreadStart
 from zerg._workers import WorkerPool
 
 log = logging.getLogger("zerg")
@@ -41,6 +43,17 @@ def _is_async_handler(handler: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004
     )
+
+
+def _strategy(handler: Handler,
+              executor: concurrent.futures.Executor | None) -> StartStrategy:
+    """The start strategy for ``handler`` (one per reactor: it tracks that
+    reactor's running handlers)."""
+    if isinstance(handler, Protocol):
+        return ProtocolStart(handler)
+    if executor is not None:
+        return ThreadStart(cast(SyncHandler, handler), executor)
+    return TaskStart(cast(AsyncHandler, handler))
 
 
 class Engine:
@@ -161,8 +174,9 @@ class Engine:
         fd = self._sock.fileno()
         n = opts.reactor_count
         single = n == 1
-        reactor0 = Reactor(0, opts.reactor, handler, listen_fd=fd if single else None,
-                           shutdown_timeout_s=opts.shutdown_timeout_s, executor=executor)
+        reactor0 = Reactor(0, opts.reactor, _strategy(handler, executor),
+                           listen_fd=fd if single else None,
+                           shutdown_timeout_s=opts.shutdown_timeout_s)
         reactors = [reactor0]
         threads: list[threading.Thread] = []
         errors: list[BaseException] = []
@@ -226,9 +240,9 @@ class Engine:
                         executor: concurrent.futures.Executor | None, ready: threading.Event,
                         box: list[Reactor], errors: list[BaseException]) -> None:
         try:
-            reactor = Reactor(index, self.options.reactor, handler, listen_fd=None,
-                              shutdown_timeout_s=self.options.shutdown_timeout_s,
-                              executor=executor)
+            reactor = Reactor(index, self.options.reactor, _strategy(handler, executor),
+                              listen_fd=None,
+                              shutdown_timeout_s=self.options.shutdown_timeout_s)
         except BaseException as exc:
             errors.append(exc)
             ready.set()

@@ -16,8 +16,11 @@ or in ``conn.context``).
 
 from __future__ import annotations
 
-from zerg._buffers import BufferSequence
-from zerg._connection import Connection
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zerg._buffers import BufferSequence
+    from zerg._connection import Connection
 
 
 class Protocol:

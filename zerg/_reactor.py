@@ -9,11 +9,11 @@ to connections, before asyncio runs the callbacks they made ready.  Handlers
 are ordinary coroutines, and every asyncio library works beside them on the
 same thread, with no epoll anywhere.
 
-Slots (provided receive buffers) travel: kernel -> CQE -> ``RingItem`` held
-by a connection -> ``give_back`` -> batched return at the start of the next
-iteration (many ``buf_ring_add``, one tail store).  A multishot recv that
-ended for lack of slots (``ENOBUFS``) is back-pressure: the connection waits
-in ``_starved`` and is re-armed as soon as slots are free again.
+What the reactor owns: the ring, the slab pool, ``RecvSlots`` (every receive
+slot and its return), the connection map and the dispatch table.  What it
+knows of a connection is ``CompletionSink`` (``zerg._seam``); what a
+connection knows of it is ``ConnectionHost``.  How a connection is served
+(task, worker thread, Protocol) is the ``StartStrategy`` the engine chose.
 
 Threading: everything here runs on the reactor's thread.  Other threads talk
 to it only through ``loop.call_soon_threadsafe``.
@@ -22,37 +22,26 @@ to it only through ``loop.call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import errno
 import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
 
-from zerg._config import ReactorConfig
-from zerg._connection import OPEN, Connection
-from zerg._protocol import Protocol
-from zerg._ring import CQE_F_BUF_MORE, CQE_F_BUFFER, CQE_F_MORE, Op, Ring, encode
+from zerg._config import PipeOptions, ReactorConfig
+from zerg._recvslots import RecvSlots
+from zerg._ring import CQE_F_BUFFER, CQE_F_MORE, Op, Ring, encode
+from zerg._seam import CompletionSink, StartStrategy, Traffic
 from zerg._selector import UringSelector
 from zerg._slab import SlabPool
 from zerg._uring import ffi, lib
 
 log = logging.getLogger("zerg")
 
-OP_ACCEPT = Op.ACCEPT
-OP_RECV = Op.RECV
-OP_SEND = Op.SEND
-OP_POLL = Op.POLL
-OP_MSG = Op.MSG
 _UD_ACCEPT = encode(Op.ACCEPT)
 _UD_CANCEL = encode(Op.CANCEL)
-
-AsyncHandler = Callable[[Connection], Awaitable[None]]
-SyncHandler = Callable[[Connection], None]
-Handler = AsyncHandler | SyncHandler | Protocol
+_RECV, _SEND, _POLL, _ACCEPT, _MSG = Op.RECV, Op.SEND, Op.POLL, Op.ACCEPT, Op.MSG
 
 _ACCEPT_BACKOFF_S = 0.05
 _monotonic = time.monotonic
@@ -109,25 +98,24 @@ class ReactorLoop(asyncio.SelectorEventLoop):
 
 
 class Reactor:
-    """Serves connections on the thread that created it (``run`` blocks)."""
+    """Serves connections on the thread that created it (``run`` blocks).
+
+    Implements ``ConnectionHost`` for its connections.
+    """
 
     def __init__(
         self,
         index: int,
         cfg: ReactorConfig,
-        handler: Handler,
+        start: StartStrategy,
         *,
         listen_fd: int | None,
         shutdown_timeout_s: float,
-        executor: concurrent.futures.Executor | None = None,
     ) -> None:
         self.index = index
-        self.protocol: Protocol | None = handler if isinstance(handler, Protocol) else None
-        self.dirty: list[Connection] = []
-        self.thread_id = threading.get_ident()
-        self._executor = executor
         self.cfg = cfg
-        self._handler = handler
+        self.thread_id = threading.get_ident()
+        self._start = start
         self._listen_fd = listen_fd
         self._grace = shutdown_timeout_s
         flags = 0
@@ -147,34 +135,23 @@ class Reactor:
         try:
             self.pool = SlabPool(cfg.recv_buffer_size, cfg.buffer_ring_entries,
                                  cfg.write_buffer_size)
-            ring.setup_buffer_ring(0, cfg.buffer_ring_entries, self.pool.recv_base,
-                                   cfg.recv_buffer_size, incremental=cfg.incremental_buffers)
+            self.slots = RecvSlots.create(ring, self.pool, incremental=cfg.incremental_buffers)
             self.selector = UringSelector(ring, self._on_select)
             self.selector.max_wait_ns = cfg.cq_timeout_ns
             self.loop = ReactorLoop(self, self.selector)
         except BaseException:
             ring.close()
             raise
+        self.options = PipeOptions.from_config(cfg)
+        self.traffic = Traffic()
         self._ptr = ring.ptr
         self._wait = (lib.zu_enter_ext if cfg.loop_mode == "enter_ext_arg"
                       else lib.zu_submit_and_wait)
-        self._inc = cfg.incremental_buffers
-        n_slots = cfg.buffer_ring_entries
-        self._inc_off = [0] * n_slots if self._inc else []
-        self._inc_parts = [0] * n_slots if self._inc else []
-        self._inc_done = [False] * n_slots if self._inc else []
-        self.inc_shared_cqes = 0
-        self.max_write_buffer = cfg.max_write_buffer
-        self.max_read_buffer = cfg.max_read_buffer
         self.now = time.monotonic()
         self.idle_closed = 0
-        self.conns: dict[int, Connection] = {}
-        self._tasks: set[asyncio.Future[None]] = set()
+        self.conns: dict[int, CompletionSink] = {}
+        self._dirty: list[CompletionSink] = []
         self._next_id = 1
-        self._returns: list[int] = []
-        self._ret_arr = ffi.new("unsigned short[]", cfg.buffer_ring_entries)
-        self._starved: list[Connection] = []
-        self._need_relief = False
         self._stop_requested = False
         self._stopping = False
         self._stop_event: asyncio.Event | None = None
@@ -185,12 +162,25 @@ class Reactor:
         self.accepted = 0
         self.rejected = 0
         self.closed_count = 0
-        self.slots_out = 0
         self.cqes = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.sends = 0
         self._final_stats: ReactorStats | None = None
+
+    # ------------------------------------------------------ ConnectionHost
+    def opened(self, sink: CompletionSink) -> None:
+        self.conns[sink.id] = sink
+
+    def want_send(self, sink: CompletionSink) -> None:
+        self._dirty.append(sink)
+
+    def closed(self, sink: CompletionSink) -> None:
+        if self.conns.pop(sink.id, None) is not None:
+            self.closed_count += 1
+        if self._stopping and not self.conns and self._drained is not None:
+            self._drained.set()
+
+    def sink_failed(self, sink: CompletionSink, exc: BaseException) -> None:
+        log.error("zerg: protocol callback raised for %r; aborting it", sink, exc_info=exc)
+        sink.abort()
 
     # ------------------------------------------------------------ lifecycle
     def run(self) -> None:
@@ -246,14 +236,7 @@ class Reactor:
             lib.zu_prep_cancel(self._ptr, _UD_ACCEPT, _UD_CANCEL)
         for conn in list(self.conns.values()):
             conn.close()
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=self._grace)
-            for t in pending:
-                t.cancel()
-            if pending:
-                log.warning("zerg reactor %d: %d handler(s) still running after %.1fs; "
-                            "cancelled", self.index, len(pending), self._grace)
-                await asyncio.wait(pending, timeout=1.0)
+        await self._start.drain(self._grace)
         for conn in list(self.conns.values()):
             conn.abort()
         if self.conns:
@@ -278,9 +261,9 @@ class Reactor:
             loop.close()
         # Let cancellations prepared during close reach the kernel.
         lib.zu_submit_and_wait(self._ptr, 0, 0)
-        for fd in [c.fd for c in self.conns.values()]:
+        for conn in list(self.conns.values()):
             try:
-                os.close(fd)
+                os.close(conn.fd)   # whatever did not drain; the ring closes next
             except OSError:
                 pass
         self.conns.clear()
@@ -318,39 +301,20 @@ class Reactor:
             return
         cid = self._next_id
         self._next_id += 1
-        conn = Connection(self, cid, fd)
-        self.conns[cid] = conn
         self.accepted += 1
-        conn._arm_recv()
-        proto = self.protocol
-        if proto is not None:
-            try:
-                proto.connection_made(conn)
-            except Exception as exc:
-                self.protocol_failed(conn, exc)
-            return
-        task: asyncio.Future[None]
         try:
-            if self._executor is not None:      # a plain def handler: worker thread
-                task = self.loop.run_in_executor(self._executor, cast(SyncHandler, self._handler),
-                                                 conn)
+            self._start.start(self, cid, fd)
+        except Exception as exc:
+            conn = self.conns.get(cid)
+            if conn is None:        # never registered: the fd is still ours
+                log.exception("zerg reactor %d: could not start connection %d",
+                              self.index, cid)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
             else:
-                coro = cast(AsyncHandler, self._handler)(conn)
-                task = self.loop.create_task(coro)  # type: ignore[arg-type]
-        except Exception:
-            log.exception("zerg: handler could not be started for %r", conn)
-            conn.close()
-            return
-        self._tasks.add(task)
-        task.add_done_callback(conn._handler_done)
-
-    def _handler_done(self, conn: Connection, task: asyncio.Future[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled():
-            exc = task.exception()
-            if exc is not None:
-                log.error("zerg: handler for %r raised; closing it", conn, exc_info=exc)
-        conn.close()
+                self._completion_failed(_RECV, cid, exc)
 
     # ---------------------------------------------------------- idle timeout
     def _schedule_idle_sweep(self) -> None:
@@ -364,154 +328,61 @@ class Reactor:
         timeout = self.cfg.idle_timeout_s
         assert timeout is not None
         limit = time.monotonic() - timeout
-        for conn in [c for c in self.conns.values() if c._last_rx < limit and c._state == OPEN]:
+        idle = [c for c in self.conns.values()
+                if (since := c.idle_since()) is not None and since < limit]
+        for conn in idle:
             self.idle_closed += 1
             log.debug("zerg reactor %d: closing %r, idle for %.1fs", self.index, conn, timeout)
             conn.close()
         self._schedule_idle_sweep()
 
-    # ------------------------------------------------------- protocol path
-    def protocol_failed(self, conn: Connection, exc: BaseException) -> None:
-        log.error("zerg: protocol callback raised for %r; aborting it", conn, exc_info=exc)
-        conn._error_exc = exc
-        conn.abort()
-
-    def protocol_eof(self, conn: Connection) -> None:
-        proto = self.protocol
-        assert proto is not None
-        try:
-            keep = proto.eof_received(conn)
-        except Exception as exc:
-            self.protocol_failed(conn, exc)
-            return
-        if not keep:
-            conn.close()
-
     # ------------------------------------------------------- slots, re-arms
-    def give_back(self, key: int) -> None:
-        """The application is done with slot part ``key`` (see ``_on_data``)."""
-        if self._inc:
-            self._inc_give_back(key)
-            return
-        self._returns.append(key)
-        self.slots_out -= 1
-
-    def give_back_ids(self, ids: list[int]) -> None:
-        """``give_back`` for a list; ids < 0 (private copies) are skipped."""
-        for key in ids:
-            if key >= 0:
-                self.give_back(key)
-
-    # Incremental buffer consumption (IOU_PBUF_RING_INC, Linux 6.12): the kernel
-    # fills one slot with several receives at successive offsets and says so
-    # with IORING_CQE_F_BUF_MORE.  A slot goes back only when the kernel is
-    # done with it *and* every part handed out was given back.
-    def _inc_recv(self, conn: Connection | None, res: int, f: int, bid: int) -> None:
-        off = self._inc_off[bid]
-        if f & CQE_F_BUF_MORE:
-            self.inc_shared_cqes += 1
-        else:
-            self._inc_done[bid] = True
-        if res > 0:
-            self._inc_off[bid] = off + res
-            if conn is not None:
-                if not self._inc_parts[bid]:
-                    self.slots_out += 1     # the application holds part of this slot
-                self._inc_parts[bid] += 1
-                self.bytes_in += res
-                conn._on_data(bid | (off << 16), res)
-                return
-        if self._inc_done[bid] and not self._inc_parts[bid]:
-            self._inc_return(bid)
-
-    def _inc_give_back(self, key: int) -> None:
-        bid = key & 0xFFFF
-        parts = self._inc_parts[bid] - 1
-        self._inc_parts[bid] = parts
-        if not parts:
-            self.slots_out -= 1
-            if self._inc_done[bid]:
-                self._inc_return(bid)
-
-    def _inc_return(self, bid: int) -> None:
-        self._inc_off[bid] = 0
-        self._inc_done[bid] = False
-        self._returns.append(bid)
-
-    def starved(self, conn: Connection) -> None:
-        self._starved.append(conn)
-        self._need_relief = True
-
-    def forget(self, conn: Connection) -> None:
-        if self.conns.pop(conn.id, None) is not None:
-            self.closed_count += 1
-            proto = self.protocol
-            if proto is not None:
-                try:
-                    proto.connection_lost(conn, conn._error_exc or conn.error)
-                except Exception:
-                    log.exception("zerg: connection_lost raised for %r", conn)
-        if self._stopping and not self.conns and self._drained is not None:
-            self._drained.set()
-
     def _flush_returns(self) -> None:
-        if self._need_relief:
+        slots = self.slots
+        if slots.take_relief():
             # The ring ran dry: bytes that wait for their handler are moved off
             # it (copied), so slots flow again and no connection starves for
             # good because others wait for the rest of a message.
-            self._need_relief = False
             for conn in list(self.conns.values()):
-                if conn._state == OPEN:
-                    conn._relieve()
-        rets = self._returns
-        if rets:
-            arr = self._ret_arr
-            cap = len(arr)
-            for i in range(0, len(rets), cap):
-                chunk = rets[i:i + cap]
-                arr[0:len(chunk)] = chunk
-                lib.zu_bufring_return(self._ptr, arr, len(chunk))
-            rets.clear()
-        if self._starved and self.slots_out < self.cfg.buffer_ring_entries:
-            starved = self._starved
-            self._starved = []
-            for conn in starved:
-                if conn._state == OPEN:
-                    try:
-                        conn._arm_recv()
-                    except Exception as exc:
-                        self._completion_failed(OP_RECV, conn.id, exc)
+                conn.relieve()
+        for sink in slots.flush():
+            try:
+                sink.on_slots_free()
+            except Exception as exc:
+                self._completion_failed(_RECV, sink.id, exc)
 
     # ------------------------------------------------------------- the loop
     def _on_select(self, timeout_ns: int) -> None:
-        """One loop iteration's I/O: return slots, submit+wait, dispatch."""
-        dirty = self.dirty
+        """One loop iteration's I/O: sends, slot returns, submit+wait, dispatch."""
+        dirty = self._dirty
         if dirty:
-            for conn in dirty:
-                conn._dirty = False
+            for sink in dirty:
                 try:
-                    if conn._pending and conn._write_exc is None:
-                        conn._kick_send()       # io_uring: all of them in this enter
+                    sink.send_pending()
                 except Exception as exc:
-                    self._completion_failed(OP_SEND, conn.id, exc)
+                    self._completion_failed(_SEND, sink.id, exc)
             dirty.clear()
-        if self._returns or self._starved:
+        if self.slots.returns_pending:
             self._flush_returns()
-        if self.ring._closed:
+        if self.ring.closed:
             return
-        self._wait(self._ptr, 1 if timeout_ns else 0, timeout_ns)
+        ret = self._wait(self._ptr, 1 if timeout_ns else 0, timeout_ns)
+        if ret < 0:
+            raise OSError(-ret, f"zerg reactor {self.index}: io_uring_enter failed: "
+                                f"{os.strerror(-ret)}")
         self.now = _monotonic()
         self._dispatch()
 
     def _dispatch(self) -> None:
         ring = self.ring
-        ptr = self._ptr
+        ptr = ring.ptr
         batch = ring.batch
         opa, keya, resa = ring.op_arr, ring.key_arr, ring.res_arr
         fla, bida = ring.flags, ring.bid_arr
         harvest = lib.zu_harvest
         unpack = ffi.unpack
-        inc = self._inc
+        on_cqe = self.slots.on_cqe
+        give_back = self.slots.give_back
         conns = self.conns
         while True:
             n = harvest(ptr, batch, opa, keya, resa, fla, bida)
@@ -525,32 +396,30 @@ class Reactor:
             for i in range(n):
                 op = ops[i]
                 try:
-                    if op == OP_RECV:
+                    if op == _RECV:
                         res = ress[i]
                         f = fls[i]
                         conn = conns.get(keys[i])
-                        if inc and f & CQE_F_BUFFER:
-                            self._inc_recv(conn, res, f, bida[i])
-                        elif f & CQE_F_BUFFER:
-                            self.slots_out += 1
-                            if conn is None or res <= 0:
-                                self.give_back(bida[i])
-                            else:
-                                self.bytes_in += res
-                                conn._on_data(bida[i], res)
+                        if f & CQE_F_BUFFER:
+                            key = on_cqe(res, f, bida[i])
+                            if key is not None:
+                                if conn is None:
+                                    give_back(key)
+                                else:
+                                    conn.on_recv(key, res)
                         if not f & CQE_F_MORE and conn is not None:
-                            conn._on_recv_end(res)
-                    elif op == OP_SEND:
+                            conn.on_recv_end(res)
+                    elif op == _SEND:
                         conn = conns.get(keys[i])
                         if conn is not None:
-                            conn._on_send(ress[i])
-                    elif op == OP_POLL:
+                            conn.on_send(ress[i])
+                    elif op == _POLL:
                         self.selector.poll_fired(keys[i], ress[i])
-                    elif op == OP_ACCEPT:
+                    elif op == _ACCEPT:
                         self._on_accept(ress[i], fls[i])
-                    elif op == OP_MSG and ress[i] >= 0:
+                    elif op == _MSG and ress[i] >= 0:
                         self._new_connection(ress[i])
-                    # OP_CANCEL / OP_POLL_REMOVE / OP_NOP need nothing.
+                    # Op.CANCEL / Op.POLL_REMOVE need nothing.
                 except Exception as exc:    # zero-cost unless raised (3.11+)
                     self._completion_failed(op, keys[i], exc)
             if n < batch:
@@ -561,7 +430,7 @@ class Reactor:
         re-arming): the reactor goes on; the connection concerned is aborted."""
         log.error("zerg reactor %d: error handling a %s completion (key %d); "
                   "aborting its connection", self.index, Op(op).name, key, exc_info=exc)
-        conn = self.conns.get(key) if op in (OP_RECV, OP_SEND) else None
+        conn = self.conns.get(key) if op in (_RECV, _SEND) else None
         if conn is not None:
             try:
                 conn.abort()
@@ -573,24 +442,24 @@ class Reactor:
         if self._final_stats is not None:
             return self._final_stats
         sqes = 0 if self.ring.closed else self.ring.sqes_prepared
+        slots = self.slots
         return ReactorStats(
             index=self.index,
             connections=len(self.conns),
             accepted=self.accepted,
             rejected=self.rejected,
             closed=self.closed_count,
-            slots_total=self.cfg.buffer_ring_entries,
-            slots_in_use=self.slots_out + len(self._returns),
+            slots_total=slots.total,
+            slots_in_use=slots.in_use,
             write_segments_in_use=self.pool.segments_in_use,
             cqes=self.cqes,
             sqes=sqes,
-            sends=self.sends,
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
+            sends=self.traffic.sends,
+            bytes_in=slots.bytes_in,
+            bytes_out=self.traffic.bytes_out,
             setup_flags=self.ring.setup_flags,
             idle_closed=self.idle_closed,
-            receive_paused=sum(1 for c in list(self.conns.values()) if c._paused),
-            shared_slot_cqes=self.inc_shared_cqes,
+            receive_paused=sum(1 for c in list(self.conns.values()) if c.is_receiving_paused),
+            shared_slot_cqes=slots.shared_cqes,
             waits=0 if self.ring.closed else lib.zu_enter_calls(self.ring.ptr),
         )
-

@@ -4,12 +4,15 @@ Goals: ``io.BufferedReader``, ``io.BufferedWriter``, ``io.BufferedRWPair`` and
 ``io.TextIOWrapper`` work on a connection unchanged, from a worker thread,
 losing nothing and copying once.
 
-Plan: ``readinto`` copies from received slots into the caller's buffer (the
-one copy); what does not fit stays in its slot for the next call, and every
-slot whose bytes were all copied goes back to the kernel right after the
-call.  When nothing is buffered, one round trip to the reactor waits for the
-next batch of slots (or the end, or ``timeout``).  ``write`` stages a copy on
-the reactor and, past a high-water mark, waits for it to drain, so a slow
+Plan: the stream is built on the connection's duplex pipe (``conn.input``,
+``conn.output``), so it works unchanged over any layer that offers the same
+faces.  ``readinto`` makes one round trip to the reactor: there it reads the
+input pipe (waiting for data, the end, or ``timeout``), copies into the
+caller's buffer (the one copy; the caller's thread is blocked meanwhile, so
+nothing races) and consumes what it copied; what does not fit stays in its
+slot for the next call.  Copying on the reactor thread means a close can
+never pull slots away under a copy.  ``write`` stages a copy on the reactor
+and, past the output's high-water mark, waits for it to drain, so a slow
 peer slows the writer instead of growing memory.
 
 Warnings: blocking calls run on worker threads (a plain ``def handler``).
@@ -20,14 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 from zerg._buffers import BytesLike
-from zerg._connection import Connection, RingItem
+from zerg._connection import Connection, PipeInput, PipeOutput
 from zerg._errors import WriteBufferFullError
 from zerg.adapters import _threads
 
@@ -40,9 +42,9 @@ class ConnectionStream(io.RawIOBase):
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be None or > 0, got {timeout!r}")
         self._conn = conn
+        self._input: PipeInput = conn.input
+        self._output: PipeOutput = conn.output
         self.timeout = timeout
-        self._items: deque[RingItem] = deque()
-        self._off = 0               # bytes of _items[0] already copied out
         self._eof = False
 
     timeout: float | None
@@ -66,62 +68,38 @@ class ConnectionStream(io.RawIOBase):
         return False
 
     # ------------------------------------------------------------------ read
-    async def _fetch(self) -> tuple[list[RingItem], bool]:
-        conn = self._conn
+    async def _read_into(self, mv: memoryview) -> int:
+        """On the reactor: wait for bytes, copy what fits into ``mv``, consume it."""
+        inp = self._input
         if self.timeout is None:
-            snap = await conn.read()
+            result = await inp.read()
         else:
             try:
-                snap = await asyncio.wait_for(conn.read(), self.timeout)
+                result = await asyncio.wait_for(inp.read(), self.timeout)
             except TimeoutError:
                 raise TimeoutError(
                     f"no data from the peer within {self.timeout}s (ConnectionStream timeout)"
                 ) from None
-        items: list[RingItem] = []
-        while (item := conn.try_get_ring(snap)) is not None:
-            items.append(item)
-        conn._disown(items)     # ours now: a close on the loop must not pull them away
-        return items, snap.is_closed
-
-    def _give_back(self, items: list[RingItem]) -> None:
-        self._conn._return_disowned(items)
+        buf = result.buffer
+        n = buf.copy_into(mv)
+        # Everything copied was examined; a rest that did not fit was not.
+        inp.advance_to(n, n)
+        if n == 0 and result.is_completed:
+            self._eof = True
+        return n
 
     def readinto(self, b: WriteableBuffer) -> int:
         """Copy at least one byte into ``b``; 0 only at the end of the stream."""
         self._checkClosed()
         mv = memoryview(b).cast("B")
-        n = len(mv)
-        if n == 0:
+        if len(mv) == 0 or self._eof:
             return 0
-        items = self._items
-        if not items:
-            if self._eof:
-                return 0
-            _threads.refuse_on_reactor(self._conn, "ConnectionStream.readinto()")
-            try:
-                got, closed = _threads.run(self._conn, self._fetch())
-            except ConnectionError:
-                got, closed = [], True
-            items.extend(got)
-            self._eof = closed
-            if not items:
-                return 0
-        filled = 0
-        done: list[RingItem] = []
-        off = self._off
-        while filled < n and items:
-            item = items[0]
-            take = min(item.length - off, n - filled)
-            mv[filled:filled + take] = item.view[off:off + take]
-            filled += take
-            off += take
-            if off == item.length:
-                done.append(items.popleft())
-                off = 0
-        self._off = off
-        if done:
-            _threads.post(self._conn, self._give_back, done)
-        return filled
+        _threads.refuse_on_reactor(self._conn, "ConnectionStream.readinto()")
+        try:
+            return _threads.run(self._conn, self._read_into(mv))
+        except ConnectionError:
+            self._eof = True
+            return 0
 
     def read(self, size: int = -1, /) -> bytes:
         """Up to ``size`` bytes (all until EOF if negative); b"" only at EOF.
@@ -142,7 +120,8 @@ class ConnectionStream(io.RawIOBase):
     # ----------------------------------------------------------------- write
     async def _write(self, data: bytes) -> None:
         conn = self._conn
-        cap = conn._reactor.max_write_buffer
+        out = self._output
+        cap = out.max_write_buffer
         view = memoryview(data)
         while view:
             room = cap - conn.pending_write_bytes
@@ -156,7 +135,7 @@ class ConnectionStream(io.RawIOBase):
                 await conn.flush()
                 continue
             view = view[len(chunk):]
-        if conn.pending_write_bytes >= conn._reactor.pool.segment_size * 4:
+        if out.pending >= out.high_water:
             await conn.flush()      # high-water mark: let a slow peer slow us down
         else:
             conn.flush_nowait()     # a raw write goes out now, without waiting
@@ -190,15 +169,8 @@ class ConnectionStream(io.RawIOBase):
                     self.flush()
                 except (ConnectionError, OSError):
                     pass
-                items = list(self._items)
-                self._items.clear()
-                _threads.post(conn, self._close_on_loop, items)
+                _threads.post(conn, conn.close)
             else:
-                self._close_on_loop(list(self._items))
-                self._items.clear()
+                conn.close()
         finally:
             super().close()
-
-    def _close_on_loop(self, items: list[RingItem]) -> None:
-        self._give_back(items)
-        self._conn.close()

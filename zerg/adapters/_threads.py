@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -20,7 +19,7 @@ T = TypeVar("T")
 
 
 def on_reactor_thread(conn: Connection) -> bool:
-    return conn._reactor.thread_id == threading.get_ident()
+    return conn.on_reactor_thread
 
 
 def refuse_on_reactor(conn: Connection, what: str) -> None:
@@ -46,7 +45,7 @@ def call(conn: Connection, fn: Callable[..., T], *args: Any) -> T:
             fut.set_exception(exc)
 
     try:
-        conn._loop.call_soon_threadsafe(run)
+        conn.loop.call_soon_threadsafe(run)
     except RuntimeError:
         raise ConnectionError(f"connection {conn.id}: its reactor has stopped") from None
     return fut.result()
@@ -55,7 +54,7 @@ def call(conn: Connection, fn: Callable[..., T], *args: Any) -> T:
 def run(conn: Connection, coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine on the reactor's loop and wait for its result."""
     try:
-        cf = asyncio.run_coroutine_threadsafe(coro, conn._loop)
+        cf = asyncio.run_coroutine_threadsafe(coro, conn.loop)
     except RuntimeError:
         coro.close()
         raise ConnectionError(f"connection {conn.id}: its reactor has stopped") from None
@@ -65,7 +64,7 @@ def run(conn: Connection, coro: Coroutine[Any, Any, T]) -> T:
 def post(conn: Connection, fn: Callable[..., Any], *args: Any) -> bool:
     """Fire-and-forget ``fn(*args)`` on the reactor thread; False if it stopped."""
     try:
-        conn._loop.call_soon_threadsafe(fn, *args)
+        conn.loop.call_soon_threadsafe(fn, *args)
     except RuntimeError:
         return False
     return True

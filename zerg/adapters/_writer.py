@@ -19,7 +19,7 @@ Warnings: memory from ``get_memory`` is valid until the next ``get_memory``,
 from __future__ import annotations
 
 from zerg._buffers import BytesLike
-from zerg._connection import Connection
+from zerg._connection import Connection, PipeOutput
 from zerg._errors import WriteBufferFullError
 from zerg._slab import WriteSegment
 from zerg.adapters import _threads
@@ -28,10 +28,11 @@ from zerg.adapters import _threads
 class BufferWriter:
     """Chained slab segments, filled in place, sent in order by ``flush``."""
 
-    __slots__ = ("_conn", "_cur", "_granted", "_segs", "_size")
+    __slots__ = ("_conn", "_cur", "_granted", "_output", "_segs", "_size")
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self._output: PipeOutput = conn.output
         self._segs: list[WriteSegment] = []
         self._cur: WriteSegment | None = None
         self._granted = 0
@@ -44,16 +45,15 @@ class BufferWriter:
 
     def _new_segment(self, size: int) -> WriteSegment:
         conn = self._conn
-        cap = conn._reactor.max_write_buffer
-        if conn.pending_write_bytes + self._size + size > cap:
+        out = self._output
+        cap = out.max_write_buffer
+        if out.pending + self._size + size > cap:
             raise WriteBufferFullError(
                 f"the response would pass max_write_buffer={cap} bytes "
-                f"({self._size} written, {conn.pending_write_bytes} queued); flush first"
+                f"({self._size} written, {out.pending} queued); flush first"
             )
-        if _threads.on_reactor_thread(conn):
-            seg = conn._lend_segment()
-        else:
-            seg = _threads.call(conn, conn._lend_segment)
+        # The pool belongs to the reactor thread: lend there.
+        seg = out.lend() if _threads.on_reactor_thread(conn) else _threads.call(conn, out.lend)
         self._segs.append(seg)
         self._cur = seg
         return seg
@@ -61,7 +61,7 @@ class BufferWriter:
     def get_memory(self, size_hint: int = 0) -> memoryview:
         """Writable memory of at least ``max(size_hint, 1)`` bytes (up to one
         write segment); write into it, then ``advance(n)``."""
-        seg_size = self._conn._reactor.pool.segment_size
+        seg_size = self._output.segment_size
         if size_hint < 0:
             raise ValueError(f"size_hint must be >= 0, got {size_hint}")
         if size_hint > seg_size:
@@ -91,7 +91,7 @@ class BufferWriter:
     def write(self, data: BytesLike) -> None:
         """Copy ``data`` (any buffer) in, chaining segments as needed."""
         view = memoryview(data).cast("B")
-        seg_size = self._conn._reactor.pool.segment_size
+        seg_size = self._output.segment_size
         while view:
             mem = self.get_memory(min(len(view), seg_size))
             k = min(len(mem), len(view))
@@ -111,8 +111,8 @@ class BufferWriter:
         """Send everything written, in order; returns when the kernel took it."""
         segs = self._take()
         if segs:
-            self._conn._enqueue(segs)
-        await self._conn.flush()
+            self._output.enqueue(segs)
+        await self._output.flush()
 
     def flush_sync(self) -> None:
         """``flush`` for worker threads: blocks until the kernel took it."""

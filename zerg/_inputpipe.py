@@ -1,0 +1,459 @@
+"""InputPipe: the received bytes of one connection, and their lease on the ring.
+
+Operations we support (every read level is a view of this one object):
+  - level 1: ``snapshot``/``take``/``give_back_item``: ring items one by one;
+  - level 2: ``sequence(snapshot)``: the items of a snapshot as one owning
+    ``BufferSequence``;
+  - level 3 (``PipeReader`` and the duplex pipe's input side): ``read()`` /
+    ``try_read()`` / ``advance_to(consumed, examined)`` /
+    ``cancel_pending_read()`` / ``complete()`` with .NET ``PipeReader``
+    semantics over one owning buffer of unconsumed bytes.
+
+Goals: zero copies between the kernel and the reader; every receive slot
+given back exactly once; a reader that sits on bytes cannot starve the
+reactor's shared ring (relief and compaction copy them off it).
+
+Plan: received bytes arrive as ``RingItem``s (``push``).  ``held`` is the
+authority on which slots this pipe holds: whatever path gives an item back
+(``return_ring``, a sequence's ``advance``/``release``, close) goes through
+``_drop``, which gives the slot back only if the item is still in ``held``.
+Owning sequences get a ``SlotLease`` whose tokens are the items themselves.
+
+Reporting upward: the pipe never calls the transport.  ``push`` returns True
+when unconsumed bytes passed ``max_read_buffer`` (the transport pauses the
+receive); ``below_resume_mark`` tells the transport when it may resume.
+
+Threading: reactor thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from zerg._buffers import (
+    BufferSequence,
+    held_slots,
+    leased,
+    retire,
+    unconsumed,
+)
+from zerg._config import PipeOptions
+
+if TYPE_CHECKING:
+    from zerg._recvslots import RecvSlots
+
+_EMPTY_SEQ = BufferSequence()
+
+
+class RingSnapshot(NamedTuple):
+    """What ``read()`` saw: items up to ``tail`` may be taken; ``is_closed``
+    means the stream ended and this snapshot carries no items."""
+
+    tail: int
+    is_closed: bool
+
+
+class ReadResult(NamedTuple):
+    """What ``PipeReader.read`` saw.
+
+    ``buffer`` holds every unconsumed byte; ``is_completed`` means the peer
+    ended the stream (the buffer may still hold its last bytes);
+    ``is_canceled`` means ``cancel_pending_read()`` cut this read short.
+    """
+
+    buffer: BufferSequence
+    is_completed: bool
+    is_canceled: bool
+
+
+class RingItem:
+    """One received slot.  ``view`` is valid until ``return_ring(item)``.
+
+    A negative ``buffer_id`` means the bytes were moved off the ring into
+    private memory (``max_read_buffer`` back-pressure); return it all the same.
+
+    After the slot goes back the view is released, so stale use raises
+    ``ValueError`` instead of reading bytes of some later message.
+    """
+
+    __slots__ = ("_key", "_live", "buffer_id", "length", "view")
+
+    buffer_id: int
+    """The slot in the provided buffer ring (negative: moved off the ring)."""
+    length: int
+    """Bytes received into this item."""
+    view: memoryview
+    """Read-only view of the bytes; released when the item is returned."""
+
+    def __init__(self, buffer_id: int, length: int, view: memoryview,
+                 key: int | None = None) -> None:
+        self.buffer_id = buffer_id
+        self.length = length
+        self.view = view
+        self._key = key         # the RecvSlots key; None once off the ring
+        self._live = True       # False once returned
+
+    if sys.version_info >= (3, 12):
+        def __buffer__(self, flags: int) -> memoryview:
+            return self.view.__buffer__(flags)
+
+    def __repr__(self) -> str:
+        return f"<RingItem buffer_id={self.buffer_id} length={self.length}>"
+
+
+class SlotLease:
+    """The lease of an owning ``BufferSequence``: its tokens are ring items."""
+
+    __slots__ = ("give_back", "held_from", "keys", "next")
+
+    def __init__(self, items: list[Any], give_back: Any) -> None:
+        self.keys = items
+        self.give_back = give_back
+        self.next = 0
+        self.held_from = 0
+
+
+def _release_view(view: memoryview) -> None:
+    try:
+        view.release()
+    except BufferError:
+        pass    # someone holds an export of it; the slot still goes back
+
+
+class InputPipe:
+    """Received items, the lease on their slots, and the reader's buffer."""
+
+    __slots__ = ("_cancel", "_examined_all", "_handed", "_ipos", "_items", "_loop",
+                 "_slots", "buffer", "buffer_movable", "completed", "discarding",
+                 "ended", "error", "head", "held", "opts", "paused", "tail", "unread",
+                 "waiter")
+
+    def __init__(self, slots: RecvSlots, opts: PipeOptions,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._slots = slots
+        self.opts = opts
+        self._loop = loop
+        self._items: list[RingItem] = []     # untaken items are _items[_ipos:]
+        self._ipos = 0
+        self.head = 0                       # items taken so far
+        self.tail = 0                       # items received so far
+        self.held: set[RingItem] = set()    # items whose slot we hold (on the ring)
+        self.unread = 0                     # received bytes not yet consumed
+        self.buffer: BufferSequence | None = None   # the owning sequence of level 2/3
+        self.buffer_movable = False         # True when a PipeReader owns ``buffer``
+        self.discarding = False
+        self.paused = False                 # set by the transport while receiving is paused
+        self.ended = False
+        self.error = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.completed = False              # PipeReader.complete() was called
+        self._handed = -1                   # PipeReader: length handed out, -1 if none
+        self._examined_all = False
+        self._cancel = False
+
+    # ------------------------------------------------------------- intake
+    def push(self, key: int, n: int) -> bool:
+        """``n`` bytes arrived under slot ``key``.  True when unconsumed bytes
+        just passed ``max_read_buffer`` (pause the receive)."""
+        slots = self._slots
+        if self.discarding:
+            slots.give_back(key)
+            return False
+        item = RingItem(slots.slot_of(key), n, slots.view(key, n), key)
+        self.held.add(item)
+        self._items.append(item)
+        self.tail += 1
+        self.unread += n
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        return self.unread > self.opts.max_read_buffer
+
+    def push_private(self, data: bytes) -> None:
+        """Bytes that arrived while paused: kept, but off the shared ring."""
+        if self.discarding:
+            return
+        item = RingItem(-1, len(data), memoryview(data))
+        self._items.append(item)
+        self.tail += 1
+        self.unread += len(data)
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def end(self, error: int) -> None:
+        """The peer ended the stream (``error``: 0, or the errno that ended it)."""
+        self.ended = True
+        self.error = error
+        self.wake()
+
+    def wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def below_resume_mark(self) -> bool:
+        return self.unread <= self.opts.resume_read_at
+
+    # ---------------------------------------------------------- level 1
+    @property
+    def has_data(self) -> bool:
+        return self.head < self.tail
+
+    def take(self, snapshot_tail: int) -> RingItem | None:
+        """Next item up to ``snapshot_tail``, or None when the batch is drained."""
+        if self.head >= snapshot_tail:
+            return None
+        items = self._items
+        pos = self._ipos
+        n = len(items)
+        if pos >= n:
+            return None
+        item = items[pos]
+        pos += 1
+        if pos == n:
+            items.clear()       # drained: the list starts over (no deque needed)
+            pos = 0
+        self._ipos = pos
+        self.head += 1
+        return item
+
+    def give_back_item(self, item: RingItem) -> bool:
+        """Return one item; False if it was already returned (or is foreign)."""
+        if not item._live:
+            return False
+        if item._key is not None and item not in self.held:
+            return False
+        self._drop(item)
+        return True
+
+    def _drop(self, item: RingItem) -> None:
+        """The application is done with ``item``: its view dies and its slot
+        goes back (unless it was moved off the ring)."""
+        if not item._live:
+            return
+        item._live = False
+        _release_view(item.view)
+        key = item._key
+        if key is not None:
+            self.held.discard(item)
+            self._slots.give_back(key)
+        self.unread -= item.length
+
+    def _drop_tokens(self, items: list[RingItem]) -> None:
+        """A lease's give_back: the items of consumed segments."""
+        for item in items:
+            self._drop(item)
+
+    def lend(self, items: list[RingItem]) -> None:
+        """Items go to a reader on another thread: closing must not pull their
+        slots away while it copies.  They come back through ``take_back``."""
+        held = self.held
+        for item in items:
+            held.discard(item)
+
+    def take_back(self, items: list[RingItem]) -> None:
+        slots = self._slots
+        for item in items:
+            if item._live:
+                item._live = False
+                _release_view(item.view)
+                if item._key is not None:
+                    slots.give_back(item._key)
+                self.unread -= item.length
+
+    # ---------------------------------------------------------- level 2
+    def sequence(self, snapshot_tail: int) -> BufferSequence:
+        """The items up to ``snapshot_tail`` as one owning sequence."""
+        segs: list[memoryview] = []
+        items: list[RingItem] = []
+        while (item := self.take(snapshot_tail)) is not None:
+            segs.append(item.view)
+            items.append(item)
+        seq = leased(segs, SlotLease(items, self._drop_tokens))
+        self.buffer = seq
+        self.buffer_movable = False         # the caller holds it: never move it
+        return seq
+
+    # ---------------------------------------------------------- level 3
+    def _pull(self) -> bool:
+        """Move waiting items into the reader's buffer; True if any arrived."""
+        if self.head >= self.tail:
+            return False
+        items = self._items[self._ipos:]
+        self._items.clear()
+        self._ipos = 0
+        self.head = self.tail
+        segs = [it.view for it in items]
+        buf = self.buffer
+        if buf is not None:
+            old_segs, old_items = unconsumed(buf)
+            segs = old_segs + segs
+            items = old_items + items
+        buf = leased(segs, SlotLease(items, self._drop_tokens))
+        if self.opts.should_compact(held_slots(buf), len(buf)):
+            buf = self._compacted(buf)      # many slots, few bytes: copy once, free them
+        self.buffer = buf
+        self.buffer_movable = True
+        return True
+
+    def _compacted(self, buf: BufferSequence) -> BufferSequence:
+        """One private copy of ``buf``'s unconsumed bytes; its slots go back now."""
+        data = buf.tobytes()
+        old = retire(buf)
+        items: list[RingItem] = []
+        if data:
+            items.append(RingItem(-1, len(data), memoryview(data)))
+            self.unread += len(data)
+        new = leased([items[0].view] if items else [], SlotLease(items, self._drop_tokens))
+        self._drop_tokens(old)
+        return new
+
+    def _check_can_read(self) -> None:
+        if self.completed:
+            raise RuntimeError("PipeReader.read() after complete()")
+        if self._handed >= 0:
+            raise RuntimeError(
+                "PipeReader.read() before advance_to(): call advance_to() on the last result"
+            )
+
+    def _result(self, canceled: bool, closed: bool) -> ReadResult:
+        buf = self.buffer
+        view = buf[:] if buf is not None else _EMPTY_SEQ
+        self._handed = len(view)
+        return ReadResult(view, closed and self.head >= self.tail, canceled)
+
+    def _ready(self, fresh: bool, closed: bool) -> bool:
+        if fresh:
+            return True
+        buf = self.buffer
+        if buf is not None and len(buf) and not self._examined_all:
+            return True
+        return closed
+
+    async def read(self, closed: bool) -> ReadResult:
+        """Every unconsumed byte; waits only when all of it was examined.
+        ``closed``: the transport will deliver nothing more."""
+        self._check_can_read()
+        while True:
+            if self._cancel:
+                self._cancel = False
+                self._pull()
+                return self._result(True, closed or self.ended)
+            fresh = self._pull()
+            closed = closed or self.ended
+            if self._ready(fresh, closed):
+                self._examined_all = False
+                return self._result(False, closed)
+            await self.wait()
+            closed = self.ended or self.discarding
+
+    def try_read(self, closed: bool) -> ReadResult | None:
+        """Like ``read`` but never waits: None when it would have to."""
+        self._check_can_read()
+        closed = closed or self.ended
+        if self._cancel:
+            self._cancel = False
+            self._pull()
+            return self._result(True, closed)
+        if self._ready(self._pull(), closed):
+            self._examined_all = False
+            return self._result(False, closed)
+        return None
+
+    def advance_to(self, consumed: int, examined: int | None = None) -> None:
+        """Consume ``consumed`` bytes of the last buffer; ``examined`` (>= consumed)
+        bytes were looked at.  Offsets are into the last ``ReadResult.buffer``."""
+        n = self._handed
+        if n < 0:
+            raise RuntimeError("advance_to() without a preceding read()")
+        if examined is None:
+            examined = consumed
+        if not 0 <= consumed <= n:
+            raise ValueError(f"consumed={consumed} outside the buffer (0..{n})")
+        if not consumed <= examined <= n:
+            raise ValueError(
+                f"examined={examined} must lie between consumed={consumed} and the end ({n})"
+            )
+        buf = self.buffer
+        if buf is not None and consumed:
+            buf.advance(consumed)
+        self._examined_all = examined == n
+        self._handed = -1
+
+    def cancel_pending_read(self) -> None:
+        """Make the pending ``read()`` (or the next one) return with ``is_canceled``."""
+        self._cancel = True
+        self.wake()
+
+    def complete(self) -> None:
+        """Done reading: every slot goes back; later input is dropped."""
+        if self.completed:
+            return
+        self.completed = True
+        self._handed = -1
+        self.discard()
+
+    # ----------------------------------------------------------- waiting
+    async def wait(self) -> None:
+        """Until an item arrives, the stream ends, or ``wake``."""
+        if self.waiter is not None:
+            raise RuntimeError("read() called while another read() is waiting on this connection")
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self.waiter = fut
+        if self.paused:
+            self.relieve()      # waiting while paused: free our slots for others
+        try:
+            await fut
+        finally:
+            self.waiter = None
+
+    # ------------------------------------------------------ back-pressure
+    def relieve(self) -> None:
+        """Move bytes nobody is looking at off the shared ring (one copy each).
+
+        Safe at any time for items the handler has not taken yet, and for the
+        reader's buffer while the reader waits for more data (no view of it is
+        out).  Called when the receive pauses and, for every connection, when
+        the reactor's ring runs dry -- so readers waiting for the rest of a
+        message cannot starve everyone.
+        """
+        slots = self._slots
+        held = self.held
+        for item in self._items[self._ipos:]:
+            key = item._key
+            if key is None:
+                continue
+            held.discard(item)
+            item.view = memoryview(item.view.tobytes())
+            slots.give_back(key)
+            item._key = None
+            item.buffer_id = -1
+        buf = self.buffer
+        if (buf is not None and self.buffer_movable and self.waiter is not None
+                and held_slots(buf)):
+            self.buffer = self._compacted(buf)
+
+    def discard(self) -> None:
+        """Stop reading: every slot goes back now; later input is dropped."""
+        self.discarding = True
+        self.release_all()
+        self.wake()
+
+    def release_all(self) -> None:
+        """Give every slot back (close): views die now, loudly."""
+        buf = self.buffer
+        if buf is not None:
+            self.buffer = None
+            buf.release()
+        for item in list(self.held):
+            self._drop(item)
+        for item in self._items[self._ipos:]:
+            self._drop(item)
+        self.held.clear()
+        self._items.clear()
+        self._ipos = 0
+        self.head = self.tail
+        self.unread = 0

@@ -1,0 +1,302 @@
+"""OutputPipe: the bytes a connection will send, and the one send in flight.
+
+Operations: ``write(data)`` (one copy into slab segments), ``get_memory`` /
+``advance`` (fill a segment in place), ``lend`` / ``enqueue`` (a
+``BufferWriter`` fills private segments and hands the chain over in order),
+``flush_waiter`` (a future done when every staged byte was taken).
+
+Goals: bytes leave in the order they were written, nothing is dropped
+silently, and memory is bounded: past ``max_write_buffer`` staged + in-flight
+bytes a write raises ``WriteBufferFullError`` (nothing staged) instead of
+growing.
+
+Plan: staged bytes live in write segments from the reactor's ``SlabPool``.
+At most one send is in flight (``sending``), so order is kept; a short send
+is resubmitted from where the kernel stopped.  A segment goes back to the
+pool once the kernel took all of it.
+
+Reporting upward: the pipe does not know the fd or the ring.  ``next_send``
+returns the segment whose unsent bytes the transport must submit;
+``on_sent(res)`` returns True when another send should follow.
+
+Threading: reactor thread only (``BufferWriter`` fills lent segments on a
+worker thread, but lends and enqueues on the reactor thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from typing import NoReturn
+
+from zerg._config import PipeOptions
+from zerg._errors import WriteBufferFullError
+from zerg._slab import SlabPool, WriteSegment
+
+
+def send_error(code: int, conn_id: int) -> OSError:
+    """The exception for a failed send, with the subclass asyncio would use."""
+    if code == errno.ECANCELED:
+        code = errno.ECONNABORTED
+    exc_type: type[OSError] = {
+        errno.EPIPE: BrokenPipeError, errno.ECONNRESET: ConnectionResetError,
+        errno.ECONNABORTED: ConnectionAbortedError,
+    }.get(code, OSError)
+    return exc_type(code, f"send on connection {conn_id} failed: {os.strerror(code)}")
+
+
+class OutputPipe:
+    """Write segments, the send in flight, and flush waiters of one connection."""
+
+    __slots__ = (
+        "_cur",
+        "_flush_waiters",
+        "_granted",
+        "_id",
+        "_lent",
+        "_loop",
+        "_pool",
+        "_staged",
+        "bytes_out",
+        "max_write_buffer",
+        "pending",
+        "segment_size",
+        "sending",
+        "write_exc",
+    )
+
+    def __init__(self, conn_id: int, pool: SlabPool, opts: PipeOptions,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._id = conn_id
+        self._pool = pool
+        self._loop = loop
+        self.max_write_buffer = opts.max_write_buffer
+        self.segment_size = opts.segment_size
+        self._staged: list[WriteSegment] = []
+        self._cur: WriteSegment | None = None      # the segment writes append to
+        self._granted = 0                           # bytes of _cur lent by get_memory
+        self.pending = 0                            # staged + in flight, in bytes
+        self.sending: WriteSegment | None = None
+        self._flush_waiters: list[asyncio.Future[None]] | None = None
+        self.write_exc: BaseException | None = None
+        self._lent: set[WriteSegment] | None = None    # made on first use
+        self.bytes_out = 0
+
+    # ------------------------------------------------------------ staging
+    def write(self, buf: bytes | memoryview) -> None:
+        """Stage ``buf`` (bytes, or a 1-D format 'B' memoryview): one copy."""
+        n = len(buf)
+        if n == 0:
+            return
+        if self.pending + n > self.max_write_buffer:
+            self.over_cap(n)
+        seg = self._cur
+        pos = 0
+        while pos < n:
+            if seg is None:
+                seg = self._new_segment()
+            room = len(seg.view) - seg.fill
+            if room == 0:
+                seg = self._new_segment()
+                room = len(seg.view)
+            take = n - pos if n - pos <= room else room
+            if pos == 0 and take == n:
+                seg.view[seg.fill:seg.fill + n] = buf
+            else:
+                seg.view[seg.fill:seg.fill + take] = buf[pos:pos + take]
+            seg.fill += take
+            pos += take
+        self.pending += n
+
+    def over_cap(self, n: int) -> NoReturn:
+        raise WriteBufferFullError(
+            f"writing {n} bytes would stage {self.pending + n} bytes, over "
+            f"max_write_buffer={self.max_write_buffer}; await conn.flush() first"
+        )
+
+    def get_memory(self, size_hint: int = 0) -> memoryview:
+        """Writable memory for at least ``max(size_hint, 1)`` bytes (at most one
+        write segment); fill it, then ``advance(n)``."""
+        size = self.segment_size
+        if size_hint > size:
+            raise ValueError(
+                f"size_hint {size_hint} exceeds write_buffer_size={size}; use write() "
+                f"or BufferWriter for larger pieces"
+            )
+        want = size_hint if size_hint > 0 else 1
+        if self.pending + want > self.max_write_buffer:
+            raise WriteBufferFullError(
+                f"{self.pending} bytes already staged (max_write_buffer="
+                f"{self.max_write_buffer}); await conn.flush() first"
+            )
+        seg = self._cur
+        if seg is None or len(seg.view) - seg.fill < want:
+            seg = self._new_segment()
+        self._granted = len(seg.view) - seg.fill
+        return seg.view[seg.fill:]
+
+    def advance(self, n: int) -> None:
+        """Commit ``n`` bytes written into the last ``get_memory`` memory."""
+        if not 0 <= n <= self._granted:
+            raise ValueError(
+                f"advance({n}) outside the {self._granted} bytes of the last get_buffer()"
+            )
+        if n and self.pending + n > self.max_write_buffer:
+            raise WriteBufferFullError(
+                f"advance({n}) would pass max_write_buffer={self.max_write_buffer}"
+            )
+        seg = self._cur
+        assert seg is not None or n == 0
+        if seg is not None:
+            seg.fill += n
+        self._granted -= n
+        self.pending += n
+
+    def _new_segment(self) -> WriteSegment:
+        seg = self._pool.acquire()
+        self._staged.append(seg)
+        self._cur = seg
+        self._granted = 0
+        return seg
+
+    # ------------------------------------------------- BufferWriter chains
+    def lend(self) -> WriteSegment:
+        """A pool segment for a ``BufferWriter``; it comes back via ``enqueue``
+        or, if never flushed, when the connection closes (``drop_all``)."""
+        seg = self._pool.acquire()
+        if self._lent is None:
+            self._lent = set()
+        self._lent.add(seg)
+        return seg
+
+    def enqueue(self, segs: list[WriteSegment], writable: bool) -> None:
+        """Append a writer's filled segments to the send queue, in order
+        (``writable`` False: the connection is closed; they go back)."""
+        pool = self._pool
+        lent = self._lent
+        if lent is None:
+            lent = self._lent = set()
+        ok = writable and self.write_exc is None
+        for seg in segs:
+            if seg not in lent:
+                continue            # reclaimed by the close; never release twice
+            lent.remove(seg)
+            if ok and seg.fill:
+                self._staged.append(seg)
+                self.pending += seg.fill
+            else:
+                pool.release(seg)
+        if ok:
+            self._cur = None        # later writes go after these segments
+            self._granted = 0
+
+    # -------------------------------------------------------------- sends
+    def next_send(self) -> WriteSegment | None:
+        """The segment to send from (its bytes ``sent:fill``), now in flight;
+        None when a send is already in flight or nothing is ready."""
+        if self.sending is not None:
+            return None
+        staged = self._staged
+        while staged:
+            seg = staged[0]
+            if seg.sent < seg.fill:
+                self.sending = seg
+                return seg
+            if seg is self._cur:
+                return None             # still being filled; nothing to send yet
+            staged.pop(0)
+            self._pool.release(seg)
+        return None
+
+    def on_sent(self, res: int) -> bool:
+        """The send in flight completed with ``res``.  True: send again."""
+        seg = self.sending
+        self.sending = None
+        if seg is None:
+            return False
+        if (res > 0 and res == seg.fill - seg.sent and seg is self._cur and not self._granted
+                and self.write_exc is None and len(self._staged) == 1):
+            # Common case: the only segment went out whole.
+            self.pending -= res
+            self.bytes_out += res
+            self._cur = None
+            self._staged.clear()
+            self._pool.release(seg)
+            if self._flush_waiters:
+                self._wake_flushers(None)
+            return False
+        if res <= 0:
+            self.fail(send_error(-res if res < 0 else errno.EPIPE, self._id))
+            return False
+        if self.write_exc is not None:         # aborted while this send ran
+            self._drop_staged()
+            return False
+        seg.sent += res
+        self.pending -= res
+        self.bytes_out += res
+        if seg.sent >= seg.fill:
+            if seg is self._cur:
+                if self._granted:       # get_memory memory still lent out: keep it as is
+                    seg = None
+                else:
+                    self._cur = None
+            if seg is not None:
+                self._staged.remove(seg)
+                self._pool.release(seg)
+        if self._staged and self.pending:
+            return True
+        self._wake_flushers(None)
+        return False
+
+    # ------------------------------------------------------------ flushing
+    def flush_waiter(self) -> asyncio.Future[None]:
+        """A future done when every byte staged now was taken (or failed)."""
+        fut: asyncio.Future[None] = self._loop.create_future()
+        if self._flush_waiters is None:
+            self._flush_waiters = [fut]
+        else:
+            self._flush_waiters.append(fut)
+        return fut
+
+    def _wake_flushers(self, exc: BaseException | None) -> None:
+        waiters = self._flush_waiters
+        if not waiters:
+            return
+        self._flush_waiters = None
+        for w in waiters:
+            if not w.done():
+                if exc is None:
+                    w.set_result(None)
+                else:
+                    w.set_exception(exc)
+
+    # ------------------------------------------------------------- failure
+    def fail(self, exc: BaseException) -> None:
+        """Writes are over (``exc`` is raised by every later write and flush):
+        staged bytes are dropped, flush waiters get ``exc``."""
+        if self.write_exc is None:
+            self.write_exc = exc
+        self._drop_staged()
+        self._wake_flushers(exc)
+
+    def _drop_staged(self) -> None:
+        pool = self._pool
+        for seg in self._staged:
+            if seg is not self.sending:
+                pool.release(seg)
+        self._staged = [self.sending] if self.sending is not None else []
+        self._cur = None
+        self._granted = 0
+        self.pending = 0
+
+    def drop_all(self, exc: BaseException) -> None:
+        """The connection is closed: every segment, lent ones included, goes
+        back; flush waiters get ``exc``."""
+        self._drop_staged()
+        if self._lent:
+            pool = self._pool
+            for seg in self._lent:
+                pool.release(seg)
+            self._lent.clear()
+        self._wake_flushers(exc)

@@ -1,0 +1,155 @@
+"""The seam between a reactor and its connections, both ways, as interfaces.
+
+Why: the reactor and the connection used to read each other's private
+fields and import each other.  Now each sees only a small interface of the
+other, defined here, so either side can be replaced -- the native hot path
+replaces the connection side, a TLS layer wraps it, a test drives it with
+synthetic completions -- without the other noticing.
+
+- ``CompletionSink`` is all the reactor knows of a connection: the
+  completions it routes to it (``on_recv``, ``on_recv_end``, ``on_send``),
+  and the few lifecycle calls a reactor makes (re-arm after parking, relief,
+  pending sends, idle check, close/abort at shutdown).
+- ``ConnectionHost`` is all a connection knows of its reactor: the ring to
+  prepare requests on, the receive slots, the write pool, the thresholds,
+  the loop, and three notifications (send me at the end of this iteration,
+  I am closed, a callback of mine failed).
+- ``StartStrategy`` is how a reactor turns an accepted fd into a sink; the
+  engine picks one (task, worker thread, Protocol) once, at ``serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from zerg._config import PipeOptions
+    from zerg._recvslots import RecvSlots
+    from zerg._ring import Ring
+    from zerg._slab import SlabPool
+
+
+class Traffic:
+    """Counters a reactor keeps and its connections bump (stats only)."""
+
+    __slots__ = ("bytes_out", "sends")
+
+    def __init__(self) -> None:
+        self.sends = 0
+        self.bytes_out = 0
+
+
+class CompletionSink(Protocol):
+    """A connection, as the reactor sees it."""
+
+    @property
+    def id(self) -> int:
+        """The key its completions carry (unique for the reactor's life)."""
+        ...
+
+    def on_recv(self, key: int, n: int) -> None:
+        """``n`` bytes arrived in receive slot ``key`` (the sink owns the key now)."""
+
+    def on_recv_end(self, res: int) -> None:
+        """The multishot receive ended (a completion without ``F_MORE``)."""
+
+    def on_send(self, res: int) -> None:
+        """The send in flight completed."""
+
+    def on_slots_free(self) -> None:
+        """Parked for lack of slots (``RecvSlots.park``): slots are back."""
+
+    def relieve(self) -> None:
+        """The ring ran dry: move bytes nobody looks at off it."""
+
+    @property
+    def fd(self) -> int:
+        """The socket (closed by the reactor itself only at the very end of shutdown)."""
+        ...
+
+    @property
+    def is_receiving_paused(self) -> bool:
+        """``max_read_buffer`` holds its receive back (stats)."""
+        ...
+
+    def send_pending(self) -> None:
+        """Submit staged bytes now (the sink asked with ``host.want_send``)."""
+
+    def idle_since(self) -> float | None:
+        """When it last received (loop time), or None if it is not open."""
+
+    def close(self) -> None:
+        """Close gracefully (staged bytes are still sent)."""
+
+    def abort(self) -> None:
+        """Close now, dropping staged bytes."""
+
+
+class ConnectionHost(Protocol):
+    """A reactor, as its connections see it."""
+
+    @property
+    def ring(self) -> Ring:
+        """The io_uring to prepare this connection's requests on."""
+        ...
+
+    @property
+    def slots(self) -> RecvSlots:
+        """The receive slots (view and give back what arrives)."""
+        ...
+
+    @property
+    def pool(self) -> SlabPool:
+        """Write segments."""
+        ...
+
+    @property
+    def options(self) -> PipeOptions:
+        """Every threshold of the pipes."""
+        ...
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The reactor's event loop."""
+        ...
+
+    @property
+    def now(self) -> float:
+        """Monotonic time of the last completion harvest."""
+        ...
+
+    @property
+    def thread_id(self) -> int:
+        """The reactor's thread."""
+        ...
+
+    @property
+    def traffic(self) -> Traffic:
+        """Counters to bump."""
+        ...
+
+    def opened(self, sink: CompletionSink) -> None:
+        """Route completions keyed ``sink.id`` to ``sink`` from now on."""
+
+    def want_send(self, sink: CompletionSink) -> None:
+        """Call ``sink.send_pending()`` before the next ``io_uring_enter``."""
+
+    def closed(self, sink: CompletionSink) -> None:
+        """``sink`` is fully closed: nothing of it is left in the kernel."""
+
+    def sink_failed(self, sink: CompletionSink, exc: BaseException) -> None:
+        """A callback of ``sink``'s raised: log it and abort the connection."""
+
+
+class StartStrategy(Protocol):
+    """How accepted connections are served (chosen once by ``Engine``)."""
+
+    def start(self, host: ConnectionHost, conn_id: int, fd: int) -> CompletionSink:
+        """Make the sink for a new connection (it registers with
+        ``host.opened``) and start serving it.  Raising before the sink
+        registered closes the fd; after, aborts it; the reactor goes on."""
+        ...
+
+    async def drain(self, timeout: float) -> None:
+        """At shutdown: wait up to ``timeout`` for running handlers, then cancel them."""

@@ -1,0 +1,119 @@
+"""Start strategies: how a reactor serves a newly accepted connection.
+
+The engine resolves the user's handler once, at ``serve``, into one of
+these; the reactor only calls ``start(host, conn_id, fd) -> sink`` and, at
+shutdown, ``drain(timeout)``.  So the reactor has no notion of handlers,
+executors or Protocols, and no ``if protocol`` on the hot path.
+
+- ``TaskStart``: ``async def handler(conn)`` runs as a Task on the reactor loop.
+- ``ThreadStart``: a plain ``def handler(conn)`` runs on a worker thread.
+- ``ProtocolStart``: a ``zerg.Protocol`` instance is called from completion
+  dispatch (``ProtocolConnection``).
+
+Either way the connection closes when the handler returns or raises; an
+exception is logged and never stops the reactor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
+
+from zerg._connection import Connection, ProtocolConnection
+from zerg._protocol import Protocol
+from zerg._seam import CompletionSink, ConnectionHost
+
+log = logging.getLogger("zerg")
+
+AsyncHandler = Callable[[Connection], Awaitable[None]]
+SyncHandler = Callable[[Connection], None]
+Handler = AsyncHandler | SyncHandler | Protocol
+
+
+class _HandlerStart:
+    """Shared by the task and thread strategies: tracks running handlers."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def _run(self, conn: Connection) -> asyncio.Future[None]:
+        raise NotImplementedError
+
+    def start(self, host: ConnectionHost, conn_id: int, fd: int) -> CompletionSink:
+        conn = Connection(host, conn_id, fd)
+        conn.start()
+        try:
+            task = self._run(conn)
+        except Exception:
+            log.exception("zerg: handler could not be started for %r", conn)
+            conn.close()
+            return conn
+        self._tasks.add(task)
+
+        def done(t: asyncio.Future[None]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled():
+                exc = t.exception()
+                if exc is not None:
+                    log.error("zerg: handler for %r raised; closing it", conn, exc_info=exc)
+            conn.close()
+
+        task.add_done_callback(done)
+        return conn
+
+    async def drain(self, timeout: float) -> None:
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for t in pending:
+            t.cancel()
+        if pending:
+            log.warning("zerg: %d handler(s) still running after %.1fs; cancelled",
+                        len(pending), timeout)
+            await asyncio.wait(pending, timeout=1.0)
+
+
+class TaskStart(_HandlerStart):
+    """``async def handler(conn)`` as a Task on the reactor's loop."""
+
+    def __init__(self, handler: AsyncHandler) -> None:
+        super().__init__()
+        self._handler = handler
+
+    def _run(self, conn: Connection) -> asyncio.Future[None]:
+        coro = cast(Coroutine[Any, Any, None], self._handler(conn))
+        return conn.loop.create_task(coro)
+
+
+class ThreadStart(_HandlerStart):
+    """A plain ``def handler(conn)`` on a worker thread of ``executor``."""
+
+    def __init__(self, handler: SyncHandler, executor: concurrent.futures.Executor) -> None:
+        super().__init__()
+        self._handler = handler
+        self._executor = executor
+
+    def _run(self, conn: Connection) -> asyncio.Future[None]:
+        return conn.loop.run_in_executor(self._executor, self._handler, conn)
+
+
+class ProtocolStart:
+    """A ``zerg.Protocol`` instance, called straight from completion dispatch."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def start(self, host: ConnectionHost, conn_id: int, fd: int) -> CompletionSink:
+        conn = ProtocolConnection(host, conn_id, fd, self._protocol)
+        conn.start()
+        try:
+            self._protocol.connection_made(conn)
+        except Exception as exc:
+            conn.fail_callback(exc)
+        return conn
+
+    async def drain(self, timeout: float) -> None:
+        """Protocol callbacks never outlive their completion: nothing to wait for."""
