@@ -56,7 +56,6 @@ from zerg._outputpipe import OutputPipe
 from zerg._recvstate import ARMED_STATES, RecvAction, RecvEvent, RecvState, end_event, transition
 from zerg._ring import Op, encode
 from zerg._slab import WriteSegment
-from zerg._uring import lib
 
 if TYPE_CHECKING:
     from zerg._protocol import Protocol
@@ -69,8 +68,6 @@ OPEN: Final = 0
 CLOSING: Final = 1
 CLOSED: Final = 2
 
-_UD_CANCEL: Final = encode(Op.CANCEL)
-_prep_send = lib.zu_prep_send
 _PAUSED_STATES: Final = frozenset({RecvState.CANCELLING, RecvState.PAUSED})
 
 
@@ -96,9 +93,10 @@ class Connection:
         "_last_rx",
         "_loop",
         "_out",
-        "_ptr",
         "_recv",
+        "_send",
         "_state",
+        "_sub",
         "_ud_recv",
         "_ud_send",
         "bytes_in",
@@ -110,7 +108,8 @@ class Connection:
     def __init__(self, host: ConnectionHost, conn_id: int, fd: int) -> None:
         self._host = host
         self._loop: asyncio.AbstractEventLoop = host.loop
-        self._ptr = host.ring.ptr
+        self._sub = sub = host.submitter
+        self._send = sub.send
         self.id = conn_id
         self.fd = fd
         self._ud_recv = encode(Op.RECV, conn_id)
@@ -281,10 +280,9 @@ class Connection:
         if action is RecvAction.NONE:
             return
         if action is RecvAction.ARM:
-            r = self._host.ring
-            r.check(lib.zu_prep_recv_multishot(self._ptr, self.fd, self._ud_recv), "recv")
+            self._sub.recv(self.fd, self._ud_recv)
         elif action is RecvAction.CANCEL:
-            lib.zu_prep_cancel(self._ptr, self._ud_recv, _UD_CANCEL)
+            self._sub.cancel(self._ud_recv)
         elif action is RecvAction.PARK:
             self._host.slots.park(self)
         elif action is RecvAction.EOF:
@@ -418,11 +416,11 @@ class Connection:
         if seg is None:
             return
         sent = seg.sent
-        ret = _prep_send(self._ptr, self.fd, seg.ptr, seg.off + sent, seg.fill - sent,
-                         self._ud_send)
-        if ret:
+        try:
+            self._send(self.fd, seg.ptr, seg.off + sent, seg.fill - sent, self._ud_send)
+        except BaseException:
             self._out.sending = None
-            self._host.ring.check(ret, "send")
+            raise
         self._host.traffic.sends += 1
 
     def send_pending(self) -> None:
@@ -469,7 +467,7 @@ class Connection:
             out.fail(ConnectionAbortedError(errno.ECONNABORTED,
                                             f"connection {self.id} was aborted"))
         if out.sending is not None:
-            lib.zu_prep_cancel(self._ptr, self._ud_send, _UD_CANCEL)
+            self._sub.cancel(self._ud_send)
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
@@ -484,10 +482,7 @@ class Connection:
                 return
         self._state = CLOSED
         out.drop_all(ConnectionError(f"connection {self.id} closed before the data was sent"))
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+        self._sub.close(self.fd)
         self._host.closed(self)
         self._closed()
 

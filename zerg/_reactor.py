@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from zerg._config import PipeOptions, ReactorConfig
 from zerg._recvslots import RecvSlots
-from zerg._ring import CQE_F_BUFFER, CQE_F_MORE, Op, Ring, encode
+from zerg._ring import CQE_F_BUFFER, CQE_F_MORE, Op, Ring, RingSubmitter, encode
 from zerg._seam import CompletionSink, StartStrategy, Traffic
 from zerg._selector import UringSelector
 from zerg._slab import SlabPool
@@ -143,6 +143,7 @@ class Reactor:
             ring.close()
             raise
         self.options = PipeOptions.from_config(cfg)
+        self.submitter = RingSubmitter(ring)
         self.traffic = Traffic()
         self._ptr = ring.ptr
         self._wait = (lib.zu_enter_ext if cfg.loop_mode == "enter_ext_arg"

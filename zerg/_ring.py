@@ -152,3 +152,42 @@ class Ring:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+class RingSubmitter:
+    """The requests a connection makes, prepared on one ring.
+
+    A connection talks to the kernel only through this (``ConnectionHost.
+    submitter``), so a test can hand it a recorder and drive it with synthetic
+    completions.  Each method prepares one SQE; it is submitted with the
+    reactor's next ``io_uring_enter``.  A full submission queue raises.
+    """
+
+    __slots__ = ("_cancel_ud", "_ptr", "_ring")
+
+    def __init__(self, ring: Ring) -> None:
+        self._ring = ring
+        self._ptr = ring.ptr
+        self._cancel_ud = encode(Op.CANCEL)
+
+    def recv(self, fd: int, user_data: int) -> None:
+        """A multishot receive into the provided buffer ring."""
+        self._ring.check(lib.zu_prep_recv_multishot(self._ptr, fd, user_data), "recv")
+
+    def send(self, fd: int, base: object, offset: int, length: int, user_data: int) -> None:
+        """Send ``length`` bytes at ``base + offset`` (memory of the slab pool)."""
+        ret = lib.zu_prep_send(self._ptr, fd, base, offset, length, user_data)
+        if ret:
+            self._ring.check(ret, "send")
+
+    def cancel(self, target: int) -> None:
+        """Cancel the request whose user_data is ``target`` (best effort)."""
+        if not self._ring.closed:
+            lib.zu_prep_cancel(self._ptr, target, self._cancel_ud)
+
+    def close(self, fd: int) -> None:
+        """Close ``fd``; nothing of ours is in the kernel for it any more."""
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -10,8 +10,8 @@ synthetic completions -- without the other noticing.
   completions it routes to it (``on_recv``, ``on_recv_end``, ``on_send``),
   and the few lifecycle calls a reactor makes (re-arm after parking, relief,
   pending sends, idle check, close/abort at shutdown).
-- ``ConnectionHost`` is all a connection knows of its reactor: the ring to
-  prepare requests on, the receive slots, the write pool, the thresholds,
+- ``ConnectionHost`` is all a connection knows of its reactor: where its
+  requests go (``RingSubmitter``), the receive slots, the write pool, the thresholds,
   the loop, and three notifications (send me at the end of this iteration,
   I am closed, a callback of mine failed).
 - ``StartStrategy`` is how a reactor turns an accepted fd into a sink; the
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from zerg._config import PipeOptions
     from zerg._recvslots import RecvSlots
-    from zerg._ring import Ring
+    from zerg._ring import RingSubmitter
     from zerg._slab import SlabPool
 
 
@@ -90,8 +90,8 @@ class ConnectionHost(Protocol):
     """A reactor, as its connections see it."""
 
     @property
-    def ring(self) -> Ring:
-        """The io_uring to prepare this connection's requests on."""
+    def submitter(self) -> RingSubmitter:
+        """Where this connection's requests go (recv, send, cancel, close)."""
         ...
 
     @property
