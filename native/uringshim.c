@@ -6,10 +6,12 @@
  * once and advances it once; zu_bufring_return adds many buffers and
  * publishes them with a single tail store.  Nothing here decides anything.
  *
- * Compatibility: Debian 12 ships liburing 2.3, whose headers predate some
- * kernel features.  Missing constants are defined below; buffer-ring flags
- * are written into the registration struct by hand because 2.3 has no
- * field for them.
+ * Errors: every liburing or kernel result is either returned or, for the
+ * four "come back later" errnos of io_uring_enter, mapped to 0 in exactly
+ * one place (enter_result); see uringshim.h for that contract.
+ *
+ * Compatibility: what liburing 2.3 (Debian 12) lacks is in uringshim_compat.h,
+ * shared with the cffi module's preamble.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -18,19 +20,9 @@
 #include <sys/socket.h>
 #include <signal.h>
 #include <stdint.h>
-#include <liburing.h>
 
+#include "uringshim_compat.h"
 #include "uringshim.h"
-
-#ifndef IOU_PBUF_RING_INC
-#define IOU_PBUF_RING_INC 2
-#endif
-#ifndef IORING_SETUP_SINGLE_ISSUER
-#define IORING_SETUP_SINGLE_ISSUER (1U << 12)
-#endif
-#ifndef IORING_SETUP_DEFER_TASKRUN
-#define IORING_SETUP_DEFER_TASKRUN (1U << 13)
-#endif
 
 struct zu_ring {
     struct io_uring ring;
@@ -38,8 +30,7 @@ struct zu_ring {
     size_t br_bytes;
     char *buf_base;
     unsigned buf_size;
-    unsigned br_entries;
-    unsigned br_mask;
+    int br_mask;                    /* liburing's type for it */
     unsigned bgid;
     unsigned long long sqes;
     unsigned long long enters;     /* waits issued by zu_submit_and_wait / zu_enter_ext */
@@ -79,8 +70,13 @@ void zu_ring_free(zu_ring *r)
 {
     if (!r)
         return;
-    zu_bufring_free(r);
+    /* Closing the ring drops the buffer ring registration with it; the
+     * kernel pinned the ring's pages at registration, so unmapping after the
+     * close is safe even while the ring is torn down asynchronously.  No
+     * separate unregister, hence no error to drop on the floor here. */
     io_uring_queue_exit(&r->ring);
+    if (r->br)
+        munmap(r->br, r->br_bytes);
     free(r);
 }
 
@@ -89,7 +85,6 @@ unsigned zu_ring_setup_flags(zu_ring *r) { return r->ring.flags; }
 unsigned zu_ring_features(zu_ring *r) { return r->ring.features; }
 unsigned zu_ring_sq_entries(zu_ring *r) { return r->ring.sq.ring_entries; }
 unsigned zu_ring_cq_entries(zu_ring *r) { return r->ring.cq.ring_entries; }
-unsigned zu_sq_ready(zu_ring *r) { return io_uring_sq_ready(&r->ring); }
 unsigned long long zu_sqes_prepared(zu_ring *r) { return r->sqes; }
 
 unsigned zu_sq_need_wakeup(zu_ring *r)
@@ -110,6 +105,8 @@ int zu_bufring_setup(zu_ring *r, unsigned bgid, unsigned entries,
         return -EEXIST;
     if (entries == 0 || (entries & (entries - 1)) || entries > 32768)
         return -EINVAL;
+    if (bgid > 0xffff || reg_flags > 0xffff)
+        return -EINVAL;         /* would be truncated into __u16 fields */
     mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
                MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (mem == MAP_FAILED)
@@ -118,7 +115,7 @@ int zu_bufring_setup(zu_ring *r, unsigned bgid, unsigned entries,
     reg.ring_addr = (unsigned long long)(uintptr_t)mem;
     reg.ring_entries = entries;
     reg.bgid = (unsigned short)bgid;
-    reg.pad = (unsigned short)reg_flags;   /* 'flags' in newer headers */
+    reg.ZU_BUF_REG_FLAGS = (unsigned short)reg_flags;
     ret = io_uring_register_buf_ring(&r->ring, &reg, 0);
     if (ret < 0) {
         munmap(mem, bytes);
@@ -126,7 +123,6 @@ int zu_bufring_setup(zu_ring *r, unsigned bgid, unsigned entries,
     }
     r->br = mem;
     r->br_bytes = bytes;
-    r->br_entries = entries;
     r->br_mask = io_uring_buf_ring_mask(entries);
     r->bgid = bgid;
     r->buf_base = base;
@@ -139,18 +135,6 @@ int zu_bufring_setup(zu_ring *r, unsigned bgid, unsigned entries,
     return 0;
 }
 
-int zu_bufring_free(zu_ring *r)
-{
-    int ret = 0;
-
-    if (!r->br)
-        return 0;
-    ret = io_uring_unregister_buf_ring(&r->ring, (int)r->bgid);
-    munmap(r->br, r->br_bytes);
-    r->br = NULL;
-    return ret;
-}
-
 void zu_bufring_return(zu_ring *r, const unsigned short *ids, unsigned n)
 {
     unsigned i;
@@ -161,25 +145,37 @@ void zu_bufring_return(zu_ring *r, const unsigned short *ids, unsigned n)
     io_uring_buf_ring_advance(r->br, (int)n);
 }
 
-static struct io_uring_sqe *get_sqe(zu_ring *r)
+/* One SQE, submitting first when the SQ is full.  On NULL, *err holds why:
+ * that submit's own negative errno, or -EBUSY when it went through but the
+ * SQ is still full (SQPOLL: the kernel thread has not consumed it yet). */
+static struct io_uring_sqe *get_sqe(zu_ring *r, int *err)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    int ret;
 
     if (!sqe) {
-        io_uring_submit(&r->ring);
+        ret = io_uring_submit(&r->ring);
+        if (ret < 0) {
+            *err = ret;
+            return NULL;
+        }
         sqe = io_uring_get_sqe(&r->ring);
+        if (!sqe) {
+            *err = -EBUSY;
+            return NULL;
+        }
     }
-    if (sqe)
-        r->sqes++;
+    r->sqes++;
     return sqe;
 }
 
 int zu_prep_accept_multishot(zu_ring *r, int fd, unsigned long long ud)
 {
-    struct io_uring_sqe *sqe = get_sqe(r);
+    int err;
+    struct io_uring_sqe *sqe = get_sqe(r, &err);
 
     if (!sqe)
-        return -EBUSY;
+        return err;
     io_uring_prep_multishot_accept(sqe, fd, NULL, NULL,
                                    SOCK_NONBLOCK | SOCK_CLOEXEC);
     io_uring_sqe_set_data64(sqe, ud);
@@ -188,10 +184,11 @@ int zu_prep_accept_multishot(zu_ring *r, int fd, unsigned long long ud)
 
 int zu_prep_recv_multishot(zu_ring *r, int fd, unsigned long long ud)
 {
-    struct io_uring_sqe *sqe = get_sqe(r);
+    int err;
+    struct io_uring_sqe *sqe = get_sqe(r, &err);
 
     if (!sqe)
-        return -EBUSY;
+        return err;
     io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = (unsigned short)r->bgid;
@@ -202,10 +199,11 @@ int zu_prep_recv_multishot(zu_ring *r, int fd, unsigned long long ud)
 int zu_prep_send(zu_ring *r, int fd, char *base, unsigned long long off,
                  unsigned len, unsigned long long ud)
 {
-    struct io_uring_sqe *sqe = get_sqe(r);
+    int err;
+    struct io_uring_sqe *sqe = get_sqe(r, &err);
 
     if (!sqe)
-        return -EBUSY;
+        return err;
     io_uring_prep_send(sqe, fd, base + off, len, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, ud);
     return 0;
@@ -214,10 +212,11 @@ int zu_prep_send(zu_ring *r, int fd, char *base, unsigned long long off,
 int zu_prep_cancel(zu_ring *r, unsigned long long target,
                    unsigned long long ud)
 {
-    struct io_uring_sqe *sqe = get_sqe(r);
+    int err;
+    struct io_uring_sqe *sqe = get_sqe(r, &err);
 
     if (!sqe)
-        return -EBUSY;
+        return err;
     io_uring_prep_cancel64(sqe, target, 0);
     io_uring_sqe_set_data64(sqe, ud);
     return 0;
@@ -226,10 +225,11 @@ int zu_prep_cancel(zu_ring *r, unsigned long long target,
 int zu_prep_poll_add(zu_ring *r, int fd, unsigned mask,
                      unsigned long long ud)
 {
-    struct io_uring_sqe *sqe = get_sqe(r);
+    int err;
+    struct io_uring_sqe *sqe = get_sqe(r, &err);
 
     if (!sqe)
-        return -EBUSY;
+        return err;
     io_uring_prep_poll_add(sqe, fd, mask);
     io_uring_sqe_set_data64(sqe, ud);
     return 0;
@@ -238,10 +238,11 @@ int zu_prep_poll_add(zu_ring *r, int fd, unsigned mask,
 int zu_prep_poll_remove(zu_ring *r, unsigned long long target,
                         unsigned long long ud)
 {
-    struct io_uring_sqe *sqe = get_sqe(r);
+    int err;
+    struct io_uring_sqe *sqe = get_sqe(r, &err);
 
     if (!sqe)
-        return -EBUSY;
+        return err;
     io_uring_prep_poll_remove(sqe, target);
     io_uring_sqe_set_data64(sqe, ud);
     return 0;
@@ -250,10 +251,11 @@ int zu_prep_poll_remove(zu_ring *r, unsigned long long target,
 int zu_prep_msg_ring(zu_ring *r, int target_ring_fd, unsigned res,
                      unsigned long long data, unsigned long long ud)
 {
-    struct io_uring_sqe *sqe = get_sqe(r);
+    int err;
+    struct io_uring_sqe *sqe = get_sqe(r, &err);
 
     if (!sqe)
-        return -EBUSY;
+        return err;
     io_uring_prep_msg_ring(sqe, target_ring_fd, res, data, 0);
     io_uring_sqe_set_data64(sqe, ud);
     return 0;
@@ -261,18 +263,29 @@ int zu_prep_msg_ring(zu_ring *r, int target_ring_fd, unsigned res,
 
 int zu_prep_nop(zu_ring *r, unsigned long long ud)
 {
-    struct io_uring_sqe *sqe = get_sqe(r);
+    int err;
+    struct io_uring_sqe *sqe = get_sqe(r, &err);
 
     if (!sqe)
-        return -EBUSY;
+        return err;
     io_uring_prep_nop(sqe);
     io_uring_sqe_set_data64(sqe, ud);
     return 0;
 }
 
+/* The one place where io_uring_enter results are judged (see uringshim.h):
+ * four errnos that mean "harvest and come back" become 0, every other
+ * negative value is passed up unchanged for the caller to raise. */
+static int enter_result(int ret)
+{
+    if (ret == -ETIME || ret == -EINTR || ret == -EAGAIN || ret == -EBUSY)
+        return 0;
+    return ret;
+}
+
 int zu_submit(zu_ring *r)
 {
-    return io_uring_submit(&r->ring);
+    return enter_result(io_uring_submit(&r->ring));
 }
 
 int zu_submit_and_wait(zu_ring *r, unsigned min_complete, long long timeout_ns)
@@ -292,9 +305,8 @@ int zu_submit_and_wait(zu_ring *r, unsigned min_complete, long long timeout_ns)
         ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, min_complete,
                                                &ts, NULL);
     }
-    if (ret == -ETIME || ret == -EINTR || ret == -EAGAIN)
-        ret = 0;
-    return ret;
+    /* io_uring_submit_and_wait_timeout returns -ETIME on timeout. */
+    return enter_result(ret);
 }
 
 /* What liburing's internal __io_uring_flush_sq does: make prepared SQEs
@@ -336,11 +348,9 @@ int zu_enter_ext(zu_ring *r, unsigned min_complete, long long timeout_ns)
     }
     r->enters++;
     /* liburing's raw syscall wrapper returns -errno (it does not set errno). */
-    ret = io_uring_enter2(ring->ring_fd, to_submit, min_complete, flags,
+    ret = io_uring_enter2((unsigned)ring->ring_fd, to_submit, min_complete, flags,
                           (sigset_t *)&arg, sizeof(arg));
-    if (ret == -ETIME || ret == -EINTR || ret == -EAGAIN || ret == -EBUSY)
-        ret = 0;
-    return ret;
+    return enter_result(ret);
 }
 
 unsigned long long zu_enter_calls(zu_ring *r) { return r->enters; }
@@ -372,6 +382,7 @@ unsigned zu_harvest(zu_ring *r, unsigned max, unsigned char *op,
 
 int zu_probe_ops(unsigned char *out, unsigned n)
 {
+    const unsigned nr_ops = 256;    /* opcodes are one byte */
     struct io_uring ring;
     struct io_uring_probe *p;
     unsigned op;
@@ -382,15 +393,19 @@ int zu_probe_ops(unsigned char *out, unsigned n)
     ret = io_uring_queue_init(2, &ring, 0);
     if (ret < 0)
         return ret;
-    p = io_uring_get_probe_ring(&ring);
+    /* Not io_uring_get_probe_ring: it turns every failure into NULL. */
+    p = calloc(1, sizeof(*p) + nr_ops * sizeof(struct io_uring_probe_op));
     if (!p) {
         io_uring_queue_exit(&ring);
-        return -EOPNOTSUPP;
+        return -ENOMEM;
     }
-    for (op = 0; op < n; op++)
-        out[op] = (unsigned char)io_uring_opcode_supported(p, (int)op);
-    ret = p->last_op;
-    io_uring_free_probe(p);
+    ret = io_uring_register_probe(&ring, p, nr_ops);
+    if (ret >= 0) {
+        for (op = 0; op < n; op++)
+            out[op] = (unsigned char)io_uring_opcode_supported(p, (int)op);
+        ret = p->last_op;
+    }
+    free(p);
     io_uring_queue_exit(&ring);
     return ret;
 }

@@ -102,7 +102,8 @@ class Acceptor(threading.Thread):
             if not armed and retry_at <= 0:
                 ring.check(lib.zu_prep_accept_multishot(ptr, self._fd, _UD_ACCEPT), "accept")
                 armed = True
-            lib.zu_submit_and_wait(ptr, 1, self._cfg.cq_timeout_ns)
+            ring.enter_result(lib.zu_submit_and_wait(ptr, 1, self._cfg.cq_timeout_ns),
+                              "acceptor wait")
             retry_at -= 1
             self.sqes = ring.sqes_prepared
             for op, key, res, f, _ in ring.completions():
@@ -126,7 +127,7 @@ class Acceptor(threading.Thread):
                         if ret == 0:
                             prepared += 1
                             if prepared >= batch:   # a burst: do not hold them back
-                                lib.zu_submit(ptr)
+                                ring.enter_result(lib.zu_submit(ptr), "acceptor burst")
                                 self.submits += 1
                                 prepared = 0
                             continue
@@ -142,5 +143,5 @@ class Acceptor(threading.Thread):
                     else:
                         self.handed_by_msg_ring += 1
         if armed:
-            lib.zu_prep_cancel(ptr, _UD_ACCEPT, _UD_CANCEL)
-            lib.zu_submit_and_wait(ptr, 0, 0)
+            ring.check(lib.zu_prep_cancel(ptr, _UD_ACCEPT, _UD_CANCEL), "cancel accept")
+            ring.enter_result(lib.zu_submit_and_wait(ptr, 0, 0), "acceptor stop")

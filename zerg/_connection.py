@@ -274,8 +274,9 @@ class Connection:
         return self._host.thread_id == threading.get_ident()
 
     # ------------------------------------------------- receive (transport)
-    def _recv_event(self, event: RecvEvent) -> None:
-        """The one place the receive state changes."""
+    def _recv_event(self, event: RecvEvent, res: int = 0) -> None:
+        """The one place the receive state changes (``res``: the final result
+        of the receive, for the END_* events)."""
         self._recv, action = transition(self._recv, event)
         if action is RecvAction.NONE:
             return
@@ -286,7 +287,7 @@ class Connection:
         elif action is RecvAction.PARK:
             self._host.slots.park(self)
         elif action is RecvAction.EOF:
-            self._on_eof()
+            self._on_eof(-res if res < 0 and res != -errno.ECANCELED else 0)
         elif action is RecvAction.FINISHED:
             self._maybe_finish()
         self._in.paused = self._recv in _PAUSED_STATES
@@ -311,15 +312,16 @@ class Connection:
 
     def on_recv_end(self, res: int) -> None:
         """The multishot recv ended (no F_MORE)."""
-        self._recv_event(end_event(res, self._recv))
+        self._recv_event(end_event(res, self._recv), res)
 
     def on_slots_free(self) -> None:
         if self._state == OPEN:
             self._recv_event(RecvEvent.SLOTS)
 
-    def _on_eof(self) -> None:
-        # 0 = orderly shutdown by the peer; < 0 = reset or other error.
-        self._in.end(0)
+    def _on_eof(self, error: int) -> None:
+        """The stream ended: ``error`` 0 for an orderly shutdown by the peer,
+        else the errno that ended it (a reset)."""
+        self._in.end(error)
 
     def _pause(self) -> None:
         """Too many unconsumed bytes: stop receiving until the handler catches up.
@@ -460,12 +462,12 @@ class Connection:
         """Close now: staged bytes are dropped, in-flight requests cancelled."""
         if self._state == CLOSED:
             return
-        if self._state == OPEN:
-            self.close()
         out = self._out
-        if out.write_exc is None:
+        if out.write_exc is None:       # first, so the close below sends nothing
             out.fail(ConnectionAbortedError(errno.ECONNABORTED,
                                             f"connection {self.id} was aborted"))
+        if self._state == OPEN:
+            self.close()
         if out.sending is not None:
             self._sub.cancel(self._ud_send)
         self._maybe_finish()
@@ -710,8 +712,8 @@ class ProtocolConnection(Connection):
         if self._state == OPEN and buf is not None and held_slots(buf):
             self._buf = self._compacted(buf)
 
-    def _on_eof(self) -> None:
-        self._in.end(0)
+    def _on_eof(self, error: int) -> None:
+        self._in.end(error)
         try:
             keep = self._proto.eof_received(self)
         except Exception as exc:

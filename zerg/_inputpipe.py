@@ -42,7 +42,7 @@ from zerg._buffers import (
 from zerg._config import PipeOptions
 
 if TYPE_CHECKING:
-    from zerg._recvslots import RecvSlots
+    from zerg._seam import ReceiveSlots
 
 _EMPTY_SEQ = BufferSequence()
 
@@ -130,7 +130,7 @@ class InputPipe:
                  "ended", "error", "head", "held", "opts", "paused", "tail", "unread",
                  "waiter")
 
-    def __init__(self, slots: RecvSlots, opts: PipeOptions,
+    def __init__(self, slots: ReceiveSlots, opts: PipeOptions,
                  loop: asyncio.AbstractEventLoop) -> None:
         self._slots = slots
         self.opts = opts

@@ -234,7 +234,8 @@ class Reactor:
     async def _shutdown(self) -> None:
         self._stopping = True
         if self._accept_armed:
-            lib.zu_prep_cancel(self._ptr, _UD_ACCEPT, _UD_CANCEL)
+            self.ring.check(lib.zu_prep_cancel(self._ptr, _UD_ACCEPT, _UD_CANCEL),
+                            "cancel accept")
         for conn in list(self.conns.values()):
             conn.close()
         await self._start.drain(self._grace)
@@ -261,7 +262,9 @@ class Reactor:
         finally:
             loop.close()
         # Let cancellations prepared during close reach the kernel.
-        lib.zu_submit_and_wait(self._ptr, 0, 0)
+        ret = lib.zu_submit_and_wait(self._ptr, 0, 0)
+        if ret < 0:
+            log.error("zerg reactor %d: final submit failed: %s", self.index, os.strerror(-ret))
         for conn in list(self.conns.values()):
             try:
                 os.close(conn.fd)   # whatever did not drain; the ring closes next
@@ -368,9 +371,8 @@ class Reactor:
         if self.ring.closed:
             return
         ret = self._wait(self._ptr, 1 if timeout_ns else 0, timeout_ns)
-        if ret < 0:
-            raise OSError(-ret, f"zerg reactor {self.index}: io_uring_enter failed: "
-                                f"{os.strerror(-ret)}")
+        if ret < 0:     # a real error (the shim maps timeouts and signals to 0)
+            self.ring.enter_result(ret, f"reactor {self.index}")
         self.now = _monotonic()
         self._dispatch()
 

@@ -133,6 +133,13 @@ class Ring:
             raise OSError(-ret, f"registering the provided buffer ring failed: "
                                 f"{os.strerror(-ret)}")
 
+    def enter_result(self, ret: int, what: str) -> int:
+        """Raise on a real ``io_uring_enter`` error (the shim maps the harmless
+        ones -- timeout, signal, try again -- to 0); else return ``ret``."""
+        if ret < 0:
+            raise OSError(-ret, f"io_uring_enter ({what}) failed: {os.strerror(-ret)}")
+        return ret
+
     def check(self, ret: int, what: str) -> None:
         if ret < 0:
             if ret == -errno.EBUSY:
@@ -181,9 +188,9 @@ class RingSubmitter:
             self._ring.check(ret, "send")
 
     def cancel(self, target: int) -> None:
-        """Cancel the request whose user_data is ``target`` (best effort)."""
+        """Cancel the request whose user_data is ``target``."""
         if not self._ring.closed:
-            lib.zu_prep_cancel(self._ptr, target, self._cancel_ud)
+            self._ring.check(lib.zu_prep_cancel(self._ptr, target, self._cancel_ud), "cancel")
 
     def close(self, fd: int) -> None:
         """Close ``fd``; nothing of ours is in the kernel for it any more."""

@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from zerg._config import PipeOptions
-    from zerg._recvslots import RecvSlots
-    from zerg._ring import RingSubmitter
     from zerg._slab import SlabPool
 
 
@@ -86,16 +84,50 @@ class CompletionSink(Protocol):
         """Close now, dropping staged bytes."""
 
 
+class Submitter(Protocol):
+    """Where a connection's requests go (``zerg._ring.RingSubmitter`` on a real ring)."""
+
+    def recv(self, fd: int, user_data: int) -> None:
+        """A multishot receive into the provided buffer ring."""
+
+    def send(self, fd: int, base: object, offset: int, length: int, user_data: int) -> None:
+        """Send ``length`` bytes at ``base + offset``."""
+
+    def cancel(self, target: int) -> None:
+        """Cancel the request whose user_data is ``target``."""
+
+    def close(self, fd: int) -> None:
+        """Close ``fd`` (nothing of ours is in the kernel for it any more)."""
+
+
+class ReceiveSlots(Protocol):
+    """The receive slots, as a connection uses them (``zerg._recvslots.RecvSlots``)."""
+
+    def view(self, key: int, n: int) -> memoryview:
+        """The ``n`` bytes received under ``key`` (read-only, no copy)."""
+        ...
+
+    def slot_of(self, key: int) -> int:
+        """The buffer-ring slot of ``key``."""
+        ...
+
+    def give_back(self, key: int) -> None:
+        """Done with ``key``: it goes back to the kernel (exactly once)."""
+
+    def park(self, sink: CompletionSink) -> None:
+        """The receive of ``sink`` ended for lack of slots."""
+
+
 class ConnectionHost(Protocol):
     """A reactor, as its connections see it."""
 
     @property
-    def submitter(self) -> RingSubmitter:
+    def submitter(self) -> Submitter:
         """Where this connection's requests go (recv, send, cancel, close)."""
         ...
 
     @property
-    def slots(self) -> RecvSlots:
+    def slots(self) -> ReceiveSlots:
         """The receive slots (view and give back what arrives)."""
         ...
 

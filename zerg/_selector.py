@@ -147,8 +147,8 @@ class UringSelector(selectors.BaseSelector):
             return
         del self._fd_of[token]
         if not self._ring.closed:
-            lib.zu_prep_poll_remove(self._ring.ptr, encode(Op.POLL, token),
-                                    _UD_POLL_REMOVE)
+            self._ring.check(lib.zu_prep_poll_remove(self._ring.ptr, encode(Op.POLL, token),
+                                                     _UD_POLL_REMOVE), "poll_remove")
 
     def poll_fired(self, token: int, res: int) -> None:
         """A poll CQE arrived (called by the reactor's dispatcher)."""

@@ -1,5 +1,6 @@
 # Stub for the cffi extension module built from native/uringshim.{c,h}.
-# cffi objects are dynamic; this stub types exactly what zerg uses.
+# cffi objects are dynamic; _Lib lists exactly what the module exports
+# (tests/test_shim.py compares the two).
 from typing import Any
 
 class _CData:
@@ -20,13 +21,8 @@ class _FFI:
 class _Lib:
     IORING_SETUP_SQPOLL: int
     IORING_SETUP_SQ_AFF: int
-    IORING_SETUP_COOP_TASKRUN: int
     IORING_SETUP_SINGLE_ISSUER: int
     IORING_SETUP_DEFER_TASKRUN: int
-    IORING_SETUP_SUBMIT_ALL: int
-    IORING_FEAT_EXT_ARG: int
-    IORING_FEAT_FAST_POLL: int
-    IORING_FEAT_NODROP: int
     IORING_CQE_F_BUFFER: int
     IORING_CQE_F_MORE: int
     IORING_CQE_F_BUF_MORE: int
@@ -37,9 +33,6 @@ class _Lib:
     IORING_OP_ASYNC_CANCEL: int
     IORING_OP_POLL_ADD: int
     IORING_OP_POLL_REMOVE: int
-    IORING_OP_PROVIDE_BUFFERS: int
-    IORING_OP_MSG_RING: int
-    IORING_OP_LAST: int
     ZU_UD_OP_BITS: int
     ZU_UD_OP_MASK: int
 
@@ -51,12 +44,10 @@ class _Lib:
     def zu_ring_features(self, r: _CData) -> int: ...
     def zu_ring_sq_entries(self, r: _CData) -> int: ...
     def zu_ring_cq_entries(self, r: _CData) -> int: ...
-    def zu_sq_ready(self, r: _CData) -> int: ...
     def zu_sq_need_wakeup(self, r: _CData) -> int: ...
     def zu_sqes_prepared(self, r: _CData) -> int: ...
     def zu_bufring_setup(self, r: _CData, bgid: int, entries: int, reg_flags: int,
                          base: Any, buf_size: int) -> int: ...
-    def zu_bufring_free(self, r: _CData) -> int: ...
     def zu_bufring_return(self, r: _CData, ids: _CData, n: int) -> None: ...
     def zu_prep_accept_multishot(self, r: _CData, fd: int, ud: int) -> int: ...
     def zu_prep_recv_multishot(self, r: _CData, fd: int, ud: int) -> int: ...
