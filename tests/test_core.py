@@ -50,9 +50,13 @@ class FakeSubmitter:
         assert decode(user_data)[0] is Op.RECV
         self.recvs += 1
 
-    def send(self, fd: int, base: object, offset: int, length: int, user_data: int) -> None:
+    def send(self, fd: int, base: object, offset: int, length: int, user_data: int) -> int:
         assert decode(user_data)[0] is Op.SEND and length > 0
         self.sends.append((base, offset, length))
+        return 0
+
+    def check(self, ret: int, what: str) -> None:
+        raise AssertionError(f"{what} failed: {ret}")
 
     def cancel(self, target: int) -> None:
         self.cancels.append(target)

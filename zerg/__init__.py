@@ -11,7 +11,7 @@ from __future__ import annotations
 from zerg._acceptor import AcceptorStats
 from zerg._buffers import BufferSequence
 from zerg._config import AcceptorConfig, EngineOptions, ReactorConfig
-from zerg._connection import Connection, RingItem, RingSnapshot
+from zerg._connection import Connection, PipeInput, PipeOutput, RingItem, RingSnapshot
 from zerg._engine import Engine, run
 from zerg._errors import UnsupportedKernelError, WriteBufferFullError
 from zerg._probe import KernelFeatures, probe
@@ -29,6 +29,8 @@ __all__ = [
     "EngineOptions",
     "Handler",
     "KernelFeatures",
+    "PipeInput",
+    "PipeOutput",
     "Protocol",
     "ReactorConfig",
     "ReactorStats",

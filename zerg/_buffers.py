@@ -559,12 +559,6 @@ def single_view(seq: BufferSequence) -> memoryview | None:
     return seg[seq._start:seq._stop]
 
 
-def is_fresh_single(seq: BufferSequence) -> bool:
-    """One segment, nothing of it consumed or released yet."""
-    slots = seq._slots
-    return len(seq._segs) == 1 and slots is not None and slots.held_from == 0
-
-
 def drop_single(seq: BufferSequence) -> None:
     """Mark a one-segment owning sequence released *without* giving its slot
     back (the caller does): the Protocol fast path's cheap release."""

@@ -44,7 +44,6 @@ from zerg._buffers import (
     BytesLike,
     drop_single,
     held_slots,
-    is_fresh_single,
     leased,
     leased_single,
     retire,
@@ -418,11 +417,10 @@ class Connection:
         if seg is None:
             return
         sent = seg.sent
-        try:
-            self._send(self.fd, seg.ptr, seg.off + sent, seg.fill - sent, self._ud_send)
-        except BaseException:
+        ret = self._send(self.fd, seg.ptr, seg.off + sent, seg.fill - sent, self._ud_send)
+        if ret:
             self._out.sending = None
-            raise
+            self._sub.check(ret, "send")
         self._host.traffic.sends += 1
 
     def send_pending(self) -> None:
@@ -512,10 +510,6 @@ class PipeInput:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._in = conn._in
-
-    @property
-    def slot_size(self) -> int:
-        return self._in.opts.slot_size
 
     async def read(self) -> ReadResult:
         """Every unconsumed byte; waits only when all of it was examined."""
@@ -612,20 +606,34 @@ class ProtocolConnection(Connection):
     """The ``zerg.Protocol`` fast path: callbacks straight from completion
     dispatch, no Task, no future; writes are sent with the loop iteration."""
 
-    __slots__ = ("_buf", "_dirty", "_proto", "_unread")
+    __slots__ = ("_buf", "_data_received", "_dirty", "_give_back", "_proto", "_slots",
+                 "_unread", "_want_send")
 
     def __init__(self, host: ConnectionHost, conn_id: int, fd: int, proto: Protocol) -> None:
         super().__init__(host, conn_id, fd)
         self._proto = proto
+        # Hot callbacks, bound once per connection.
+        self._data_received = proto.data_received
+        self._give_back = self._give_back_keys
+        self._slots = host.slots
+        self._want_send = host.want_send
         self._buf: BufferSequence | None = None    # unconsumed bytes between callbacks
         self._unread = 0
         self._dirty = False
 
     def write(self, data: BytesLike | BufferSequence) -> None:
-        Connection.write(self, data)
+        out = self._out
+        if type(data) is BufferSequence and not self._state and out.write_exc is None:
+            view = single_view(data)        # the echo case: one slot, one copy
+            if view is None:
+                Connection.write(self, data)
+            else:
+                out.write(view)
+        else:
+            Connection.write(self, data)
         if not self._dirty:
             self._dirty = True
-            self._host.want_send(self)
+            self._want_send(self)
 
     def advance(self, n: int) -> None:
         Connection.advance(self, n)
@@ -635,7 +643,9 @@ class ProtocolConnection(Connection):
 
     def send_pending(self) -> None:
         self._dirty = False
-        Connection.send_pending(self)
+        out = self._out
+        if out.pending and out.write_exc is None:
+            self._kick_send()
 
     def _give_back_keys(self, keys: list[int | None]) -> None:
         give_back = self._host.slots.give_back
@@ -645,8 +655,7 @@ class ProtocolConnection(Connection):
 
     def on_recv(self, key: int, n: int) -> None:
         """Hand the bytes to the Protocol, straight from dispatch."""
-        host = self._host
-        slots = host.slots
+        slots = self._slots
         if self._state != OPEN or self._in.discarding:
             slots.give_back(key)
             return
@@ -654,15 +663,17 @@ class ProtocolConnection(Connection):
         view = slots.view(key, n)
         held = self._buf
         if held is None:
-            seq = leased_single(view, SlotLease([key], self._give_back_keys))
+            lease = SlotLease([key], self._give_back)
+            seq = leased_single(view, lease)
         else:
+            lease = None
             segs, keys = unconsumed(held)
             segs.append(view)
             keys.append(key)
-            seq = leased(segs, SlotLease(keys, self._give_back_keys))
+            seq = leased(segs, SlotLease(keys, self._give_back))
         self._buf = seq
         try:
-            consumed = self._proto.data_received(self, seq)
+            consumed = self._data_received(self, seq)
         except Exception as exc:
             self._failed(exc)
             return
@@ -672,10 +683,11 @@ class ProtocolConnection(Connection):
             self._failed(TypeError(
                 f"data_received must return None or a byte count >= 0, got {consumed!r}"))
             return
+        host = self._host
         self._last_rx = host.now
         if consumed is None or consumed >= len(seq):
             self._buf = None
-            if held is None and is_fresh_single(seq):
+            if lease is not None and lease.held_from == 0:
                 drop_single(seq)            # the common case: one fresh slot, all used
                 slots.give_back(key)
             else:

@@ -125,14 +125,17 @@ def _release_view(view: memoryview) -> None:
 class InputPipe:
     """Received items, the lease on their slots, and the reader's buffer."""
 
-    __slots__ = ("_cancel", "_examined_all", "_handed", "_ipos", "_items", "_loop",
-                 "_slots", "buffer", "buffer_movable", "completed", "discarding",
-                 "ended", "error", "head", "held", "opts", "paused", "tail", "unread",
-                 "waiter")
+    __slots__ = ("_cancel", "_examined_all", "_give_back", "_handed", "_ipos", "_items",
+                 "_loop", "_slot_of", "_slots", "_view", "buffer", "buffer_movable",
+                 "completed", "discarding", "ended", "error", "head", "held", "opts",
+                 "paused", "tail", "unread", "waiter")
 
     def __init__(self, slots: ReceiveSlots, opts: PipeOptions,
                  loop: asyncio.AbstractEventLoop) -> None:
         self._slots = slots
+        self._view = slots.view             # hot callbacks, bound once
+        self._slot_of = slots.slot_of
+        self._give_back = slots.give_back
         self.opts = opts
         self._loop = loop
         self._items: list[RingItem] = []     # untaken items are _items[_ipos:]
@@ -157,11 +160,10 @@ class InputPipe:
     def push(self, key: int, n: int) -> bool:
         """``n`` bytes arrived under slot ``key``.  True when unconsumed bytes
         just passed ``max_read_buffer`` (pause the receive)."""
-        slots = self._slots
         if self.discarding:
-            slots.give_back(key)
+            self._give_back(key)
             return False
-        item = RingItem(slots.slot_of(key), n, slots.view(key, n), key)
+        item = RingItem(self._slot_of(key), n, self._view(key, n), key)
         self.held.add(item)
         self._items.append(item)
         self.tail += 1
@@ -239,7 +241,7 @@ class InputPipe:
         key = item._key
         if key is not None:
             self.held.discard(item)
-            self._slots.give_back(key)
+            self._give_back(key)
         self.unread -= item.length
 
     def _drop_tokens(self, items: list[RingItem]) -> None:
@@ -332,23 +334,6 @@ class InputPipe:
         if buf is not None and len(buf) and not self._examined_all:
             return True
         return closed
-
-    async def read(self, closed: bool) -> ReadResult:
-        """Every unconsumed byte; waits only when all of it was examined.
-        ``closed``: the transport will deliver nothing more."""
-        self._check_can_read()
-        while True:
-            if self._cancel:
-                self._cancel = False
-                self._pull()
-                return self._result(True, closed or self.ended)
-            fresh = self._pull()
-            closed = closed or self.ended
-            if self._ready(fresh, closed):
-                self._examined_all = False
-                return self._result(False, closed)
-            await self.wait()
-            closed = self.ended or self.discarding
 
     def try_read(self, closed: bool) -> ReadResult | None:
         """Like ``read`` but never waits: None when it would have to."""

@@ -90,8 +90,12 @@ class Submitter(Protocol):
     def recv(self, fd: int, user_data: int) -> None:
         """A multishot receive into the provided buffer ring."""
 
-    def send(self, fd: int, base: object, offset: int, length: int, user_data: int) -> None:
-        """Send ``length`` bytes at ``base + offset``."""
+    def send(self, fd: int, base: object, offset: int, length: int, user_data: int) -> int:
+        """Send ``length`` bytes at ``base + offset``: 0, or -errno (``check`` raises)."""
+        ...
+
+    def check(self, ret: int, what: str) -> None:
+        """Raise the error a ``send`` returned."""
 
     def cancel(self, target: int) -> None:
         """Cancel the request whose user_data is ``target``."""
