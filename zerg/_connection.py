@@ -50,7 +50,14 @@ from zerg._buffers import (
     single_view,
     unconsumed,
 )
-from zerg._inputpipe import InputPipe, ReadResult, RingItem, RingSnapshot, SlotLease
+from zerg._inputpipe import (
+    InputPipe,
+    ReadResult,
+    RingItem,
+    RingSnapshot,
+    SlotLease,
+    single_lease,
+)
 from zerg._outputpipe import OutputPipe
 from zerg._recvstate import ARMED_STATES, RecvAction, RecvEvent, RecvState, end_event, transition
 from zerg._ring import Op, encode
@@ -96,6 +103,7 @@ class Connection:
         "_send",
         "_state",
         "_sub",
+        "_traffic",
         "_ud_recv",
         "_ud_send",
         "bytes_in",
@@ -109,6 +117,7 @@ class Connection:
         self._loop: asyncio.AbstractEventLoop = host.loop
         self._sub = sub = host.submitter
         self._send = sub.send
+        self._traffic = host.traffic
         self.id = conn_id
         self.fd = fd
         self._ud_recv = encode(Op.RECV, conn_id)
@@ -421,7 +430,7 @@ class Connection:
         if ret:
             self._out.sending = None
             self._sub.check(ret, "send")
-        self._host.traffic.sends += 1
+        self._traffic.sends += 1
 
     def send_pending(self) -> None:
         out = self._out
@@ -432,7 +441,7 @@ class Connection:
         out = self._out
         before = out.bytes_out
         again = out.on_sent(res)
-        self._host.traffic.bytes_out += out.bytes_out - before
+        self._traffic.bytes_out += out.bytes_out - before
         if again:
             self._kick_send()
         elif self._state == CLOSING:
@@ -663,7 +672,7 @@ class ProtocolConnection(Connection):
         view = slots.view(key, n)
         held = self._buf
         if held is None:
-            lease = SlotLease([key], self._give_back)
+            lease = single_lease(key, self._give_back)
             seq = leased_single(view, lease)
         else:
             lease = None

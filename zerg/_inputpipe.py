@@ -104,7 +104,8 @@ class RingItem:
 
 
 class SlotLease:
-    """The lease of an owning ``BufferSequence``: its tokens are ring items."""
+    """The lease of an owning ``BufferSequence``: which slots (ring items, or
+    keys on the Protocol path) it holds and how they go back."""
 
     __slots__ = ("give_back", "held_from", "keys", "next")
 
@@ -113,6 +114,19 @@ class SlotLease:
         self.give_back = give_back
         self.next = 0
         self.held_from = 0
+
+
+_new_lease = SlotLease.__new__
+
+
+def single_lease(key: Any, give_back: Any) -> SlotLease:
+    """``SlotLease([key], give_back)`` without an ``__init__`` frame (hot path)."""
+    lease = _new_lease(SlotLease)
+    lease.keys = [key]
+    lease.give_back = give_back
+    lease.next = 0
+    lease.held_from = 0
+    return lease
 
 
 def _release_view(view: memoryview) -> None:

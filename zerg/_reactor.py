@@ -396,6 +396,7 @@ class Reactor:
             keys = unpack(keya, n)
             ress = unpack(resa, n)
             fls = unpack(fla, n)
+            bids = unpack(bida, n)
             for i in range(n):
                 op = ops[i]
                 try:
@@ -404,7 +405,7 @@ class Reactor:
                         f = fls[i]
                         conn = conns.get(keys[i])
                         if f & CQE_F_BUFFER:
-                            key = on_cqe(res, f, bida[i])
+                            key = on_cqe(res, f, bids[i])
                             if key is not None:
                                 if conn is None:
                                     give_back(key)
