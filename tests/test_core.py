@@ -68,6 +68,8 @@ class FakeSubmitter:
 class FakeSlots:
     """A model of RecvSlots: keys are slot ids; each must come back exactly once."""
 
+    keys_are_slots = True
+
     def __init__(self) -> None:
         self.mem = bytearray(SLOT * SLOTS)
         self._view = memoryview(self.mem).toreadonly()

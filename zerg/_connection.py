@@ -74,6 +74,8 @@ OPEN: Final = 0
 CLOSING: Final = 1
 CLOSED: Final = 2
 
+# Enum hashing is Python code: hot paths read ``InputPipe.paused``, which
+# ``_recv_event`` keeps equal to ``state in _PAUSED_STATES``.
 _PAUSED_STATES: Final = frozenset({RecvState.CANCELLING, RecvState.PAUSED})
 
 
@@ -155,7 +157,7 @@ class Connection:
             return RingSnapshot(inp.tail, False)
         if inp.ended or self._state != OPEN:
             return RingSnapshot(inp.tail, True)
-        if self._recv in _PAUSED_STATES:
+        if self._in.paused:
             self._maybe_resume()
         # Inline of InputPipe.wait: one coroutine frame less per waiting read.
         if inp.waiter is not None:
@@ -180,7 +182,7 @@ class Connection:
             if self._state == OPEN:
                 raise ValueError(f"{item!r} was already returned or is not from this connection")
             return          # the close already gave it back
-        if self._recv in _PAUSED_STATES:
+        if self._in.paused:
             self._maybe_resume()
 
     def reset_read(self) -> None:
@@ -264,7 +266,7 @@ class Connection:
     @property
     def is_receiving_paused(self) -> bool:
         """True while ``max_read_buffer`` holds this connection's receive back."""
-        return self._recv in _PAUSED_STATES
+        return self._in.paused
 
     @property
     def bytes_out(self) -> int:
@@ -526,7 +528,7 @@ class PipeInput:
         inp = self._in
         result = inp.try_read(conn._state != OPEN)
         while result is None:
-            if conn._recv in _PAUSED_STATES:
+            if conn._in.paused:
                 conn._maybe_resume()
             await inp.wait()
             result = inp.try_read(conn._state != OPEN or inp.discarding)
@@ -536,7 +538,7 @@ class PipeInput:
         """Like ``read`` but never waits: None when it would have to."""
         conn = self._conn
         result = self._in.try_read(conn._state != OPEN)
-        if result is None and conn._recv in _PAUSED_STATES:
+        if result is None and conn._in.paused:
             conn._maybe_resume()
         return result
 
@@ -702,7 +704,7 @@ class ProtocolConnection(Connection):
             else:
                 seq.release()
             self._unread = 0
-            if self._recv in _PAUSED_STATES:
+            if self._in.paused:
                 self._maybe_resume_protocol()
         else:
             if consumed:
@@ -712,7 +714,7 @@ class ProtocolConnection(Connection):
             self._buf = seq
             self._unread = len(seq)
             if (self._unread > host.options.max_read_buffer
-                    and self._recv not in _PAUSED_STATES):
+                    and not self._in.paused):
                 self._recv_event(RecvEvent.PAUSE)
                 self.relieve()
 

@@ -140,7 +140,7 @@ class InputPipe:
     """Received items, the lease on their slots, and the reader's buffer."""
 
     __slots__ = ("_cancel", "_examined_all", "_give_back", "_handed", "_ipos", "_items",
-                 "_loop", "_slot_of", "_slots", "_view", "buffer", "buffer_movable",
+                 "_loop", "_plain", "_slot_of", "_slots", "_view", "buffer", "buffer_movable",
                  "completed", "discarding", "ended", "error", "head", "held", "opts",
                  "paused", "tail", "unread", "waiter")
 
@@ -149,6 +149,7 @@ class InputPipe:
         self._slots = slots
         self._view = slots.view             # hot callbacks, bound once
         self._slot_of = slots.slot_of
+        self._plain = slots.keys_are_slots
         self._give_back = slots.give_back
         self.opts = opts
         self._loop = loop
@@ -177,7 +178,7 @@ class InputPipe:
         if self.discarding:
             self._give_back(key)
             return False
-        item = RingItem(self._slot_of(key), n, self._view(key, n), key)
+        item = RingItem(key if self._plain else self._slot_of(key), n, self._view(key, n), key)
         self.held.add(item)
         self._items.append(item)
         self.tail += 1

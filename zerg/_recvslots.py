@@ -48,8 +48,8 @@ _SLOT_MASK: Final = (1 << _OFFSET_SHIFT) - 1
 class RecvSlots:
     """Receive region, buffer-ring registration and slot accounting of one reactor."""
 
-    __slots__ = ("_parked", "_relief", "_ret_arr", "_returns", "bytes_in", "out",
-                 "pool", "ptr", "recv_view", "shared_cqes", "slot_size", "total")
+    __slots__ = ("_parked", "_relief", "_ret_arr", "_returns", "bytes_in", "keys_are_slots",
+                 "out", "pool", "ptr", "recv_view", "shared_cqes", "slot_size", "total")
 
     def __init__(self, ring: Ring, pool: SlabPool) -> None:
         self.pool = pool
@@ -57,6 +57,7 @@ class RecvSlots:
         self.total = pool.slot_count
         self.slot_size = pool.slot_size
         self.recv_view = pool.recv_view
+        self.keys_are_slots = True          # slot_of(key) == key (not incremental)
         self.out = 0                        # slots the application holds (some part of)
         self.bytes_in = 0
         self.shared_cqes = 0                # receives into a slot the kernel still fills
@@ -151,6 +152,7 @@ class IncrementalRecvSlots(RecvSlots):
 
     def __init__(self, ring: Ring, pool: SlabPool) -> None:
         super().__init__(ring, pool)
+        self.keys_are_slots = False
         n = self.total
         self._off = [0] * n         # next offset the kernel fills in each slot
         self._parts = [0] * n       # parts of the slot the application holds

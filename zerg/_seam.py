@@ -115,6 +115,11 @@ class ReceiveSlots(Protocol):
         """The buffer-ring slot of ``key``."""
         ...
 
+    @property
+    def keys_are_slots(self) -> bool:
+        """``slot_of(key) == key`` for every key (lets hot paths skip the call)."""
+        ...
+
     def give_back(self, key: int) -> None:
         """Done with ``key``: it goes back to the kernel (exactly once)."""
 
