@@ -241,9 +241,20 @@ class InputPipe:
         """Return one item; False if it was already returned (or is foreign)."""
         if not item._live:
             return False
-        if item._key is not None and item not in self.held:
-            return False
-        self._drop(item)
+        key = item._key
+        if key is not None:
+            held = self.held
+            if item not in held:
+                return False
+            held.remove(item)
+            self._give_back(key)
+        # _drop, inline (level 1 returns every item through here).
+        item._live = False
+        try:
+            item.view.release()
+        except BufferError:
+            pass    # someone holds an export of it; the slot still goes back
+        self.unread -= item.length
         return True
 
     def _drop(self, item: RingItem) -> None:

@@ -27,6 +27,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from zerg._config import PipeOptions, ReactorConfig
@@ -152,6 +153,8 @@ class Reactor:
         self.idle_closed = 0
         self.conns: dict[int, CompletionSink] = {}
         self._dirty: list[CompletionSink] = []
+        # ConnectionHost.want_send: the list's own append (no Python frame).
+        self.want_send: Callable[[CompletionSink], None] = self._dirty.append
         self._next_id = 1
         self._stop_requested = False
         self._stopping = False
@@ -170,8 +173,6 @@ class Reactor:
     def opened(self, sink: CompletionSink) -> None:
         self.conns[sink.id] = sink
 
-    def want_send(self, sink: CompletionSink) -> None:
-        self._dirty.append(sink)
 
     def closed(self, sink: CompletionSink) -> None:
         if self.conns.pop(sink.id, None) is not None:
