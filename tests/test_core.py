@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from zerg._uring import ffi
 
+import zerg
 from zerg._buffers import BufferSequence
 from zerg._config import PipeOptions
 from zerg._connection import Connection, ProtocolConnection
@@ -367,14 +368,72 @@ def test_failed_send_fails_later_writes_and_flushes() -> None:
     host = FakeHost()
     conn = make(host)
     conn.write(b"hello")
-    fut = host.loop.create_task(conn.flush())
+    fut = host.loop.create_task(conn.wait_sent())
     host.loop.run_until_complete(asyncio.sleep(0))
     host.submitter.sends.pop(0)
     conn.on_send(-errno.EPIPE)
     with pytest.raises(BrokenPipeError):
         host.loop.run_until_complete(fut)
     with pytest.raises(BrokenPipeError):
+        host.loop.run_until_complete(conn.flush())
+    with pytest.raises(BrokenPipeError):
         conn.write(b"more")
+    finish(host, conn)
+    host.close()
+
+
+def test_flush_waits_only_above_the_pause_mark() -> None:
+    """flush() is asyncio's drain(): no suspension under the pause mark (64 KiB);
+    above it, back-pressure until pending bytes fell to the resume mark (16 KiB)."""
+    host = FakeHost(max_write_buffer=1 << 20)
+    conn = make(host)
+    conn.write(b"x" * 1000)
+    coro = conn.flush()
+    with pytest.raises(StopIteration):       # completed without suspending
+        coro.send(None)
+    assert len(host.submitter.sends) == 1     # but the send started
+    wire = host.complete_send(conn)
+    conn.write(b"y" * 100_000)
+    task = host.loop.create_task(conn.flush())
+    host.loop.run_until_complete(asyncio.sleep(0))
+    assert not task.done()
+    while conn.pending_write_bytes > 16384:
+        assert not task.done()
+        wire += host.complete_send(conn)
+        host.loop.run_until_complete(asyncio.sleep(0))
+    assert task.done() and task.exception() is None
+    done = host.loop.create_task(conn.wait_sent())   # wait_sent: every byte taken
+    while host.submitter.sends:
+        host.loop.run_until_complete(asyncio.sleep(0))
+        wire += host.complete_send(conn)
+    host.loop.run_until_complete(done)
+    assert wire == b"x" * 1000 + b"y" * 100_000 and conn.pending_write_bytes == 0
+    finish(host, conn)
+    host.close()
+
+
+def test_refused_write_then_flush_makes_room() -> None:
+    """After WriteBufferFullError, ``await flush()`` waits until every byte is out,
+    so retrying the write succeeds (even when the cap is under the pause mark)."""
+    host = FakeHost(max_write_buffer=1024)
+    conn = make(host)
+    conn.write(b"a" * 1000)
+    with pytest.raises(zerg.WriteBufferFullError, match="max_write_buffer=1024"):
+        conn.write(b"b" * 100)
+    assert conn.pending_write_bytes == 1000         # nothing of the refused write staged
+    task = host.loop.create_task(conn.flush())
+    host.loop.run_until_complete(asyncio.sleep(0))
+    assert not task.done()                          # 1000 <= 64 KiB, but a write was refused
+    wire = b""
+    while host.submitter.sends:                     # two segments: two sends
+        assert not task.done()
+        wire += host.complete_send(conn)
+        host.loop.run_until_complete(asyncio.sleep(0))
+    assert task.done()
+    conn.write(b"b" * 100)
+    conn.flush_nowait()
+    wire += host.complete_send(conn)
+    assert wire == b"a" * 1000 + b"b" * 100
     finish(host, conn)
     host.close()
 

@@ -238,6 +238,11 @@ class PipeOptions:
     """Receiving resumes once unconsumed bytes fall to this (half the pause mark)."""
     max_write_buffer: int
     """Staged + in-flight bytes past which writes raise ``WriteBufferFullError``."""
+    write_pause_at: int = 65536
+    """``flush()`` returns at once while staged + in-flight bytes are at most this
+    (asyncio's default high-water mark) ..."""
+    write_resume_at: int = 16384
+    """... and otherwise waits until they fell to this (a quarter, as asyncio)."""
     compact_min_slots: int = 8
     """A buffer holding more slots than this may be compacted ..."""
     compact_fill_divisor: int = 4
@@ -253,6 +258,8 @@ class PipeOptions:
             max_read_buffer=cfg.max_read_buffer,
             resume_read_at=cfg.max_read_buffer // 2,
             max_write_buffer=cfg.max_write_buffer,
+            write_pause_at=min(65536, cfg.max_write_buffer),
+            write_resume_at=min(65536, cfg.max_write_buffer) // 4,
             stream_high_water=4 * cfg.write_buffer_size,
         )
 

@@ -396,7 +396,36 @@ class Connection:
         self._out.advance(n)
 
     async def flush(self) -> None:
-        """Send everything staged; returns when the kernel took all of it."""
+        """Send everything staged, with back-pressure, like asyncio's ``drain()``
+        and .NET's ``PipeWriter.FlushAsync``.
+
+        Starts the send at once.  Returns without suspending while staged +
+        in-flight bytes are at most the write pause mark (64 KiB); above it,
+        waits until they fell to the resume mark (16 KiB).  After a write was
+        refused with ``WriteBufferFullError`` it waits until every byte is out,
+        so "await flush(), then write again" always makes room.  So a fast
+        peer costs no extra task wake-up per message and a slow one slows the
+        writer.  Bytes still in flight when the handler returns or the
+        connection closes are sent before the fd closes.  To wait until the
+        kernel took every byte, ``await wait_sent()``.  Raises the error of a
+        failed send.
+        """
+        out = self._out
+        if out.write_exc is not None:
+            raise out.write_exc
+        if out.pending == 0:
+            out.refused = False
+            return
+        self._kick_send()
+        if out.refused:
+            out.refused = False
+            await out.flush_waiter()
+        elif out.pending > out.pause_at:
+            await out.drain_waiter()
+
+    async def wait_sent(self) -> None:
+        """Send everything staged; returns when the kernel took all of it (or
+        raises the error that stopped it)."""
         out = self._out
         if out.write_exc is not None:
             raise out.write_exc
@@ -594,7 +623,12 @@ class PipeOutput:
         self._conn.write(data)
 
     async def flush(self) -> None:
+        """``Connection.flush``: send, waiting only above the pause mark."""
         await self._conn.flush()
+
+    async def wait_sent(self) -> None:
+        """``Connection.wait_sent``: until the kernel took every byte."""
+        await self._conn.wait_sent()
 
     def flush_nowait(self) -> None:
         self._conn.flush_nowait()

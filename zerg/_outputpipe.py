@@ -51,6 +51,7 @@ class OutputPipe:
 
     __slots__ = (
         "_cur",
+        "_drain_waiters",
         "_flush_waiters",
         "_granted",
         "_id",
@@ -60,7 +61,10 @@ class OutputPipe:
         "_staged",
         "bytes_out",
         "max_write_buffer",
+        "pause_at",
         "pending",
+        "refused",
+        "resume_at",
         "segment_size",
         "sending",
         "write_exc",
@@ -72,13 +76,17 @@ class OutputPipe:
         self._pool = pool
         self._loop = loop
         self.max_write_buffer = opts.max_write_buffer
+        self.pause_at = opts.write_pause_at         # flush() waits above this ...
+        self.resume_at = opts.write_resume_at       # ... until pending falls to this
         self.segment_size = opts.segment_size
         self._staged: list[WriteSegment] = []
         self._cur: WriteSegment | None = None      # the segment writes append to
         self._granted = 0                           # bytes of _cur lent by get_memory
         self.pending = 0                            # staged + in flight, in bytes
+        self.refused = False                        # a write raised WriteBufferFullError
         self.sending: WriteSegment | None = None
         self._flush_waiters: list[asyncio.Future[None]] | None = None
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
         self.write_exc: BaseException | None = None
         self._lent: set[WriteSegment] | None = None    # made on first use
         self.bytes_out = 0
@@ -110,6 +118,7 @@ class OutputPipe:
         self.pending += n
 
     def over_cap(self, n: int) -> NoReturn:
+        self.refused = True         # the next flush() waits until every byte is out
         raise WriteBufferFullError(
             f"writing {n} bytes would stage {self.pending + n} bytes, over "
             f"max_write_buffer={self.max_write_buffer}; await conn.flush() first"
@@ -126,6 +135,7 @@ class OutputPipe:
             )
         want = size_hint if size_hint > 0 else 1
         if self.pending + want > self.max_write_buffer:
+            self.refused = True
             raise WriteBufferFullError(
                 f"{self.pending} bytes already staged (max_write_buffer="
                 f"{self.max_write_buffer}); await conn.flush() first"
@@ -143,6 +153,7 @@ class OutputPipe:
                 f"advance({n}) outside the {self._granted} bytes of the last get_buffer()"
             )
         if n and self.pending + n > self.max_write_buffer:
+            self.refused = True
             raise WriteBufferFullError(
                 f"advance({n}) would pass max_write_buffer={self.max_write_buffer}"
             )
@@ -223,7 +234,7 @@ class OutputPipe:
             self._cur = None
             self._staged.clear()
             self._pool.release(seg)
-            if self._flush_waiters:
+            if self._flush_waiters or self._drain_waiters:
                 self._wake_flushers(None)
             return False
         if res <= 0:
@@ -245,6 +256,9 @@ class OutputPipe:
                 self._staged.remove(seg)
                 self._pool.release(seg)
         if self._staged and self.pending:
+            if self._drain_waiters and self.pending <= self.resume_at:
+                self._wake(self._drain_waiters, None)
+                self._drain_waiters = None
             return True
         self._wake_flushers(None)
         return False
@@ -259,11 +273,27 @@ class OutputPipe:
             self._flush_waiters.append(fut)
         return fut
 
+    def drain_waiter(self) -> asyncio.Future[None]:
+        """A future done once pending bytes fell to ``resume_at`` (or failed):
+        the back-pressure wait of ``flush()``, like asyncio's ``drain()``."""
+        fut: asyncio.Future[None] = self._loop.create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = [fut]
+        else:
+            self._drain_waiters.append(fut)
+        return fut
+
     def _wake_flushers(self, exc: BaseException | None) -> None:
-        waiters = self._flush_waiters
-        if not waiters:
-            return
-        self._flush_waiters = None
+        """Everything was sent (``exc`` None) or never will be: wake every waiter."""
+        flushers, drainers = self._flush_waiters, self._drain_waiters
+        self._flush_waiters = self._drain_waiters = None
+        if flushers:
+            self._wake(flushers, exc)
+        if drainers:
+            self._wake(drainers, exc)
+
+    @staticmethod
+    def _wake(waiters: list[asyncio.Future[None]], exc: BaseException | None) -> None:
         for w in waiters:
             if not w.done():
                 if exc is None:

@@ -126,7 +126,7 @@ class ConnectionStream(io.RawIOBase):
         while view:
             room = cap - conn.pending_write_bytes
             if room <= 0:
-                await conn.flush()
+                await conn.wait_sent()
                 continue
             chunk = view[:room]
             try:
@@ -156,7 +156,7 @@ class ConnectionStream(io.RawIOBase):
         if _threads.on_reactor_thread(self._conn):
             return          # io's close() and __del__ flush; never block the loop
         if self._conn.pending_write_bytes:
-            _threads.run(self._conn, self._conn.flush())
+            _threads.run(self._conn, self._conn.wait_sent())
 
     def close(self) -> None:
         """Flush, then close the connection.  Idempotent; never blocks the loop."""

@@ -7,7 +7,8 @@ megabytes, bounded only by ``ReactorConfig.max_write_buffer``.
 
 Plan: the writer fills segments lent by the connection (from the reactor's
 slab pool) privately; ``flush`` hands the whole chain to the connection's
-send queue in order and waits until the kernel took it; the segments go back
+send queue in order (waiting only for back-pressure; ``wait_sent`` waits
+until the kernel took it); the segments go back
 to the pool as their sends complete (or when the connection closes, if the
 writer is dropped unflushed).  Works on the reactor thread (``await
 flush()``) and on worker threads (``flush_sync()``).
@@ -107,14 +108,25 @@ class BufferWriter:
         self._size = 0
         return segs
 
-    async def flush(self) -> None:
-        """Send everything written, in order; returns when the kernel took it."""
+    def _commit(self) -> None:
         segs = self._take()
         if segs:
             self._output.enqueue(segs)
+
+    async def flush(self) -> None:
+        """Send everything written, in order, with back-pressure: like
+        ``Connection.flush`` (.NET ``FlushAsync``), it waits only while more
+        than the pause mark is pending."""
+        self._commit()
         await self._output.flush()
 
+    async def wait_sent(self) -> None:
+        """Send everything written; returns when the kernel took all of it."""
+        self._commit()
+        await self._output.wait_sent()
+
     def flush_sync(self) -> None:
-        """``flush`` for worker threads: blocks until the kernel took it."""
+        """For worker threads: send everything written; blocks until the kernel
+        took it."""
         _threads.refuse_on_reactor(self._conn, "BufferWriter.flush_sync()")
-        _threads.run(self._conn, self.flush())
+        _threads.run(self._conn, self.wait_sent())
