@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
-SOURCES := pyproject.toml setup.py native/uringshim.c native/uringshim.h native/uringshim_compat.h native/build_shim.py
+SOURCES := pyproject.toml setup.py native/uringshim.c native/uringshim.h native/uringshim_compat.h native/build_shim.py native/speedups.c
 TEST_TOOLS := curl:curl wrk:wrk redis-benchmark:redis-tools redis-server:redis-server
 
 .PHONY: demo test lint bench docs soak clean install
@@ -23,8 +23,14 @@ $(VENV)/.stamp-testtools: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/http.py --host 127.0.0.1 --port 8080
 
+# The suite runs twice: against the C extension (zerg._speedups) and against
+# the pure-Python reference it mirrors (ZERG_NO_EXTENSIONS=1).
 test: $(STAMP) $(VENV)/.stamp-testtools
+	@echo "== make test: with the C extension"
 	@$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
+	@echo "== make test: the pure-Python reference (ZERG_NO_EXTENSIONS=1)"
+	@ZERG_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
 	$(MAKE) --no-print-directory lint
 	$(BIN)/sphinx-build -W -q -b html docs docs/_build/html
@@ -44,4 +50,4 @@ soak: $(STAMP)
 	$(BIN)/python scripts/soak.py --duration $${SOAK_SECONDS:-600}
 
 clean:
-	rm -rf build *.egg-info zerg/_uring*.so docs/_build
+	rm -rf build *.egg-info zerg/_uring*.so zerg/_speedups*.so docs/_build

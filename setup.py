@@ -1,5 +1,29 @@
-"""Only here because setuptools reads ``cffi_modules`` from setup() alone."""
+"""setuptools reads ``cffi_modules`` and ``ext_modules`` from setup() alone.
 
-from setuptools import setup
+Two native modules, both linking liburing statically (no runtime dependency):
+``zerg._uring`` (the cffi shim) and ``zerg._speedups`` (the hot path on the
+CPython C API, built from the same uringshim.c so it knows the ring's layout).
+"""
 
-setup(cffi_modules=["native/build_shim.py:ffibuilder"])
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "native"))
+from build_shim import find_static_liburing  # noqa: E402
+
+_static = find_static_liburing()
+
+speedups = Extension(
+    "zerg._speedups",
+    sources=["native/speedups.c", "native/uringshim.c"],
+    include_dirs=["native"],
+    depends=["native/uringshim.h", "native/uringshim_compat.h"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=hidden"],
+    extra_objects=[_static] if _static else [],
+    libraries=[] if _static else ["uring"],
+    extra_link_args=["-Wl,--exclude-libs,ALL"] if _static else [],
+)
+
+setup(cffi_modules=["native/build_shim.py:ffibuilder"], ext_modules=[speedups])

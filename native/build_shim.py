@@ -35,7 +35,7 @@ CONSTANTS = """
 """
 
 
-def _find_static_liburing() -> str | None:
+def find_static_liburing() -> str | None:
     for cand in (
         os.environ.get("ZERG_LIBURING_A", ""),
         "/usr/lib/x86_64-linux-gnu/liburing.a",
@@ -52,7 +52,7 @@ def _find_static_liburing() -> str | None:
 ffibuilder = FFI()
 ffibuilder.cdef((HERE / "uringshim.h").read_text() + CONSTANTS)
 
-_static = _find_static_liburing()
+_static = find_static_liburing()
 ffibuilder.set_source(
     "zerg._uring",
     '#include "uringshim_compat.h"\n#include "uringshim.h"\n',

@@ -35,5 +35,5 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
 "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
-# Prove the native module imports (it is built by the editable install).
-"$VENV/bin/python" -c "import zerg._uring"
+# Prove the native modules import (the editable install builds both).
+"$VENV/bin/python" -c "import zerg._uring, zerg._speedups"

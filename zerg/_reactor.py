@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from zerg._config import PipeOptions, ReactorConfig
+from zerg._native import speedups
 from zerg._recvslots import RecvSlots
 from zerg._ring import CQE_F_BUFFER, CQE_F_MORE, Op, Ring, RingSubmitter, encode
 from zerg._seam import CompletionSink, StartStrategy, Traffic
@@ -168,6 +169,15 @@ class Reactor:
         self.closed_count = 0
         self.cqes = 0
         self._final_stats: ReactorStats | None = None
+        self._native_dispatch: Callable[[], int] | None = None
+        if speedups is not None:
+            # Harvest + the dispatch table in C (zerg._speedups.Dispatcher);
+            # ``_dispatch`` below is its reference.
+            self._native_dispatch = speedups.Dispatcher(
+                ring_address=ring.address, owner=ring, batch=cfg.batch_cqes,
+                slots=self.slots, conns=self.conns, poll_fired=self.selector.poll_fired,
+                on_accept=self._on_accept, new_connection=self._new_connection,
+                failed=self._completion_failed).run
 
     # ------------------------------------------------------ ConnectionHost
     def opened(self, sink: CompletionSink) -> None:
@@ -375,7 +385,11 @@ class Reactor:
         if ret < 0:     # a real error (the shim maps timeouts and signals to 0)
             self.ring.enter_result(ret, f"reactor {self.index}")
         self.now = _monotonic()
-        self._dispatch()
+        native = self._native_dispatch
+        if native is not None:
+            self.cqes += native()
+        else:
+            self._dispatch()
 
     def _dispatch(self) -> None:
         ring = self.ring

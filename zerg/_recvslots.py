@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
+from zerg._native import speedups
 from zerg._ring import CQE_F_BUF_MORE, Ring
 from zerg._slab import SlabPool
 from zerg._uring import ffi, lib
@@ -68,9 +69,16 @@ class RecvSlots:
 
     @classmethod
     def create(cls, ring: Ring, pool: SlabPool, *, incremental: bool) -> RecvSlots:
-        """Register ``pool``'s receive region as buffer group 0 of ``ring``."""
+        """Register ``pool``'s receive region as buffer group 0 of ``ring``; the
+        C implementation (``zerg._speedups.RecvSlots``) unless the reference
+        was asked for."""
         ring.setup_buffer_ring(0, pool.slot_count, pool.recv_base, pool.slot_size,
                                incremental=incremental)
+        if speedups is not None:
+            native: RecvSlots = speedups.RecvSlots(
+                ring_address=ring.address, owner=ring, recv_view=pool.recv_view,
+                slot_size=pool.slot_size, total=pool.slot_count, incremental=incremental)
+            return native
         return IncrementalRecvSlots(ring, pool) if incremental else cls(ring, pool)
 
     # ------------------------------------------------------------ hot path

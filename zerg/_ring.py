@@ -149,6 +149,11 @@ class Ring:
             raise OSError(-ret, f"{what}: {os.strerror(-ret)}")
 
     @property
+    def address(self) -> int:
+        """The native ring's address, for ``zerg._speedups`` (built from the same shim)."""
+        return int(ffi.cast("uintptr_t", self.ptr))
+
+    @property
     def sqes_prepared(self) -> int:
         return int(lib.zu_sqes_prepared(self.ptr))
 

@@ -1,0 +1,741 @@
+/*
+ * speedups.c -- zerg._speedups: the reactor's per-completion work in C.
+ *
+ * Why: profiles of every level show the Python work per completion (the
+ * dispatch loop, slot accounting) as a large share of user time; the
+ * kernel side is already at the C server's.  This module does that work
+ * in C and calls Python only to run connection code.
+ *
+ * What it holds, each mirroring a pure-Python reference name for name
+ * (the way CPython's _asyncio mirrors asyncio):
+ *   - RecvSlots (zerg._recvslots.RecvSlots / IncrementalRecvSlots): slot
+ *     accounting, batched returns, parking, relief;
+ *   - Dispatcher (zerg._reactor.Reactor._dispatch): harvest and the one
+ *     table of ops, routing each completion to its sink by vectorcall.
+ * ZERG_NO_EXTENSIONS=1 selects the references; the suite runs against both.
+ *
+ * The ring: this module is built from the same uringshim.c as zerg._uring,
+ * so it knows the zu_ring layout; Python passes the ring's address
+ * (int(ffi.cast("uintptr_t", ring.ptr))) and keeps the Ring alive for as
+ * long as these objects live (the reactor owns all three).
+ *
+ * Rules: reference counts are written out on every path; every error is
+ * propagated; nothing here blocks, so the GIL is never released.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <limits.h>
+#include <stdint.h>
+
+#include "uringshim_compat.h"
+#include "uringshim.h"
+
+#define OFFSET_SHIFT 16
+#define SLOT_MASK ((1u << OFFSET_SHIFT) - 1)
+
+/* Ops, as zerg._ring.Op. */
+enum { OP_ACCEPT = 1, OP_RECV = 2, OP_SEND = 3, OP_CANCEL = 4, OP_POLL = 5,
+       OP_POLL_REMOVE = 6, OP_MSG = 7 };
+
+/* ------------------------------------------------------------ RecvSlots */
+
+typedef struct {
+    PyObject_HEAD
+    zu_ring *ring;
+    PyObject *recv_view;        /* read-only memoryview of the receive region */
+    PyObject *owner;            /* the Ring object: keeps the zu_ring alive */
+    Py_ssize_t slot_size;
+    unsigned total;
+    int incremental;
+    long long out;              /* slots the application holds (some part of) */
+    long long bytes_in;
+    long long shared_cqes;
+    unsigned short *returns;    /* slot ids waiting for the next flush */
+    unsigned nreturns;
+    unsigned *off;              /* incremental: next offset the kernel fills */
+    unsigned *parts;            /* incremental: parts the application holds */
+    unsigned char *done;        /* incremental: the kernel moved on */
+    PyObject *parked;           /* list of sinks waiting for slots */
+    int relief;
+} RecvSlotsObject;
+
+static PyTypeObject RecvSlotsType;
+
+static int
+slots_push_return(RecvSlotsObject *self, unsigned bid)
+{
+    if (self->nreturns >= self->total || bid >= self->total) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "zerg bug: slot %u given back more often than it was handed out", bid);
+        return -1;
+    }
+    self->returns[self->nreturns++] = (unsigned short)bid;
+    return 0;
+}
+
+/* The application is done with key; 0 or -1 with an exception. */
+static int
+slots_give_back_key(RecvSlotsObject *self, unsigned long key)
+{
+    if (!self->incremental) {
+        if (slots_push_return(self, (unsigned)key) < 0)
+            return -1;
+        self->out--;
+        return 0;
+    }
+    unsigned bid = (unsigned)(key & SLOT_MASK);
+    if (bid >= self->total || self->parts[bid] == 0) {
+        PyErr_Format(PyExc_RuntimeError, "zerg bug: slot part %lu given back twice", key);
+        return -1;
+    }
+    if (--self->parts[bid] == 0) {
+        self->out--;
+        if (self->done[bid]) {
+            self->off[bid] = 0;
+            self->done[bid] = 0;
+            return slots_push_return(self, bid);
+        }
+    }
+    return 0;
+}
+
+/* A receive completion with a buffer: 1 and *key to deliver, 0 for nothing
+ * to deliver, -1 on error. */
+static int
+slots_on_cqe_c(RecvSlotsObject *self, int res, unsigned flags, unsigned bid,
+               unsigned long *key)
+{
+    if (bid >= self->total) {
+        PyErr_Format(PyExc_RuntimeError, "kernel reported buffer id %u of %u", bid,
+                     self->total);
+        return -1;
+    }
+    if (!self->incremental) {
+        self->out++;
+        if (res > 0) {
+            self->bytes_in += res;
+            *key = bid;
+            return 1;
+        }
+        if (slots_push_return(self, bid) < 0)
+            return -1;
+        self->out--;
+        return 0;
+    }
+    unsigned off = self->off[bid];
+    if (flags & IORING_CQE_F_BUF_MORE)
+        self->shared_cqes++;
+    else
+        self->done[bid] = 1;
+    if (res > 0) {
+        self->off[bid] = off + (unsigned)res;
+        if (self->parts[bid] == 0)
+            self->out++;
+        self->parts[bid]++;
+        self->bytes_in += res;
+        *key = (unsigned long)bid | ((unsigned long)off << OFFSET_SHIFT);
+        return 1;
+    }
+    if (self->done[bid] && self->parts[bid] == 0) {
+        self->off[bid] = 0;
+        self->done[bid] = 0;
+        return slots_push_return(self, bid) < 0 ? -1 : 0;
+    }
+    return 0;
+}
+
+static PyObject *
+slots_view_c(RecvSlotsObject *self, unsigned long key, Py_ssize_t n)
+{
+    Py_ssize_t start;
+    if (self->incremental)
+        start = (Py_ssize_t)(key & SLOT_MASK) * self->slot_size
+                + (Py_ssize_t)(key >> OFFSET_SHIFT);
+    else
+        start = (Py_ssize_t)key * self->slot_size;
+    return PySequence_GetSlice(self->recv_view, start, start + n);
+}
+
+static PyObject *
+RecvSlots_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"ring_address", "owner", "recv_view", "slot_size", "total",
+                             "incremental", NULL};
+    unsigned long long addr;
+    PyObject *owner, *recv_view;
+    Py_ssize_t slot_size;
+    unsigned total;
+    int incremental;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KOOnIp", kwlist, &addr, &owner, &recv_view,
+                                     &slot_size, &total, &incremental))
+        return NULL;
+    if (addr == 0 || total == 0 || total > 65536 || slot_size <= 0) {
+        PyErr_SetString(PyExc_ValueError, "RecvSlots: bad ring address, slot count or size");
+        return NULL;
+    }
+    if (!PyMemoryView_Check(recv_view)) {
+        PyErr_SetString(PyExc_TypeError, "recv_view must be a memoryview");
+        return NULL;
+    }
+    RecvSlotsObject *self = (RecvSlotsObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->ring = (zu_ring *)(uintptr_t)addr;
+    self->owner = Py_NewRef(owner);
+    self->recv_view = Py_NewRef(recv_view);
+    self->slot_size = slot_size;
+    self->total = total;
+    self->incremental = incremental;
+    self->returns = PyMem_Calloc(total, sizeof(unsigned short));
+    self->parked = PyList_New(0);
+    if (self->returns == NULL || self->parked == NULL)
+        goto fail;
+    if (incremental) {
+        self->off = PyMem_Calloc(total, sizeof(unsigned));
+        self->parts = PyMem_Calloc(total, sizeof(unsigned));
+        self->done = PyMem_Calloc(total, 1);
+        if (self->off == NULL || self->parts == NULL || self->done == NULL)
+            goto fail;
+    }
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return PyErr_Occurred() ? NULL : PyErr_NoMemory();
+}
+
+static int
+RecvSlots_traverse(RecvSlotsObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->owner);
+    Py_VISIT(self->recv_view);
+    Py_VISIT(self->parked);
+    return 0;
+}
+
+static int
+RecvSlots_clear(RecvSlotsObject *self)
+{
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->recv_view);
+    Py_CLEAR(self->parked);
+    return 0;
+}
+
+static void
+RecvSlots_dealloc(RecvSlotsObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    RecvSlots_clear(self);
+    PyMem_Free(self->returns);
+    PyMem_Free(self->off);
+    PyMem_Free(self->parts);
+    PyMem_Free(self->done);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+RecvSlots_on_cqe(RecvSlotsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "on_cqe(res, flags, bid)");
+        return NULL;
+    }
+    long res = PyLong_AsLong(args[0]);
+    unsigned long flags = PyLong_AsUnsignedLong(args[1]);
+    unsigned long bid = PyLong_AsUnsignedLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (res < INT_MIN || res > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "res out of int range");
+        return NULL;
+    }
+    unsigned long key;
+    int r = slots_on_cqe_c(self, (int)res, (unsigned)flags, (unsigned)bid, &key);
+    if (r < 0)
+        return NULL;
+    if (r == 0)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(key);
+}
+
+static PyObject *
+RecvSlots_view(RecvSlotsObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "view(key, n)");
+        return NULL;
+    }
+    unsigned long key = PyLong_AsUnsignedLong(args[0]);
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    return slots_view_c(self, key, n);
+}
+
+static PyObject *
+RecvSlots_slot_of(RecvSlotsObject *self, PyObject *key)
+{
+    unsigned long k = PyLong_AsUnsignedLong(key);
+    if (k == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    return PyLong_FromUnsignedLong(self->incremental ? (k & SLOT_MASK) : k);
+}
+
+static PyObject *
+RecvSlots_give_back(RecvSlotsObject *self, PyObject *key)
+{
+    unsigned long k = PyLong_AsUnsignedLong(key);
+    if (k == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (slots_give_back_key(self, k) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+RecvSlots_give_back_many(RecvSlotsObject *self, PyObject *keys)
+{
+    PyObject *it = PyObject_GetIter(keys);
+    if (it == NULL)
+        return NULL;
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        unsigned long k = PyLong_AsUnsignedLong(item);
+        Py_DECREF(item);
+        if ((k == (unsigned long)-1 && PyErr_Occurred()) || slots_give_back_key(self, k) < 0) {
+            Py_DECREF(it);
+            return NULL;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+RecvSlots_flush(RecvSlotsObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->nreturns) {
+        zu_bufring_return(self->ring, self->returns, self->nreturns);
+        self->nreturns = 0;
+    }
+    if (PyList_GET_SIZE(self->parked) && self->out < (long long)self->total) {
+        PyObject *parked = self->parked;
+        PyObject *fresh = PyList_New(0);
+        if (fresh == NULL)
+            return NULL;
+        self->parked = fresh;
+        return parked;          /* our reference moves to the caller */
+    }
+    return PyList_New(0);
+}
+
+static PyObject *
+RecvSlots_park(RecvSlotsObject *self, PyObject *sink)
+{
+    if (PyList_Append(self->parked, sink) < 0)
+        return NULL;
+    self->relief = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+RecvSlots_take_relief(RecvSlotsObject *self, PyObject *Py_UNUSED(ignored))
+{
+    int relief = self->relief;
+    self->relief = 0;
+    return PyBool_FromLong(relief);
+}
+
+static PyObject *
+RecvSlots_get_returns_pending(RecvSlotsObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->nreturns || PyList_GET_SIZE(self->parked));
+}
+
+static PyObject *
+RecvSlots_get_in_use(RecvSlotsObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(self->out + self->nreturns);
+}
+
+static PyObject *
+RecvSlots_get_keys_are_slots(RecvSlotsObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(!self->incremental);
+}
+
+static PyMethodDef RecvSlots_methods[] = {
+    {"on_cqe", (PyCFunction)(void (*)(void))RecvSlots_on_cqe, METH_FASTCALL,
+     "on_cqe(res, flags, bid) -> key | None: a receive completion with a buffer."},
+    {"view", (PyCFunction)(void (*)(void))RecvSlots_view, METH_FASTCALL,
+     "view(key, n) -> memoryview: the received bytes, read-only, no copy."},
+    {"slot_of", (PyCFunction)RecvSlots_slot_of, METH_O, "The buffer-ring slot of a key."},
+    {"give_back", (PyCFunction)RecvSlots_give_back, METH_O,
+     "The application is done with key; it goes back at the next flush."},
+    {"give_back_many", (PyCFunction)RecvSlots_give_back_many, METH_O, "give_back for each key."},
+    {"flush", (PyCFunction)RecvSlots_flush, METH_NOARGS,
+     "Return given-back slots to the kernel; the parked sinks that may re-arm."},
+    {"park", (PyCFunction)RecvSlots_park, METH_O,
+     "A sink's receive ended for lack of slots: report it from flush."},
+    {"take_relief", (PyCFunction)RecvSlots_take_relief, METH_NOARGS,
+     "True once after the ring ran dry."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef RecvSlots_members[] = {
+    {"out", T_LONGLONG, offsetof(RecvSlotsObject, out), READONLY, "Slots held by the app."},
+    {"bytes_in", T_LONGLONG, offsetof(RecvSlotsObject, bytes_in), READONLY, "Bytes received."},
+    {"shared_cqes", T_LONGLONG, offsetof(RecvSlotsObject, shared_cqes), READONLY,
+     "Receives into a slot the kernel still fills."},
+    {"total", T_UINT, offsetof(RecvSlotsObject, total), READONLY, "Slots in the ring."},
+    {"slot_size", T_PYSSIZET, offsetof(RecvSlotsObject, slot_size), READONLY, "Bytes a slot."},
+    {"recv_view", T_OBJECT, offsetof(RecvSlotsObject, recv_view), READONLY,
+     "The receive region."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef RecvSlots_getset[] = {
+    {"returns_pending", (getter)RecvSlots_get_returns_pending, NULL,
+     "Slots wait to go back, or parked receives wait to re-arm.", NULL},
+    {"in_use", (getter)RecvSlots_get_in_use, NULL,
+     "Slots held by the application or waiting to go back.", NULL},
+    {"keys_are_slots", (getter)RecvSlots_get_keys_are_slots, NULL,
+     "slot_of(key) == key for every key.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject RecvSlotsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zerg._speedups.RecvSlots",
+    .tp_basicsize = sizeof(RecvSlotsObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The receive slots of one reactor (C implementation of zerg._recvslots).",
+    .tp_new = RecvSlots_new,
+    .tp_dealloc = (destructor)RecvSlots_dealloc,
+    .tp_traverse = (traverseproc)RecvSlots_traverse,
+    .tp_clear = (inquiry)RecvSlots_clear,
+    .tp_methods = RecvSlots_methods,
+    .tp_members = RecvSlots_members,
+    .tp_getset = RecvSlots_getset,
+};
+
+/* ----------------------------------------------------------- Dispatcher */
+
+typedef struct {
+    PyObject_HEAD
+    zu_ring *ring;
+    PyObject *owner;            /* the Ring object */
+    PyObject *slots;            /* RecvSlots (C) */
+    PyObject *conns;            /* dict: id -> sink */
+    PyObject *poll_fired;       /* callables of the reactor */
+    PyObject *on_accept;
+    PyObject *new_connection;
+    PyObject *failed;           /* failed(op, key, exc) */
+    unsigned batch;
+    unsigned char *op;
+    unsigned long long *key;
+    int *res;
+    unsigned *flags;
+    unsigned short *bid;
+    unsigned long long cqes;
+} DispatcherObject;
+
+static PyObject *str_on_recv, *str_on_recv_end, *str_on_send;
+
+static PyObject *
+Dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"ring_address", "owner", "batch", "slots", "conns", "poll_fired",
+                             "on_accept", "new_connection", "failed", NULL};
+    unsigned long long addr;
+    unsigned batch;
+    PyObject *owner, *slots, *conns, *poll_fired, *on_accept, *new_connection, *failed;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KOIO!O!OOOO", kwlist, &addr, &owner, &batch,
+                                     &RecvSlotsType, &slots, &PyDict_Type, &conns, &poll_fired,
+                                     &on_accept, &new_connection, &failed))
+        return NULL;
+    if (addr == 0 || batch == 0 || batch > 65536) {
+        PyErr_SetString(PyExc_ValueError, "Dispatcher: bad ring address or batch");
+        return NULL;
+    }
+    DispatcherObject *self = (DispatcherObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->ring = (zu_ring *)(uintptr_t)addr;
+    self->owner = Py_NewRef(owner);
+    self->slots = Py_NewRef(slots);
+    self->conns = Py_NewRef(conns);
+    self->poll_fired = Py_NewRef(poll_fired);
+    self->on_accept = Py_NewRef(on_accept);
+    self->new_connection = Py_NewRef(new_connection);
+    self->failed = Py_NewRef(failed);
+    self->batch = batch;
+    self->op = PyMem_Calloc(batch, sizeof(unsigned char));
+    self->key = PyMem_Calloc(batch, sizeof(unsigned long long));
+    self->res = PyMem_Calloc(batch, sizeof(int));
+    self->flags = PyMem_Calloc(batch, sizeof(unsigned));
+    self->bid = PyMem_Calloc(batch, sizeof(unsigned short));
+    if (!self->op || !self->key || !self->res || !self->flags || !self->bid) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+static int
+Dispatcher_traverse(DispatcherObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->owner);
+    Py_VISIT(self->slots);
+    Py_VISIT(self->conns);
+    Py_VISIT(self->poll_fired);
+    Py_VISIT(self->on_accept);
+    Py_VISIT(self->new_connection);
+    Py_VISIT(self->failed);
+    return 0;
+}
+
+static int
+Dispatcher_clear(DispatcherObject *self)
+{
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->slots);
+    Py_CLEAR(self->conns);
+    Py_CLEAR(self->poll_fired);
+    Py_CLEAR(self->on_accept);
+    Py_CLEAR(self->new_connection);
+    Py_CLEAR(self->failed);
+    return 0;
+}
+
+static void
+Dispatcher_dealloc(DispatcherObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Dispatcher_clear(self);
+    PyMem_Free(self->op);
+    PyMem_Free(self->key);
+    PyMem_Free(self->res);
+    PyMem_Free(self->flags);
+    PyMem_Free(self->bid);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Call sink.<name>(a[, b]); a new reference or NULL. */
+static PyObject *
+call_method2(PyObject *sink, PyObject *name, PyObject *a, PyObject *b)
+{
+    PyObject *args[3] = {sink, a, b};
+    size_t n = b == NULL ? 2 : 3;
+    return PyObject_VectorcallMethod(name, args, n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* One completion.  0, or -1 with an exception set. */
+static int
+dispatch_one(DispatcherObject *self, unsigned i)
+{
+    int op = self->op[i];
+    int res = self->res[i];
+    unsigned flags = self->flags[i];
+    PyObject *key = NULL, *sink, *r = NULL, *pres = NULL, *pk = NULL;
+    int rc = -1;
+
+    switch (op) {
+    case OP_RECV:
+        key = PyLong_FromUnsignedLongLong(self->key[i]);
+        if (key == NULL)
+            return -1;
+        sink = PyDict_GetItemWithError(self->conns, key);      /* borrowed */
+        if (sink == NULL && PyErr_Occurred())
+            goto done;
+        Py_XINCREF(sink);
+        if (flags & IORING_CQE_F_BUFFER) {
+            unsigned long slot_key;
+            int got = slots_on_cqe_c((RecvSlotsObject *)self->slots, res, flags, self->bid[i],
+                                     &slot_key);
+            if (got < 0)
+                goto done_sink;
+            if (got) {
+                if (sink == NULL) {
+                    if (slots_give_back_key((RecvSlotsObject *)self->slots, slot_key) < 0)
+                        goto done_sink;
+                } else {
+                    pk = PyLong_FromUnsignedLong(slot_key);
+                    pres = PyLong_FromLong(res);
+                    if (pk == NULL || pres == NULL)
+                        goto done_sink;
+                    r = call_method2(sink, str_on_recv, pk, pres);
+                    if (r == NULL)
+                        goto done_sink;
+                    Py_CLEAR(r);
+                }
+            }
+        }
+        if (!(flags & IORING_CQE_F_MORE) && sink != NULL) {
+            if (pres == NULL && (pres = PyLong_FromLong(res)) == NULL)
+                goto done_sink;
+            r = call_method2(sink, str_on_recv_end, pres, NULL);
+            if (r == NULL)
+                goto done_sink;
+            Py_CLEAR(r);
+        }
+        rc = 0;
+    done_sink:
+        Py_XDECREF(sink);
+        goto done;
+    case OP_SEND:
+        key = PyLong_FromUnsignedLongLong(self->key[i]);
+        if (key == NULL)
+            return -1;
+        sink = PyDict_GetItemWithError(self->conns, key);
+        if (sink == NULL) {
+            rc = PyErr_Occurred() ? -1 : 0;
+            goto done;
+        }
+        Py_INCREF(sink);
+        pres = PyLong_FromLong(res);
+        if (pres != NULL)
+            r = call_method2(sink, str_on_send, pres, NULL);
+        Py_DECREF(sink);
+        rc = r == NULL ? -1 : 0;
+        goto done;
+    case OP_POLL:
+        key = PyLong_FromUnsignedLongLong(self->key[i]);
+        pres = PyLong_FromLong(res);
+        if (key == NULL || pres == NULL)
+            goto done;
+        r = PyObject_CallFunctionObjArgs(self->poll_fired, key, pres, NULL);
+        rc = r == NULL ? -1 : 0;
+        goto done;
+    case OP_ACCEPT:
+        r = PyObject_CallFunction(self->on_accept, "iI", res, flags);
+        rc = r == NULL ? -1 : 0;
+        goto done;
+    case OP_MSG:
+        if (res < 0)
+            return 0;
+        r = PyObject_CallFunction(self->new_connection, "i", res);
+        rc = r == NULL ? -1 : 0;
+        goto done;
+    default:                    /* OP_CANCEL, OP_POLL_REMOVE: nothing to do */
+        return 0;
+    }
+done:
+    Py_XDECREF(r);
+    Py_XDECREF(pres);
+    Py_XDECREF(pk);
+    Py_XDECREF(key);
+    return rc;
+}
+
+/* A completion's handler raised.  An Exception goes to failed(op, key, exc)
+ * and the loop goes on (as the Python reference's `except Exception`);
+ * anything else (KeyboardInterrupt, SystemExit) propagates: -1. */
+static int
+handle_failure(DispatcherObject *self, unsigned i)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+#else
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (tb != NULL && exc != NULL)
+        PyException_SetTraceback(exc, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    if (exc == NULL)
+        return -1;
+#endif
+    PyObject *r = PyObject_CallFunction(self->failed, "iKO", (int)self->op[i], self->key[i],
+                                        exc);
+    Py_DECREF(exc);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *
+Dispatcher_run(DispatcherObject *self, PyObject *Py_UNUSED(ignored))
+{
+    unsigned long long total = 0;
+    for (;;) {
+        unsigned n = zu_harvest(self->ring, self->batch, self->op, self->key, self->res,
+                                self->flags, self->bid);
+        if (n == 0)
+            break;
+        self->cqes += n;
+        total += n;
+        for (unsigned i = 0; i < n; i++) {
+            if (dispatch_one(self, i) < 0 && handle_failure(self, i) < 0)
+                return NULL;
+        }
+        if (n < self->batch)
+            break;
+    }
+    return PyLong_FromUnsignedLongLong(total);
+}
+
+static PyMethodDef Dispatcher_methods[] = {
+    {"run", (PyCFunction)Dispatcher_run, METH_NOARGS,
+     "Harvest and dispatch every completion; returns how many."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Dispatcher_members[] = {
+    {"cqes", T_ULONGLONG, offsetof(DispatcherObject, cqes), READONLY,
+     "Completions dispatched."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject DispatcherType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zerg._speedups.Dispatcher",
+    .tp_basicsize = sizeof(DispatcherObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Harvest + the dispatch table of one reactor (C implementation).",
+    .tp_new = Dispatcher_new,
+    .tp_dealloc = (destructor)Dispatcher_dealloc,
+    .tp_traverse = (traverseproc)Dispatcher_traverse,
+    .tp_clear = (inquiry)Dispatcher_clear,
+    .tp_methods = Dispatcher_methods,
+    .tp_members = Dispatcher_members,
+};
+
+/* --------------------------------------------------------------- module */
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "zerg._speedups",
+    .m_doc = "The reactor's per-completion work in C (see native/speedups.c).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    str_on_recv = PyUnicode_InternFromString("on_recv");
+    str_on_recv_end = PyUnicode_InternFromString("on_recv_end");
+    str_on_send = PyUnicode_InternFromString("on_send");
+    if (!str_on_recv || !str_on_recv_end || !str_on_send)
+        return NULL;
+    if (PyType_Ready(&RecvSlotsType) < 0 || PyType_Ready(&DispatcherType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&speedups_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "RecvSlots", (PyObject *)&RecvSlotsType) < 0
+        || PyModule_AddObjectRef(m, "Dispatcher", (PyObject *)&DispatcherType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
