@@ -93,6 +93,15 @@ def _py(script: Path) -> tuple[str, ...]:
     return (sys.executable, str(script))
 
 
+def _py_reference(script: Path) -> tuple[str, ...]:
+    """``script`` on zerg's pure-Python reference (``env`` execs: the pid is Python's)."""
+    return ("env", "ZERG_NO_EXTENSIONS=1", sys.executable, str(script))
+
+
+_REF = " [Python reference]"
+_ONLY_THROUGHPUT: Final = (("C1", "a row for throughput only"),)
+
+
 SERVERS: Final[tuple[Server, ...]] = (
     Server("asyncio_streams", "asyncio streams", "echo", _py(SERVERS_DIR / "asyncio_streams.py")),
     Server("asyncio_protocol", "asyncio Protocol", "echo",
@@ -108,6 +117,14 @@ SERVERS: Final[tuple[Server, ...]] = (
     Server("zerg_level2", "zerg level 2 (BufferSequence)", "echo",
            _py(SERVERS_DIR / "zerg_level2.py")),
     Server("zerg_pipereader", "zerg PipeReader", "echo", _py(SERVERS_DIR / "zerg_pipereader.py")),
+    # ---- The same servers on the pure-Python reference (ZERG_NO_EXTENSIONS=1):
+    # ---- what the C extension buys at each level.
+    Server("zerg_level1_py", "zerg level 1" + _REF, "echo",
+           _py_reference(SERVERS_DIR / "zerg_level1.py"), not_in=_ONLY_THROUGHPUT),
+    Server("zerg_level2_py", "zerg level 2" + _REF, "echo",
+           _py_reference(SERVERS_DIR / "zerg_level2.py"), not_in=_ONLY_THROUGHPUT),
+    Server("zerg_pipereader_py", "zerg PipeReader" + _REF, "echo",
+           _py_reference(SERVERS_DIR / "zerg_pipereader.py"), not_in=_ONLY_THROUGHPUT),
     Server("zerg_stream", "zerg ConnectionStream (threads)", "echo",
            _py(SERVERS_DIR / "zerg_stream.py"),
            probe="import zerg.adapters; zerg.adapters.ConnectionStream",
@@ -120,6 +137,8 @@ SERVERS: Final[tuple[Server, ...]] = (
            _py(SERVERS_DIR / "zerg_fast.py"),
            probe="import zerg; zerg.Protocol",
            skip_note="zerg.Protocol (the fast path) does not exist yet"),
+    Server("zerg_fast_py", "zerg fast path" + _REF, "echo",
+           _py_reference(SERVERS_DIR / "zerg_fast.py"), not_in=_ONLY_THROUGHPUT),
     Server("zerg_fast_sqpoll", "zerg fast path, SQPOLL", "echo",
            _py(SERVERS_DIR / "zerg_fast_sqpoll.py"), probe="import zerg; zerg.Protocol",
            skip_note="zerg.Protocol does not exist yet",
@@ -130,6 +149,8 @@ SERVERS: Final[tuple[Server, ...]] = (
            not_in=(("C1", "RSS of the supervisor only; workers are separate processes"),)),
     # ---- HTTP/1.1 (H1): the same parser (examples/http.py) on both transports.
     Server("http_zerg", "zerg examples/http.py", "http", _py(ROOT / "examples" / "http.py")),
+    Server("http_zerg_py", "zerg examples/http.py" + _REF, "http",
+           _py_reference(ROOT / "examples" / "http.py")),
     Server("http_uvloop", "uvloop Protocol, same parser", "http",
            _py(SERVERS_DIR / "http_uvloop.py")),
 )
