@@ -164,8 +164,11 @@ def twin(server: Server, base: bl.Baseline) -> tuple[Server, Path]:
     script_then = base.tree / script.relative_to(ROOT)
     if script_then.exists():
         script = script_then
+    argv = bl.boot_argv(sys.executable, base.tree, str(script))
+    if server.argv[0] == "env":         # keep the environment (the Python-reference rows)
+        argv = (*server.argv[:server.argv.index(sys.executable)], *argv)
     tw = Server(server.name + bl.SUFFIX, f"{server.label} [base {base.short}]", server.protocol,
-                bl.boot_argv(sys.executable, base.tree, str(script)), probe=server.probe,
+                argv, probe=server.probe,
                 skip_note=server.skip_note, not_in=server.not_in, tree=base.tree)
     BY_NAME[tw.name] = tw
     return tw, script
