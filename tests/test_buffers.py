@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zerg._buffers import BufferSequence, leased, retire, unconsumed
-from zerg._inputpipe import SlotLease
+from zerg._buffers import BufferSequence, SlotLease, leased, retire, unconsumed
 
 
 def owning(segments: list[memoryview], keys: list[Any],

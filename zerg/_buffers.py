@@ -530,9 +530,29 @@ def leased(segments: list[memoryview], lease: Lease) -> BufferSequence:
     return self
 
 
-def leased_single(view: memoryview, lease: Lease) -> BufferSequence:
-    """``leased([view], lease)`` for the hot path: ``view`` must already be a
-    read-only, format 'B', 1-D memoryview (receive slot views are)."""
+class SlotLease:
+    """The ``Lease`` record the input pipe (and the Protocol sink) make for an
+    owning sequence: which slots it holds and how they go back."""
+
+    __slots__ = ("give_back", "held_from", "keys", "next")
+
+    def __init__(self, keys: list[Any], give_back: Callable[[list[Any]], None]) -> None:
+        self.keys = keys
+        self.give_back = give_back
+        self.next = 0
+        self.held_from = 0
+
+
+def leased_single(view: memoryview, key: Any,
+                  give_back: Callable[[list[Any]], None]) -> tuple[BufferSequence, SlotLease]:
+    """``leased([view], SlotLease([key], give_back))`` for the hot path, and the
+    lease: ``view`` must already be a read-only, format 'B', 1-D memoryview
+    (receive slot views are)."""
+    lease = _new(SlotLease)
+    lease.keys = [key]
+    lease.give_back = give_back
+    lease.next = 0
+    lease.held_from = 0
     self = _new(BufferSequence)
     self._segs = [view]
     n = len(view)
@@ -541,7 +561,7 @@ def leased_single(view: memoryview, lease: Lease) -> BufferSequence:
     self._stop = n
     self._slots = lease
     self._owns = True
-    return self
+    return self, lease
 
 
 def single_view(seq: BufferSequence) -> memoryview | None:

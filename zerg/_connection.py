@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 from zerg._buffers import (
     BufferSequence,
     BytesLike,
+    SlotLease,
     drop_single,
     held_slots,
     leased,
@@ -55,8 +56,6 @@ from zerg._inputpipe import (
     ReadResult,
     RingItem,
     RingSnapshot,
-    SlotLease,
-    single_lease,
 )
 from zerg._outputpipe import OutputPipe
 from zerg._recvstate import ARMED_STATES, RecvAction, RecvEvent, RecvState, end_event, transition
@@ -708,8 +707,7 @@ class ProtocolConnection(Connection):
         view = slots.view(key, n)
         held = self._buf
         if held is None:
-            lease = single_lease(key, self._give_back)
-            seq = leased_single(view, lease)
+            seq, lease = leased_single(view, key, self._give_back)
         else:
             lease = None
             segs, keys = unconsumed(held)

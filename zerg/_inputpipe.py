@@ -17,7 +17,8 @@ Plan: received bytes arrive as ``RingItem``s (``push``).  ``held`` is the
 authority on which slots this pipe holds: whatever path gives an item back
 (``return_ring``, a sequence's ``advance``/``release``, close) goes through
 ``_drop``, which gives the slot back only if the item is still in ``held``.
-Owning sequences get a ``SlotLease`` whose tokens are the items themselves.
+Owning sequences get a ``SlotLease`` (the record ``zerg._buffers`` defines)
+whose tokens are the items themselves; the pipe makes and owns every lease.
 
 Reporting upward: the pipe never calls the transport.  ``push`` returns True
 when unconsumed bytes passed ``max_read_buffer`` (the transport pauses the
@@ -30,10 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from zerg._buffers import (
     BufferSequence,
+    SlotLease,
     held_slots,
     leased,
     retire,
@@ -101,32 +103,6 @@ class RingItem:
 
     def __repr__(self) -> str:
         return f"<RingItem buffer_id={self.buffer_id} length={self.length}>"
-
-
-class SlotLease:
-    """The lease of an owning ``BufferSequence``: which slots (ring items, or
-    keys on the Protocol path) it holds and how they go back."""
-
-    __slots__ = ("give_back", "held_from", "keys", "next")
-
-    def __init__(self, items: list[Any], give_back: Any) -> None:
-        self.keys = items
-        self.give_back = give_back
-        self.next = 0
-        self.held_from = 0
-
-
-_new_lease = SlotLease.__new__
-
-
-def single_lease(key: Any, give_back: Any) -> SlotLease:
-    """``SlotLease([key], give_back)`` without an ``__init__`` frame (hot path)."""
-    lease = _new_lease(SlotLease)
-    lease.keys = [key]
-    lease.give_back = give_back
-    lease.next = 0
-    lease.held_from = 0
-    return lease
 
 
 def _release_view(view: memoryview) -> None:
