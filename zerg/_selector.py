@@ -11,22 +11,59 @@ Those fds are watched with one-shot ``IORING_OP_POLL_ADD`` requests that are
 re-armed at the next ``select()`` after they fire, which gives asyncio the
 level-triggered semantics it was written for: a callback that did not drain
 its fd is told again.  A changed or removed registration gets a fresh token,
-so a late CQE for the old one is recognised and dropped.
+so a late CQE for the old one is recognised and dropped.  The ready list is
+built when ``select()`` returns, from the registrations alive *then*: zerg's
+own callbacks (a ``zerg.Protocol``) run inside ``select()`` and may remove or
+replace a registration whose poll already fired in the same harvest; that
+event is dropped (asyncio would take it for the new registration's).
+
+Where io_uring differs from epoll, the selector makes up the difference,
+because asyncio code is written against epoll:
+
+* A pending poll request holds a reference to its *file*, not just the fd
+  number: closing the fd does not end the poll, and the socket stays alive
+  (a peer sees no EOF, a listener keeps accepting) until the request ends.
+  So ``unregister`` submits its ``POLL_REMOVE`` at once and lets the kernel
+  finish the cancellation (one ``io_uring_enter`` that also reaps task work)
+  before it returns: when asyncio closes the socket right after
+  ``remove_reader`` (``server.close()``, a transport's close), the close is
+  final, as with epoll.  (With SQPOLL the kernel thread does the removal an
+  instant later.)  Closed file objects are found by identity, as the stdlib
+  selectors do, so ``remove_reader(sock)`` after ``sock.close()`` still
+  unregisters -- otherwise the poll would pin the socket forever, and a new
+  socket given the same fd number would inherit a registration that watches
+  the dead one.
+* ``io_uring`` accepts a poll on anything; epoll does not.  ``register``
+  refuses what ``epoll_ctl`` refuses: a bad fd (``EBADF``) and files that
+  cannot be polled -- regular files, directories, block devices (``EPERM``),
+  which io_uring would report ready forever.
+* A poll that completes with an error (the fd was closed before the request
+  was submitted: ``-EBADF``) is reported as readiness for every event the
+  registration asked for, so its callback runs and meets the error in its
+  own syscall, and is logged at debug level; dropping it would leave the
+  callback waiting forever.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import select as _select
 import selectors
+import stat
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from zerg._ring import Op, Ring, encode
 from zerg._uring import lib
 
+log = logging.getLogger("zerg")
+
 _POLLIN: Final = _select.POLLIN | _select.POLLPRI
 _POLLOUT: Final = _select.POLLOUT
 _POLLERR: Final = _select.POLLERR | _select.POLLHUP
+_EVENT_BOTH: Final = selectors.EVENT_READ | selectors.EVENT_WRITE
 _UD_POLL_REMOVE: Final = encode(Op.POLL_REMOVE)
 
 
@@ -43,6 +80,20 @@ def _fileobj_to_fd(fileobj: Any) -> int:
     return fd
 
 
+def _check_pollable(fd: int) -> None:
+    """Raise what ``epoll_ctl(EPOLL_CTL_ADD)`` would: ``EBADF`` for an fd that
+    is not open, ``EPERM`` for a file without readiness (io_uring would call
+    it ready forever)."""
+    mode = os.fstat(fd).st_mode          # OSError(EBADF) for a closed fd
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISBLK(mode):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+
+def _events_check(events: int) -> None:
+    if not events or events & ~_EVENT_BOTH:
+        raise ValueError(f"Invalid events: {events!r}")
+
+
 class _KeyMap(Mapping[Any, selectors.SelectorKey]):
     __slots__ = ("_sel",)
 
@@ -54,7 +105,7 @@ class _KeyMap(Mapping[Any, selectors.SelectorKey]):
 
     def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
         try:
-            return self._sel._keys[_fileobj_to_fd(fileobj)]
+            return self._sel._keys[self._sel._fd_lookup(fileobj)]
         except ValueError:
             raise KeyError(fileobj) from None
 
@@ -77,41 +128,71 @@ class UringSelector(selectors.BaseSelector):
         self._fd_of: dict[int, int] = {}         # live poll token -> fd
         self._next_token = 1
         self._rearm: list[int] = []
-        self._ready: list[tuple[selectors.SelectorKey, int]] = []
+        self._fired: list[tuple[int, int]] = []  # (token, events) of this select()
         self._map = _KeyMap(self)
         self.max_wait_ns = 50_000_000
 
     # -- registration -------------------------------------------------------
+    def _fd_lookup(self, fileobj: Any) -> int:
+        """``fileobj``'s fd; for a closed file object (no fileno any more), the
+        fd it was registered with (``selectors._BaseSelectorImpl`` does the same)."""
+        try:
+            return _fileobj_to_fd(fileobj)
+        except ValueError:
+            for key in self._keys.values():
+                if key.fileobj is fileobj:
+                    return key.fd
+            raise
+
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        if not events or events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE):
-            raise ValueError(f"Invalid events: {events!r}")
+        _events_check(events)
         fd = _fileobj_to_fd(fileobj)
         if fd in self._keys:
             raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
+        _check_pollable(fd)
+        self._arm(fd, events)
         key = selectors.SelectorKey(fileobj, fd, events, data)
         self._keys[fd] = key
-        self._arm(fd, events)
         return key
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        fd = _fileobj_to_fd(fileobj)
         try:
+            fd = self._fd_lookup(fileobj)
             key = self._keys.pop(fd)
         except KeyError:
             raise KeyError(f"{fileobj!r} is not registered") from None
-        self._disarm(fd)
+        self._forget(fd)
         return key
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = _fileobj_to_fd(fileobj)
         try:
+            fd = self._fd_lookup(fileobj)
             key = self._keys[fd]
         except KeyError:
             raise KeyError(f"{fileobj!r} is not registered") from None
         if events != key.events:
-            self.unregister(fileobj)
-            return self.register(fileobj, events, data)
-        if data is not key.data:
+            _events_check(events)
+            removed = False
+            try:
+                # As epoll's EPOLL_CTL_MOD: it fails for an fd closed meanwhile,
+                # and the registration is then dropped (EpollSelector.modify).
+                if not isinstance(key.fileobj, int):
+                    try:
+                        stale = _fileobj_to_fd(key.fileobj) != fd
+                    except ValueError:
+                        stale = True
+                    if stale:
+                        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+                _check_pollable(fd)
+                removed = self._disarm(fd)
+                self._arm(fd, events)
+            except BaseException:
+                del self._keys[fd]
+                self._forget(fd, removed)
+                raise
+            key = key._replace(events=events, data=data)
+            self._keys[fd] = key
+        elif data is not key.data:
             key = key._replace(data=data)
             self._keys[fd] = key
         return key
@@ -120,17 +201,22 @@ class UringSelector(selectors.BaseSelector):
         return self._map
 
     def close(self) -> None:
+        removed = False
         for fd in list(self._keys):
-            self._disarm(fd)
+            removed = self._disarm(fd) or removed
         self._keys.clear()
+        self._rearm.clear()
+        self._fired = []
+        if removed:
+            self._release()
 
     # -- io_uring side ------------------------------------------------------
     def _arm(self, fd: int, events: int) -> None:
         token = self._next_token
-        self._next_token += 1
+        self._submit_poll(fd, events, token)
+        self._next_token = token + 1
         self._token_of[fd] = token
         self._fd_of[token] = fd
-        self._submit_poll(fd, events, token)
 
     def _submit_poll(self, fd: int, events: int, token: int) -> None:
         mask = 0
@@ -141,38 +227,63 @@ class UringSelector(selectors.BaseSelector):
         self._ring.check(lib.zu_prep_poll_add(self._ring.ptr, fd, mask, encode(Op.POLL, token)),
                          "poll_add")
 
-    def _disarm(self, fd: int) -> None:
+    def _disarm(self, fd: int) -> bool:
+        """Forget ``fd``'s token; True when a ``POLL_REMOVE`` was prepared."""
         token = self._token_of.pop(fd, None)
         if token is None:
-            return
+            return False
         del self._fd_of[token]
-        if not self._ring.closed:
-            self._ring.check(lib.zu_prep_poll_remove(self._ring.ptr, encode(Op.POLL, token),
-                                                     _UD_POLL_REMOVE), "poll_remove")
+        if self._ring.closed:
+            return False
+        self._ring.check(lib.zu_prep_poll_remove(self._ring.ptr, encode(Op.POLL, token),
+                                                 _UD_POLL_REMOVE), "poll_remove")
+        return True
+
+    def _forget(self, fd: int, removed: bool = False) -> None:
+        """End ``fd``'s poll for good (its key is gone already)."""
+        if self._disarm(fd) or removed:
+            self._release()
+
+    def _release(self) -> None:
+        """Submit what is prepared (the ``POLL_REMOVE``) and reap task work, so
+        the cancelled poll drops its reference to the file before we return:
+        the caller may close the fd next, and the close must be final."""
+        ring = self._ring
+        if ring.closed:
+            return
+        ret = lib.zu_submit_and_wait(ring.ptr, 0, 0)
+        if ret < 0:     # the POLL_REMOVE stays queued for the next select()
+            log.debug("zerg: submitting a poll removal failed: %s", os.strerror(-ret))
 
     def poll_fired(self, token: int, res: int) -> None:
         """A poll CQE arrived (called by the reactor's dispatcher)."""
         fd = self._fd_of.get(token)
-        if fd is None or res < 0:
-            return                      # stale token or cancelled request
-        key = self._keys[fd]
+        if fd is None:
+            return                      # removed or changed registration: a late CQE
+        self._rearm.append(token)       # one-shot: re-armed at the next select()
+        if res < 0:
+            if res == -errno.ECANCELED:
+                return                  # not by us (our removals retire the token first)
+            log.debug("zerg: poll of fd %d failed (%s); reporting it ready",
+                      fd, os.strerror(-res))
+            self._fired.append((token, _EVENT_BOTH))
+            return
         events = 0
         if res & (_POLLIN | _POLLERR):
             events |= selectors.EVENT_READ
         if res & (_POLLOUT | _POLLERR):
             events |= selectors.EVENT_WRITE
-        events &= key.events
         if events:
-            self._ready.append((key, events))
-        self._rearm.append(token)
+            self._fired.append((token, events))
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        fd_of = self._fd_of
+        keys = self._keys
         if self._rearm:
-            fd_of = self._fd_of
             for token in self._rearm:
                 fd = fd_of.get(token)
                 if fd is not None:
-                    self._submit_poll(fd, self._keys[fd].events, token)
+                    self._submit_poll(fd, keys[fd].events, token)
             self._rearm.clear()
         if timeout is None:
             ns = self.max_wait_ns
@@ -180,7 +291,17 @@ class UringSelector(selectors.BaseSelector):
             ns = 0
         else:
             ns = min(int(timeout * 1e9), self.max_wait_ns) or 1
-        ready: list[tuple[selectors.SelectorKey, int]] = []
-        self._ready = ready
+        fired: list[tuple[int, int]] = []
+        self._fired = fired
         self._on_select(ns)
+        # The registrations alive now decide: a token removed or replaced while
+        # dispatching (a zerg callback ran) takes its event with it.
+        ready: list[tuple[selectors.SelectorKey, int]] = []
+        for token, events in fired:
+            fd = fd_of.get(token)
+            if fd is not None:
+                key = keys[fd]
+                events &= key.events
+                if events:
+                    ready.append((key, events))
         return ready
