@@ -207,11 +207,13 @@ def test_non_callable_handler_rejected_clearly() -> None:
     engine.close()
 
 
-def test_stop_before_serve_returns_promptly() -> None:
+def test_stop_before_serve_makes_serve_refuse_promptly() -> None:
+    """A stopped engine does not serve (issue 13: it used to return silently)."""
     engine = zerg.Engine(zerg.EngineOptions(ip="127.0.0.1", port=0))
     engine.stop()
     t0 = time.monotonic()
-    engine.serve(echo_handler)
+    with pytest.raises(RuntimeError, match="stopped"):
+        engine.serve(echo_handler)
     assert time.monotonic() - t0 < 2.0
 
 

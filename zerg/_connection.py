@@ -36,6 +36,7 @@ import asyncio
 import errno
 import os
 import socket
+import struct
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
@@ -72,6 +73,8 @@ __all__ = ["Connection", "PipeInput", "PipeOutput", "ProtocolConnection", "ReadR
 OPEN: Final = 0
 CLOSING: Final = 1
 CLOSED: Final = 2
+
+_LINGER_ZERO: Final = struct.pack("ii", 1, 0)      # struct linger {l_onoff=1, l_linger=0}
 
 # Enum hashing is Python code: hot paths read ``InputPipe.paused``, which
 # ``_recv_event`` keeps equal to ``state in _PAUSED_STATES``.
@@ -412,6 +415,8 @@ class Connection:
         out = self._out
         if out.write_exc is not None:
             raise out.write_exc
+        if self._state != OPEN:
+            raise ConnectionError(f"connection {self.id} is closed")
         if out.pending == 0:
             out.refused = False
             return
@@ -430,6 +435,8 @@ class Connection:
             raise out.write_exc
         if out.pending == 0:
             return
+        if self._state == CLOSED:
+            raise ConnectionError(f"connection {self.id} closed before the data was sent")
         self._kick_send()
         await out.flush_waiter()
 
@@ -496,9 +503,12 @@ class Connection:
         self._maybe_finish()
 
     def abort(self) -> None:
-        """Close now: staged bytes are dropped, in-flight requests cancelled."""
+        """Close now, with a reset: staged bytes are dropped, in-flight requests
+        cancelled, and the peer gets an RST (``SO_LINGER`` 0), not a FIN --
+        it sees ``ECONNRESET`` and none of the staged bytes.  Idempotent."""
         if self._state == CLOSED:
             return
+        self._linger_zero()
         out = self._out
         if out.write_exc is None:       # first, so the close below sends nothing
             out.fail(ConnectionAbortedError(errno.ECONNABORTED,
@@ -508,6 +518,19 @@ class Connection:
         if out.sending is not None:
             self._sub.cancel(self._ud_send)
         self._maybe_finish()
+
+    def _linger_zero(self) -> None:
+        """Make the coming close of the fd send an RST (``SO_LINGER`` on, 0 s)."""
+        try:
+            sock = socket.socket(fileno=self.fd)
+        except OSError:
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        except OSError:
+            pass        # not a TCP socket any more, or already reset: close as is
+        finally:
+            sock.detach()
 
     def _maybe_finish(self) -> None:
         if self._state != CLOSING or self._recv in ARMED_STATES:
@@ -722,9 +745,14 @@ class ProtocolConnection(Connection):
             return
         if self._state != OPEN:
             return                      # closed inside the callback: slots went back
-        if consumed is not None and (type(consumed) is not int or consumed < 0):
-            self._failed(TypeError(
-                f"data_received must return None or a byte count >= 0, got {consumed!r}"))
+        if consumed is not None and (type(consumed) is not int or not 0 <= consumed <= len(seq)):
+            if type(consumed) is int:
+                self._failed(ValueError(
+                    f"data_received returned {consumed}, outside the 0..{len(seq)} bytes "
+                    f"it was given"))
+            else:
+                self._failed(TypeError(
+                    f"data_received must return None or a byte count, got {consumed!r}"))
             return
         host = self._host
         self._last_rx = host.now

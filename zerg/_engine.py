@@ -40,9 +40,14 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _is_async_handler(handler: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)  # noqa: B004
-    )
+    """An ``async def`` function, a ``functools.partial`` of one, a decorator's
+    wrapper that says what it wraps (``functools.wraps``), or an object with
+    ``async def __call__``."""
+    for fn in (handler, inspect.unwrap(handler),
+               getattr(handler, "__call__", None)):  # noqa: B004
+        if fn is not None and inspect.iscoroutinefunction(fn):
+            return True
+    return False
 
 
 def _strategy(handler: Handler,
@@ -145,6 +150,12 @@ class Engine:
         with self._lock:
             if self._serving:
                 raise RuntimeError("Engine.serve() is already running")
+            if self._stop_requested:
+                if executor is not None:
+                    executor.shutdown(wait=False)
+                raise RuntimeError(
+                    "Engine.serve() after stop(): this engine has been stopped; "
+                    "make a new Engine to serve again")
             self._serving = True
         try:
             feats = probe()

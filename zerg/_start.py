@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
@@ -31,6 +32,10 @@ log = logging.getLogger("zerg")
 AsyncHandler = Callable[[Connection], Awaitable[None]]
 SyncHandler = Callable[[Connection], None]
 Handler = AsyncHandler | SyncHandler | Protocol
+
+
+async def _awaited(awaitable: Awaitable[None]) -> None:
+    await awaitable
 
 
 class _HandlerStart:
@@ -84,8 +89,11 @@ class TaskStart(_HandlerStart):
         self._handler = handler
 
     def _run(self, conn: Connection) -> asyncio.Future[None]:
-        coro = cast(Coroutine[Any, Any, None], self._handler(conn))
-        return conn.loop.create_task(coro)
+        result = self._handler(conn)
+        if not inspect.isawaitable(result):
+            raise TypeError(f"the async handler {self._handler!r} returned {result!r}, "
+                            "not an awaitable")
+        return asyncio.ensure_future(cast(Coroutine[Any, Any, None], result), loop=conn.loop)
 
 
 class ThreadStart(_HandlerStart):
@@ -95,9 +103,25 @@ class ThreadStart(_HandlerStart):
         super().__init__()
         self._handler = handler
         self._executor = executor
+        self._warned = False
 
     def _run(self, conn: Connection) -> asyncio.Future[None]:
-        return conn.loop.run_in_executor(self._executor, self._handler, conn)
+        return conn.loop.run_in_executor(self._executor, self._call, conn)
+
+    def _call(self, conn: Connection) -> None:
+        """On a worker thread.  A handler that turns out to return an awaitable
+        (a decorator without ``functools.wraps``) gets it run on the reactor,
+        with a warning: never a coroutine that silently never runs."""
+        result: object = self._handler(conn)
+        if inspect.isawaitable(result):
+            if not self._warned:
+                self._warned = True
+                log.warning("zerg: handler %r is a plain function that returned an "
+                            "awaitable; running it on the reactor loop (decorate with "
+                            "functools.wraps, or make it async def, to skip the worker "
+                            "thread)", self._handler)
+            awaitable = cast(Coroutine[Any, Any, None], result)
+            asyncio.run_coroutine_threadsafe(_awaited(awaitable), conn.loop).result()
 
 
 class ProtocolStart:

@@ -1,0 +1,158 @@
+"""Lifecycle and misuse (issue 13): abort is a reset, contracts are enforced,
+every kind of handler runs, and a stopped engine says so."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from conftest import echo_handler, recv_exact, serving
+
+import zerg
+
+
+def _echo_once(handler: Any) -> None:
+    with serving(handler) as srv, srv.connect() as s:
+        s.sendall(b"ping")
+        assert recv_exact(s, 4) == b"ping"
+
+
+# ------------------------------------------------------------------- abort
+
+
+def test_abort_resets_and_drops_staged_bytes() -> None:
+    """abort(): the peer sees ECONNRESET and none of the 200 staged bytes."""
+    async def handler(conn: zerg.Connection) -> None:
+        snap = await conn.read()
+        while (item := conn.try_get_ring(snap)) is not None:
+            conn.return_ring(item)
+        conn.write(b"x" * 200)          # staged, never flushed
+        conn.abort()
+
+    with serving(handler) as srv, srv.connect() as s:
+        s.sendall(b"go")
+        with pytest.raises(ConnectionResetError):
+            data = s.recv(1000)
+            assert data == b"", f"staged bytes arrived: {data!r}"
+            s.recv(1000)                # the reset shows on the next call at the latest
+
+
+def test_close_is_graceful_staged_bytes_arrive_then_eof() -> None:
+    async def handler(conn: zerg.Connection) -> None:
+        await conn.read()
+        conn.write(b"y" * 200)
+        conn.close()
+
+    with serving(handler) as srv, srv.connect() as s:
+        s.sendall(b"go")
+        assert recv_exact(s, 200) == b"y" * 200
+        assert s.recv(10) == b""
+
+
+# --------------------------------------------------------------- contracts
+
+
+def test_data_received_returning_more_than_it_got_aborts_that_connection(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Greedy(zerg.Protocol):
+        def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> int | None:
+            if seq.startswith(b"bad"):
+                return len(seq) + 10
+            conn.write(seq)
+            return None
+
+    with serving(Greedy()) as srv, srv.connect() as bad, srv.connect() as good:
+        bad.sendall(b"bad!")
+        with pytest.raises(ConnectionResetError):   # aborted: a reset
+            bad.recv(10)
+        good.sendall(b"fine")
+        assert recv_exact(good, 4) == b"fine"       # the reactor goes on
+    errors = [str(r.exc_info[1]) for r in caplog.records if r.exc_info]
+    assert "data_received returned 14, outside the 0..4 bytes it was given" in errors
+
+
+def test_flush_after_close_raises_like_write() -> None:
+    seen: list[str] = []
+
+    async def handler(conn: zerg.Connection) -> None:
+        await conn.read()
+        conn.close()
+        try:
+            conn.write(b"late")
+        except ConnectionError as exc:
+            seen.append(f"write: {exc}")
+        try:
+            await conn.flush()
+        except ConnectionError as exc:
+            seen.append(f"flush: {exc}")
+
+    with serving(handler) as srv, srv.connect() as s:
+        s.sendall(b"go")
+        assert s.recv(10) == b""
+    assert [m.split(":")[0] for m in seen] == ["write", "flush"]
+    assert all("is closed" in m for m in seen)
+
+
+def test_serve_after_stop_raises() -> None:
+    engine = zerg.Engine(zerg.EngineOptions(ip="127.0.0.1", port=0))
+    engine.listen()
+    engine.stop()
+    with pytest.raises(RuntimeError, match=r"serve\(\) after stop\(\)"):
+        engine.serve(echo_handler)
+    engine.close()
+
+
+# ----------------------------------------------------------- handler kinds
+
+
+def test_partial_of_an_async_handler_runs_on_the_reactor() -> None:
+    async def handler(conn: zerg.Connection, greeting: bytes) -> None:
+        await echo_handler(conn)
+
+    _echo_once(functools.partial(handler, greeting=b"hi"))
+
+
+def test_wraps_decorated_async_handler_runs_on_the_reactor() -> None:
+    def logged(fn: Callable[[zerg.Connection], Awaitable[None]]
+               ) -> Callable[[zerg.Connection], Awaitable[None]]:
+        @functools.wraps(fn)
+        def wrapper(conn: zerg.Connection) -> Awaitable[None]:
+            return fn(conn)
+        return wrapper
+
+    _echo_once(logged(echo_handler))
+
+
+def test_undeclared_wrapper_returning_a_coroutine_still_runs_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A plain def that returns a coroutine (a decorator without functools.wraps)
+    is never silent: its coroutine runs on the reactor, and zerg says why."""
+    def wrapper(conn: zerg.Connection) -> Awaitable[None]:
+        return echo_handler(conn)
+
+    caplog.set_level(logging.WARNING, logger="zerg")
+    _echo_once(wrapper)
+    assert any("returned an awaitable" in r.getMessage() for r in caplog.records)
+
+
+def test_object_with_async_call_runs_on_the_reactor() -> None:
+    class Handler:
+        async def __call__(self, conn: zerg.Connection) -> None:
+            await echo_handler(conn)
+
+    _echo_once(Handler())
+
+
+def test_a_blocking_handler_still_runs_on_a_worker_thread() -> None:
+    def handler(conn: zerg.Connection) -> None:
+        from zerg.adapters import ConnectionStream
+        with ConnectionStream(conn) as stream:
+            data = b""
+            while len(data) < 4:
+                data += stream.read(4 - len(data))
+            stream.write(data)
+
+    _echo_once(handler)
