@@ -3,8 +3,12 @@ every kind of handler runs, and a stopped engine says so."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -156,3 +160,104 @@ def test_a_blocking_handler_still_runs_on_a_worker_thread() -> None:
             stream.write(data)
 
     _echo_once(handler)
+
+
+# ----------------------------------------------------------- graceful drain
+
+
+def _stop_in_thread(srv: Any) -> tuple[threading.Thread, list[float]]:
+    took: list[float] = []
+
+    def run() -> None:
+        t0 = time.monotonic()
+        srv.stop()
+        took.append(time.monotonic() - t0)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, took
+
+
+def test_stop_lets_a_request_in_flight_finish_and_closes_idle_connections() -> None:
+    """A slow request in flight during stop() gets its whole reply; an idle
+    keep-alive connection closes at once; stop() returns well within
+    shutdown_timeout_s + 1 s; new connections are refused at once."""
+    got_request = threading.Event()
+    seen_stopping: list[bool] = []
+
+    async def handler(conn: zerg.Connection) -> None:
+        while True:
+            snap = await conn.read()
+            if snap.is_closed:
+                return
+            while (item := conn.try_get_ring(snap)) is not None:
+                conn.return_ring(item)
+            got_request.set()
+            await asyncio.sleep(0.5)                    # the work of a slow request
+            seen_stopping.append(conn.stopping)
+            conn.write(b"r" * 300_000)                  # larger than the pause mark
+            await conn.flush()
+
+    with serving(handler, shutdown_timeout_s=3.0) as srv:
+        idle = srv.connect()
+        busy = srv.connect()
+        busy.sendall(b"slow request")
+        assert got_request.wait(5)
+        port = srv.port
+        t, took = _stop_in_thread(srv)
+        assert idle.recv(10) == b""                    # idle: closed at once
+        with pytest.raises(OSError):                    # the listener is gone
+            socket.create_connection(("127.0.0.1", port), timeout=2).recv(1)
+        assert recv_exact(busy, 300_000) == b"r" * 300_000     # the whole reply
+        assert busy.recv(10) == b""                    # then the end
+        t.join(10)
+        idle.close()
+        busy.close()
+    assert seen_stopping == [True]
+    assert took and took[0] < 3.0 + 1.0
+
+
+def test_stop_aborts_what_outlives_the_grace_period() -> None:
+    async def handler(conn: zerg.Connection) -> None:
+        await conn.read()
+        await asyncio.sleep(60)                         # never finishes
+
+    with serving(handler, shutdown_timeout_s=0.3) as srv:
+        s = srv.connect()
+        s.sendall(b"x")
+        time.sleep(0.1)
+        t, took = _stop_in_thread(srv)
+        t.join(10)
+        assert took and took[0] < 0.3 + 1.0 + 1.0       # grace + cancellation wait
+        try:
+            data = s.recv(10)                           # cancelled handler: closed ...
+        except ConnectionResetError:
+            data = b""                                  # ... or, past the grace, reset
+        assert data == b""
+        s.close()
+
+
+def test_protocol_is_told_and_may_finish_first() -> None:
+    class Finisher(zerg.Protocol):
+        def __init__(self) -> None:
+            self.told: list[bool] = []
+
+        def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
+            conn.context = seq.tobytes()
+
+        def shutdown_requested(self, conn: zerg.Connection) -> None:
+            self.told.append(conn.stopping)
+            conn.write(b"bye " + conn.context)         # finish, then close
+            conn.close()
+
+    proto = Finisher()
+    with serving(proto) as srv:
+        s = srv.connect()
+        s.sendall(b"half a request")
+        time.sleep(0.1)
+        t, _ = _stop_in_thread(srv)
+        assert recv_exact(s, 18) == b"bye half a request"
+        assert s.recv(10) == b""
+        t.join(10)
+        s.close()
+    assert proto.told == [True]

@@ -278,16 +278,19 @@ def test_stop_while_blocking_handlers_wait_in_readinto() -> None:
             s.close()
 
 
-def test_bytes_the_stream_holds_survive_a_close_from_the_reactor() -> None:
-    """The worker keeps reading what the stream already took while the reactor
-    closes the connection (stop): those slots are the stream's until it is done."""
+def test_a_close_from_the_reactor_between_reads_is_a_clean_end() -> None:
+    """The reactor closes the connection (stop, past the grace period) while the
+    worker is between two reads: the stream copies on the reactor thread, so
+    nothing can be pulled away under a copy; the next read reports the end, the
+    bytes read before are intact, and every slot is back."""
     took = threading.Event()
     closed = threading.Event()
+    finished = threading.Event()
     out: list[bytes] = []
 
     def handler(conn: zerg.Connection) -> None:
         stream = ConnectionStream(conn)
-        first = stream.read(1)              # the stream now holds the rest of the batch
+        first = stream.read(1)
         took.set()
         closed.wait(5)
         rest = bytearray()
@@ -295,9 +298,10 @@ def test_bytes_the_stream_holds_survive_a_close_from_the_reactor() -> None:
         while n := stream.readinto(b):
             rest += b[:n]
         out.append(first + bytes(rest))
+        finished.set()
 
     data = bytes(range(256)) * 40
-    with serving(handler) as srv:
+    with serving(handler, shutdown_timeout_s=0.2) as srv:
         s = srv.connect()
         s.sendall(data)
         assert took.wait(5)
@@ -305,6 +309,7 @@ def test_bytes_the_stream_holds_survive_a_close_from_the_reactor() -> None:
         stopper.start()
         wait_for(lambda: srv.engine.stats()[0].closed == 1, what="the close")
         closed.set()
+        assert finished.wait(5)
         stopper.join(10)
         s.close()
     assert out and data.startswith(out[0]) and len(out[0]) >= 1

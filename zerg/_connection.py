@@ -106,6 +106,7 @@ class Connection:
         "_recv",
         "_send",
         "_state",
+        "_stopping",
         "_sub",
         "_traffic",
         "_ud_recv",
@@ -127,6 +128,7 @@ class Connection:
         self._ud_recv = encode(Op.RECV, conn_id)
         self._ud_send = encode(Op.SEND, conn_id)
         self._state = OPEN
+        self._stopping = False
         self._recv = RecvState.IDLE
         self._in = InputPipe(host.slots, host.options, host.loop)
         self._out = OutputPipe(conn_id, host.pool, host.options, host.loop)
@@ -157,7 +159,7 @@ class Connection:
         inp = self._in
         if inp.head < inp.tail:
             return RingSnapshot(inp.tail, False)
-        if inp.ended or self._state != OPEN:
+        if inp.ended or self._state != OPEN or self._stopping:
             return RingSnapshot(inp.tail, True)
         if self._in.paused:
             self._maybe_resume()
@@ -172,7 +174,7 @@ class Connection:
             inp.waiter = None
         if inp.head < inp.tail:
             return RingSnapshot(inp.tail, False)
-        return RingSnapshot(inp.tail, inp.ended or self._state != OPEN)
+        return RingSnapshot(inp.tail, inp.ended or self._state != OPEN or self._stopping)
 
     def try_get_ring(self, snapshot: RingSnapshot) -> RingItem | None:
         """Next item up to ``snapshot.tail``, or None when the batch is drained."""
@@ -254,6 +256,22 @@ class Connection:
         exc_type: type[OSError] = {errno.ECONNRESET: ConnectionResetError,
                                    errno.EPIPE: BrokenPipeError}.get(code, OSError)
         return exc_type(code, os.strerror(code))
+
+    @property
+    def stopping(self) -> bool:
+        """True once the engine's ``stop()`` began: finish the request in
+        progress (writes and flushes still work); a read that would wait
+        reports the end instead, so a keep-alive loop ends by itself."""
+        return self._stopping
+
+    def request_stop(self) -> None:
+        """The reactor is stopping (called by it once).  A reader waiting for
+        more bytes is woken and sees the end; a handler busy with a request
+        finishes it."""
+        if self._state != OPEN:
+            return
+        self._stopping = True
+        self._in.wake()
 
     @property
     def is_closed(self) -> bool:
@@ -577,18 +595,18 @@ class PipeInput:
         """Every unconsumed byte; waits only when all of it was examined."""
         conn = self._conn
         inp = self._in
-        result = inp.try_read(conn._state != OPEN)
+        result = inp.try_read(conn._state != OPEN or conn._stopping)
         while result is None:
             if conn._in.paused:
                 conn._maybe_resume()
             await inp.wait()
-            result = inp.try_read(conn._state != OPEN or inp.discarding)
+            result = inp.try_read(conn._state != OPEN or inp.discarding or conn._stopping)
         return result
 
     def try_read(self) -> ReadResult | None:
         """Like ``read`` but never waits: None when it would have to."""
         conn = self._conn
-        result = self._in.try_read(conn._state != OPEN)
+        result = self._in.try_read(conn._state != OPEN or conn._stopping)
         if result is None and conn._in.paused:
             conn._maybe_resume()
         return result
@@ -794,6 +812,15 @@ class ProtocolConnection(Connection):
         buf = self._buf
         if self._state == OPEN and buf is not None and held_slots(buf):
             self._buf = self._compacted(buf)
+
+    def request_stop(self) -> None:
+        if self._state != OPEN:
+            return
+        self._stopping = True
+        try:
+            self._proto.shutdown_requested(self)
+        except Exception as exc:
+            self._failed(exc)
 
     def _on_eof(self, error: int) -> None:
         self._in.end(error)

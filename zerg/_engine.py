@@ -293,10 +293,29 @@ class Engine:
 
     # ------------------------------------------------------------- stopping
     def stop(self) -> None:
-        """Ask ``serve`` to return.  Safe from any thread and from signal
-        handlers; a second call is harmless."""
+        """Ask ``serve`` to return, draining gracefully.  Safe from any thread
+        and from signal handlers; a second call is harmless.
+
+        The listener stops at once (new connections are refused); idle
+        connections close; a handler in the middle of a request finishes it
+        (``conn.stopping`` is True, its writes and flushes work) until it
+        returns or ``shutdown_timeout_s`` passed; staged bytes are sent; what
+        is left then is aborted.
+        """
         self._stop_requested = True
+        self._stop_listening()
         self._stop_all()
+
+    def _stop_listening(self) -> None:
+        """Refuse new connections now: a listening socket shut down drops its
+        backlog (those peers get a reset) and answers new SYNs with RST."""
+        sock = self._sock
+        if sock is None or self.options.workers > 1:
+            return              # the supervisor's socket only reserves the port
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass                # not listening yet, or already shut down
 
     def _stop_all(self) -> None:
         if self._workers is not None:

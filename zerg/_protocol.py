@@ -38,6 +38,13 @@ class Protocol:
         otherwise the connection closes once staged bytes are sent."""
         return False
 
+    def shutdown_requested(self, conn: Connection) -> None:
+        """The engine is stopping (``conn.stopping`` is now True).  The default
+        closes the connection gracefully: staged bytes are still sent.  Override
+        to finish a request in progress first, then ``conn.close()``; whatever
+        is still open after ``shutdown_timeout_s`` is aborted."""
+        conn.close()
+
     def connection_lost(self, conn: Connection, exc: BaseException | None) -> None:
         """The connection is closed and every slot is back.  ``exc`` is the
         error that ended it, if any."""

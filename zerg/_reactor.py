@@ -243,13 +243,30 @@ class Reactor:
         await self._shutdown()
 
     async def _shutdown(self) -> None:
+        """Graceful drain: no new connections; every connection is told
+        (``request_stop``: idle ones close, handlers in the middle of a request
+        finish it); running handlers get ``shutdown_timeout_s``; then what is
+        left closes (staged bytes still sent) and, failing that, is aborted."""
         self._stopping = True
+        deadline = self.loop.time() + self._grace
         if self._accept_armed:
             self.ring.check(lib.zu_prep_cancel(self._ptr, _UD_ACCEPT, _UD_CANCEL),
                             "cancel accept")
         for conn in list(self.conns.values()):
-            conn.close()
+            try:
+                conn.request_stop()
+            except Exception as exc:
+                self._completion_failed(_RECV, conn.id, exc)
         await self._start.drain(self._grace)
+        for conn in list(self.conns.values()):
+            conn.close()
+        if self.conns:
+            assert self._drained is not None
+            try:
+                await asyncio.wait_for(self._drained.wait(),
+                                       timeout=max(deadline - self.loop.time(), 0.05))
+            except TimeoutError:
+                pass
         for conn in list(self.conns.values()):
             conn.abort()
         if self.conns:

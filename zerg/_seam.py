@@ -77,6 +77,9 @@ class CompletionSink(Protocol):
     def idle_since(self) -> float | None:
         """When it last received (loop time), or None if it is not open."""
 
+    def request_stop(self) -> None:
+        """The reactor is stopping: finish what is in progress, close when idle."""
+
     def close(self) -> None:
         """Close gracefully (staged bytes are still sent)."""
 
