@@ -52,6 +52,7 @@ from zerg._buffers import (
     single_view,
     unconsumed,
 )
+from zerg._errors import WriteBufferFullError
 from zerg._inputpipe import (
     InputPipe,
     ReadResult,
@@ -103,6 +104,7 @@ class Connection:
         "_last_rx",
         "_loop",
         "_out",
+        "_reading_paused",
         "_recv",
         "_send",
         "_state",
@@ -129,6 +131,7 @@ class Connection:
         self._ud_send = encode(Op.SEND, conn_id)
         self._state = OPEN
         self._stopping = False
+        self._reading_paused = False
         self._recv = RecvState.IDLE
         self._in = InputPipe(host.slots, host.options, host.loop)
         self._out = OutputPipe(conn_id, host.pool, host.options, host.loop)
@@ -365,7 +368,7 @@ class Connection:
         self.relieve()
 
     def _maybe_resume(self) -> None:
-        if self._state == OPEN and self._in.below_resume_mark():
+        if self._state == OPEN and not self._reading_paused and self._in.below_resume_mark():
             self._recv_event(RecvEvent.RESUME)
 
     def relieve(self) -> None:
@@ -463,6 +466,47 @@ class Connection:
         out = self._out
         if out.pending and out.write_exc is None and self._state != CLOSED:
             self._kick_send()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """asyncio's write flow-control marks: ``flush()`` waits (and a Protocol
+        gets ``pause_writing``) once more than ``high`` bytes are pending, until
+        they fell to ``low``.  Defaults: 64 KiB and a quarter of ``high``;
+        ``high`` may not pass ``max_write_buffer``."""
+        out = self._out
+        if high is None:
+            high = 65536 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not 0 <= low <= high:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        if high > out.max_write_buffer:
+            raise ValueError(f"high ({high}) is over max_write_buffer={out.max_write_buffer}")
+        out.pause_at = high
+        out.resume_at = low
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        """``(low, high)``, as asyncio transports report them."""
+        return self._out.resume_at, self._out.pause_at
+
+    def pause_reading(self) -> None:
+        """Stop receiving (the multishot recv is cancelled; TCP slows the
+        peer) until ``resume_reading()``.  Bytes already received stay readable."""
+        if self._state != OPEN or self._reading_paused:
+            return
+        self._reading_paused = True
+        self._recv_event(RecvEvent.PAUSE)
+
+    def resume_reading(self) -> None:
+        """Receive again after ``pause_reading()``."""
+        if not self._reading_paused:
+            return
+        self._reading_paused = False
+        self._maybe_resume()
+
+    @property
+    def is_reading(self) -> bool:
+        """False between ``pause_reading()`` and ``resume_reading()``."""
+        return not self._reading_paused
 
     @property
     def pending_write_bytes(self) -> int:
@@ -692,7 +736,7 @@ class ProtocolConnection(Connection):
     dispatch, no Task, no future; writes are sent with the loop iteration."""
 
     __slots__ = ("_buf", "_data_received", "_dirty", "_give_back", "_proto", "_slots",
-                 "_unread", "_want_send")
+                 "_unread", "_want_send", "_writing_paused")
 
     def __init__(self, host: ConnectionHost, conn_id: int, fd: int, proto: Protocol) -> None:
         super().__init__(host, conn_id, fd)
@@ -705,26 +749,73 @@ class ProtocolConnection(Connection):
         self._buf: BufferSequence | None = None    # unconsumed bytes between callbacks
         self._unread = 0
         self._dirty = False
+        self._writing_paused = False
 
     def write(self, data: BytesLike | BufferSequence) -> None:
         out = self._out
-        if type(data) is BufferSequence and not self._state and out.write_exc is None:
-            view = single_view(data)        # the echo case: one slot, one copy
-            if view is None:
-                Connection.write(self, data)
+        try:
+            if type(data) is BufferSequence and not self._state and out.write_exc is None:
+                view = single_view(data)        # the echo case: one slot, one copy
+                if view is None:
+                    Connection.write(self, data)
+                else:
+                    out.write(view)
             else:
-                out.write(view)
-        else:
-            Connection.write(self, data)
+                Connection.write(self, data)
+        except WriteBufferFullError as exc:
+            raise WriteBufferFullError(
+                f"{exc} -- in a Protocol: stop writing after pause_writing() until "
+                "resume_writing()") from None
         if not self._dirty:
             self._dirty = True
             self._want_send(self)
+        if out.pending > out.pause_at and not self._writing_paused:
+            self._pause_writing()
 
     def advance(self, n: int) -> None:
         Connection.advance(self, n)
         if n and not self._dirty:
             self._dirty = True
             self._host.want_send(self)
+        out = self._out
+        if out.pending > out.pause_at and not self._writing_paused:
+            self._pause_writing()
+
+    def _pause_writing(self) -> None:
+        self._writing_paused = True
+        try:
+            self._proto.pause_writing(self)
+        except Exception as exc:
+            self._failed(exc)
+
+    def on_send(self, res: int) -> None:
+        Connection.on_send(self, res)
+        if self._writing_paused and self._out.pending <= self._out.resume_at:
+            self._writing_paused = False
+            if self._state == OPEN:
+                try:
+                    self._proto.resume_writing(self)
+                except Exception as exc:
+                    self._failed(exc)
+
+    def pause_reading(self) -> None:
+        """asyncio's semantics: no ``data_received`` until ``resume_reading()``
+        (bytes already in flight are kept, off the shared ring)."""
+        Connection.pause_reading(self)
+
+    def resume_reading(self) -> None:
+        """Receive again; bytes kept while paused are delivered soon after."""
+        was = self._reading_paused
+        Connection.resume_reading(self)
+        if was and self._buf is not None:
+            self._loop.call_soon(self._redeliver)
+
+    def _redeliver(self) -> None:
+        """Hand bytes kept while reading was paused to ``data_received``."""
+        seq = self._buf
+        if seq is None or self._reading_paused or self._state != OPEN:
+            return
+        self._deliver(seq, None, 0)
 
     def send_pending(self) -> None:
         self._dirty = False
@@ -747,6 +838,15 @@ class ProtocolConnection(Connection):
         self.bytes_in += n
         view = slots.view(key, n)
         held = self._buf
+        if self._reading_paused:
+            # In flight when reading paused: kept, off the ring, undelivered.
+            data = view.tobytes()
+            slots.give_back(key)
+            segs, keys = unconsumed(held) if held is not None else ([], [])
+            segs.append(memoryview(data))
+            keys.append(None)
+            self._buf = leased(segs, SlotLease(keys, self._give_back))
+            return
         if held is None:
             seq, lease = leased_single(view, key, self._give_back)
         else:
@@ -755,6 +855,12 @@ class ProtocolConnection(Connection):
             segs.append(view)
             keys.append(key)
             seq = leased(segs, SlotLease(keys, self._give_back))
+        self._deliver(seq, lease, key)
+
+    def _deliver(self, seq: BufferSequence, lease: SlotLease | None, key: int) -> None:
+        """Call ``data_received`` with ``seq`` and settle what it consumed
+        (``lease``/``key``: a fresh one-slot sequence, for the cheap release)."""
+        slots = self._slots
         self._buf = seq
         try:
             consumed = self._data_received(self, seq)

@@ -9,7 +9,12 @@ Contract: ``data_received(conn, seq)`` gets the received bytes as an owning
 ``BufferSequence`` over the receive slots.  Return None to consume all of
 them (the slots go back at once), or the number of bytes consumed: the rest
 stays, uncopied, and comes back at the start of the next ``data_received``.
-``seq`` is valid only during the call.  One Protocol instance serves every
+``seq`` is valid only during the call.
+
+Flow control, with asyncio's names: ``pause_writing``/``resume_writing``
+around ``conn.set_write_buffer_limits(high, low)``, and
+``conn.pause_reading()``/``resume_reading()`` (no ``data_received`` while
+paused).  One Protocol instance serves every
 connection (state per connection goes in your own dict keyed by ``conn.id``,
 or in ``conn.context``).
 """
@@ -37,6 +42,15 @@ class Protocol:
         """The peer closed its side.  Return True to keep writing (half-close);
         otherwise the connection closes once staged bytes are sent."""
         return False
+
+    def pause_writing(self, conn: Connection) -> None:
+        """More than the high-water mark (``conn.set_write_buffer_limits``,
+        64 KiB by default) is pending: stop writing until ``resume_writing``.
+        Writing on regardless raises ``WriteBufferFullError`` once
+        ``max_write_buffer`` is reached; nothing is dropped."""
+
+    def resume_writing(self, conn: Connection) -> None:
+        """Pending bytes fell to the low-water mark: write again."""
 
     def shutdown_requested(self, conn: Connection) -> None:
         """The engine is stopping (``conn.stopping`` is now True).  The default
