@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import recv_exact, serving, wait_for
+from conftest import RunningServer, recv_exact, serving, wait_for
 from examples_loader import EXAMPLES
 
 import zerg
+import zerg._outputpipe
 from zerg.adapters import BufferWriter, ConnectionStream
 
 TEN_MIB = 10 * 1024 * 1024
@@ -94,10 +95,12 @@ def test_writer_misuse_raises() -> None:
                 w.advance(bad)
             except ValueError as exc:
                 outcome.append(str(exc))
-        try:
-            w.get_memory(5000)
-        except ValueError as exc:
-            outcome.append(str(exc))
+        outcome.append(str(len(w.get_memory(5000))))     # past one segment: a jumbo one
+        for bad_hint in (16385, -1):
+            try:
+                w.get_memory(bad_hint)
+            except (zerg.WriteBufferFullError, ValueError) as exc:
+                outcome.append(f"{type(exc).__name__}: {exc}")
         try:
             w.write(b"x" * 20000)
         except zerg.WriteBufferFullError as exc:
@@ -108,11 +111,126 @@ def test_writer_misuse_raises() -> None:
     with serving(handler, reactor=cfg) as srv, srv.connect() as s:
         assert recv_exact(s, 2) == b"ok"
         wait_for(lambda: srv.engine.stats()[0].connections == 0, what="closed")
-        # the writer was dropped unflushed: its segments came back with the close
+        # the writer was dropped unflushed: its segments, the jumbo one too,
+        # came back with the close
         assert srv.engine.stats()[0].write_segments_in_use == 0
     assert "past the" in outcome[0] and "past the" in outcome[1]
-    assert "write_buffer_size=4096" in outcome[2]
-    assert "max_write_buffer" in outcome[3]
+    assert int(outcome[2]) >= 5000
+    assert outcome[3].startswith("WriteBufferFullError") and "max_write_buffer=16384" in outcome[3]
+    assert outcome[4].startswith("ValueError") and ">= 0" in outcome[4]
+    assert "max_write_buffer" in outcome[5]
+
+
+# ------------------------------------- get_memory past one segment (jumbo segments)
+def _segments_back(srv: RunningServer) -> None:
+    wait_for(lambda: srv.engine.stats()[0].write_segments_in_use == 0, what="segments back")
+
+
+@pytest.mark.parametrize("size", [64 * 1024, 1024 * 1024])
+@pytest.mark.parametrize("side", ["reactor", "worker"])
+def test_get_memory_larger_than_a_segment_by_hash(size: int, side: str) -> None:
+    """get_memory(size_hint) past write_buffer_size (32 KiB) gives one contiguous
+    piece of at least size_hint bytes; it arrives intact and goes back."""
+    payload = os.urandom(size)
+    lengths: list[int] = []
+
+    def fill(w: BufferWriter) -> None:
+        mem = w.get_memory(size)
+        lengths.append(len(mem))
+        mem[:size] = payload
+        w.advance(size)
+
+    async def on_reactor(conn: zerg.Connection) -> None:
+        w = BufferWriter(conn)
+        fill(w)
+        await w.flush()
+
+    def on_worker(conn: zerg.Connection) -> None:
+        w = BufferWriter(conn)
+        fill(w)
+        w.flush_sync()
+
+    handler = on_reactor if side == "reactor" else on_worker
+    with serving(handler) as srv, srv.connect(timeout=30) as s:
+        got = recv_exact(s, size)
+        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+        _segments_back(srv)
+    assert lengths[0] >= size
+
+
+def test_get_memory_up_to_max_write_buffer_and_beyond() -> None:
+    cap = 256 * 1024 + 100                  # not a whole number of pages
+    cfg = zerg.ReactorConfig(max_write_buffer=cap)
+    payload = os.urandom(cap)
+    outcome: list[str] = []
+
+    async def handler(conn: zerg.Connection) -> None:
+        w = BufferWriter(conn)
+        try:
+            w.get_memory(cap + 1)
+        except zerg.WriteBufferFullError as exc:
+            outcome.append(str(exc))
+        mem = w.get_memory(cap)             # all of the cap, in one piece
+        outcome.append(str(len(mem)))
+        mem[:cap] = payload
+        w.advance(cap)
+        try:
+            w.get_memory(1)                 # the cap is reached: nothing more
+        except zerg.WriteBufferFullError as exc:
+            outcome.append(str(exc))
+        await w.flush()
+
+    with serving(handler, reactor=cfg) as srv, srv.connect(timeout=30) as s:
+        got = recv_exact(s, cap)
+        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+        _segments_back(srv)
+    assert f"max_write_buffer={cap}" in outcome[0]
+    assert int(outcome[1]) == cap
+    assert f"max_write_buffer={cap}" in outcome[2] and "flush first" in outcome[2]
+
+
+def test_get_memory_jumbo_between_small_writes_keeps_order() -> None:
+    big = os.urandom(200 * 1024)
+    expected = b"head:" + big + b":tail"
+
+    async def handler(conn: zerg.Connection) -> None:
+        w = BufferWriter(conn)
+        w.write(b"head:")
+        mem = w.get_memory(len(big))
+        mem[:len(big)] = big
+        w.advance(len(big))
+        w.write(b":tail")
+        assert w.written == len(expected)
+        await w.flush()
+
+    with serving(handler) as srv, srv.connect(timeout=30) as s:
+        got = recv_exact(s, len(expected))
+        assert hashlib.sha256(got).digest() == hashlib.sha256(expected).digest()
+        _segments_back(srv)
+
+
+def test_jumbo_segment_longer_than_one_send_goes_out_in_pieces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A jumbo segment over the most one send may ask for (2 GiB; 50 000 bytes
+    here) is queued as consecutive pieces, and released once."""
+    monkeypatch.setattr(zerg._outputpipe, "_MAX_SEND", 50_000)
+    big = os.urandom(200 * 1024 + 7)
+    expected = b"<" + big + b">"
+
+    async def handler(conn: zerg.Connection) -> None:
+        w = BufferWriter(conn)
+        w.write(b"<")
+        mem = w.get_memory(len(big))
+        mem[:len(big)] = big
+        w.advance(len(big))
+        w.write(b">")
+        await w.flush()
+
+    with serving(handler) as srv, srv.connect(timeout=30) as s:
+        got = recv_exact(s, len(expected))
+        assert hashlib.sha256(got).digest() == hashlib.sha256(expected).digest()
+        _segments_back(srv)
 
 
 # ------------------------------------------------------- stdlib http.server demo

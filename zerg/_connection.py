@@ -38,7 +38,8 @@ import os
 import socket
 import struct
 import threading
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from zerg._buffers import (
     BufferSequence,
@@ -76,6 +77,7 @@ CLOSING: Final = 1
 CLOSED: Final = 2
 
 _LINGER_ZERO: Final = struct.pack("ii", 1, 0)      # struct linger {l_onoff=1, l_linger=0}
+_get_ident: Final = threading.get_ident
 
 # Enum hashing is Python code: hot paths read ``InputPipe.paused``, which
 # ``_recv_event`` keeps equal to ``state in _PAUSED_STATES``.
@@ -104,6 +106,7 @@ class Connection:
         "_last_rx",
         "_loop",
         "_out",
+        "_owner",
         "_reading_paused",
         "_recv",
         "_send",
@@ -121,6 +124,7 @@ class Connection:
 
     def __init__(self, host: ConnectionHost, conn_id: int, fd: int) -> None:
         self._host = host
+        self._owner = host.thread_id        # the reactor's thread: the only one allowed in
         self._loop: asyncio.AbstractEventLoop = host.loop
         self._sub = sub = host.submitter
         self._send = sub.send
@@ -159,6 +163,8 @@ class Connection:
         ``read()`` may wait at a time.  A snapshot with ``is_closed`` carries
         no items: every byte before the end was handed out earlier.
         """
+        if _get_ident() != self._owner:
+            self._foreign_thread()
         inp = self._in
         if inp.head < inp.tail:
             return RingSnapshot(inp.tail, False)
@@ -185,6 +191,8 @@ class Connection:
 
     def return_ring(self, item: RingItem) -> None:
         """Give ``item``'s slot back to the kernel; its view dies now."""
+        if _get_ident() != self._owner:
+            self._foreign_thread()
         if not self._in.give_back_item(item):
             if self._state == OPEN:
                 raise ValueError(f"{item!r} was already returned or is not from this connection")
@@ -205,6 +213,8 @@ class Connection:
         Its ``advance(n)`` gives fully consumed slots back; ``release()`` gives
         back the rest.  Closing the connection releases it.
         """
+        if _get_ident() != self._owner:
+            self._foreign_thread()
         return self._in.sequence(snapshot.tail)
 
     # ------------------------------------------------------- level 3 faces
@@ -229,6 +239,8 @@ class Connection:
         """Stop reading: every received slot goes back now and later input is
         dropped as it arrives, so it cannot tie up the reactor's shared ring.
         Writing still works."""
+        if _get_ident() != self._owner:
+            self._foreign_thread()
         self._in.discard()
 
     @property
@@ -259,6 +271,21 @@ class Connection:
         exc_type: type[OSError] = {errno.ECONNRESET: ConnectionResetError,
                                    errno.EPIPE: BrokenPipeError}.get(code, OSError)
         return exc_type(code, os.strerror(code))
+
+    def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> asyncio.Handle:
+        """Run ``fn(*args)`` on this connection's reactor thread: the way in
+        from other threads (another reactor's handler, a worker thread).
+        Everything else on a connection must be called on its reactor thread."""
+        return self._loop.call_soon_threadsafe(fn, *args)
+
+    def _foreign_thread(self) -> NoReturn:
+        caller = threading.current_thread().name
+        owner = next((t.name for t in threading.enumerate() if t.ident == self._owner),
+                     f"thread {self._owner}")
+        raise RuntimeError(
+            f"connection {self.id} belongs to the reactor thread {owner!r} and was used "
+            f"from {caller!r}; from other threads use conn.call_soon_threadsafe(fn, *args) "
+            "(or ConnectionStream / BufferWriter.flush_sync in a plain def handler)")
 
     @property
     def stopping(self) -> bool:
@@ -388,6 +415,8 @@ class Connection:
         ``max_write_buffer``; ``ConnectionError`` once the connection is closed
         or a send failed.
         """
+        if _get_ident() != self._owner:
+            self._foreign_thread()
         out = self._out
         if self._state or out.write_exc is not None:
             self._check_writable()
@@ -411,11 +440,15 @@ class Connection:
     def get_buffer(self, size_hint: int = 0) -> memoryview:
         """Writable memory for at least ``max(size_hint, 1)`` bytes (at most one
         write segment); fill it, then ``advance(n)``."""
+        if _get_ident() != self._owner:
+            self._foreign_thread()
         self._check_writable()
         return self._out.get_memory(size_hint)
 
     def advance(self, n: int) -> None:
         """Commit ``n`` bytes written into the last ``get_buffer`` memory."""
+        if _get_ident() != self._owner:
+            self._foreign_thread()
         self._out.advance(n)
 
     async def flush(self) -> None:
@@ -433,6 +466,8 @@ class Connection:
         kernel took every byte, ``await wait_sent()``.  Raises the error of a
         failed send.
         """
+        if _get_ident() != self._owner:
+            self._foreign_thread()
         out = self._out
         if out.write_exc is not None:
             raise out.write_exc
@@ -451,6 +486,8 @@ class Connection:
     async def wait_sent(self) -> None:
         """Send everything staged; returns when the kernel took all of it (or
         raises the error that stopped it)."""
+        if _get_ident() != self._owner:
+            self._foreign_thread()
         out = self._out
         if out.write_exc is not None:
             raise out.write_exc
@@ -472,6 +509,8 @@ class Connection:
         gets ``pause_writing``) once more than ``high`` bytes are pending, until
         they fell to ``low``.  Defaults: 64 KiB and a quarter of ``high``;
         ``high`` may not pass ``max_write_buffer``."""
+        if _get_ident() != self._owner:
+            self._foreign_thread()
         out = self._out
         if high is None:
             high = 65536 if low is None else 4 * low
@@ -491,6 +530,8 @@ class Connection:
     def pause_reading(self) -> None:
         """Stop receiving (the multishot recv is cancelled; TCP slows the
         peer) until ``resume_reading()``.  Bytes already received stay readable."""
+        if _get_ident() != self._owner:
+            self._foreign_thread()
         if self._state != OPEN or self._reading_paused:
             return
         self._reading_paused = True
@@ -552,6 +593,8 @@ class Connection:
 
         Idempotent.  Pending and later ``read()`` calls report ``is_closed``.
         """
+        if _get_ident() != self._owner:
+            self._foreign_thread()
         if self._state != OPEN:
             return
         self._state = CLOSING
@@ -568,6 +611,8 @@ class Connection:
         """Close now, with a reset: staged bytes are dropped, in-flight requests
         cancelled, and the peer gets an RST (``SO_LINGER`` 0), not a FIN --
         it sees ``ECONNRESET`` and none of the staged bytes.  Idempotent."""
+        if _get_ident() != self._owner:
+            self._foreign_thread()
         if self._state == CLOSED:
             return
         self._linger_zero()
@@ -717,10 +762,13 @@ class PipeOutput:
     def flush_nowait(self) -> None:
         self._conn.flush_nowait()
 
-    def lend(self) -> WriteSegment:
-        """A private segment for a writer that fills it before ``enqueue``."""
+    def lend(self, min_size: int = 0) -> WriteSegment:
+        """A private segment of at least ``min_size`` bytes for a writer that
+        fills it before ``enqueue``: a pool segment, or past ``segment_size``
+        one with a mapping of its own (exactly ``min_size`` bytes, freed once
+        sent)."""
         self._conn._check_writable()
-        return self._out.lend()
+        return self._out.lend(min_size)
 
     def enqueue(self, segs: list[WriteSegment]) -> None:
         """Queue lent, filled segments for sending, in order."""
@@ -752,6 +800,8 @@ class ProtocolConnection(Connection):
         self._writing_paused = False
 
     def write(self, data: BytesLike | BufferSequence) -> None:
+        if _get_ident() != self._owner:
+            self._foreign_thread()
         out = self._out
         try:
             if type(data) is BufferSequence and not self._state and out.write_exc is None:

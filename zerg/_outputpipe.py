@@ -2,7 +2,8 @@
 
 Operations: ``write(data)`` (one copy into slab segments), ``get_memory`` /
 ``advance`` (fill a segment in place), ``lend`` / ``enqueue`` (a
-``BufferWriter`` fills private segments and hands the chain over in order),
+``BufferWriter`` fills private segments -- pool ones, or a jumbo one of its
+own for more than a segment -- and hands the chain over in order),
 ``flush_waiter`` (a future done when every staged byte was taken).
 
 Goals: bytes leave in the order they were written, nothing is dropped
@@ -44,6 +45,29 @@ def send_error(code: int, conn_id: int) -> OSError:
         errno.ECONNABORTED: ConnectionAbortedError,
     }.get(code, OSError)
     return exc_type(code, f"send on connection {conn_id} failed: {os.strerror(code)}")
+
+
+_MAX_SEND = 1 << 31
+"""The most bytes one send is asked for (the shim takes an unsigned 32-bit
+length); a jumbo segment with more staged is queued as pieces of this size."""
+
+
+def _pieces(seg: WriteSegment, limit: int) -> list[WriteSegment]:
+    """``seg``'s staged bytes as consecutive segments of at most ``limit``
+    bytes, in order.  The leading pieces are views of ``seg``'s memory that the
+    pool's ``release`` ignores (jumbo, never acquired); ``seg`` itself, narrowed
+    to the last piece, stays the one the pool accounts for, released once."""
+    last = (seg.fill - 1) // limit * limit
+    out: list[WriteSegment] = []
+    for start in range(0, last, limit):
+        piece = WriteSegment(seg.ptr, seg.off + start, seg.view[start:start + limit], jumbo=True)
+        piece.fill = limit
+        out.append(piece)
+    seg.off += last
+    seg.view = seg.view[last:]
+    seg.fill -= last
+    out.append(seg)
+    return out
 
 
 class OutputPipe:
@@ -172,10 +196,14 @@ class OutputPipe:
         return seg
 
     # ------------------------------------------------- BufferWriter chains
-    def lend(self) -> WriteSegment:
-        """A pool segment for a ``BufferWriter``; it comes back via ``enqueue``
-        or, if never flushed, when the connection closes (``drop_all``)."""
-        seg = self._pool.acquire()
+    def lend(self, min_size: int = 0) -> WriteSegment:
+        """A segment of at least ``min_size`` bytes for a ``BufferWriter``: a
+        pool segment, or when ``min_size`` exceeds ``segment_size`` a jumbo
+        segment of exactly ``min_size`` bytes (the pool drops it once sent).
+        It comes back via ``enqueue`` or, if never flushed, when the
+        connection closes (``drop_all``)."""
+        pool = self._pool
+        seg = pool.acquire() if min_size <= self.segment_size else pool.acquire_jumbo(min_size)
         if self._lent is None:
             self._lent = set()
         self._lent.add(seg)
@@ -194,8 +222,11 @@ class OutputPipe:
                 continue            # reclaimed by the close; never release twice
             lent.remove(seg)
             if ok and seg.fill:
-                self._staged.append(seg)
                 self.pending += seg.fill
+                if seg.fill > _MAX_SEND:
+                    self._staged.extend(_pieces(seg, _MAX_SEND))
+                else:
+                    self._staged.append(seg)
             else:
                 pool.release(seg)
         if ok:

@@ -8,7 +8,10 @@ Plan: one page-aligned anonymous ``mmap`` holds the receive slots (slot ``i``
 at ``i * slot_size``; registered with the kernel as the provided buffer
 ring).  Write segments come from further ``mmap`` chunks made on demand and
 are recycled LIFO, so hot segments stay in cache and idle connections hold
-none.  Pages are only resident once touched.
+none.  Pages are only resident once touched.  A writer that needs more
+contiguous memory than one segment gets a "jumbo" segment: a mapping of its
+own, never recycled -- ``release`` forgets it and the pages are unmapped once
+nothing references them.
 
 Lifetimes: memoryviews handed out keep their ``mmap`` alive, so nothing can
 dangle after shutdown.  A receive slot that went back to the kernel may be
@@ -27,16 +30,18 @@ _CHUNK_BYTES = 1 << 20
 
 
 class WriteSegment:
-    """A fixed-size writable piece of the pool.  ``fill`` bytes are staged."""
+    """A writable piece of the pool (``segment_size`` bytes, or any size when
+    ``jumbo``).  ``fill`` bytes are staged."""
 
-    __slots__ = ("fill", "off", "ptr", "sent", "view")
+    __slots__ = ("fill", "jumbo", "off", "ptr", "sent", "view")
 
-    def __init__(self, ptr: Any, off: int, view: memoryview) -> None:
+    def __init__(self, ptr: Any, off: int, view: memoryview, jumbo: bool = False) -> None:
         self.ptr = ptr          # cdata char* of the chunk (for the shim)
         self.off = off          # offset of this segment in its chunk
         self.view = view        # writable memoryview of the whole segment
         self.fill = 0           # bytes staged
         self.sent = 0           # bytes the kernel has taken
+        self.jumbo = jumbo      # a mapping of its own: release() drops it, never recycles
 
 
 class SlabPool:
@@ -52,6 +57,7 @@ class SlabPool:
         self.recv_base = ffi.from_buffer(self.region)
         self._chunks: list[tuple[mmap.mmap, Any]] = []
         self._free: list[WriteSegment] = []
+        self._jumbo: set[WriteSegment] = set()     # jumbo segments out
         self.segments_total = 0
 
     def slot_view(self, slot: int, length: int, offset: int = 0) -> memoryview:
@@ -65,14 +71,31 @@ class SlabPool:
         self._grow()
         return free.pop()
 
+    def acquire_jumbo(self, size: int) -> WriteSegment:
+        """A segment of exactly ``size`` bytes over a page-aligned mapping of
+        its own, for more contiguous memory than one segment.  It counts in
+        ``segments_in_use`` until ``release``, which drops it (releasing it
+        again is harmless)."""
+        if size <= 0:
+            raise ValueError(f"jumbo segment size must be > 0, got {size}")
+        region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        seg = WriteSegment(ffi.from_buffer(region), 0, memoryview(region), jumbo=True)
+        self._jumbo.add(seg)
+        return seg
+
     def release(self, seg: WriteSegment) -> None:
         seg.fill = 0
         seg.sent = 0
+        if seg.jumbo:
+            # Not recycled: forgotten here, unmapped once nothing references it.
+            self._jumbo.discard(seg)
+            return
         self._free.append(seg)
 
     @property
     def segments_in_use(self) -> int:
-        return self.segments_total - len(self._free)
+        """Write segments out of the pool, jumbo ones included."""
+        return self.segments_total - len(self._free) + len(self._jumbo)
 
     def _grow(self) -> None:
         size = self.segment_size

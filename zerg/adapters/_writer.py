@@ -3,7 +3,9 @@
 Goals: build a response in place in slab memory — ``get_memory`` hands out
 writable memory, ``advance`` commits what was written — with no size limit
 of one write segment: segments are chained, so one response may be many
-megabytes, bounded only by ``ReactorConfig.max_write_buffer``.
+megabytes, bounded only by ``ReactorConfig.max_write_buffer``; and
+``get_memory(size_hint)`` is served in one piece for any size_hint up to
+that bound (past one segment, from a jumbo segment: a mapping of its own).
 
 Plan: the writer fills segments lent by the connection (from the reactor's
 slab pool) privately; ``flush`` hands the whole chain to the connection's
@@ -18,6 +20,8 @@ Warnings: memory from ``get_memory`` is valid until the next ``get_memory``,
 """
 
 from __future__ import annotations
+
+import mmap
 
 from zerg._buffers import BytesLike
 from zerg._connection import Connection, PipeOutput
@@ -44,37 +48,57 @@ class BufferWriter:
         """Bytes committed and not yet flushed."""
         return self._size
 
-    def _new_segment(self, size: int) -> WriteSegment:
+    def _new_segment(self, want: int) -> WriteSegment:
+        """Lend a segment with room for ``want`` bytes and make it current."""
         conn = self._conn
         out = self._output
         cap = out.max_write_buffer
-        if out.pending + self._size + size > cap:
+        room = cap - out.pending - self._size
+        size = out.segment_size
+        if want > size:
+            # Jumbo: a mapping of its own, rounded up to whole pages but never
+            # past the cap, so all it hands out may be committed.
+            size = min(-(-want // mmap.PAGESIZE) * mmap.PAGESIZE, max(room, want))
+        if size > room:
             raise WriteBufferFullError(
                 f"the response would pass max_write_buffer={cap} bytes "
                 f"({self._size} written, {out.pending} queued); flush first"
             )
         # The pool belongs to the reactor thread: lend there.
-        seg = out.lend() if _threads.on_reactor_thread(conn) else _threads.call(conn, out.lend)
+        if _threads.on_reactor_thread(conn):
+            seg = out.lend(size)
+        else:
+            seg = _threads.call(conn, out.lend, size)
         self._segs.append(seg)
         self._cur = seg
         return seg
 
     def get_memory(self, size_hint: int = 0) -> memoryview:
-        """Writable memory of at least ``max(size_hint, 1)`` bytes (up to one
-        write segment); write into it, then ``advance(n)``."""
-        seg_size = self._output.segment_size
+        """Writable memory of at least ``max(size_hint, 1)`` bytes; write into
+        it, then ``advance(n)`` for the ``n`` bytes written.
+
+        Any ``size_hint`` up to the connection's ``max_write_buffer`` is served
+        in one contiguous piece, without copies: up to ``write_buffer_size``
+        from the pool's segments, beyond it from a segment with a mapping of
+        its own (freed once sent).  The memory may be longer than asked;
+        it stays valid until the next ``get_memory``, ``write`` or flush.
+
+        Raises ``WriteBufferFullError`` when ``size_hint`` is over
+        ``max_write_buffer``, or when the new segment it needs would take the
+        bytes written and queued past it (flush first); ``ValueError`` when
+        ``size_hint`` is negative."""
         if size_hint < 0:
             raise ValueError(f"size_hint must be >= 0, got {size_hint}")
-        if size_hint > seg_size:
-            raise ValueError(
-                f"size_hint {size_hint} exceeds write_buffer_size={seg_size}; ask for less and "
-                "advance() in pieces, or use write()"
+        cap = self._output.max_write_buffer
+        if size_hint > cap:
+            raise WriteBufferFullError(
+                f"get_memory({size_hint}) asks for more than max_write_buffer={cap} bytes"
             )
         want = size_hint or 1
         seg = self._cur
-        if seg is None or seg_size - seg.fill < want:
-            seg = self._new_segment(seg_size)
-        self._granted = seg_size - seg.fill
+        if seg is None or len(seg.view) - seg.fill < want:
+            seg = self._new_segment(want)
+        self._granted = len(seg.view) - seg.fill
         return seg.view[seg.fill:]
 
     def advance(self, n: int) -> None:
@@ -90,7 +114,7 @@ class BufferWriter:
             self._size += n
 
     def write(self, data: BytesLike) -> None:
-        """Copy ``data`` (any buffer) in, chaining segments as needed."""
+        """Copy ``data`` (any buffer) in, chaining pool segments as needed."""
         view = memoryview(data).cast("B")
         seg_size = self._output.segment_size
         while view:
