@@ -261,3 +261,55 @@ def test_protocol_is_told_and_may_finish_first() -> None:
         t.join(10)
         s.close()
     assert proto.told == [True]
+
+
+# ------------------------------------------------------- standalone loops
+
+
+def test_new_event_loop_runs_asyncio_code_and_frees_its_ring_on_close() -> None:
+    """zerg.new_event_loop: a reactor loop with no listener, usable with
+    asyncio.Runner(loop_factory=...); outbound connections work on it."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def peer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(conn.recv(100).upper())
+
+        t = threading.Thread(target=peer)
+        t.start()
+
+        async def main() -> tuple[str, bytes]:
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"over io_uring")
+            await writer.drain()
+            data = await reader.readexactly(13)
+            writer.close()
+            await writer.wait_closed()
+            return type(loop).__name__, data
+
+        loops: list[asyncio.AbstractEventLoop] = []
+
+        def factory() -> asyncio.AbstractEventLoop:
+            loops.append(zerg.new_event_loop())
+            return loops[-1]
+
+        with asyncio.Runner(loop_factory=factory) as runner:
+            name, data = runner.run(main())
+        t.join(5)
+    assert (name, data) == ("ReactorLoop", b"OVER IO_URING")
+    assert loops[0].is_closed()
+    assert loops[0].reactor.ring.closed       # type: ignore[attr-defined]
+
+
+def test_new_event_loop_validates_its_configuration() -> None:
+    with pytest.raises(TypeError, match="ReactorConfig"):
+        zerg.new_event_loop(reactor={"ring_entries": 8})  # type: ignore[arg-type]
+    loop = zerg.new_event_loop(zerg.ReactorConfig(ring_entries=64))
+    try:
+        assert loop.run_until_complete(asyncio.sleep(0, "ok")) == "ok"
+    finally:
+        loop.close()

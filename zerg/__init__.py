@@ -17,6 +17,7 @@ from zerg._errors import UnsupportedKernelError, WriteBufferFullError
 from zerg._probe import KernelFeatures, probe
 from zerg._protocol import Protocol
 from zerg._reactor import ReactorStats
+from zerg._standalone import new_event_loop
 from zerg._start import AsyncHandler, Handler, SyncHandler
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "SyncHandler",
     "UnsupportedKernelError",
     "WriteBufferFullError",
+    "new_event_loop",
     "probe",
     "run",
 ]

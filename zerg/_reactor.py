@@ -97,6 +97,13 @@ class ReactorLoop(asyncio.SelectorEventLoop):
     def __init__(self, reactor: Reactor, selector: UringSelector) -> None:
         super().__init__(selector)
         self.reactor = reactor
+        self.standalone = False     # made by zerg.new_event_loop: closing frees the ring
+
+    def close(self) -> None:
+        """Close the loop; a standalone loop also frees its reactor's ring."""
+        super().close()
+        if self.standalone and not self.reactor.ring.closed:
+            self.reactor.ring.close()
 
 
 class Reactor:
