@@ -162,9 +162,9 @@ class Connection:
         Returns at once (no future) when items are already waiting.  Only one
         ``read()`` may wait at a time.  A snapshot with ``is_closed`` carries
         no items: every byte before the end was handed out earlier.
+        (No thread check here: awaiting it on another thread's loop fails in
+        asyncio already, and ``return_ring`` checks.)
         """
-        if _get_ident() != self._owner:
-            self._foreign_thread()
         inp = self._in
         if inp.head < inp.tail:
             return RingSnapshot(inp.tail, False)
