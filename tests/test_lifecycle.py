@@ -313,3 +313,26 @@ def test_new_event_loop_validates_its_configuration() -> None:
         assert loop.run_until_complete(asyncio.sleep(0, "ok")) == "ok"
     finally:
         loop.close()
+
+
+def test_a_loop_run_on_another_thread_fails_loudly() -> None:
+    """A ring is bound to the thread that made it (SINGLE_ISSUER): driving the
+    loop from another thread gets EEXIST from io_uring_enter, which is raised
+    -- not ignored in a 100% CPU spin."""
+    loop = zerg.new_event_loop()
+    errors: list[BaseException] = []
+
+    def elsewhere() -> None:
+        coro = asyncio.sleep(0.05)
+        try:
+            loop.run_until_complete(coro)
+        except BaseException as exc:
+            errors.append(exc)
+            coro.close()
+
+    t = threading.Thread(target=elsewhere)
+    t.start()
+    t.join(10)
+    loop.close()
+    assert errors and isinstance(errors[0], OSError)
+    assert "File exists" in str(errors[0]) and "io_uring_enter" in str(errors[0])
