@@ -81,6 +81,7 @@ def test_c_and_python_recv_slots_agree(incremental: bool,
         kernel_free = list(range(SLOTS))     # slots the kernel may fill
         filling: int | None = None           # incremental: the slot the kernel is filling
         keys: list[int] = []                 # keys the application holds
+        used: dict[int, int] = {}            # incremental: bytes the kernel filled per slot
         sink = object()
         for op, res, more, pick in script:
             if op == "cqe":
@@ -90,7 +91,15 @@ def test_c_and_python_recv_slots_agree(incremental: bool,
                     bid = kernel_free.pop(pick % len(kernel_free))
                 else:
                     continue
-                more = incremental and more and res > 0
+                if incremental:         # the kernel never fills past a slot's end
+                    room = SLOT - used.get(bid, 0)
+                    res = min(res, room)
+                    more = more and 0 < res < room
+                    used[bid] = used.get(bid, 0) + max(res, 0)
+                    if not more:
+                        used.pop(bid, None)
+                else:
+                    more = False
                 flags = CQE_F_BUF_MORE if more else 0
                 filling = bid if more else None
                 kc, kp = c.on_cqe(res, flags, bid), py.on_cqe(res, flags, bid)

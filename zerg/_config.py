@@ -94,6 +94,10 @@ class ReactorConfig:
     control, and the shared buffer ring stays available to others."""
     idle_timeout_s: float | None = None
     """Close connections that receive nothing for this long (None: never)."""
+    close_timeout_s: float | None = 30.0
+    """How long a closing connection may take to hand its last bytes to a peer
+    that does not read them; then it is aborted and its memory and fd are
+    released (None: wait for ever)."""
 
     def __post_init__(self) -> None:
         _check_int("ring_entries", self.ring_entries, 2, MAX_RING_ENTRIES)
@@ -127,6 +131,8 @@ class ReactorConfig:
         _check_int("max_read_buffer", self.max_read_buffer, self.recv_buffer_size, 1 << 34)
         if self.idle_timeout_s is not None:
             _check_float("idle_timeout_s", self.idle_timeout_s, 0.001, 86400.0)
+        if self.close_timeout_s is not None:
+            _check_float("close_timeout_s", self.close_timeout_s, 0.001, 86400.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +255,8 @@ class PipeOptions:
     """... when its bytes fill less than 1/divisor of the slots it holds."""
     stream_high_water: int = 0
     """``ConnectionStream.write`` waits for the send once this much is pending."""
+    close_timeout_s: float | None = None
+    """A closing connection still sending after this long is aborted."""
 
     @classmethod
     def from_config(cls, cfg: ReactorConfig) -> PipeOptions:
@@ -261,6 +269,7 @@ class PipeOptions:
             write_pause_at=min(65536, cfg.max_write_buffer),
             write_resume_at=min(65536, cfg.max_write_buffer) // 4,
             stream_high_water=4 * cfg.write_buffer_size,
+            close_timeout_s=cfg.close_timeout_s,
         )
 
     def should_compact(self, held_slots: int, nbytes: int) -> bool:

@@ -99,6 +99,7 @@ class Connection:
 
     __slots__ = (
         "__weakref__",
+        "_close_timer",
         "_error_exc",
         "_faces",
         "_host",
@@ -141,6 +142,7 @@ class Connection:
         self._out = OutputPipe(conn_id, host.pool, host.options, host.loop)
         self._last_rx = host.now
         self._error_exc: BaseException | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
         self._faces: tuple[PipeInput, PipeOutput] | None = None
         self.context = None
         self.bytes_in = 0
@@ -606,6 +608,16 @@ class Connection:
             self._kick_send()
         self._recv_event(RecvEvent.CLOSE)
         self._maybe_finish()
+        timeout = self._host.options.close_timeout_s
+        if self._state == CLOSING and timeout is not None:
+            # A peer that stops reading must not keep the fd and the send
+            # memory for ever.
+            self._close_timer = self._loop.call_later(timeout, self._close_deadline)
+
+    def _close_deadline(self) -> None:
+        self._close_timer = None
+        if self._state == CLOSING:
+            self.abort()
 
     def abort(self) -> None:
         """Close now, with a reset: staged bytes are dropped, in-flight requests
@@ -650,6 +662,9 @@ class Connection:
             if out.sending is not None:
                 return
         self._state = CLOSED
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
         out.drop_all(ConnectionError(f"connection {self.id} closed before the data was sent"))
         self._sub.close(self.fd)
         self._host.closed(self)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from zerg._config import PipeOptions, ReactorConfig
 from zerg._native import speedups
+from zerg._ratelog import ErrorLog
 from zerg._recvslots import RecvSlots
 from zerg._ring import CQE_F_BUFFER, CQE_F_MORE, Op, Ring, RingSubmitter, encode
 from zerg._seam import CompletionSink, StartStrategy, Traffic
@@ -154,6 +155,7 @@ class Reactor:
         self.options = PipeOptions.from_config(cfg)
         self.submitter = RingSubmitter(ring)
         self.traffic = Traffic()
+        self._errors = ErrorLog()
         self._ptr = ring.ptr
         self._wait = (lib.zu_enter_ext if cfg.loop_mode == "enter_ext_arg"
                       else lib.zu_submit_and_wait)
@@ -198,7 +200,7 @@ class Reactor:
             self._drained.set()
 
     def sink_failed(self, sink: CompletionSink, exc: BaseException) -> None:
-        log.error("zerg: protocol callback raised for %r; aborting it", sink, exc_info=exc)
+        self._errors.error("zerg: protocol callback raised for %r; aborting it", sink, exc=exc)
         sink.abort()
 
     # ------------------------------------------------------------ lifecycle

@@ -25,6 +25,7 @@ from typing import Any, cast
 
 from zerg._connection import Connection, ProtocolConnection
 from zerg._protocol import Protocol
+from zerg._ratelog import ErrorLog
 from zerg._seam import CompletionSink, ConnectionHost
 
 log = logging.getLogger("zerg")
@@ -43,6 +44,7 @@ class _HandlerStart:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Future[None]] = set()
+        self._errors = ErrorLog()
 
     def _run(self, conn: Connection) -> asyncio.Future[None]:
         raise NotImplementedError
@@ -63,7 +65,7 @@ class _HandlerStart:
             if not t.cancelled():
                 exc = t.exception()
                 if exc is not None:
-                    log.error("zerg: handler for %r raised; closing it", conn, exc_info=exc)
+                    self._errors.error("zerg: handler for %r raised; closing it", conn, exc=exc)
             conn.close()
 
         task.add_done_callback(done)
