@@ -70,3 +70,48 @@ def test_close_timeout_is_validated() -> None:
     with pytest.raises(ValueError, match="close_timeout_s"):
         zerg.ReactorConfig(close_timeout_s=0)
     assert zerg.ReactorConfig(close_timeout_s=None).close_timeout_s is None
+
+
+def test_one_flooding_client_cannot_hold_the_reactor() -> None:
+    """max_read_chunk: a handler gets at most one chunk a read and the loop runs
+    between chunks, so while one client's 4 MiB are worked through slowly,
+    another client is answered within 250 ms."""
+    import threading
+
+    from conftest import recv_exact
+
+    async def handler(conn: zerg.Connection) -> None:
+        while True:
+            snap = await conn.read()
+            if snap.is_closed:
+                return
+            while (item := conn.try_get_ring(snap)) is not None:
+                if item.length > 100:
+                    time.sleep(item.length / 16384 * 0.004)     # 4 ms of work a slot
+                else:
+                    conn.write(item.view)                      # a probe: echo it
+                conn.return_ring(item)
+            await conn.flush()
+
+    cfg = zerg.ReactorConfig(max_read_chunk=64 * 1024)
+    with serving(handler, reactor=cfg) as srv:
+        hog = srv.connect()
+        flood = threading.Thread(target=hog.sendall, args=(b"F" * (4 << 20),))
+        flood.start()
+        time.sleep(0.3)                                  # the hog's backlog builds up
+        worst = 0.0
+        with srv.connect() as probe:
+            for _ in range(5):
+                t0 = time.monotonic()
+                probe.sendall(b"ping")
+                assert recv_exact(probe, 4) == b"ping"
+                worst = max(worst, time.monotonic() - t0)
+                time.sleep(0.05)
+        hog.close()
+        flood.join(10)
+    assert worst < 0.25, f"a probe waited {worst * 1000:.0f} ms behind the flood"
+
+
+def test_max_read_chunk_is_validated() -> None:
+    with pytest.raises(ValueError, match="max_read_chunk"):
+        zerg.ReactorConfig(max_read_chunk=100)         # below one receive slot

@@ -92,6 +92,11 @@ class ReactorConfig:
     connection stops receiving (its multishot recv is cancelled, not re-armed)
     until the handler consumes down to half; the peer is slowed by TCP flow
     control, and the shared buffer ring stays available to others."""
+    max_read_chunk: int = 256 * 1024
+    """Fairness: most received bytes one read hands a handler at once (as
+    uvloop and asyncio bound ``data_received``).  A connection with more
+    waiting gets the rest in later reads, and its next read first lets the
+    loop run once, so one flooding client cannot hold the reactor."""
     idle_timeout_s: float | None = None
     """Close connections that receive nothing for this long (None: never)."""
     close_timeout_s: float | None = 30.0
@@ -131,6 +136,7 @@ class ReactorConfig:
         _check_int("max_read_buffer", self.max_read_buffer, self.recv_buffer_size, 1 << 34)
         if self.idle_timeout_s is not None:
             _check_float("idle_timeout_s", self.idle_timeout_s, 0.001, 86400.0)
+        _check_int("max_read_chunk", self.max_read_chunk, self.recv_buffer_size, 1 << 34)
         if self.close_timeout_s is not None:
             _check_float("close_timeout_s", self.close_timeout_s, 0.001, 86400.0)
 
@@ -257,6 +263,8 @@ class PipeOptions:
     """``ConnectionStream.write`` waits for the send once this much is pending."""
     close_timeout_s: float | None = None
     """A closing connection still sending after this long is aborted."""
+    read_chunk_items: int = 1 << 30
+    """Most received items one read hands out (``max_read_chunk`` in slots)."""
 
     @classmethod
     def from_config(cls, cfg: ReactorConfig) -> PipeOptions:
@@ -270,6 +278,7 @@ class PipeOptions:
             write_resume_at=min(65536, cfg.max_write_buffer) // 4,
             stream_high_water=4 * cfg.write_buffer_size,
             close_timeout_s=cfg.close_timeout_s,
+            read_chunk_items=max(1, cfg.max_read_chunk // cfg.recv_buffer_size),
         )
 
     def should_compact(self, held_slots: int, nbytes: int) -> bool:

@@ -168,8 +168,18 @@ class Connection:
         asyncio already, and ``return_ring`` checks.)
         """
         inp = self._in
-        if inp.head < inp.tail:
-            return RingSnapshot(inp.tail, False)
+        if inp.backlog:
+            # The last read was cut at max_read_chunk: let the loop run once
+            # (other connections' I/O and handlers) before the next chunk.
+            inp.backlog = False
+            await asyncio.sleep(0)
+        head = inp.head
+        if head < inp.tail:
+            tail = inp.tail
+            if tail - head > inp.opts.read_chunk_items:     # fairness: one chunk a read
+                tail = head + inp.opts.read_chunk_items
+                inp.backlog = True
+            return RingSnapshot(tail, False)
         if inp.ended or self._state != OPEN or self._stopping:
             return RingSnapshot(inp.tail, True)
         if self._in.paused:
@@ -183,8 +193,13 @@ class Connection:
             await fut
         finally:
             inp.waiter = None
-        if inp.head < inp.tail:
-            return RingSnapshot(inp.tail, False)
+        head = inp.head
+        if head < inp.tail:
+            tail = inp.tail
+            if tail - head > inp.opts.read_chunk_items:
+                tail = head + inp.opts.read_chunk_items
+                inp.backlog = True
+            return RingSnapshot(tail, False)
         return RingSnapshot(inp.tail, inp.ended or self._state != OPEN or self._stopping)
 
     def try_get_ring(self, snapshot: RingSnapshot) -> RingItem | None:
@@ -699,6 +714,9 @@ class PipeInput:
         """Every unconsumed byte; waits only when all of it was examined."""
         conn = self._conn
         inp = self._in
+        if inp.backlog:                 # the last read was cut at max_read_chunk:
+            inp.backlog = False         # let the loop run once first (fairness)
+            await asyncio.sleep(0)
         result = inp.try_read(conn._state != OPEN or conn._stopping)
         while result is None:
             if conn._in.paused:

@@ -115,10 +115,33 @@ def _release_view(view: memoryview) -> None:
 class InputPipe:
     """Received items, the lease on their slots, and the reader's buffer."""
 
-    __slots__ = ("_cancel", "_examined_all", "_give_back", "_handed", "_ipos", "_items",
-                 "_loop", "_plain", "_slot_of", "_slots", "_view", "buffer", "buffer_movable",
-                 "completed", "discarding", "ended", "error", "head", "held", "opts",
-                 "paused", "tail", "unread", "waiter")
+    __slots__ = (
+        "_cancel",
+        "_examined_all",
+        "_give_back",
+        "_handed",
+        "_ipos",
+        "_items",
+        "_loop",
+        "_plain",
+        "_slot_of",
+        "_slots",
+        "_view",
+        "backlog",
+        "buffer",
+        "buffer_movable",
+        "completed",
+        "discarding",
+        "ended",
+        "error",
+        "head",
+        "held",
+        "opts",
+        "paused",
+        "tail",
+        "unread",
+        "waiter",
+    )
 
     def __init__(self, slots: ReceiveSlots, opts: PipeOptions,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -139,6 +162,7 @@ class InputPipe:
         self.buffer_movable = False         # True when a PipeReader owns ``buffer``
         self.discarding = False
         self.paused = False                 # set by the transport while receiving is paused
+        self.backlog = False                # the last read left received items waiting
         self.ended = False
         self.error = 0
         self.waiter: asyncio.Future[None] | None = None
@@ -286,10 +310,18 @@ class InputPipe:
         """Move waiting items into the reader's buffer; True if any arrived."""
         if self.head >= self.tail:
             return False
-        items = self._items[self._ipos:]
-        self._items.clear()
-        self._ipos = 0
-        self.head = self.tail
+        pos = self._ipos
+        end = pos + self.opts.read_chunk_items
+        if end < len(self._items):          # fairness: one chunk per read
+            items = self._items[pos:end]
+            self._ipos = end
+            self.head += len(items)
+            self.backlog = True
+        else:
+            items = self._items[pos:]
+            self._items.clear()
+            self._ipos = 0
+            self.head = self.tail
         segs = [it.view for it in items]
         buf = self.buffer
         if buf is not None:
