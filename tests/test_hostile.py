@@ -115,3 +115,81 @@ def test_one_flooding_client_cannot_hold_the_reactor() -> None:
 def test_max_read_chunk_is_validated() -> None:
     with pytest.raises(ValueError, match="max_read_chunk"):
         zerg.ReactorConfig(max_read_chunk=100)         # below one receive slot
+
+
+def test_handlers_that_keep_their_items_cannot_take_the_whole_ring(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Slots a handler keeps count against that connection: it stops receiving
+    (what still arrives is kept off the ring, bounded by max_read_buffer), so
+    three hoarders on a 64-slot ring hold a handful of slots and a probe is
+    served."""
+    from conftest import recv_exact
+
+    kept: list[zerg.RingItem] = []
+
+    async def handler(conn: zerg.Connection) -> None:
+        while True:
+            snap = await conn.read()
+            if snap.is_closed:
+                return
+            while (item := conn.try_get_ring(snap)) is not None:
+                if bytes(item.view[:4]) == b"ping":
+                    conn.write(item.view)
+                    conn.return_ring(item)
+                else:
+                    kept.append(item)                       # a hoarder: never returned
+            await conn.flush()
+
+    cfg = zerg.ReactorConfig(buffer_ring_entries=64, recv_buffer_size=4096)
+    with serving(handler, reactor=cfg) as srv:
+        hoarders = [srv.connect() for _ in range(3)]
+        for h in hoarders:
+            h.setblocking(False)
+            try:
+                h.send(b"H" * (1 << 20))
+            except BlockingIOError:
+                pass
+        wait_for(lambda: len(kept) > 100, what="the hoard")
+        time.sleep(0.2)
+        assert srv.engine.stats()[0].slots_held <= 3 * (64 // 4 + 1)
+        with srv.connect() as probe:
+            probe.settimeout(2)
+            probe.sendall(b"ping")
+            assert recv_exact(probe, 4) == b"ping"          # the ring still serves others
+        for s in hoarders:
+            s.close()
+    kept.clear()
+
+
+def test_a_dry_ring_names_the_connections_that_hold_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """More connections each keeping one slot than the ring has: the ring runs
+    dry and a warning names the holders (the operator's lead: a ring must be
+    larger than the number of handlers that keep a slot across an await)."""
+
+    async def handler(conn: zerg.Connection) -> None:
+        snap = await conn.read()
+        item = conn.try_get_ring(snap)
+        if item is not None and bytes(item.view) == b"ping":
+            conn.write(item.view)
+            conn.return_ring(item)
+            await conn.flush()
+            return
+        await conn.read()                                   # keeps its item until the end
+
+    cfg = zerg.ReactorConfig(buffer_ring_entries=8, recv_buffer_size=4096)
+    caplog.set_level(logging.WARNING, logger="zerg")
+    with serving(handler, reactor=cfg) as srv:
+        holders = [srv.connect() for _ in range(10)]
+        for h in holders:
+            h.sendall(b"H")
+        wait_for(lambda: srv.engine.stats()[0].slots_held >= 8, what="a full ring")
+        probe = srv.connect()
+        probe.sendall(b"ping")
+        wait_for(lambda: any("ring ran dry" in r.getMessage() for r in caplog.records),
+                 what="the ring-dry warning")
+        probe.close()
+        for h in holders:
+            h.close()
+    warning = next(r.getMessage() for r in caplog.records if "ring ran dry" in r.getMessage())
+    assert "holds 1" in warning and "zerg.Connection id=" in warning

@@ -985,6 +985,12 @@ class ProtocolConnection(Connection):
                 self._recv_event(RecvEvent.PAUSE)
                 self.relieve()
 
+    @property
+    def slots_held(self) -> int:
+        """Receive slots the unconsumed bytes between callbacks hold."""
+        buf = self._buf
+        return 0 if buf is None else held_slots(buf)
+
     def _compacted(self, seq: BufferSequence) -> BufferSequence:
         data = seq.tobytes()
         keys = retire(seq)

@@ -186,7 +186,10 @@ class InputPipe:
         w = self.waiter
         if w is not None and not w.done():
             w.set_result(None)
-        return self.unread > self.opts.max_read_buffer
+        opts = self.opts
+        # Held slots count too: a slot holding one byte still takes a whole
+        # slot of the ring every connection shares.
+        return self.unread > opts.max_read_buffer or len(self.held) > opts.max_held_slots
 
     def push_private(self, data: bytes) -> None:
         """Bytes that arrived while paused: kept, but off the shared ring."""
@@ -212,7 +215,9 @@ class InputPipe:
             w.set_result(None)
 
     def below_resume_mark(self) -> bool:
-        return self.unread <= self.opts.resume_read_at
+        opts = self.opts
+        return (self.unread <= opts.resume_read_at
+                and len(self.held) <= opts.max_held_slots // 2)
 
     # ---------------------------------------------------------- level 1
     @property

@@ -89,7 +89,9 @@ class ReactorStats:
     shared_slot_cqes: int = 0
     """Receives that landed in a slot the kernel still uses (incremental mode)."""
     waits: int = 0
-    """``io_uring_enter`` calls made to submit-and-wait (one per loop iteration)."""
+    """``io_uring_enter`` calls made to submit-and-wait (about one per loop iteration)."""
+    slots_held: int = 0
+    """Receive slots connections hold right now (taken by handlers or waiting for them)."""
 
 
 class ReactorLoop(asyncio.SelectorEventLoop):
@@ -156,6 +158,7 @@ class Reactor:
         self.submitter = RingSubmitter(ring)
         self.traffic = Traffic()
         self._errors = ErrorLog()
+        self._next_dry_warning = 0.0
         self._ptr = ring.ptr
         self._wait = (lib.zu_enter_ext if cfg.loop_mode == "enter_ext_arg"
                       else lib.zu_submit_and_wait)
@@ -386,11 +389,26 @@ class Reactor:
             # good because others wait for the rest of a message.
             for conn in list(self.conns.values()):
                 conn.relieve()
+            self._warn_ring_dry()
         for sink in slots.flush():
             try:
                 sink.on_slots_free()
             except Exception as exc:
                 self._completion_failed(_RECV, sink.id, exc)
+
+    def _warn_ring_dry(self) -> None:
+        """Name the connections that hold the most slots (at most every 10 s):
+        slots handlers keep cannot be moved off the ring."""
+        now = self.now
+        if now < self._next_dry_warning:
+            return
+        self._next_dry_warning = now + 10.0
+        holders = sorted(((c.slots_held, c) for c in self.conns.values() if c.slots_held),
+                         key=lambda pair: -pair[0])[:5]
+        if holders:
+            log.warning("zerg reactor %d: the receive ring ran dry (%d slots); the "
+                        "connections holding the most: %s", self.index, self.slots.total,
+                        ", ".join(f"{c!r} holds {n}" for n, c in holders))
 
     # ------------------------------------------------------------- the loop
     def _on_select(self, timeout_ns: int) -> None:
@@ -496,6 +514,7 @@ class Reactor:
             closed=self.closed_count,
             slots_total=slots.total,
             slots_in_use=slots.in_use,
+            slots_held=sum(c.slots_held for c in list(self.conns.values())),
             write_segments_in_use=self.pool.segments_in_use,
             cqes=self.cqes,
             sqes=sqes,

@@ -67,6 +67,11 @@ class CompletionSink(Protocol):
         ...
 
     @property
+    def slots_held(self) -> int:
+        """Receive slots it holds (stats, and the ring-dry warning)."""
+        ...
+
+    @property
     def is_receiving_paused(self) -> bool:
         """``max_read_buffer`` holds its receive back (stats)."""
         ...
