@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m pip install -q -e '.[bench]' --config-settings editable_mode=compat
 	$(BIN)/python benchmarks/run.py
 
 docs: $(STAMP)

@@ -34,6 +34,11 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
-"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
+# editable_mode=compat: the .pth names the source tree itself, which mypy and
+# other static checkers follow (setuptools' default editable mode installs an
+# import hook that only the interpreter understands: `import zerg` would not
+# resolve for a user's `mypy --strict`).  The stubs of the compiled modules sit
+# in zerg/ next to them.
+"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]" --config-settings editable_mode=compat
 # Prove the native modules import (the editable install builds both).
 "$VENV/bin/python" -c "import zerg._uring, zerg._speedups"

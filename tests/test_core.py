@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from zerg._uring import ffi
 
 import zerg
 from zerg._buffers import BufferSequence
@@ -32,6 +31,7 @@ from zerg._recvstate import RecvAction, RecvEvent, RecvState, end_event, transit
 from zerg._ring import Op, decode
 from zerg._seam import CompletionSink, Traffic
 from zerg._slab import SlabPool
+from zerg._uring import ffi
 
 SLOT = 64
 SLOTS = 32

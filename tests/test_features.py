@@ -9,10 +9,10 @@ import time
 
 import pytest
 from conftest import echo_handler, recv_exact, serving, wait_for
-from zerg._uring import lib
 
 import zerg
 from zerg._probe import probe
+from zerg._uring import lib
 from zerg.adapters import PipeReader
 
 FEATS = probe()

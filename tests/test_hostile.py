@@ -119,10 +119,10 @@ def test_max_read_chunk_is_validated() -> None:
 
 def test_handlers_that_keep_their_items_cannot_take_the_whole_ring(
         caplog: pytest.LogCaptureFixture) -> None:
-    """Slots a handler keeps count against that connection: it stops receiving
-    (what still arrives is kept off the ring, bounded by max_read_buffer), so
-    three hoarders on a 64-slot ring hold a handful of slots and a probe is
-    served."""
+    """Slots a handler keeps count against max_read_buffer, in whole slots: the
+    connection stops receiving (what still arrives is kept off the ring), so
+    three hoarders on a 64-slot ring hold at most 16 slots each and a probe
+    is served."""
     from conftest import recv_exact
 
     kept: list[zerg.RingItem] = []
@@ -140,7 +140,8 @@ def test_handlers_that_keep_their_items_cannot_take_the_whole_ring(
                     kept.append(item)                       # a hoarder: never returned
             await conn.flush()
 
-    cfg = zerg.ReactorConfig(buffer_ring_entries=64, recv_buffer_size=4096)
+    cfg = zerg.ReactorConfig(buffer_ring_entries=64, recv_buffer_size=4096,
+                             max_read_buffer=16 * 4096)
     with serving(handler, reactor=cfg) as srv:
         hoarders = [srv.connect() for _ in range(3)]
         for h in hoarders:

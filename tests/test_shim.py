@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-from zerg._uring import ffi, lib
 
 from zerg._ring import CQE_F_BUFFER, KEY_LIMIT, Op, Ring, encode
+from zerg._uring import ffi, lib
 
-STUB = pathlib.Path(__file__).resolve().parent.parent / "typings" / "zerg" / "_uring.pyi"
+STUB = pathlib.Path(__file__).resolve().parent.parent / "zerg" / "_uring.pyi"
 WAITS = ["zu_submit_and_wait", "zu_enter_ext"]
 SECOND = 1_000_000_000
 

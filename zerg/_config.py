@@ -267,8 +267,8 @@ class PipeOptions:
     """Most received items one read hands out (``max_read_chunk`` in slots)."""
     max_held_slots: int = 1 << 30
     """Receive slots one connection may hold (taken or not) before it stops
-    receiving: a quarter of the ring, so handlers that keep their items
-    cannot take all of it from the other connections."""
+    receiving: ``max_read_buffer`` counted in whole slots, since a slot
+    holding one byte still takes a whole slot of the shared ring."""
 
     @classmethod
     def from_config(cls, cfg: ReactorConfig) -> PipeOptions:
@@ -283,7 +283,7 @@ class PipeOptions:
             stream_high_water=4 * cfg.write_buffer_size,
             close_timeout_s=cfg.close_timeout_s,
             read_chunk_items=max(1, cfg.max_read_chunk // cfg.recv_buffer_size),
-            max_held_slots=max(1, cfg.buffer_ring_entries // 4),
+            max_held_slots=max(1, cfg.max_read_buffer // cfg.recv_buffer_size),
         )
 
     def should_compact(self, held_slots: int, nbytes: int) -> bool:
