@@ -17,6 +17,10 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 import os, sysconfig
 assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
 PYEOF
+# CPython's own asyncio tests (the conformance test runs them on zerg loops);
+# Debian splits them out of the interpreter into libpython3.X-testsuite.
+"$PY" -c 'import test.test_asyncio' >/dev/null 2>&1 \
+    || need+=("libpython$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-testsuite")
 for tool in ${EXTRA_APT:-}; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
