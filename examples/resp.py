@@ -14,7 +14,13 @@ twice (a 1M-argument command costs O(its bytes)) and a large value streams into 
 instead of pinning receive slots until it is whole (enough of those would drain the buffer
 ring).  When the bytes end mid-line, ``advance_to(consumed, len(buf))`` marks all of them
 examined: the next read() waits for more, and the line search resumes where it stopped.
-Replies are staged with ``conn.write()``, with one ``flush()`` per read.
+
+Pipelining: the handler parses and executes one command at a time and stages its reply with
+``conn.write()``.  Once the staged replies pass the connection's high-water mark
+(``conn.get_write_buffer_limits()``), it stops parsing, ``advance_to(consumed, consumed)``
+(so the next read() returns the unparsed commands at once), ``await conn.flush()`` sends
+them, and it goes on: any number of pipelined commands are answered in order with bounded
+memory, and a flooding client lets the others run between batches.
 """
 
 from __future__ import annotations
@@ -36,7 +42,6 @@ MAX_INLINE: Final = 64 * 1024  # longest inline command or length line
 # An incomplete bulk this long is copied out as it arrives: receive slots are shared by every
 # connection of a reactor, and clients waiting to finish big values must not pin them all.
 SPILL: Final = 16 * 1024
-FLUSH_AT: Final = 1024 * 1024  # staged reply bytes that trigger an early flush
 
 Command = list[bytes]
 _INT64: Final = re.compile(rb"-?(0|[1-9][0-9]{0,18})")  # what INCR accepts, like Redis
@@ -65,25 +70,31 @@ class RespParser:
         self._part: bytearray | None = None  # body so far of a large, incomplete bulk
         self._scan = 0  # where the line-end search resumes, counted from `consumed`
 
-    def feed(self, buf: zerg.BufferSequence, out: list[Command]) -> int:
-        """Append each complete command in ``buf`` to ``out``; return the bytes consumed.
+    def feed(self, buf: zerg.BufferSequence, pos: int) -> tuple[Command | None, int]:
+        """Parse on from ``pos`` to the end of the next complete command.
 
-        Raises ProtocolError; commands appended before it are valid and should be answered.
+        Returns ``(command, where it ends)``, or ``(None, consumed)`` when ``buf`` ends first:
+        the bytes up to ``consumed`` are in the parser's state, the rest must come again with
+        more.  Raises ProtocolError.
         """
-        pos, end = 0, len(buf)
+        end = len(buf)
         while pos < end:
             n = self._bulk
             if n >= 0:  # a bulk body and its \r\n are next
                 if self._part is not None or (n >= SPILL and end - pos < n + 2):
-                    pos = self._spill(buf, pos, end, out)
-                    continue
-                if end - pos < n + 2:
-                    return pos  # wait for the rest of the body
-                body = buf[pos : pos + n + 2].tobytes()  # one copy: the body and its \r\n
-                if body[n:] != b"\r\n":
-                    raise ProtocolError("bulk length does not match the data")
-                self._arg(body[:n], out)
-                pos += n + 2
+                    pos, value = self._spill(buf, pos, end)
+                    if value is None:
+                        continue
+                elif end - pos < n + 2:
+                    return None, pos  # wait for the rest of the body
+                else:
+                    body = buf[pos : pos + n + 2].tobytes()  # one copy: the body and its \r\n
+                    if body[n:] != b"\r\n":
+                        raise ProtocolError("bulk length does not match the data")
+                    value = body[:n]
+                    pos += n + 2
+                if (command := self._arg(value)) is not None:
+                    return command, pos
                 continue
             inline = self._want == 0 and buf[pos] != 0x2A  # not '*': "PING\r\n" (telnet)
             sep = b"\n" if inline else b"\r\n"
@@ -94,13 +105,13 @@ class RespParser:
                                         "too big count string")
                 # Resume the search there; the last byte may be the '\r' of a split "\r\n".
                 self._scan = max(end - pos - len(sep) + 1, 0)
-                return pos
+                return None, pos
             self._scan = 0
             line = buf[pos:eol].tobytes()
             pos = eol + len(sep)
             if inline:
                 if words := line.split():  # split() also drops the '\r'
-                    out.append(words)
+                    return words, pos
             elif self._want == 0:  # "*<count>" starts a command; *0 and *-1 are ignored
                 count = _length(line[1:], MAX_ARGS)
                 if count < 0 and line != b"*-1":
@@ -112,31 +123,34 @@ class RespParser:
                 raise ProtocolError("invalid bulk length")
             else:
                 self._bulk = n
-        return pos
+        return None, pos
 
-    def _spill(self, buf: zerg.BufferSequence, pos: int, end: int, out: list[Command]) -> int:
-        """Copy what is here of a large bulk body into ``_part`` and consume it."""
+    def _spill(self, buf: zerg.BufferSequence, pos: int, end: int) -> tuple[int, bytes | None]:
+        """Copy what is here of a large bulk body into ``_part`` and consume it; the value
+        once it is whole."""
         part = self._part
         if part is None:
             part = self._part = bytearray()
         take = min(self._bulk + 2 - len(part), end - pos)
         for segment in buf[pos : pos + take]:  # memoryviews over the receive slots
             part += segment
-        if len(part) == self._bulk + 2:
-            self._part = None
-            if part[-2:] != b"\r\n":
-                raise ProtocolError("bulk length does not match the data")
-            del part[-2:]
-            self._arg(bytes(part), out)
-        return pos + take
+        if len(part) < self._bulk + 2:
+            return pos + take, None
+        self._part = None
+        if part[-2:] != b"\r\n":
+            raise ProtocolError("bulk length does not match the data")
+        del part[-2:]
+        return pos + take, bytes(part)
 
-    def _arg(self, value: bytes, out: list[Command]) -> None:
+    def _arg(self, value: bytes) -> Command | None:
+        """Add an argument; the command once it is complete."""
         self._bulk = -1
         self._args.append(value)
         self._want -= 1
-        if self._want == 0:
-            out.append(self._args)
-            self._args = []
+        if self._want:
+            return None
+        command, self._args = self._args, []
+        return command
 
 
 # -- the store and the commands ------------------------------------------------------------
@@ -319,39 +333,45 @@ async def handle(conn: zerg.Connection) -> None:
     """Serve one client until it quits, hangs up or breaks the protocol."""
     reader = PipeReader(conn)
     parser = RespParser()
-    commands: list[Command] = []
+    high_water = conn.get_write_buffer_limits()[1]
     try:
         while True:
             result = await reader.read()
             buf = result.buffer
+            pos = 0
             error: ProtocolError | None = None
-            consumed = 0
-            try:
-                consumed = parser.feed(buf, commands)
-            except ProtocolError as exc:
-                error = exc
-            # The commands own their bytes, so the slots can go back before we answer.
-            # Everything was examined: an incomplete command makes the next read wait.
-            reader.advance_to(consumed, len(buf))
-            closing = False
-            for args in commands:
+            big = b""  # a reply larger than the high-water mark: sent in pieces below
+            incomplete = closing = False
+            # Answer command by command until the bytes run out or the staged replies pass
+            # the high-water mark; then send them, and parse on from there.
+            while conn.pending_write_bytes <= high_water and not (big or closing):
+                try:
+                    args, pos = parser.feed(buf, pos)
+                except ProtocolError as exc:  # answered after the commands before it
+                    error = exc
+                    break
+                if args is None:
+                    incomplete = True  # the rest is part of a command: wait for more
+                    break
                 reply = execute(args)
                 if reply is None:  # QUIT: answer, ignore what follows, hang up
                     reply, closing = OK, True
-                if conn.pending_write_bytes + len(reply) <= FLUSH_AT:
+                if len(reply) > high_water:
+                    big = reply
+                else:
                     conn.write(reply)
-                else:  # a big reply (or many) goes out in pieces: bounded staging
-                    for i in range(0, len(reply), FLUSH_AT):
-                        await conn.flush()
-                        conn.write(memoryview(reply)[i : i + FLUSH_AT])
-                if closing:
-                    break
-            else:  # every command before a protocol error is answered, then the error
-                if error is not None:
-                    conn.write(_err(f"Protocol error: {error}"))
-            commands.clear()
-            await conn.flush()  # one flush per read, however many commands it held
-            if closing or error is not None or result.is_completed:
+            # The commands own their bytes: the slots go back before the replies are sent.
+            # After an incomplete command everything was examined and the next read() waits
+            # for more bytes; otherwise it returns the unparsed commands at once.
+            reader.advance_to(pos, len(buf) if incomplete else pos)
+            if error is not None:
+                conn.write(_err(f"Protocol error: {error}"))
+            piece = memoryview(big)
+            for i in range(0, len(big), high_water):
+                await conn.flush()
+                conn.write(piece[i : i + high_water])
+            await conn.flush()  # waits only while more than the high-water mark is out
+            if closing or error is not None or (result.is_completed and incomplete):
                 break
     except OSError:
         pass  # the peer went away while we were answering

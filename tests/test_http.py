@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import http.client
+import logging
 import re
+import select
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -20,6 +25,35 @@ from hypothesis import strategies as st
 import zerg
 
 http_example = load_example("http")
+
+
+class _ErrorLog(logging.Handler):
+    """Collects zerg's error log records: a handler that raised is logged there."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _errors() -> Iterator[_ErrorLog]:
+    errors = _ErrorLog()
+    log = logging.getLogger("zerg")
+    log.addHandler(errors)
+    try:
+        yield errors
+    finally:
+        log.removeHandler(errors)
+
+
+@pytest.fixture(autouse=True)
+def _no_handler_errors(_errors: _ErrorLog) -> Iterator[None]:
+    yield
+    records, _errors.records = _errors.records, []
+    assert not records, [r.getMessage() for r in records]
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +101,9 @@ def test_large_body_echo(srv: RunningServer) -> None:
 
 
 def test_pipelined_requests_answered_in_order(srv: RunningServer) -> None:
-    reqs = b"".join(b"POST /echo HTTP/1.1\r\nContent-Length: %d\r\n\r\n%d" % (len(b"%d" % i), i)
-                    for i in range(100))
-    reqs += b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"
+    reqs = b"".join(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%d"
+                    % (len(b"%d" % i), i) for i in range(100))
+    reqs += b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
         for i in range(0, len(reqs), 7):        # also split requests across reads
             s.sendall(reqs[i:i + 7])
@@ -90,12 +124,12 @@ def _raw(port: int, payload: bytes) -> bytes:
     [
         (b"GARBAGE\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400),
-        (b"GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n", 400),
         (b"GET / HTTP/2.0\r\n\r\n", 505),
         (b"GET / HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n", 431),
         (b"GET / HTTP/1.1\r\nX: " + b"a" * 9000, 431),     # never-ending header block
-        (b"POST /echo HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
-        (b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+        (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\n", 413),
+        (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
     ],
 )
 def test_refused_requests_get_status_and_close(srv: RunningServer, payload: bytes,
@@ -108,6 +142,7 @@ def test_refused_requests_get_status_and_close(srv: RunningServer, payload: byte
 def test_http10_closes_by_default(srv: RunningServer) -> None:
     data = _raw(srv.port, b"GET / HTTP/1.0\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"Hello, World!")
+    assert b"\r\nConnection: close\r\n" in data
 
 
 def test_curl(srv: RunningServer) -> None:
@@ -150,7 +185,7 @@ def test_parser_never_escapes_an_unexpected_exception(data: bytes, split: int) -
 @given(st.lists(st.binary(min_size=0, max_size=50), min_size=1, max_size=6),
        st.integers(min_value=1, max_value=17))
 def test_parser_finds_requests_across_any_split(bodies: list[bytes], split: int) -> None:
-    raw = b"".join(b"POST /echo HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b)
+    raw = b"".join(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b)
                    for b in bodies)
     buf = zerg.BufferSequence([raw[i:i + split] for i in range(0, len(raw), split)])
     pos = 0
@@ -161,6 +196,40 @@ def test_parser_finds_requests_across_any_split(bodies: list[bytes], split: int)
         got.append(req.body.tobytes())
         pos += req.size
     assert got == bodies
+
+
+_LINE_ENDS = st.lists(st.sampled_from([b"\n", b"\r", b"\r\n", b"\n\n", b"\n\r\n", b"a"]),
+                      max_size=12).map(b"".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.binary(max_size=50), _LINE_ENDS), st.booleans()),
+                min_size=1, max_size=6),
+       st.integers(min_value=1, max_value=23))
+def test_parser_resumes_across_reads(requests: list[tuple[bytes, bool]], step: int) -> None:
+    """Requests with CRLF or bare-LF line ends (bodies full of both) arriving ``step``
+    bytes at a time: the parser, resumed with ``scanned``, finds each one."""
+    crlf = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+    lf = b"POST /echo HTTP/1.1\nHost: t\nContent-Length: %d\n\n"
+    raw = b"".join((crlf if c else lf) % len(body) + body for body, c in requests)
+    got = []
+    consumed = scanned = arrived = 0
+    while arrived < len(raw):
+        arrived = min(arrived + step, len(raw))
+        buf = zerg.BufferSequence([raw[i:min(i + 7, arrived)]
+                                   for i in range(consumed, arrived, 7)])
+        pos = 0
+        while pos < len(buf):
+            req = http_example.parse_request(buf, pos, scanned)
+            if isinstance(req, int):
+                assert 0 < req <= len(buf) - pos
+                scanned = req
+                break
+            scanned = 0
+            got.append(req.body.tobytes())
+            pos += req.size
+        consumed += pos
+    assert got == [body for body, _ in requests]
 
 
 def test_make_demo_style_process_answers() -> None:
@@ -194,10 +263,241 @@ def test_make_demo_style_process_answers() -> None:
 
 def test_body_arriving_after_headers_in_a_later_read(srv: RunningServer) -> None:
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
-        s.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n")
         time.sleep(0.1)             # the parser sees the head alone first
         s.sendall(b"he")
         time.sleep(0.1)
         s.sendall(b"llo")
         data = s.recv(4096)
     assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"\r\n\r\nhello")
+
+
+# -- pipelining: every request answered, in order, with bounded staging ---------------------
+
+def _responses(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """Split a stream of responses into (status, head, body); a cut one fails."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        end = data.find(b"\r\n\r\n", pos)
+        assert end > 0, f"a cut response head: {data[pos:pos + 200]!r}"
+        head = data[pos:end]
+        match = re.search(rb"\r\nContent-Length: (\d+)\r\n", head + b"\r\n")
+        assert match is not None, head
+        body_at = end + 4
+        pos = body_at + int(match[1])
+        assert pos <= len(data), f"a cut response body: {data[body_at:body_at + 200]!r}"
+        out.append((int(head[9:12]), head, data[body_at:pos]))
+    return out
+
+
+def _pipeline(port: int, payload: bytes, read_delay: float = 0.0) -> bytes:
+    """Send ``payload`` from a thread while reading; after it, half-close and read
+    until the server closes (it does once every request is answered)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        def send() -> None:
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        time.sleep(read_delay)      # replies pile up: the server must wait, then go on
+        try:
+            return recv_until_closed(s)
+        finally:
+            sender.join()
+
+
+@pytest.fixture(scope="module")
+def small_write_buffer_srv() -> Iterator[RunningServer]:
+    """max_write_buffer 256 KiB: one read of pipelined requests has more replies."""
+    reactor = zerg.ReactorConfig(max_write_buffer=256 * 1024)
+    with serving(http_example.handle, reactor=reactor) as s:
+        yield s
+
+
+@pytest.mark.parametrize("server", ["srv", "small_write_buffer_srv"])
+def test_200k_pipelined_requests_all_answered_in_order(
+        server: str, request: pytest.FixtureRequest) -> None:
+    port = request.getfixturevalue(server).port
+    n = 200_000
+    get = b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"
+    echoed = range(0, n, 997)           # these are POST /echo of their own index
+    reqs = [get] * n
+    for i in echoed:
+        reqs[i] = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%d" % (
+            len(b"%d" % i), i)
+    started = time.monotonic()
+    data = _pipeline(port, b"".join(reqs), read_delay=0.2)
+    elapsed = time.monotonic() - started
+    replies = _responses(data)
+    assert len(replies) == n, f"{len(replies)} of {n} responses"
+    assert all(status == 200 for status, _, _ in replies)
+    assert [int(replies[i][2]) for i in echoed] == list(echoed)
+    assert sum(body == b"Hello, World!" for _, _, body in replies) == n - len(echoed)
+    assert elapsed < 20, elapsed
+
+
+# -- strict parsing (RFC 9112) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("payload", [
+    # A bare LF inside a CRLF header block: never a second field (Content-Length).
+    b"GET / HTTP/1.1\r\nHost: t\r\nX: a\nContent-Length: 5\r\n\r\nhello",
+    b"GET / HTTP/1.1\r\nHost: t\r\nX: a\rContent-Length: 5\r\n\r\nhello",      # bare CR
+    b"GET / HTTP/1.1\r\nHost: t\r\nX: a\rb\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: t\r\nX: a\x00b\r\n\r\n",                          # NUL
+    b"GET / HTTP/1.1\r\nHost: t\r\nX: a\x1bb\r\n\r\n",                          # ESC
+    b"GET /a\rb HTTP/1.1\r\nHost: t\r\n\r\n",                                   # request line
+    b"GET /a\nb HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /a\x00b HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET / HTTP/1.1\rHost: t\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: t\r\n\r\n",                 # mixed line ends
+    b"GET / HTTP/1.1\r\nHost: t\n\n",
+    b"GET / HTTP/1.1\nHost: t\rX: y\n\n",               # bare CR in a bare-LF request
+    b"GET / HTTP/1.1\r\n\r\n",                          # HTTP/1.1 needs a Host ...
+    b"GET / HTTP/1.1\r\nX: y\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",    # ... exactly one
+    b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+])
+def test_control_characters_and_missing_host_get_400(srv: RunningServer, payload: bytes) -> None:
+    data = _raw(srv.port, payload)
+    assert data.startswith(b"HTTP/1.1 400 "), data[:200]
+    [(_, head, _)] = _responses(data)   # one reply, then the connection closed
+    assert b"\r\nConnection: close" in head
+
+
+def _exchange(s: socket.socket, request: bytes) -> tuple[int, bytes, bytes]:
+    """Send one request and read exactly one response on a kept-alive socket."""
+    s.sendall(request)
+    data = b""
+    while (end := data.find(b"\r\n\r\n")) < 0 or len(data) < end + 4 + int(
+            re.search(rb"Content-Length: (\d+)", data)[1]):  # type: ignore[index]
+        chunk = s.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    [reply] = _responses(data)
+    return reply
+
+
+def _closed(s: socket.socket) -> bool:
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize(("value", "closes"), [
+    (b"close", True),
+    (b"CLOSE", True),
+    (b"keep-alive, close", True),
+    (b"Upgrade ,\tClose", True),
+    (b"notclose", False),
+    (b"close-ish, keep-alive", False),
+    (b"keep-alive", False),
+])
+def test_connection_header_is_a_token_list(srv: RunningServer, value: bytes,
+                                           closes: bool) -> None:
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        status, head, body = _exchange(
+            s, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: %s\r\n\r\n" % value)
+        assert status == 200 and body == b"Hello, World!"
+        assert (b"\r\nConnection: close" in head) == closes
+        if closes:
+            assert _closed(s)
+        else:
+            assert _exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 200
+
+
+def test_http10_keep_alive(srv: RunningServer) -> None:
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        for _ in range(3):
+            status, head, body = _exchange(
+                s, b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            assert status == 200 and body == b"Hello, World!"
+            assert b"\r\nConnection: keep-alive" in head
+        status, head, _ = _exchange(s, b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi")
+        assert status == 200 and b"\r\nConnection: close" in head
+        assert _closed(s)
+
+
+def test_bare_lf_line_ends_are_accepted(srv: RunningServer) -> None:
+    """RFC 9112 2.2: a recipient may take a bare LF for a line end; no waiting for 8 KiB."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+        assert _exchange(s, b"GET / HTTP/1.1\nHost: t\n\n")[2] == b"Hello, World!"
+        assert _exchange(s, b"POST /echo HTTP/1.1\nHost: t\nContent-Length: 5\n\nab\r\n\r")[2] \
+            == b"ab\r\n\r"
+        s.sendall(b"GET / HTTP/1.1\nHost: t\n\nGET /x HTTP/1.1\r\nHost: t\r\n\r\n"
+                  b"GET / HTTP/1.0\n\n")
+        replies = _responses(recv_until_closed(s))
+        assert [status for status, _, _ in replies] == [200, 404, 200]
+
+
+# -- timeouts ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def timeout_srv() -> Iterator[RunningServer]:
+    with serving(functools.partial(http_example.handle, header_timeout=0.5)) as s:
+        yield s
+
+
+def test_slow_header_gets_408(timeout_srv: RunningServer) -> None:
+    with socket.create_connection(("127.0.0.1", timeout_srv.port), timeout=5) as s:
+        assert _exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 200
+        time.sleep(0.7)     # idle between requests: not a slow header
+        assert _exchange(s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 200
+        started = time.monotonic()
+        s.sendall(b"GET / HTTP/1.1\r\n")
+        for i in range(40):     # a field now and then does not extend the deadline
+            if select.select([s], [], [], 0.05)[0]:
+                break           # the reply is here
+            s.sendall(b"X-%d: y\r\n" % i)
+        data = recv_until_closed(s)
+        assert data.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in data
+        assert 0.4 < time.monotonic() - started < 3
+
+
+def test_header_deadline_is_per_request(timeout_srv: RunningServer) -> None:
+    with socket.create_connection(("127.0.0.1", timeout_srv.port), timeout=5) as s:
+        # Each request takes 0.3 s to arrive, 0.9 s for all: only each must be in time.
+        for _ in range(3):
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\n")
+            time.sleep(0.3)
+            s.sendall(b"Content-Length: 2\r\n\r\nok")
+            time.sleep(0.01)
+        replies: list[bytes] = []
+        data = b""
+        while len(replies) < 3:
+            chunk = s.recv(65536)
+            assert chunk, f"closed after {data!r}"
+            data += chunk
+            replies = re.findall(rb"HTTP/1.1 (\d+) ", data)
+        assert replies == [b"200"] * 3
+
+
+@contextlib.contextmanager
+def _example_process(*flags: str) -> Iterator[int]:
+    proc = subprocess.Popen([sys.executable, str(http_example.__file__), "--host", "127.0.0.1",
+                             "--port", "0", *flags], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match is not None, line
+        yield int(match[1])
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_timeouts_from_the_command_line() -> None:
+    with _example_process("--idle-timeout", "1", "--header-timeout", "0.3") as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
+            assert _exchange(idle, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")[0] == 200
+            started = time.monotonic()
+            assert _closed(idle)        # an idle keep-alive connection is closed
+            assert 0.9 < time.monotonic() - started < 3
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+            started = time.monotonic()
+            slow.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
+            assert recv_until_closed(slow).startswith(b"HTTP/1.1 408 ")
+            assert 0.25 < time.monotonic() - started < 0.9

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -13,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +23,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import RunningServer, recv_exact, serving, wait_for
+from conftest import RunningServer, recv_exact, recv_until_closed, serving, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import zerg
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "resp.py"
 
@@ -121,12 +125,12 @@ class _ErrorLog(logging.Handler):
 _errors = _ErrorLog()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningServer]:
+@contextlib.contextmanager
+def _serve(**options: Any) -> Iterator[RunningServer]:
     log = logging.getLogger("zerg")
     log.addHandler(_errors)
     try:
-        with serving(resp.handle) as srv:
+        with serving(resp.handle, **options) as srv:
             yield srv
             # Every connection closed; every receive slot and write segment went back.
             wait_for(lambda: srv.engine.stats()[0].connections == 0, what="all closed")
@@ -134,6 +138,19 @@ def server() -> Iterator[RunningServer]:
             assert (stats.slots_in_use, stats.write_segments_in_use) == (0, 0), stats
     finally:
         log.removeHandler(_errors)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    with _serve() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def small_write_buffer_server() -> Iterator[RunningServer]:
+    """max_write_buffer 256 KiB: one read of pipelined commands has more replies."""
+    with _serve(reactor=zerg.ReactorConfig(max_write_buffer=256 * 1024)) as srv:
+        yield srv
 
 
 @pytest.fixture(autouse=True)
@@ -310,6 +327,42 @@ def test_pipeline_of_1000_commands_in_random_chunks(client: Client) -> None:
         if rng.random() < 0.02:
             time.sleep(0.001)  # let the server read a partial frame
     assert [client.reply() for _ in range(1000)] == expected
+
+
+@pytest.mark.parametrize("fixture", ["server", "small_write_buffer_server"])
+def test_200k_pipelined_commands_all_answered_in_order(
+        fixture: str, request: pytest.FixtureRequest) -> None:
+    """Far more replies than may be staged at once: the handler stops parsing past the
+    high-water mark, flushes, and parses on; every reply arrives, in order, none cut."""
+    server: RunningServer = request.getfixturevalue(fixture)
+    value = bytes(range(100))
+    with server.connect() as sock:
+        assert Client(sock).call("SET", "pipe:v", value) == "OK"
+    n = 200_000
+    echoed = range(0, n, 997)  # ECHO their own index
+    frames = [encode("PING"), encode("GET", "pipe:v")] * (n // 2)
+    replies = [b"+PONG\r\n", b"$100\r\n%b\r\n" % value] * (n // 2)
+    for i in echoed:
+        frames[i] = encode("ECHO", i)
+        replies[i] = b"$%d\r\n%d\r\n" % (len(b"%d" % i), i)
+    with server.connect(timeout=30) as sock:
+        def send() -> None:
+            sock.sendall(b"".join(frames))
+            sock.shutdown(socket.SHUT_WR)  # the server answers all, then hangs up
+
+        sender = threading.Thread(target=send)
+        started = time.monotonic()
+        sender.start()
+        time.sleep(0.2)  # replies pile up: the server must wait, then go on
+        try:
+            data = recv_until_closed(sock)
+        finally:
+            sender.join()
+        elapsed = time.monotonic() - started
+    expected = b"".join(replies)
+    assert len(data) == len(expected), f"{data.count(b'+PONG')} PONGs of {n // 2}"
+    assert data == expected
+    assert elapsed < 20, elapsed
 
 
 @pytest.mark.parametrize("frame, reason", [
