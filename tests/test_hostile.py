@@ -4,6 +4,7 @@ deadline for connections that close while the peer does not read."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 
@@ -194,3 +195,41 @@ def test_a_dry_ring_names_the_connections_that_hold_it(
             h.close()
     warning = next(r.getMessage() for r in caplog.records if "ring ran dry" in r.getMessage())
     assert "holds 1" in warning and "zerg.Connection id=" in warning
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_send_memory_goes_back_to_the_os_after_a_burst() -> None:
+    """48 clients each get a 1 MiB reply at once: 48 MiB of write segments.
+    Afterwards they go back to the pool and, within about a second, their pages
+    back to the operating system: RSS falls back near where it was."""
+    from conftest import recv_exact
+
+    async def handler(conn: zerg.Connection) -> None:
+        await conn.read()
+        conn.write(b"r" * (1 << 20))
+        await conn.wait_sent()
+
+    def small_window_client(port: int) -> socket.socket:
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)     # replies stay staged
+        c.connect(("127.0.0.1", port))
+        return c
+
+    with serving(handler) as srv:
+        before = _rss()
+        clients = [small_window_client(srv.port) for _ in range(48)]
+        for c in clients:
+            c.sendall(b"go")
+        wait_for(lambda: srv.engine.stats()[0].write_segments_in_use >= 48 * 24,
+                 what="the replies staged")
+        peak = _rss()
+        for c in clients:
+            assert recv_exact(c, 1 << 20) == b"r" * (1 << 20)
+            c.close()
+        wait_for(lambda: srv.engine.stats()[0].write_segments_in_use == 0, what="segments back")
+        wait_for(lambda: _rss() < before + (peak - before) // 4, timeout=5,
+                 what=f"RSS back near {before >> 20} MiB (peak {peak >> 20} MiB)")

@@ -47,6 +47,8 @@ _UD_CANCEL = encode(Op.CANCEL)
 _RECV, _SEND, _POLL, _ACCEPT, _MSG = Op.RECV, Op.SEND, Op.POLL, Op.ACCEPT, Op.MSG
 
 _ACCEPT_BACKOFF_S = 0.05
+_TRIM_EVERY_S = 1.0
+_TRIM_RESERVE_BYTES = 2 << 20      # free write memory kept resident for the next burst
 _monotonic = time.monotonic
 
 
@@ -251,6 +253,7 @@ class Reactor:
             self._arm_accept()
         if self.cfg.idle_timeout_s is not None:
             self._schedule_idle_sweep()
+        self.loop.call_later(_TRIM_EVERY_S, self._trim_pool)
         await self._stop_event.wait()
         await self._shutdown()
 
@@ -359,6 +362,16 @@ class Reactor:
                     pass
             else:
                 self._completion_failed(_RECV, cid, exc)
+
+    # ------------------------------------------------------------- memory
+    def _trim_pool(self) -> None:
+        """Every second: free write segments beyond a small reserve give their
+        pages back to the OS, so RSS falls back after a burst."""
+        if self._stopping:
+            return
+        reserve = max(8, _TRIM_RESERVE_BYTES // self.pool.segment_size)
+        self.pool.trim(reserve)
+        self.loop.call_later(_TRIM_EVERY_S, self._trim_pool)
 
     # ---------------------------------------------------------- idle timeout
     def _schedule_idle_sweep(self) -> None:

@@ -8,7 +8,10 @@ Plan: one page-aligned anonymous ``mmap`` holds the receive slots (slot ``i``
 at ``i * slot_size``; registered with the kernel as the provided buffer
 ring).  Write segments come from further ``mmap`` chunks made on demand and
 are recycled LIFO, so hot segments stay in cache and idle connections hold
-none.  Pages are only resident once touched.  A writer that needs more
+none.  Pages are only resident once touched, and ``trim`` gives the pages of
+free segments beyond a small reserve back to the operating system
+(``MADV_DONTNEED``; the mapping stays), so RSS returns near its baseline
+when a burst of large replies is over.  A writer that needs more
 contiguous memory than one segment gets a "jumbo" segment: a mapping of its
 own, never recycled -- ``release`` forgets it and the pages are unmapped once
 nothing references them.
@@ -33,9 +36,12 @@ class WriteSegment:
     """A writable piece of the pool (``segment_size`` bytes, or any size when
     ``jumbo``).  ``fill`` bytes are staged."""
 
-    __slots__ = ("fill", "jumbo", "off", "ptr", "sent", "view")
+    __slots__ = ("chunk", "fill", "jumbo", "off", "ptr", "resident", "sent", "view")
 
-    def __init__(self, ptr: Any, off: int, view: memoryview, jumbo: bool = False) -> None:
+    def __init__(self, ptr: Any, off: int, view: memoryview, jumbo: bool = False,
+                 chunk: mmap.mmap | None = None) -> None:
+        self.chunk = chunk      # the mapping it lives in (for trim)
+        self.resident = False   # its pages may be resident (it was handed out)
         self.ptr = ptr          # cdata char* of the chunk (for the shim)
         self.off = off          # offset of this segment in its chunk
         self.view = view        # writable memoryview of the whole segment
@@ -66,10 +72,33 @@ class SlabPool:
 
     def acquire(self) -> WriteSegment:
         free = self._free
-        if free:
-            return free.pop()
-        self._grow()
-        return free.pop()
+        if not free:
+            self._grow()
+        seg = free.pop()
+        seg.resident = True
+        return seg
+
+    def trim(self, keep: int) -> int:
+        """Give the pages of free segments beyond the ``keep`` most recently
+        used back to the operating system; returns how many were trimmed.
+        They stay in the pool and are simply zero pages when reused."""
+        free = self._free
+        cold = len(free) - keep
+        trimmed = 0
+        size = self.segment_size
+        if cold <= 0 or size % mmap.PAGESIZE:
+            return 0
+        for seg in free[:cold]:         # LIFO: the front of the list is the coldest
+            if seg.resident and seg.chunk is not None:
+                seg.chunk.madvise(mmap.MADV_DONTNEED, seg.off, size)
+                seg.resident = False
+                trimmed += 1
+        return trimmed
+
+    @property
+    def resident_free(self) -> int:
+        """Free segments whose pages may still be resident."""
+        return sum(1 for seg in self._free if seg.resident)
 
     def acquire_jumbo(self, size: int) -> WriteSegment:
         """A segment of exactly ``size`` bytes over a page-aligned mapping of
@@ -106,5 +135,6 @@ class SlabPool:
         self._chunks.append((chunk, ptr))
         # Reverse so pop() hands out the lowest offsets first.
         for i in reversed(range(per_chunk)):
-            self._free.append(WriteSegment(ptr, i * size, view[i * size:(i + 1) * size]))
+            self._free.append(WriteSegment(ptr, i * size, view[i * size:(i + 1) * size],
+                                           chunk=chunk))
         self.segments_total += per_chunk
