@@ -233,3 +233,69 @@ def test_send_memory_goes_back_to_the_os_after_a_burst() -> None:
         wait_for(lambda: srv.engine.stats()[0].write_segments_in_use == 0, what="segments back")
         wait_for(lambda: _rss() < before + (peak - before) // 4, timeout=5,
                  what=f"RSS back near {before >> 20} MiB (peak {peak >> 20} MiB)")
+
+
+def test_a_reactor_wide_write_budget_slows_the_big_writers_and_loses_nothing() -> None:
+    """max_write_memory: 16 clients that read slowly each ask for a 1 MiB reply
+    (16 MiB) under a 4 MiB budget.  Writers over the pause mark are refused
+    while the pool is full, flush and retry; every reply arrives whole and the
+    staged memory stays near the budget.  A small reply still goes through."""
+    import threading
+
+    from conftest import recv_exact
+
+    reply = bytes(range(256)) * 4096                     # 1 MiB
+    refusals: list[int] = []
+
+    async def handler(conn: zerg.Connection) -> None:
+        request = await conn.read()
+        item = conn.try_get_ring(request)
+        assert item is not None
+        small = bytes(item.view) == b"small"
+        conn.return_ring(item)
+        if small:
+            conn.write(b"tiny reply")
+            await conn.flush()
+            return
+        view = memoryview(reply)
+        while view:
+            try:
+                conn.write(view[:256 * 1024])
+            except zerg.WriteBufferFullError:
+                refusals.append(1)
+                await conn.flush()                       # waits until its bytes are out
+                continue
+            view = view[256 * 1024:]
+        await conn.wait_sent()
+
+    cfg = zerg.ReactorConfig(max_write_memory=4 << 20)
+    peak = [0]
+    with serving(handler, reactor=cfg) as srv:
+        clients = []
+        for _ in range(16):
+            c = socket.socket()
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            c.connect(("127.0.0.1", srv.port))
+            c.sendall(b"big")
+            clients.append(c)
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], srv.engine.stats()[0].write_segments_in_use)
+                time.sleep(0.005)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        time.sleep(0.3)
+        with srv.connect() as small:
+            small.sendall(b"small")
+            assert recv_exact(small, 10) == b"tiny reply"   # not starved by the big ones
+        for c in clients:
+            assert recv_exact(c, len(reply)) == reply
+            c.close()
+        stop.set()
+        watcher.join(5)
+    assert refusals, "the budget never pushed back"
+    # 4 MiB budget + what writers under the pause mark and one write each may add.
+    assert peak[0] * 32768 <= (4 << 20) + 16 * (256 * 1024 + 65536), peak[0]

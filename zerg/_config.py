@@ -8,6 +8,7 @@ instead of deep inside the kernel as an ``EINVAL``.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -99,6 +100,12 @@ class ReactorConfig:
     loop run once, so one flooding client cannot hold the reactor."""
     idle_timeout_s: float | None = None
     """Close connections that receive nothing for this long (None: never)."""
+    max_write_memory: int | None = None
+    """Write memory one reactor may stage across all its connections (None: an
+    eighth of the machine's RAM).  Past it, connections that already have more
+    than the write pause mark pending are refused (``WriteBufferFullError``:
+    back-pressure, nothing lost) until their bytes are out, so the biggest
+    writers are the ones slowed and small replies still go through."""
     close_timeout_s: float | None = 30.0
     """How long a closing connection may take to hand its last bytes to a peer
     that does not read them; then it is aborted and its memory and fd are
@@ -137,6 +144,9 @@ class ReactorConfig:
         if self.idle_timeout_s is not None:
             _check_float("idle_timeout_s", self.idle_timeout_s, 0.001, 86400.0)
         _check_int("max_read_chunk", self.max_read_chunk, self.recv_buffer_size, 1 << 34)
+        if self.max_write_memory is not None:
+            _check_int("max_write_memory", self.max_write_memory, self.write_buffer_size,
+                       1 << 44)
         if self.close_timeout_s is not None:
             _check_float("close_timeout_s", self.close_timeout_s, 0.001, 86400.0)
 
@@ -232,6 +242,14 @@ class EngineOptions:
             )
 
 
+def _default_write_memory() -> int:
+    """An eighth of the machine's RAM (1 GiB where it cannot be read)."""
+    try:
+        return max(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 8, 1 << 26)
+    except (ValueError, OSError):
+        return 1 << 30
+
+
 @dataclass(frozen=True, slots=True)
 class PipeOptions:
     """Every threshold of a connection's pipes, in one place (.NET's ``PipeOptions``).
@@ -263,6 +281,8 @@ class PipeOptions:
     """``ConnectionStream.write`` waits for the send once this much is pending."""
     close_timeout_s: float | None = None
     """A closing connection still sending after this long is aborted."""
+    max_write_memory: int = 0
+    """Write memory of the whole reactor (0: no limit); see ``ReactorConfig``."""
     read_chunk_items: int = 1 << 30
     """Most received items one read hands out (``max_read_chunk`` in slots)."""
     max_held_slots: int = 1 << 30
@@ -283,6 +303,8 @@ class PipeOptions:
             stream_high_water=4 * cfg.write_buffer_size,
             close_timeout_s=cfg.close_timeout_s,
             read_chunk_items=max(1, cfg.max_read_chunk // cfg.recv_buffer_size),
+            max_write_memory=(cfg.max_write_memory if cfg.max_write_memory is not None
+                              else _default_write_memory()),
             max_held_slots=max(1, cfg.max_read_buffer // cfg.recv_buffer_size),
         )
 

@@ -74,6 +74,7 @@ class OutputPipe:
     """Write segments, the send in flight, and flush waiters of one connection."""
 
     __slots__ = (
+        "_budget",
         "_cur",
         "_drain_waiters",
         "_flush_waiters",
@@ -100,6 +101,7 @@ class OutputPipe:
         self._pool = pool
         self._loop = loop
         self.max_write_buffer = opts.max_write_buffer
+        self._budget = opts.max_write_memory     # reactor-wide; 0: none
         self.pause_at = opts.write_pause_at         # flush() waits above this ...
         self.resume_at = opts.write_resume_at       # ... until pending falls to this
         self.segment_size = opts.segment_size
@@ -123,6 +125,8 @@ class OutputPipe:
             return
         if self.pending + n > self.max_write_buffer:
             self.over_cap(n)
+        if self.pending > self.pause_at and self._budget:
+            self._check_budget(n)
         seg = self._cur
         pos = 0
         while pos < n:
@@ -141,6 +145,19 @@ class OutputPipe:
             pos += take
         self.pending += n
 
+    def _check_budget(self, n: int) -> None:
+        """The reactor-wide ``max_write_memory``: a connection that already has
+        more than the pause mark pending is refused while the pool is full, so
+        the biggest writers wait and small replies still go out."""
+        used = self._pool.bytes_in_use
+        if used + n > self._budget:
+            self.refused = True
+            raise WriteBufferFullError(
+                f"the reactor's write memory is in use ({used} bytes of "
+                f"max_write_memory={self._budget}) and this connection has {self.pending} "
+                "bytes pending; await conn.flush() first"
+            )
+
     def over_cap(self, n: int) -> NoReturn:
         self.refused = True         # the next flush() waits until every byte is out
         raise WriteBufferFullError(
@@ -158,6 +175,8 @@ class OutputPipe:
                 f"or BufferWriter for larger pieces"
             )
         want = size_hint if size_hint > 0 else 1
+        if self.pending > self.pause_at and self._budget:
+            self._check_budget(want)
         if self.pending + want > self.max_write_buffer:
             self.refused = True
             raise WriteBufferFullError(

@@ -64,6 +64,7 @@ class SlabPool:
         self._chunks: list[tuple[mmap.mmap, Any]] = []
         self._free: list[WriteSegment] = []
         self._jumbo: set[WriteSegment] = set()     # jumbo segments out
+        self._jumbo_bytes = 0
         self.segments_total = 0
 
     def slot_view(self, slot: int, length: int, offset: int = 0) -> memoryview:
@@ -110,6 +111,7 @@ class SlabPool:
         region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         seg = WriteSegment(ffi.from_buffer(region), 0, memoryview(region), jumbo=True)
         self._jumbo.add(seg)
+        self._jumbo_bytes += size
         return seg
 
     def release(self, seg: WriteSegment) -> None:
@@ -117,9 +119,17 @@ class SlabPool:
         seg.sent = 0
         if seg.jumbo:
             # Not recycled: forgotten here, unmapped once nothing references it.
-            self._jumbo.discard(seg)
+            if seg in self._jumbo:
+                self._jumbo.discard(seg)
+                self._jumbo_bytes -= len(seg.view)
             return
         self._free.append(seg)
+
+    @property
+    def bytes_in_use(self) -> int:
+        """Write memory out of the pool (staged, in flight or lent), in bytes."""
+        return ((self.segments_total - len(self._free)) * self.segment_size
+                + self._jumbo_bytes)
 
     @property
     def segments_in_use(self) -> int:
