@@ -295,27 +295,6 @@ RecvSlots_give_back(RecvSlotsObject *self, PyObject *key)
 }
 
 static PyObject *
-RecvSlots_give_back_many(RecvSlotsObject *self, PyObject *keys)
-{
-    PyObject *it = PyObject_GetIter(keys);
-    if (it == NULL)
-        return NULL;
-    PyObject *item;
-    while ((item = PyIter_Next(it)) != NULL) {
-        unsigned long k = PyLong_AsUnsignedLong(item);
-        Py_DECREF(item);
-        if ((k == (unsigned long)-1 && PyErr_Occurred()) || slots_give_back_key(self, k) < 0) {
-            Py_DECREF(it);
-            return NULL;
-        }
-    }
-    Py_DECREF(it);
-    if (PyErr_Occurred())
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *
 RecvSlots_flush(RecvSlotsObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->nreturns) {
@@ -376,7 +355,6 @@ static PyMethodDef RecvSlots_methods[] = {
     {"slot_of", (PyCFunction)RecvSlots_slot_of, METH_O, "The buffer-ring slot of a key."},
     {"give_back", (PyCFunction)RecvSlots_give_back, METH_O,
      "The application is done with key; it goes back at the next flush."},
-    {"give_back_many", (PyCFunction)RecvSlots_give_back_many, METH_O, "give_back for each key."},
     {"flush", (PyCFunction)RecvSlots_flush, METH_NOARGS,
      "Return given-back slots to the kernel; the parked sinks that may re-arm."},
     {"park", (PyCFunction)RecvSlots_park, METH_O,

@@ -546,7 +546,9 @@ class Connection:
 
     def pause_reading(self) -> None:
         """Stop receiving (the multishot recv is cancelled; TCP slows the
-        peer) until ``resume_reading()``.  Bytes already received stay readable."""
+        peer) until ``resume_reading()``.  Bytes already received stay readable;
+        a Protocol gets no ``data_received`` meanwhile (bytes still in flight
+        are kept, off the shared ring)."""
         if _get_ident() != self._owner:
             self._foreign_thread()
         if self._state != OPEN or self._reading_paused:
@@ -880,11 +882,6 @@ class ProtocolConnection(Connection):
                     self._proto.resume_writing(self)
                 except Exception as exc:
                     self._failed(exc)
-
-    def pause_reading(self) -> None:
-        """asyncio's semantics: no ``data_received`` until ``resume_reading()``
-        (bytes already in flight are kept, off the shared ring)."""
-        Connection.pause_reading(self)
 
     def resume_reading(self) -> None:
         """Receive again; bytes kept while paused are delivered soon after."""

@@ -280,23 +280,6 @@ class InputPipe:
         for item in items:
             self._drop(item)
 
-    def lend(self, items: list[RingItem]) -> None:
-        """Items go to a reader on another thread: closing must not pull their
-        slots away while it copies.  They come back through ``take_back``."""
-        held = self.held
-        for item in items:
-            held.discard(item)
-
-    def take_back(self, items: list[RingItem]) -> None:
-        slots = self._slots
-        for item in items:
-            if item._live:
-                item._live = False
-                _release_view(item.view)
-                if item._key is not None:
-                    slots.give_back(item._key)
-                self.unread -= item.length
-
     # ---------------------------------------------------------- level 2
     def sequence(self, snapshot_tail: int) -> BufferSequence:
         """The items up to ``snapshot_tail`` as one owning sequence."""

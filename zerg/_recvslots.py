@@ -11,7 +11,7 @@ Operations:
     the key of the bytes to deliver (``res > 0``) or None (nothing to deliver;
     the slot is queued back if the kernel is done with it).
   - ``view(key, n)``: the received bytes, a read-only memoryview, no copy.
-  - ``give_back(key)`` / ``give_back_many(keys)``: the application is done.
+  - ``give_back(key)``: the application is done with ``key``.
   - ``flush()``: return the batch to the kernel (many ``buf_ring_add``, one tail
     store, in the shim) and report parked sinks that may re-arm now.
   - ``park(sink)``: a multishot recv ended with ``ENOBUFS``; re-arm it when
@@ -31,7 +31,6 @@ Threading: reactor thread only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from zerg._native import speedups
@@ -105,10 +104,6 @@ class RecvSlots:
         """The application is done with ``key``; it goes back at the next flush."""
         self._returns.append(key)
         self.out -= 1
-
-    def give_back_many(self, keys: Iterable[int]) -> None:
-        for key in keys:
-            self.give_back(key)
 
     # ------------------------------------------------------------ batching
     @property

@@ -67,10 +67,6 @@ class SlabPool:
         self._jumbo_bytes = 0
         self.segments_total = 0
 
-    def slot_view(self, slot: int, length: int, offset: int = 0) -> memoryview:
-        start = slot * self.slot_size + offset
-        return self.recv_view[start:start + length]
-
     def acquire(self) -> WriteSegment:
         free = self._free
         if not free:
@@ -95,11 +91,6 @@ class SlabPool:
                 seg.resident = False
                 trimmed += 1
         return trimmed
-
-    @property
-    def resident_free(self) -> int:
-        """Free segments whose pages may still be resident."""
-        return sum(1 for seg in self._free if seg.resident)
 
     def acquire_jumbo(self, size: int) -> WriteSegment:
         """A segment of exactly ``size`` bytes over a page-aligned mapping of
