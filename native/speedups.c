@@ -11,7 +11,9 @@
  *   - RecvSlots (zerg._recvslots.RecvSlots / IncrementalRecvSlots): slot
  *     accounting, batched returns, parking, relief;
  *   - Dispatcher (zerg._reactor.Reactor._dispatch): harvest and the one
- *     table of ops, routing each completion to its sink by vectorcall.
+ *     table of ops, routing each completion to its sink by vectorcall;
+ *   - BufferExport: the base of zerg.BufferSequence that gives it the buffer
+ *     protocol on 3.11 (the reference uses __buffer__, 3.12+).
  * ZERG_NO_EXTENSIONS=1 selects the references; the suite runs against both.
  *
  * The ring: this module is built from the same uringshim.c as zerg._uring,
@@ -688,6 +690,53 @@ static PyTypeObject DispatcherType = {
     .tp_members = Dispatcher_members,
 };
 
+/* ------------------------------------------------------- BufferExport */
+
+/*
+ * The base of zerg.BufferSequence (zerg/_buffers.py): its only job is the
+ * buffer protocol, which a pure-Python class can only offer from 3.12
+ * (__buffer__, PEP 688), so that bytearray(seq) and memoryview(seq) work on
+ * 3.11.  The export is a copy (self.tobytes()): a view straight into a
+ * receive slot would outlive advance()/release() unchecked, and the
+ * sequence's promise is a loud error on use after release.  tobytes() does
+ * that check, so a dead sequence raises ValueError here too.
+ */
+static PyObject *str_tobytes;
+
+static int
+BufferExport_getbuffer(PyObject *self, Py_buffer *view, int flags)
+{
+    if (flags & PyBUF_WRITABLE) {
+        PyErr_SetString(PyExc_BufferError, "BufferSequence is read-only");
+        view->obj = NULL;
+        return -1;
+    }
+    PyObject *copy = PyObject_CallMethodNoArgs(self, str_tobytes);
+    if (copy == NULL) {
+        view->obj = NULL;
+        return -1;
+    }
+    /* The bytes object owns the memory; the view keeps it alive (obj). */
+    int rc = PyObject_GetBuffer(copy, view, flags);
+    Py_DECREF(copy);
+    return rc;
+}
+
+static PyBufferProcs BufferExport_as_buffer = {
+    .bf_getbuffer = BufferExport_getbuffer,
+    .bf_releasebuffer = NULL,
+};
+
+static PyTypeObject BufferExportType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zerg._speedups.BufferExport",
+    .tp_basicsize = sizeof(PyObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Base of BufferSequence: exports a read-only copy through the buffer protocol.",
+    .tp_as_buffer = &BufferExport_as_buffer,
+    .tp_new = PyType_GenericNew,
+};
+
 /* --------------------------------------------------------------- module */
 
 static struct PyModuleDef speedups_module = {
@@ -703,15 +752,18 @@ PyInit__speedups(void)
     str_on_recv = PyUnicode_InternFromString("on_recv");
     str_on_recv_end = PyUnicode_InternFromString("on_recv_end");
     str_on_send = PyUnicode_InternFromString("on_send");
-    if (!str_on_recv || !str_on_recv_end || !str_on_send)
+    str_tobytes = PyUnicode_InternFromString("tobytes");
+    if (!str_on_recv || !str_on_recv_end || !str_on_send || !str_tobytes)
         return NULL;
-    if (PyType_Ready(&RecvSlotsType) < 0 || PyType_Ready(&DispatcherType) < 0)
+    if (PyType_Ready(&RecvSlotsType) < 0 || PyType_Ready(&DispatcherType) < 0
+        || PyType_Ready(&BufferExportType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "RecvSlots", (PyObject *)&RecvSlotsType) < 0
-        || PyModule_AddObjectRef(m, "Dispatcher", (PyObject *)&DispatcherType) < 0) {
+        || PyModule_AddObjectRef(m, "Dispatcher", (PyObject *)&DispatcherType) < 0
+        || PyModule_AddObjectRef(m, "BufferExport", (PyObject *)&BufferExportType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

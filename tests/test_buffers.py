@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import array
+import hashlib
+import io
 import itertools
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zerg._buffers import BufferSequence, SlotLease, leased, retire, unconsumed
+from zerg._native import speedups
 
 
 def owning(segments: list[memoryview], keys: list[Any],
@@ -96,6 +100,44 @@ def test_basic_model(case: tuple[BufferSequence, bytes]) -> None:
     assert seq == BufferSequence(data) and seq == BufferSequence(seq)
     if data:
         assert seq != bytes([data[0] ^ 1]) + data[1:]
+
+
+# The buffer protocol: a C base (the extension) or __buffer__ (3.12+) gives it; a pure-Python
+# class on 3.11 cannot, and there bytearray() falls back to iterating (segments, not ints).
+EXPORTS_BUFFER = speedups is not None or sys.version_info >= (3, 12)
+
+
+@fast
+@given(sequences())
+def test_buffer_protocol_exports_a_copy(case: tuple[BufferSequence, bytes]) -> None:
+    seq, data = case
+    if not EXPORTS_BUFFER:
+        if data:  # an empty one iterates nothing and gives bytearray()
+            with pytest.raises(TypeError):
+                bytearray(seq)
+        return
+    assert bytearray(seq) == data
+    view = memoryview(seq)
+    assert view.readonly and view.tobytes() == data
+    assert hashlib.sha256(seq).digest() == hashlib.sha256(data).digest()
+    with pytest.raises((BufferError, TypeError)):
+        io.BytesIO(b"x").readinto(seq)  # asks for a writable buffer
+
+
+def test_buffer_export_is_checked_and_does_not_pin_slots() -> None:
+    given_back: list[int] = []
+    owner = owning([memoryview(bytearray(b"hello ")), memoryview(bytearray(b"world"))],
+                   [0, 1], given_back.extend)
+    if EXPORTS_BUFFER:
+        view = memoryview(owner)
+        owner.release()
+        assert given_back == [0, 1]
+        assert view.tobytes() == b"hello world"  # a copy: the slots are free to be reused
+        with pytest.raises(ValueError, match="after release"):
+            bytearray(owner)
+    else:
+        owner.release()
+        assert given_back == [0, 1]
 
 
 def test_constructor_forms() -> None:

@@ -56,6 +56,8 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, Protocol, SupportsIndex, overload
 
+from zerg._native import speedups
+
 __all__ = ["BufferSequence", "BytesLike"]
 
 if TYPE_CHECKING:  # any buffer-protocol object (bytes, bytearray, memoryview, array, mmap)
@@ -70,6 +72,13 @@ _EMPTY: Final = memoryview(b"")
 _RELEASED: Final = sys.maxsize
 _NOT_OWNER: Final = "only the sequence returned by get_sequence owns slots"
 _new: Final = object.__new__
+_PYBUF_WRITABLE: Final = 1  # inspect.BufferFlags.WRITABLE (3.12+)
+
+if TYPE_CHECKING:
+    _ExportBase = object
+else:  # the buffer protocol for bytearray(seq)/memoryview(seq); see BufferSequence
+    _ExportBase = object if speedups is None else speedups.BufferExport
+_new_seq: Final = _ExportBase.__new__  # no __init__: the hot path fills the slots itself
 
 
 _SEARCHERS: Final[dict[bytes, Callable[[BytesLike, int, int], re.Match[bytes] | None]]] = {}
@@ -125,13 +134,19 @@ class Lease(Protocol):
     def give_back(self, keys: list[Any]) -> None: ...
 
 
-class BufferSequence:
+class BufferSequence(_ExportBase):
     """An immutable, zero-copy sequence of bytes made of memoryview segments.
 
     Behaves like a read-only ``bytes`` for len, indexing, slicing (slices share memory, no
     copy), ``find``/``index``/``startswith`` (bytes semantics, across segment boundaries),
     and ``==`` against bytes-like objects. Iterating yields the segments as read-only
     memoryviews of format 'B', not ints. Not hashable.
+
+    ``bytes(seq)``, ``bytearray(seq)`` and ``memoryview(seq)`` give a *copy* of the bytes
+    (the buffer protocol exports ``tobytes()``, never slot memory, so nothing can outlive
+    ``release()`` unchecked). The export comes from the C base ``BufferExport`` on 3.11
+    and from ``__buffer__`` (PEP 688) on 3.12+; with ``ZERG_NO_EXTENSIONS=1`` on 3.11 only
+    ``bytes(seq)`` works, as a pure-Python class cannot export a buffer there.
 
     ``BufferSequence(data)`` wraps one buffer-protocol object or an iterable of them without
     copying. Sequences from ``conn.get_sequence()`` own receive slots: see ``advance`` and
@@ -232,7 +247,7 @@ class BufferSequence:
             if key.step is not None and key.step != 1:
                 raise ValueError("BufferSequence slicing does not support a step")
             a, b, _ = key.indices(n)
-            view = _new(BufferSequence)
+            view = _new_seq(BufferSequence)
             view._segs = self._segs
             view._offs = self._offs
             view._start = start + a
@@ -314,6 +329,14 @@ class BufferSequence:
 
     def __bytes__(self) -> bytes:
         return self.tobytes()
+
+    if sys.version_info >= (3, 12) or TYPE_CHECKING:  # typed as a Buffer for users on 3.11 too
+
+        def __buffer__(self, flags: int, /) -> memoryview:
+            """A read-only copy of the bytes (PEP 688): ``bytearray(seq)``, ``memoryview(seq)``."""
+            if flags & _PYBUF_WRITABLE:
+                raise BufferError("BufferSequence is read-only")
+            return memoryview(self.tobytes())
 
     def copy_into(self, buffer: WriteableBuffer) -> int:
         """Copy min(len(self), len(buffer)) bytes into writable `buffer`; return the count."""
@@ -523,7 +546,7 @@ def leased(segments: list[memoryview], lease: Lease) -> BufferSequence:
     """The owning sequence over ``segments``, segment i living at ``lease.keys[i]``."""
     if len(segments) != len(lease.keys):
         raise ValueError("need exactly one lease key per segment")
-    self = _new(BufferSequence)
+    self = _new_seq(BufferSequence)
     self._init_chain([_readonly_bytes_view(mv) for mv in segments])
     self._slots = lease
     self._owns = True
@@ -553,7 +576,7 @@ def leased_single(view: memoryview, key: Any,
     lease.give_back = give_back
     lease.next = 0
     lease.held_from = 0
-    self = _new(BufferSequence)
+    self = _new_seq(BufferSequence)
     self._segs = [view]
     n = len(view)
     self._offs = [0, n]
