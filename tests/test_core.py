@@ -70,18 +70,19 @@ class FakeSlots:
     """A model of RecvSlots: keys are slot ids; each must come back exactly once."""
 
     keys_are_slots = True
+    total = SLOTS
 
     def __init__(self) -> None:
         self.mem = bytearray(SLOT * SLOTS)
         self._view = memoryview(self.mem).toreadonly()
         self.free = list(range(SLOTS))
-        self.out: set[int] = set()
+        self.lent: set[int] = set()
         self.parked: list[CompletionSink] = []
 
     def fill(self, data: bytes) -> int:
         key = self.free.pop(0)
         self.mem[key * SLOT:key * SLOT + len(data)] = data
-        self.out.add(key)
+        self.lent.add(key)
         return key
 
     def view(self, key: int, n: int) -> memoryview:
@@ -91,13 +92,17 @@ class FakeSlots:
         return key
 
     def give_back(self, key: int) -> None:
-        assert key in self.out, f"slot {key} given back twice (or never handed out)"
-        self.out.remove(key)
+        assert key in self.lent, f"slot {key} given back twice (or never handed out)"
+        self.lent.remove(key)
         self.mem[key * SLOT:(key + 1) * SLOT] = b"\xee" * SLOT    # poison: stale reads show
         self.free.append(key)
 
     def park(self, sink: CompletionSink) -> None:
         self.parked.append(sink)
+
+    @property
+    def out(self) -> int:
+        return len(self.lent)
 
 
 class FakeHost:
@@ -166,7 +171,7 @@ def finish(host: FakeHost, conn: Connection) -> None:
             conn.on_recv_end(-errno.ECANCELED)
     assert conn.id in host.finished
     assert host.submitter.closed_fds == [99]
-    assert not host.slots.out, f"slots never given back: {sorted(host.slots.out)}"
+    assert not host.slots.lent, f"slots never given back: {sorted(host.slots.lent)}"
     assert host.pool.segments_in_use == 0
 
 
@@ -204,11 +209,36 @@ def test_level1_every_byte_once_in_order_every_slot_back_once(
             got += item.view
             taken.append(item)
     assert bytes(got) == bytes(sent)
-    assert conn.slots_held == len(taken)
+    assert conn.slots_held == sum(1 for item in taken if item.buffer_id >= 0)
+    assert host.slots.out <= SLOTS - SLOTS // 4       # past that, handed-out items are copies
     if taken:
         conn.return_ring(taken[0])
         with pytest.raises(ValueError, match="already returned"):
             conn.return_ring(taken[0])
+    finish(host, conn)
+    host.close()
+
+
+def test_level1_hands_out_copies_once_three_quarters_of_the_ring_are_held() -> None:
+    """A handler that keeps every item: the first 24 of 32 slots are lent, the
+    rest arrive as copies whose slots went back at once (so the ring never
+    runs dry because of keepers); bytes are the same either way."""
+    host = FakeHost()
+    conn = make(host)
+    taken = []
+    for i in range(SLOTS + 8):
+        data = bytes([i]) * (i + 1)
+        host.deliver(conn, data)
+        snap = host.loop.run_until_complete(conn.read())
+        item = conn.try_get_ring(snap)
+        assert item is not None and bytes(item.view) == data
+        taken.append(item)
+    mark = SLOTS - SLOTS // 4
+    assert [item.buffer_id >= 0 for item in taken] == [True] * mark + [False] * (SLOTS + 8 - mark)
+    assert host.slots.out == mark and conn.slots_held == mark
+    for item in taken:
+        conn.return_ring(item)
+    assert host.slots.out == 0
     finish(host, conn)
     host.close()
 
@@ -294,7 +324,7 @@ def test_pipe_input_compacts_a_trickle() -> None:
         assert result is not None
         pipe.advance_to(0, len(result.buffer))
     # Many mostly empty slots were copied off the ring: few stay held.
-    assert len(host.slots.out) <= host.options.compact_min_slots + 1
+    assert host.slots.out <= host.options.compact_min_slots + 1
     result = pipe.try_read()
     assert result is None
     host.deliver(conn, b"!")
@@ -316,7 +346,7 @@ def test_pause_cancels_the_receive_and_resume_rearms_it() -> None:
     assert conn.is_receiving_paused
     assert host.submitter.cancels, "pausing cancels the multishot recv"
     # Untaken items were moved off the shared ring.
-    assert not host.slots.out
+    assert not host.slots.lent
     host.deliver(conn, b"y" * 10)                       # in flight before the cancel landed
     conn.on_recv_end(-errno.ECANCELED)                  # the cancel lands
     assert conn.is_receiving_paused and host.submitter.recvs == 1
@@ -502,7 +532,7 @@ def test_protocol_sink_delivers_every_byte_once(parts: list[bytes], consume: lis
     assert bytes(wire) == bytes(proto.got)          # echoed exactly what was consumed
     conn.on_recv_end(0)
     assert proto.eof and host.finished == [1] and proto.lost == [None]
-    assert not host.slots.out and host.pool.segments_in_use == 0
+    assert not host.slots.lent and host.pool.segments_in_use == 0
     host.close()
 
 

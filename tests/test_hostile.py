@@ -3,10 +3,12 @@ deadline for connections that close while the peer does not read."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 from conftest import serving, wait_for
@@ -164,36 +166,113 @@ def test_handlers_that_keep_their_items_cannot_take_the_whole_ring(
     kept.clear()
 
 
-def test_a_dry_ring_names_the_connections_that_hold_it(
-        caplog: pytest.LogCaptureFixture) -> None:
-    """More connections each keeping one slot than the ring has: the ring runs
-    dry and a warning names the holders (the operator's lead: a ring must be
-    larger than the number of handlers that keep a slot across an await)."""
+def _holder(block_s: float = 0.0) -> Callable[[zerg.Connection], Awaitable[None]]:
+    """A level-1 handler that echoes ``ping``, sleeps on the reactor thread
+    for ``block_s`` on ``block`` (then echoes it), and keeps anything else
+    until its peer closes."""
 
     async def handler(conn: zerg.Connection) -> None:
-        snap = await conn.read()
-        item = conn.try_get_ring(snap)
-        if item is not None and bytes(item.view) == b"ping":
-            conn.write(item.view)
-            conn.return_ring(item)
+        kept = []
+        while True:
+            snap = await conn.read()
+            if snap.is_closed:
+                return
+            while (item := conn.try_get_ring(snap)) is not None:
+                word = bytes(item.view)
+                if word == b"block":
+                    time.sleep(block_s)         # the reactor is busy: the kernel goes on
+                if word in (b"ping", b"block"):
+                    conn.write(item.view)
+                    conn.return_ring(item)
+                else:
+                    kept.append(item)           # kept across the await, never returned
             await conn.flush()
-            return
-        await conn.read()                                   # keeps its item until the end
 
+    return handler
+
+
+def _reader_holder(conn: zerg.Connection) -> Awaitable[None]:
+    """A PipeReader handler that echoes ``ping`` and otherwise holds the
+    buffer it read across a 1 s await (a slow backend) before consuming it."""
+    from zerg.adapters import PipeReader
+
+    async def run() -> None:
+        reader = PipeReader(conn)
+        while True:
+            res = await reader.read()
+            if res.buffer == b"ping":
+                conn.write(b"ping")
+            elif len(res.buffer):
+                await asyncio.sleep(1.0)            # holds res.buffer meanwhile
+            reader.advance_to(len(res.buffer))
+            await conn.flush()
+            if res.is_completed:
+                return
+
+    return run()
+
+
+@pytest.mark.parametrize("kind", ["level1", "pipereader"])
+def test_more_handlers_keeping_a_slot_than_the_ring_has_do_not_starve_it(kind: str) -> None:
+    """Ten handlers each keep what they read, on an 8-slot ring: once three
+    quarters of the ring are held, what is handed out is a copy (its slot goes
+    back at once), so a probe is served at once and every keeper still sees
+    its peer's FIN (before, level 1 kept the ring dry until stop)."""
+    from conftest import recv_exact
+
+    handler = _holder() if kind == "level1" else _reader_holder
     cfg = zerg.ReactorConfig(buffer_ring_entries=8, recv_buffer_size=4096)
-    caplog.set_level(logging.WARNING, logger="zerg")
     with serving(handler, reactor=cfg) as srv:
         holders = [srv.connect() for _ in range(10)]
         for h in holders:
             h.sendall(b"H")
-        wait_for(lambda: srv.engine.stats()[0].slots_held >= 8, what="a full ring")
-        probe = srv.connect()
-        probe.sendall(b"ping")
-        wait_for(lambda: any("ring ran dry" in r.getMessage() for r in caplog.records),
-                 what="the ring-dry warning")
-        probe.close()
+        wait_for(lambda: srv.engine.stats()[0].bytes_in >= 10, what="ten kept items")
+        time.sleep(0.1)
+        stats = srv.engine.stats()[0]
+        assert stats.slots_held <= 6                        # 8 - 8 // 4: the rest are copies
+        with srv.connect() as probe:
+            probe.settimeout(0.5)
+            probe.sendall(b"ping")
+            assert recv_exact(probe, 4) == b"ping"
         for h in holders:
             h.close()
+        wait_for(lambda: srv.engine.stats()[0].connections == 0,
+                 what="every keeper to see its peer's FIN")
+        assert srv.engine.stats()[0].slots_held == 0
+
+
+def test_a_dry_ring_names_the_connections_that_hold_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Six keepers hold three quarters of an 8-slot ring; while the reactor
+    thread is blocked, three clients send at once and the kernel runs out of
+    slots.  The warning names the keepers (the operator's lead: a ring must be
+    larger than the number of handlers that keep a slot across an await), and
+    the three are served once the reactor runs again."""
+    from conftest import recv_exact
+
+    cfg = zerg.ReactorConfig(buffer_ring_entries=8, recv_buffer_size=4096)
+    caplog.set_level(logging.WARNING, logger="zerg")
+    with serving(_holder(block_s=0.5), reactor=cfg) as srv:
+        holders = [srv.connect() for _ in range(6)]
+        for h in holders:
+            h.sendall(b"H")
+        wait_for(lambda: srv.engine.stats()[0].slots_held >= 6, what="six kept slots")
+        late = [srv.connect() for _ in range(3)]
+        blocker = srv.connect()
+        time.sleep(0.05)                                    # all accepted and receiving
+        blocker.sendall(b"block")
+        time.sleep(0.1)                                     # its handler now sleeps
+        for c in late:
+            c.sendall(b"ping")
+        for c in [blocker, *late]:
+            c.settimeout(3)
+        assert recv_exact(blocker, 5) == b"block"
+        for c in late:
+            assert recv_exact(c, 4) == b"ping"
+        wait_for(lambda: any("ring ran dry" in r.getMessage() for r in caplog.records),
+                 what="the ring-dry warning")
+        for c in [*holders, *late, blocker]:
+            c.close()
     warning = next(r.getMessage() for r in caplog.records if "ring ran dry" in r.getMessage())
     assert "holds 1" in warning and "zerg.Connection id=" in warning
 
@@ -236,14 +315,19 @@ def test_send_memory_goes_back_to_the_os_after_a_burst() -> None:
                  what=f"RSS back near {before >> 20} MiB (peak {peak >> 20} MiB)")
 
 
-def test_a_reactor_wide_write_budget_slows_the_big_writers_and_loses_nothing() -> None:
+@pytest.mark.parametrize("writer", ["write", "BufferWriter"])
+def test_a_reactor_wide_write_budget_slows_the_big_writers_and_loses_nothing(
+        writer: str) -> None:
     """max_write_memory: 16 clients that read slowly each ask for a 1 MiB reply
     (16 MiB) under a 4 MiB budget.  Writers over the pause mark are refused
-    while the pool is full, flush and retry; every reply arrives whole and the
+    while the pool is full (``conn.write`` and a ``BufferWriter``'s
+    ``get_memory`` alike), flush and retry; every reply arrives whole and the
     staged memory stays near the budget.  A small reply still goes through."""
     import threading
 
     from conftest import recv_exact
+
+    from zerg.adapters import BufferWriter
 
     reply = bytes(range(256)) * 4096                     # 1 MiB
     refusals: list[int] = []
@@ -259,6 +343,21 @@ def test_a_reactor_wide_write_budget_slows_the_big_writers_and_loses_nothing() -
             await conn.flush()
             return
         view = memoryview(reply)
+        if writer == "BufferWriter":
+            out = BufferWriter(conn)
+            while view:
+                try:
+                    mem = out.get_memory(min(len(view), 32768))
+                except zerg.WriteBufferFullError:
+                    refusals.append(1)
+                    await out.flush()                    # waits until its bytes are out
+                    continue
+                k = min(len(mem), len(view))
+                mem[:k] = view[:k]
+                out.advance(k)
+                view = view[k:]
+            await out.wait_sent()
+            return
         while view:
             try:
                 conn.write(view[:256 * 1024])

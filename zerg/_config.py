@@ -105,7 +105,9 @@ class ReactorConfig:
     eighth of the machine's RAM).  Past it, connections that already have more
     than the write pause mark pending are refused (``WriteBufferFullError``:
     back-pressure, nothing lost) until their bytes are out, so the biggest
-    writers are the ones slowed and small replies still go through."""
+    writers are the ones slowed and small replies still go through.  A
+    ``BufferWriter``'s ``get_memory`` counts its unflushed segments and is
+    refused the same way."""
     close_timeout_s: float | None = 30.0
     """How long a closing connection may take to hand its last bytes to a peer
     that does not read them; then it is aborted and its memory and fd are

@@ -11,7 +11,8 @@ Operations we support (every read level is a view of this one object):
 
 Goals: zero copies between the kernel and the reader; every receive slot
 given back exactly once; a reader that sits on bytes cannot starve the
-reactor's shared ring (relief and compaction copy them off it).
+reactor's shared ring (relief and compaction copy them off it, and once
+three quarters of the ring are held, what is handed out is a copy).
 
 Plan: received bytes arrive as ``RingItem``s (``push``).  ``held`` is the
 authority on which slots this pipe holds: whatever path gives an item back
@@ -119,6 +120,7 @@ class InputPipe:
         "_cancel",
         "_examined_all",
         "_give_back",
+        "_hand_out_mark",
         "_handed",
         "_ipos",
         "_items",
@@ -150,6 +152,12 @@ class InputPipe:
         self._slot_of = slots.slot_of
         self._plain = slots.keys_are_slots
         self._give_back = slots.give_back
+        # Once more than this many slots of the shared ring are held, items handed to a
+        # handler are copies and their slots go back at once: a handler may keep
+        # what it took across an await (a backend call, or a bug), and enough
+        # such handlers would otherwise hold every slot, so that nobody --
+        # their own peers' FIN included -- could receive again.
+        self._hand_out_mark = slots.total - max(slots.total // 4, 1)
         self.opts = opts
         self._loop = loop
         self._items: list[RingItem] = []     # untaken items are _items[_ipos:]
@@ -240,6 +248,8 @@ class InputPipe:
             pos = 0
         self._ipos = pos
         self.head += 1
+        if item._key is not None and self._slots.out > self._hand_out_mark:
+            self._move_off(item)    # the ring is nearly all held: hand out a copy
         return item
 
     def give_back_item(self, item: RingItem) -> bool:
@@ -317,8 +327,10 @@ class InputPipe:
             segs = old_segs + segs
             items = old_items + items
         buf = leased(segs, SlotLease(items, self._drop_tokens))
-        if self.opts.should_compact(held_slots(buf), len(buf)):
-            buf = self._compacted(buf)      # many slots, few bytes: copy once, free them
+        nheld = held_slots(buf)
+        if nheld and (self.opts.should_compact(nheld, len(buf))  # many slots, few bytes
+                      or self._slots.out > self._hand_out_mark):  # the ring is nearly held
+            buf = self._compacted(buf)      # copy once, free the slots
         self.buffer = buf
         self.buffer_movable = True
         return True
@@ -427,21 +439,23 @@ class InputPipe:
         the reactor's ring runs dry -- so readers waiting for the rest of a
         message cannot starve everyone.
         """
-        slots = self._slots
-        held = self.held
         for item in self._items[self._ipos:]:
-            key = item._key
-            if key is None:
-                continue
-            held.discard(item)
-            item.view = memoryview(item.view.tobytes())
-            slots.give_back(key)
-            item._key = None
-            item.buffer_id = -1
+            if item._key is not None:
+                self._move_off(item)
         buf = self.buffer
         if (buf is not None and self.buffer_movable and self.waiter is not None
                 and held_slots(buf)):
             self.buffer = self._compacted(buf)
+
+    def _move_off(self, item: RingItem) -> None:
+        """Copy ``item``'s bytes off the ring and give its slot back now."""
+        key = item._key
+        assert key is not None
+        self.held.discard(item)
+        item.view = memoryview(item.view.tobytes())
+        self._give_back(key)
+        item._key = None
+        item.buffer_id = -1
 
     def discard(self) -> None:
         """Stop reading: every slot goes back now; later input is dropped."""

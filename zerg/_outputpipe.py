@@ -81,6 +81,7 @@ class OutputPipe:
         "_granted",
         "_id",
         "_lent",
+        "_lent_bytes",
         "_loop",
         "_pool",
         "_staged",
@@ -115,6 +116,7 @@ class OutputPipe:
         self._drain_waiters: list[asyncio.Future[None]] | None = None
         self.write_exc: BaseException | None = None
         self._lent: set[WriteSegment] | None = None    # made on first use
+        self._lent_bytes = 0                        # their sizes (for the budget)
         self.bytes_out = 0
 
     # ------------------------------------------------------------ staging
@@ -155,7 +157,7 @@ class OutputPipe:
             raise WriteBufferFullError(
                 f"the reactor's write memory is in use ({used} bytes of "
                 f"max_write_memory={self._budget}) and this connection has {self.pending} "
-                "bytes pending; await conn.flush() first"
+                "bytes pending; await conn.flush() (or the writer's flush()) first"
             )
 
     def over_cap(self, n: int) -> NoReturn:
@@ -222,10 +224,13 @@ class OutputPipe:
         It comes back via ``enqueue`` or, if never flushed, when the
         connection closes (``drop_all``)."""
         pool = self._pool
+        if self._budget and self.pending + self._lent_bytes > self.pause_at:
+            self._check_budget(max(min_size, self.segment_size))
         seg = pool.acquire() if min_size <= self.segment_size else pool.acquire_jumbo(min_size)
         if self._lent is None:
             self._lent = set()
         self._lent.add(seg)
+        self._lent_bytes += len(seg.view)
         return seg
 
     def enqueue(self, segs: list[WriteSegment], writable: bool) -> None:
@@ -240,6 +245,7 @@ class OutputPipe:
             if seg not in lent:
                 continue            # reclaimed by the close; never release twice
             lent.remove(seg)
+            self._lent_bytes -= len(seg.view)
             if ok and seg.fill:
                 self.pending += seg.fill
                 if seg.fill > _MAX_SEND:
@@ -379,4 +385,5 @@ class OutputPipe:
             for seg in self._lent:
                 pool.release(seg)
             self._lent.clear()
+            self._lent_bytes = 0
         self._wake_flushers(exc)

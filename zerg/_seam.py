@@ -134,6 +134,16 @@ class ReceiveSlots(Protocol):
     def park(self, sink: CompletionSink) -> None:
         """The receive of ``sink`` ended for lack of slots."""
 
+    @property
+    def out(self) -> int:
+        """Slots the application holds now (in pipes or in handlers' hands)."""
+        ...
+
+    @property
+    def total(self) -> int:
+        """Slots in the ring."""
+        ...
+
 
 class ConnectionHost(Protocol):
     """A reactor, as its connections see it."""
