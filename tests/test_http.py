@@ -232,6 +232,44 @@ def test_parser_resumes_across_reads(requests: list[tuple[bytes, bool]], step: i
     assert got == [body for body, _ in requests]
 
 
+def _outcome(buf: zerg.BufferSequence, scanned: int, view: memoryview | None) -> object:
+    """Everything parse_request decides from the start of ``buf``, comparable."""
+    pos = 0
+    seen: list[object] = []
+    while pos < len(buf):
+        try:
+            req = http_example.parse_request(buf, pos, scanned, view)
+        except http_example.HttpError as err:
+            return [*seen, ("error", err.status, str(err))]
+        if isinstance(req, int):
+            return [*seen, ("incomplete", req)]
+        seen.append((req.method, req.target, req.version, req.headers, req.body.tobytes(),
+                     req.keep_alive, req.size))
+        scanned = 0
+        pos += req.size
+    return seen
+
+
+_HEADERISH = st.lists(st.sampled_from([
+    b"GET / HTTP/1.1", b"POST /echo HTTP/1.0", b"Host: t", b"Content-Length: 3",
+    b"Connection: close", b"X: a\x00b", b"\r\n", b"\n", b"\r", b"abc", b" ", b"\n\r\n",
+]), max_size=16).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_HEADERISH, st.binary(max_size=200)), st.integers(min_value=1, max_value=13),
+       st.integers(min_value=0, max_value=40))
+def test_parser_single_view_path_agrees_with_the_sequence_path(
+        data: bytes, split: int, scanned: int) -> None:
+    """The fast path (``view`` = the one segment) and the general one (a
+    sequence in many segments) accept, refuse and split alike."""
+    scanned = min(scanned, len(data))
+    split_buf = zerg.BufferSequence([data[i:i + split] for i in range(0, len(data), split)])
+    one = zerg.BufferSequence(data)
+    assert one.is_single_segment
+    assert _outcome(one, scanned, one.first) == _outcome(split_buf, scanned, None)
+
+
 def test_make_demo_style_process_answers() -> None:
     """The example runs as a program with --host/--port and stops on SIGINT."""
     import signal

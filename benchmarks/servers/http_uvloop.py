@@ -39,7 +39,8 @@ def _load_example() -> ModuleType:
 
 
 _http: Final = _load_example()
-parse_request: Final[Callable[[zerg.BufferSequence, int, int], Any]] = _http.parse_request
+parse_request: Final[Callable[[zerg.BufferSequence, int, int, memoryview | None], Any]] = (
+    _http.parse_request)
 respond: Final[Callable[[Any, Any], None]] = _http.respond
 response_head: Final[Callable[[int, int, bool], bytes]] = _http.response_head
 HttpError: Final[type[Exception]] = _http.HttpError
@@ -69,12 +70,13 @@ class Http(asyncio.Protocol):
         if self.pending:
             data = self.pending + data
         buf = zerg.BufferSequence(data)
+        view = memoryview(data)             # one segment: what the zerg side passes
         out = _Out()
         pos = 0
         close = False
         while pos < len(buf):
             try:
-                parsed = parse_request(buf, pos, self.scanned)
+                parsed = parse_request(buf, pos, self.scanned, view)
             except HttpError as err:
                 msg = f"{err}\n".encode()
                 out.write(response_head(getattr(err, "status", 400), len(msg), False))
