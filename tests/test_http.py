@@ -376,6 +376,37 @@ def test_200k_pipelined_requests_all_answered_in_order(
     assert elapsed < 20, elapsed
 
 
+def test_a_probe_is_answered_within_250ms_while_another_client_pipelines_150k_gets(
+        srv: RunningServer) -> None:
+    """Fairness end to end (issue 17): reads hand the handler at most
+    ``max_read_chunk`` and the example flushes past its high-water mark, so
+    one client pipelining 150k GETs does not hold the reactor; a second
+    client's requests, sent while the first is being served, are answered in
+    under 250 ms each, and the first still gets every reply."""
+    n = 150_000
+    get = b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"
+    hog_data: list[bytes] = []
+    hog = threading.Thread(target=lambda: hog_data.append(_pipeline(srv.port, get * n)))
+    hog.start()
+    time.sleep(0.05)
+    latencies = []
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as probe:
+        while hog.is_alive():
+            t0 = time.monotonic()
+            probe.sendall(get)
+            reply = b""
+            while not reply.endswith(b"Hello, World!"):
+                chunk = probe.recv(4096)
+                assert chunk, "the probe connection closed"
+                reply += chunk
+            latencies.append(time.monotonic() - t0)
+            time.sleep(0.02)
+    hog.join(30)
+    assert len(_responses(hog_data[0])) == n
+    assert len(latencies) >= 3, f"only {len(latencies)} probes ran during the pipelining"
+    assert max(latencies) < 0.25, f"a probe waited {max(latencies) * 1000:.0f} ms"
+
+
 # -- strict parsing (RFC 9112) ----------------------------------------------------------------
 
 @pytest.mark.parametrize("payload", [
