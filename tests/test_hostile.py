@@ -397,5 +397,76 @@ def test_a_reactor_wide_write_budget_slows_the_big_writers_and_loses_nothing(
         stop.set()
         watcher.join(5)
     assert refusals, "the budget never pushed back"
+    assert len(refusals) < 1000, "a refused writer spun instead of waiting in flush()"
     # 4 MiB budget + what writers under the pause mark and one write each may add.
     assert peak[0] * 32768 <= (4 << 20) + 16 * (256 * 1024 + 65536), peak[0]
+
+
+def test_the_write_budget_pauses_a_protocol_and_resumes_it_when_there_is_room() -> None:
+    """A Protocol writing 1 MiB replies in 256 KiB pieces to 24 slow readers
+    under a 4 MiB budget: a refused write (even the first of a reply, with
+    nothing of its own pending) pauses the protocol, ``resume_writing`` comes
+    once the pool has room, and every reply arrives whole."""
+    import threading
+
+    from conftest import recv_exact
+
+    reply = os.urandom(1 << 20)
+    piece = 256 * 1024
+
+    class Big(zerg.Protocol):
+        def __init__(self) -> None:
+            self.pos: dict[int, int] = {}
+            self.paused: set[int] = set()
+            self.refusals = 0
+            self.resumes = 0
+
+        def _pump(self, conn: zerg.Connection) -> None:
+            pos = self.pos[conn.id]
+            while conn.id not in self.paused and pos < len(reply):
+                try:
+                    conn.write(reply[pos:pos + piece])
+                except zerg.WriteBufferFullError:
+                    self.refusals += 1
+                    break                       # pause_writing came with the refusal
+                pos += piece
+            self.pos[conn.id] = pos
+
+        def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
+            self.pos.setdefault(conn.id, 0)
+            self._pump(conn)
+
+        def pause_writing(self, conn: zerg.Connection) -> None:
+            self.paused.add(conn.id)
+
+        def resume_writing(self, conn: zerg.Connection) -> None:
+            self.paused.discard(conn.id)
+            self.resumes += 1
+            self._pump(conn)
+
+    proto = Big()
+    cfg = zerg.ReactorConfig(max_write_memory=4 << 20)
+    with serving(proto, reactor=cfg) as srv:
+        clients = []
+        for _ in range(24):
+            c = socket.socket()
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            c.connect(("127.0.0.1", srv.port))
+            c.sendall(b"go")
+            clients.append(c)
+        time.sleep(0.3)
+        got: dict[int, bytes] = {}
+
+        def read(i: int, c: socket.socket) -> None:
+            c.settimeout(20)
+            got[i] = recv_exact(c, len(reply))
+
+        readers = [threading.Thread(target=read, args=(i, c)) for i, c in enumerate(clients)]
+        for t in readers:
+            t.start()
+        for t in readers:
+            t.join(30)
+        for c in clients:
+            c.close()
+    assert proto.refusals, "the budget never pushed back"
+    assert len(got) == 24 and all(data == reply for data in got.values())

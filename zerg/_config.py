@@ -102,9 +102,9 @@ class ReactorConfig:
     """Close connections that receive nothing for this long (None: never)."""
     max_write_memory: int | None = None
     """Write memory one reactor may stage across all its connections (None: an
-    eighth of the machine's RAM).  Past it, connections that already have more
-    than the write pause mark pending are refused (``WriteBufferFullError``:
-    back-pressure, nothing lost) until their bytes are out, so the biggest
+    eighth of the machine's RAM).  Past it, writes that would take their
+    connection past the write pause mark are refused (``WriteBufferFullError``:
+    back-pressure, nothing lost; ``flush()`` waits for room), so the biggest
     writers are the ones slowed and small replies still go through.  A
     ``BufferWriter``'s ``get_memory`` counts its unflushed segments and is
     refused the same way."""

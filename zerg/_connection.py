@@ -492,10 +492,14 @@ class Connection:
             raise ConnectionError(f"connection {self.id} is closed")
         if out.pending == 0:
             out.refused = False
+            if out.over_budget:         # refused by max_write_memory with nothing of
+                out.over_budget = False  # its own pending: wait for the pool to drain
+                await out.room_waiter()
             return
         self._kick_send()
         if out.refused:
             out.refused = False
+            out.over_budget = False     # a retry checks the budget again
             await out.flush_waiter()
         elif out.pending > out.pause_at:
             await out.drain_waiter()
@@ -848,6 +852,13 @@ class ProtocolConnection(Connection):
             else:
                 Connection.write(self, data)
         except WriteBufferFullError as exc:
+            if out.over_budget:
+                # The reactor's write budget: pause this protocol until the
+                # pool has room again (or its own bytes drained, on_send).
+                out.over_budget = False
+                if not self._writing_paused:
+                    self._pause_writing()
+                    out.room_waiter().add_done_callback(self._room_again)
             raise WriteBufferFullError(
                 f"{exc} -- in a Protocol: stop writing after pause_writing() until "
                 "resume_writing()") from None
@@ -872,6 +883,16 @@ class ProtocolConnection(Connection):
             self._proto.pause_writing(self)
         except Exception as exc:
             self._failed(exc)
+
+    def _room_again(self, _: asyncio.Future[None]) -> None:
+        """The write budget has room again (see ``write``)."""
+        if (self._writing_paused and self._state == OPEN
+                and self._out.pending <= self._out.resume_at):
+            self._writing_paused = False
+            try:
+                self._proto.resume_writing(self)
+            except Exception as exc:
+                self._failed(exc)
 
     def on_send(self, res: int) -> None:
         Connection.on_send(self, res)

@@ -87,6 +87,7 @@ class OutputPipe:
         "_staged",
         "bytes_out",
         "max_write_buffer",
+        "over_budget",
         "pause_at",
         "pending",
         "refused",
@@ -111,6 +112,7 @@ class OutputPipe:
         self._granted = 0                           # bytes of _cur lent by get_memory
         self.pending = 0                            # staged + in flight, in bytes
         self.refused = False                        # a write raised WriteBufferFullError
+        self.over_budget = False                    # ... because of max_write_memory
         self.sending: WriteSegment | None = None
         self._flush_waiters: list[asyncio.Future[None]] | None = None
         self._drain_waiters: list[asyncio.Future[None]] | None = None
@@ -127,7 +129,7 @@ class OutputPipe:
             return
         if self.pending + n > self.max_write_buffer:
             self.over_cap(n)
-        if self.pending > self.pause_at and self._budget:
+        if self.pending + n > self.pause_at and self._budget:
             self._check_budget(n)
         seg = self._cur
         pos = 0
@@ -148,12 +150,13 @@ class OutputPipe:
         self.pending += n
 
     def _check_budget(self, n: int) -> None:
-        """The reactor-wide ``max_write_memory``: a connection that already has
-        more than the pause mark pending is refused while the pool is full, so
+        """The reactor-wide ``max_write_memory``: a write that would take its
+        connection past the pause mark is refused while the pool is full, so
         the biggest writers wait and small replies still go out."""
         used = self._pool.bytes_in_use
         if used + n > self._budget:
             self.refused = True
+            self.over_budget = True
             raise WriteBufferFullError(
                 f"the reactor's write memory is in use ({used} bytes of "
                 f"max_write_memory={self._budget}) and this connection has {self.pending} "
@@ -177,7 +180,7 @@ class OutputPipe:
                 f"or BufferWriter for larger pieces"
             )
         want = size_hint if size_hint > 0 else 1
-        if self.pending > self.pause_at and self._budget:
+        if self.pending + want > self.pause_at and self._budget:
             self._check_budget(want)
         if self.pending + want > self.max_write_buffer:
             self.refused = True
@@ -224,8 +227,9 @@ class OutputPipe:
         It comes back via ``enqueue`` or, if never flushed, when the
         connection closes (``drop_all``)."""
         pool = self._pool
-        if self._budget and self.pending + self._lent_bytes > self.pause_at:
-            self._check_budget(max(min_size, self.segment_size))
+        size = max(min_size, self.segment_size)
+        if self._budget and self.pending + self._lent_bytes + size > self.pause_at:
+            self._check_budget(size)
         seg = pool.acquire() if min_size <= self.segment_size else pool.acquire_jumbo(min_size)
         if self._lent is None:
             self._lent = set()
@@ -327,6 +331,15 @@ class OutputPipe:
             self._flush_waiters = [fut]
         else:
             self._flush_waiters.append(fut)
+        return fut
+
+    def room_waiter(self) -> asyncio.Future[None]:
+        """A future done once the reactor's write memory fell to seven eighths
+        of ``max_write_memory``: what a writer refused by the budget, with
+        nothing of its own pending, waits for."""
+        fut: asyncio.Future[None] = self._loop.create_future()
+        budget = self._budget
+        self._pool.add_room_waiter(fut, budget - budget // 8)
         return fut
 
     def drain_waiter(self) -> asyncio.Future[None]:

@@ -66,6 +66,8 @@ class SlabPool:
         self._jumbo: set[WriteSegment] = set()     # jumbo segments out
         self._jumbo_bytes = 0
         self.segments_total = 0
+        self._room_waiters: list[Any] = []          # futures: see add_room_waiter
+        self._room_at = 0
 
     def acquire(self) -> WriteSegment:
         free = self._free
@@ -113,8 +115,25 @@ class SlabPool:
             if seg in self._jumbo:
                 self._jumbo.discard(seg)
                 self._jumbo_bytes -= len(seg.view)
+        else:
+            self._free.append(seg)
+        if self._room_waiters and self.bytes_in_use <= self._room_at:
+            self._wake_room()
+
+    def add_room_waiter(self, fut: Any, at: int) -> None:
+        """Set ``fut`` (an asyncio future) once no more than ``at`` bytes are in
+        use: how writers refused by the reactor's write budget wait for room."""
+        if self.bytes_in_use <= at:
+            fut.set_result(None)
             return
-        self._free.append(seg)
+        self._room_waiters.append(fut)
+        self._room_at = at
+
+    def _wake_room(self) -> None:
+        waiters, self._room_waiters = self._room_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     @property
     def bytes_in_use(self) -> int:
