@@ -153,6 +153,13 @@ SERVERS: Final[tuple[Server, ...]] = (
            _py_reference(ROOT / "examples" / "http.py")),
     Server("http_uvloop", "uvloop Protocol, same parser", "http",
            _py(SERVERS_DIR / "http_uvloop.py")),
+    # ---- HTTP servers a user would pick instead (installed by the [bench] extra).
+    Server("http_uvicorn", "uvicorn + uvloop + httptools (ASGI)", "http",
+           _py(SERVERS_DIR / "http_uvicorn.py"), probe="import uvicorn, httptools, uvloop",
+           skip_note="uvicorn/httptools not installed (pip install -e '.[bench]')"),
+    Server("http_granian", "granian RSGI, 1 runtime thread", "http",
+           _py(SERVERS_DIR / "http_granian.py"), probe="import granian.server.embed",
+           skip_note="granian not installed (pip install -e '.[bench]')"),
 )
 BY_NAME: Final[dict[str, Server]] = {s.name: s for s in SERVERS}     # + the @base twins
 
@@ -192,6 +199,8 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
     Scenario("E3", "echo", "echo 16 KiB, 50 connections, depth 1", 50, 1, 16384),
     Scenario("H1", "http", "HTTP/1.1 plaintext (wrk), 100 connections, pipelined 16",
              100, 16, 0, baseline="http_uvloop", reference=None),
+    Scenario("H2", "http", "HTTP/1.1 plaintext (wrk), 100 connections, no pipelining",
+             100, 1, 0, baseline="http_uvloop", reference=None),
     Scenario("C1", "idle", "10,000 idle connections: server RSS per connection",
              10_000, 1, 64),
 )
@@ -756,7 +765,8 @@ def table(sc: Scenario, summary: Json, names: list[str], skipped: dict[str, str]
     lines.append("")
     if sc.kind == "http":
         lines.append("Latency: not reported (wrk's latency under pipelining is per batch and "
-                     "unreliable). No C peer: the C server speaks only echo.")
+                     "unreliable; throughput and CPU per request are the measures of both "
+                     "HTTP scenarios). No C peer: the C server speaks only echo.")
     if sc.kind == "idle":
         lines.append("Lower is better: ratios are this server's bytes per connection over the "
                      "peer's. Each connection did one 64 B echo round trip, then stayed idle.")
