@@ -587,6 +587,19 @@ def leased_single(view: memoryview, key: Any,
     return self, lease
 
 
+def window(seq: BufferSequence) -> BufferSequence:
+    """``seq[:]`` for the hot path: a non-owning view of all of ``seq``
+    (same chain, same validity checks), without the slice arithmetic."""
+    view = _new_seq(BufferSequence)
+    view._segs = seq._segs
+    view._offs = seq._offs
+    view._start = seq._start
+    view._stop = seq._stop
+    view._slots = seq._slots
+    view._owns = False
+    return view
+
+
 def single_view(seq: BufferSequence) -> memoryview | None:
     """The bytes as one memoryview (checked, no copy) when the chain has one
     segment; None otherwise."""

@@ -39,8 +39,10 @@ from zerg._buffers import (
     SlotLease,
     held_slots,
     leased,
+    leased_single,
     retire,
     unconsumed,
+    window,
 )
 from zerg._config import PipeOptions
 
@@ -309,6 +311,19 @@ class InputPipe:
         if self.head >= self.tail:
             return False
         pos = self._ipos
+        if self.buffer is None and len(self._items) == pos + 1:
+            # The common case (a request, then its reply): one fresh item and
+            # nothing kept from before -- a one-segment sequence, built directly.
+            item = self._items[pos]
+            self._items.clear()
+            self._ipos = 0
+            self.head = self.tail
+            one, _ = leased_single(item.view, item, self._drop_tokens)
+            if item._key is not None and self._slots.out > self._hand_out_mark:
+                one = self._compacted(one)  # the ring is nearly held: a copy
+            self.buffer = one
+            self.buffer_movable = True
+            return True
         end = pos + self.opts.read_chunk_items
         if end < len(self._items):          # fairness: one chunk per read
             items = self._items[pos:end]
@@ -357,7 +372,7 @@ class InputPipe:
 
     def _result(self, canceled: bool, closed: bool) -> ReadResult:
         buf = self.buffer
-        view = buf[:] if buf is not None else _EMPTY_SEQ
+        view = window(buf) if buf is not None else _EMPTY_SEQ
         self._handed = len(view)
         return ReadResult(view, closed and self.head >= self.tail, canceled)
 
@@ -399,6 +414,8 @@ class InputPipe:
         buf = self.buffer
         if buf is not None and consumed:
             buf.advance(consumed)
+            if not buf:
+                self.buffer = None          # all of it: the next read starts afresh
         self._examined_all = examined == n
         self._handed = -1
 
