@@ -6,6 +6,7 @@ import array
 import hashlib
 import io
 import itertools
+import struct
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -317,6 +318,65 @@ def test_startswith(
         (other, prefix), start, end
     )
     assert seq.startswith((), start) is False
+
+
+@fast
+@given(st.data(), sequences(), index_or_none, index_or_none)
+def test_rfind_count_endswith_agree_with_bytes(
+    draw: st.DataObject, case: tuple[BufferSequence, bytes], start: int | None, end: int | None
+) -> None:
+    seq, data = case
+    sub = draw.draw(st.one_of(needles(data), st.just(data[-3:]), st.just(b"")))
+    assert seq.rfind(sub, start, end) == data.rfind(sub, start, end)
+    assert seq.rfind(sub) == data.rfind(sub)
+    assert seq.count(sub, start, end) == data.count(sub, start, end)
+    assert seq.count(bytearray(sub)) == data.count(sub)
+    assert seq.endswith(sub, start, end) == data.endswith(sub, start, end)
+    assert seq.endswith((b"\x01\x02", sub)) == data.endswith((b"\x01\x02", sub))
+    if data.rfind(sub, start, end) >= 0:
+        assert seq.rindex(sub, start, end) == data.rindex(sub, start, end)
+    else:
+        with pytest.raises(ValueError):
+            seq.rindex(sub, start, end)
+    if data:
+        assert seq.rfind(data[-1]) == data.rfind(data[-1])     # an int, like bytes
+        assert seq.count(data[0]) == data.count(data[0])
+
+
+def test_rfind_across_chunks_and_segments() -> None:
+    """rfind reads backwards in 64 KiB copies: matches on a chunk edge, and
+    across segment edges, are found."""
+    buf = bytearray(b"." * 200_000)
+    for at in (0, 3, 65_535, 65_536 - 2, 131_070, 199_996):
+        buf[at:at + 4] = b"ABCD"
+    data = bytes(buf)
+    for cuts in ([], [1, 65_537, 65_538], list(range(0, 200_000, 7919))):
+        bounds = [0, *cuts, len(data)]
+        seq = BufferSequence([data[x:y] for x, y in itertools.pairwise(bounds)])
+        for end in (None, 199_999, 131_073, 131_072, 65_539, 4, 3):
+            assert seq.rfind(b"ABCD", 0, end) == data.rfind(b"ABCD", 0, end)
+        assert seq.count(b"ABCD") == data.count(b"ABCD")
+
+
+@fast
+@given(sequences())
+def test_contiguous_is_a_view_in_one_segment_and_a_copy_across(
+        case: tuple[BufferSequence, bytes]) -> None:
+    seq, data = case
+    one = seq.contiguous()
+    assert one.readonly and one.tobytes() == data
+    assert struct.unpack_from(f"{len(data)}s", one)[0] == data
+    if seq.is_single_segment and data:
+        assert one.obj is seq.first.obj                    # zero-copy: the segment's memory
+    elif data:
+        assert isinstance(one.obj, bytes)                  # one copy
+
+
+def test_contiguous_of_a_released_sequence_raises() -> None:
+    owner = owning([memoryview(bytearray(b"abc"))], [0], lambda ids: None)
+    owner.release()
+    with pytest.raises(ValueError, match="after release"):
+        owner.contiguous()
 
 
 # -- copy_into --------------------------------------------------------------------------

@@ -859,3 +859,76 @@ def test_trickling_peer_cannot_tie_up_the_shared_ring() -> None:
         assert recv_exact(slow, 8) == b"len=200\n"
         assert srv.engine.stats()[0].slots_in_use <= 8
         slow.close()
+
+
+# -- read_at_least (issue 14) -------------------------------------------------------------
+
+
+def test_read_at_least_waits_for_n_bytes_across_reads_and_consumes_nothing() -> None:
+    """A length-prefixed frame arriving a few bytes at a time: read_at_least(4)
+    then read_at_least(4 + length) complete only once those bytes are buffered;
+    readexactly in three lines on top of it."""
+    frames: list[bytes] = []
+
+    async def handler(conn: zerg.Connection) -> None:
+        reader = PipeReader(conn)
+        while True:
+            res = await reader.read_at_least(4)
+            if len(res.buffer) < 4:                       # the peer finished
+                reader.advance_to(0)
+                return
+            size = int.from_bytes(res.buffer[:4].tobytes(), "big")
+            reader.advance_to(0)                          # nothing consumed yet
+            res = await reader.read_at_least(4 + size)
+            frames.append(res.buffer[4:4 + size].tobytes())
+            reader.advance_to(4 + size)
+            conn.write(b"ok")
+            await conn.flush()
+
+    payloads = [b"", b"x", b"hello world" * 50, bytes(range(256)) * 40]
+    wire = b"".join(len(p).to_bytes(4, "big") + p for p in payloads)
+    with serving(handler) as srv, srv.connect() as s:
+        for i in range(0, len(wire), 7):
+            s.sendall(wire[i:i + 7])
+            time.sleep(0.0005)
+        assert recv_exact(s, 2 * len(payloads)) == b"ok" * len(payloads)
+    assert frames == payloads
+
+
+def test_read_at_least_returns_short_on_cancel_or_when_the_peer_finishes() -> None:
+    got: list[tuple[bytes, bool, bool]] = []
+
+    async def handler(conn: zerg.Connection) -> None:
+        reader = PipeReader(conn)
+        conn.loop.call_later(0.2, reader.cancel_pending_read)
+        res = await reader.read_at_least(100)             # 10 bytes come, then a cancel
+        got.append((res.buffer.tobytes(), res.is_completed, res.is_canceled))
+        reader.advance_to(0, len(res.buffer))
+        conn.write(b"canceled")
+        await conn.flush()
+        res = await reader.read_at_least(100)             # then the peer finishes
+        got.append((res.buffer.tobytes(), res.is_completed, res.is_canceled))
+        reader.advance_to(len(res.buffer))
+
+    with serving(handler) as srv, srv.connect() as s:
+        s.sendall(b"only ten b")
+        assert recv_exact(s, 8) == b"canceled"
+        s.shutdown(socket.SHUT_WR)
+        recv_until_closed(s)
+    assert got == [(b"only ten b", False, True), (b"only ten b", True, False)]
+
+
+def test_read_at_least_refuses_more_than_max_read_buffer() -> None:
+    errors: list[str] = []
+
+    async def handler(conn: zerg.Connection) -> None:
+        reader = PipeReader(conn)
+        try:
+            await reader.read_at_least(10 ** 9)
+        except ValueError as exc:
+            errors.append(str(exc))
+
+    with serving(handler) as srv, srv.connect() as s:
+        s.sendall(b"x")
+        recv_until_closed(s)
+    assert errors and "max_read_buffer" in errors[0]

@@ -17,6 +17,7 @@ from zerg._errors import UnsupportedKernelError, WriteBufferFullError
 from zerg._probe import KernelFeatures, probe
 from zerg._protocol import Protocol
 from zerg._reactor import ReactorStats
+from zerg._seqreader import SequenceReader
 from zerg._standalone import new_event_loop
 from zerg._start import AsyncHandler, Handler, SyncHandler
 
@@ -37,6 +38,7 @@ __all__ = [
     "ReactorStats",
     "RingItem",
     "RingSnapshot",
+    "SequenceReader",
     "SyncHandler",
     "UnsupportedKernelError",
     "WriteBufferFullError",

@@ -2,8 +2,9 @@
 #
 # Operations we want to support:
 #   - len(), bool(), seq[i] -> int, seq[a:b] -> BufferSequence (no copy), iteration over the
-#     memoryview segments, find()/index() across segment boundaries, startswith(),
-#     tobytes(), copy_into(), == against bytes-like objects, `first`, `is_single_segment`.
+#     memoryview segments, find()/index()/rfind()/rindex()/count() across segment boundaries,
+#     startswith()/endswith(), tobytes(), copy_into(), contiguous() (one buffer: a view or
+#     one copy), == against bytes-like objects, `first`, `is_single_segment`.
 #   - On the one sequence that owns receive slots (made by the connection): advance(n) hands
 #     back every slot whose bytes are all consumed; release() hands back the rest.
 #
@@ -73,6 +74,7 @@ _RELEASED: Final = sys.maxsize
 _NOT_OWNER: Final = "only the sequence returned by get_sequence owns slots"
 _new: Final = object.__new__
 _PYBUF_WRITABLE: Final = 1  # inspect.BufferFlags.WRITABLE (3.12+)
+_CHUNK: Final = 64 * 1024   # rfind reads backwards in copies of this size
 
 if TYPE_CHECKING:
     _ExportBase = object
@@ -489,6 +491,91 @@ class BufferSequence(_ExportBase):
             if b - a >= m and self._copy(a, a + m) == want:
                 return True
         return False
+
+    def rfind(self, sub: BytesLike | int, start: int | None = 0, end: int | None = None) -> int:
+        """Highest index of ``sub`` in self[start:end], or -1; exactly like bytes.rfind.
+
+        Reads the range from its end in chunks of at most 64 KiB (plus
+        ``len(sub) - 1`` bytes of overlap), each copied once: bytes touched, no
+        more."""
+        self._check()
+        if type(sub) is not bytes:
+            sub = _needle(sub)
+        base = self._start
+        start, end = _adjust(start, end, self._stop - base)
+        a, b = base + start, base + end
+        m = len(sub)
+        if b - a < m:
+            return -1
+        if m == 0:
+            return b - base
+        hi = b
+        while hi - a >= m:
+            lo = max(a, hi - _CHUNK - m + 1)
+            i = self._copy(lo, hi).rfind(sub)
+            if i >= 0:
+                return lo + i - base
+            hi = lo + m - 1        # a match ending in the next chunk starts before lo + m - 1
+        return -1
+
+    def rindex(self, sub: BytesLike | int, start: int | None = 0, end: int | None = None) -> int:
+        """Like rfind() but raises ValueError when ``sub`` is absent, like bytes.rindex."""
+        i = self.rfind(sub, start, end)
+        if i < 0:
+            raise ValueError("subsection not found")
+        return i
+
+    def count(self, sub: BytesLike | int, start: int | None = 0, end: int | None = None) -> int:
+        """Non-overlapping occurrences of ``sub`` in self[start:end]; like bytes.count."""
+        self._check()
+        if type(sub) is not bytes:
+            sub = _needle(sub)
+        n = self._stop - self._start
+        start, end = _adjust(start, end, n)
+        if end - start < len(sub):
+            return 0
+        if not sub:
+            return end - start + 1
+        found = 0
+        pos = start
+        while (i := self.find(sub, pos, end)) >= 0:
+            found += 1
+            pos = i + len(sub)
+        return found
+
+    def endswith(
+        self,
+        suffix: BytesLike | tuple[BytesLike, ...],
+        start: int | None = 0,
+        end: int | None = None,
+    ) -> bool:
+        """Like bytes.endswith; copies at most len(suffix) bytes."""
+        self._check()
+        base = self._start
+        start, end = _adjust(start, end, self._stop - base)
+        a, b = base + start, base + end
+        for p in suffix if isinstance(suffix, tuple) else (suffix,):
+            want = p if type(p) is bytes else memoryview(p).tobytes()
+            m = len(want)
+            if b - a >= m and self._copy(b - m, b) == want:
+                return True
+        return False
+
+    def contiguous(self) -> memoryview:
+        """All the bytes as one read-only memoryview, for code that wants one
+        buffer (``struct.unpack_from``, ``hashlib``, ``int.from_bytes``, a C
+        library): a zero-copy view when they lie in one segment, one copy
+        otherwise.  A view shares the warning of ``first``: do not keep it past
+        ``advance()``/``release()``."""
+        self._check()
+        a, b = self._start, self._stop
+        if a == b:
+            return memoryview(b"")
+        k = self._locate(a)
+        s, e = self._offs[k], self._offs[k + 1]
+        if b <= e:
+            return self._segs[k][a - s:b - s]
+        return memoryview(self._copy(a, b))
 
     # -- owning sequences --------------------------------------------------------------
 

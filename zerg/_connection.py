@@ -731,6 +731,20 @@ class PipeInput:
             result = inp.try_read(conn._state != OPEN or inp.discarding or conn._stopping)
         return result
 
+    async def read_at_least(self, n: int) -> ReadResult:
+        """Like ``read``, but completes only once at least ``n`` unconsumed bytes
+        are buffered, or the stream ended (``is_completed``), or the read was
+        canceled; nothing is consumed (.NET ``ReadAtLeastAsync``).  ``n`` may
+        not pass ``max_read_buffer``: the connection stops receiving there."""
+        limit = self._in.opts.max_read_buffer
+        if not 0 <= n <= limit:
+            raise ValueError(f"read_at_least({n}): n must lie in 0..max_read_buffer={limit}")
+        while True:
+            result = await self.read()
+            if len(result.buffer) >= n or result.is_completed or result.is_canceled:
+                return result
+            self.advance_to(0, len(result.buffer))     # all examined: wait for more
+
     def try_read(self) -> ReadResult | None:
         """Like ``read`` but never waits: None when it would have to."""
         conn = self._conn

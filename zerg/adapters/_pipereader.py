@@ -55,6 +55,21 @@ class PipeReader:
         rather than wrapping it in another (one frame less per read)."""
         return self._input.read()
 
+    def read_at_least(self, n: int) -> Coroutine[Any, Any, ReadResult]:
+        """``await reader.read_at_least(n)``: completes once at least ``n``
+        unconsumed bytes are buffered, or the peer finished, or the read was
+        canceled; nothing is consumed (.NET ``ReadAtLeastAsync``).  Then
+        ``advance_to`` as after ``read``.  ``n`` may not pass
+        ``max_read_buffer`` (``ValueError``).
+
+        ``readexactly`` and ``readuntil`` on top of it::
+
+            res = await reader.read_at_least(n)              # readexactly(n)
+            data = res.buffer[:n].tobytes()
+            reader.advance_to(min(n, len(res.buffer)))
+        """
+        return self._input.read_at_least(n)
+
     def try_read(self) -> ReadResult | None:
         """Like ``read`` but never waits: None when it would have to."""
         return self._input.try_read()
