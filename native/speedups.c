@@ -12,8 +12,10 @@
  *     accounting, batched returns, parking, relief;
  *   - Dispatcher (zerg._reactor.Reactor._dispatch): harvest and the one
  *     table of ops, routing each completion to its sink by vectorcall;
- *   - BufferExport: the base of zerg.BufferSequence that gives it the buffer
- *     protocol on 3.11 (the reference uses __buffer__, 3.12+).
+ *   - SequenceCore and SlotLease (zerg._buffers.BufferSequence's storage and
+ *     lease), with the chain operations of the hot path (leased_single,
+ *     single_view, drop_single, window), len/bool and the buffer protocol
+ *     (the reference uses __buffer__, 3.12+).
  * ZERG_NO_EXTENSIONS=1 selects the references; the suite runs against both.
  *
  * The ring: this module is built from the same uringshim.c as zerg._uring,
@@ -690,21 +692,91 @@ static PyTypeObject DispatcherType = {
     .tp_members = Dispatcher_members,
 };
 
-/* ------------------------------------------------------- BufferExport */
+/* ------------------------------------------------- BufferSequence core */
 
 /*
- * The base of zerg.BufferSequence (zerg/_buffers.py): its only job is the
- * buffer protocol, which a pure-Python class can only offer from 3.12
- * (__buffer__, PEP 688), so that bytearray(seq) and memoryview(seq) work on
- * 3.11.  The export is a copy (self.tobytes()): a view straight into a
- * receive slot would outlive advance()/release() unchecked, and the
+ * The storage of zerg.BufferSequence (zerg/_buffers.py) and the hot chain
+ * operations on it.  The Python class derives from SequenceCore: its fields
+ * (_segs, _offs, _start, _stop, _slots, _owns) live in this struct, so the
+ * module's Python functions and these C ones work on the same objects; C
+ * carries what runs per message (len/bool, the one-slot owning sequence of
+ * the Protocol path, its cheap release, single-segment views, windows) and
+ * the buffer protocol.  SlotLease is the lease record of an owning sequence.
+ *
+ * The buffer protocol exports a *copy* (self.tobytes()): a view straight
+ * into a receive slot would outlive advance()/release() unchecked, and the
  * sequence's promise is a loud error on use after release.  tobytes() does
  * that check, so a dead sequence raises ValueError here too.
  */
 static PyObject *str_tobytes;
+static PyObject *str_dead_message;
+static PyObject *str_held_from;
+static PyObject *str_next;
+static PyTypeObject *seq_type;      /* zerg.BufferSequence (bound by bind_sequence) */
+static PyObject *empty_view;        /* the shared empty memoryview of _buffers */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *segs;                 /* list of read-only 'B' memoryviews */
+    PyObject *offs;                 /* list of int: offs[i] = chain offset of segs[i] */
+    Py_ssize_t start, stop;         /* the window, in chain coordinates */
+    PyObject *slots;                /* the Lease, or NULL (None) */
+    char owns;
+} SeqObject;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *keys;
+    PyObject *give_back;
+    Py_ssize_t next;
+    Py_ssize_t held_from;
+} LeaseObject;
+
+static PyTypeObject SlotLeaseType;
 
 static int
-BufferExport_getbuffer(PyObject *self, Py_buffer *view, int flags)
+Seq_traverse(SeqObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->segs);
+    Py_VISIT(self->offs);
+    Py_VISIT(self->slots);
+    /* Not Py_TYPE(self): a heap subclass's subtype_traverse visits it. */
+    return 0;
+}
+
+static int
+Seq_clear(SeqObject *self)
+{
+    Py_CLEAR(self->segs);
+    Py_CLEAR(self->offs);
+    Py_CLEAR(self->slots);
+    return 0;
+}
+
+static void
+Seq_dealloc(SeqObject *self)
+{
+    /* A heap subclass's instances come through subtype_dealloc, which drops
+     * the reference to their type after this returns. */
+    PyObject_GC_UnTrack(self);
+    Seq_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t
+Seq_length(SeqObject *self)
+{
+    return self->stop - self->start;
+}
+
+static int
+Seq_bool(SeqObject *self)
+{
+    return self->stop > self->start;
+}
+
+static int
+Seq_getbuffer(PyObject *self, Py_buffer *view, int flags)
 {
     if (flags & PyBUF_WRITABLE) {
         PyErr_SetString(PyExc_BufferError, "BufferSequence is read-only");
@@ -722,28 +794,333 @@ BufferExport_getbuffer(PyObject *self, Py_buffer *view, int flags)
     return rc;
 }
 
-static PyBufferProcs BufferExport_as_buffer = {
-    .bf_getbuffer = BufferExport_getbuffer,
+static PyBufferProcs Seq_as_buffer = {
+    .bf_getbuffer = Seq_getbuffer,
     .bf_releasebuffer = NULL,
 };
 
-static PyTypeObject BufferExportType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "zerg._speedups.BufferExport",
-    .tp_basicsize = sizeof(PyObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "Base of BufferSequence: exports a read-only copy through the buffer protocol.",
-    .tp_as_buffer = &BufferExport_as_buffer,
-    .tp_new = PyType_GenericNew,
+static PySequenceMethods Seq_as_sequence = {
+    .sq_length = (lenfunc)Seq_length,
 };
 
+static PyNumberMethods Seq_as_number = {
+    .nb_bool = (inquiry)Seq_bool,
+};
+
+static PyMemberDef Seq_members[] = {
+    {"_segs", T_OBJECT_EX, offsetof(SeqObject, segs), 0, "The chain's segments."},
+    {"_offs", T_OBJECT_EX, offsetof(SeqObject, offs), 0, "Where each segment starts."},
+    {"_start", T_PYSSIZET, offsetof(SeqObject, start), 0, "Window start (chain offset)."},
+    {"_stop", T_PYSSIZET, offsetof(SeqObject, stop), 0, "Window end (chain offset)."},
+    {"_slots", T_OBJECT, offsetof(SeqObject, slots), 0, "The lease, or None."},
+    {"_owns", T_BOOL, offsetof(SeqObject, owns), 0, "True for the owning sequence."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject SequenceCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zerg._speedups.SequenceCore",
+    .tp_basicsize = sizeof(SeqObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Storage, len/bool and the buffer protocol of zerg.BufferSequence.",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Seq_dealloc,
+    .tp_traverse = (traverseproc)Seq_traverse,
+    .tp_clear = (inquiry)Seq_clear,
+    .tp_members = Seq_members,
+    .tp_as_buffer = &Seq_as_buffer,
+    .tp_as_sequence = &Seq_as_sequence,
+    .tp_as_number = &Seq_as_number,
+};
+
+/* -- SlotLease */
+
+static int
+Lease_traverse(LeaseObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->keys);
+    Py_VISIT(self->give_back);
+    return 0;
+}
+
+static int
+Lease_clear(LeaseObject *self)
+{
+    Py_CLEAR(self->keys);
+    Py_CLEAR(self->give_back);
+    return 0;
+}
+
+static void
+Lease_dealloc(LeaseObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Lease_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+Lease_init(LeaseObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"keys", "give_back", NULL};
+    PyObject *keys, *give_back;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:SlotLease", kwlist, &keys, &give_back))
+        return -1;
+    Py_XSETREF(self->keys, Py_NewRef(keys));
+    Py_XSETREF(self->give_back, Py_NewRef(give_back));
+    self->next = 0;
+    self->held_from = 0;
+    return 0;
+}
+
+static PyMemberDef Lease_members[] = {
+    {"keys", T_OBJECT_EX, offsetof(LeaseObject, keys), 0, "Where each segment lives."},
+    {"give_back", T_OBJECT_EX, offsetof(LeaseObject, give_back), 0, "Returns keys."},
+    {"next", T_PYSSIZET, offsetof(LeaseObject, next), 0, "First segment still held."},
+    {"held_from", T_PYSSIZET, offsetof(LeaseObject, held_from), 0,
+     "Chain offset where the held segments start."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject SlotLeaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zerg._speedups.SlotLease",
+    .tp_basicsize = sizeof(LeaseObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The lease record of an owning BufferSequence (zerg._buffers.SlotLease).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Lease_init,
+    .tp_dealloc = (destructor)Lease_dealloc,
+    .tp_traverse = (traverseproc)Lease_traverse,
+    .tp_clear = (inquiry)Lease_clear,
+    .tp_members = Lease_members,
+};
+
+/* -- the chain operations of the hot path */
+
+static int
+check_seq(PyObject *obj)
+{
+    if (seq_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_sequence() was not called");
+        return -1;
+    }
+    if (!PyObject_TypeCheck(obj, &SequenceCoreType)) {
+        PyErr_Format(PyExc_TypeError, "expected a BufferSequence, got %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+/* lease.held_from, for the C lease or any object with that attribute. */
+static int
+held_from_of(PyObject *slots, Py_ssize_t *out)
+{
+    if (Py_IS_TYPE(slots, &SlotLeaseType)) {
+        *out = ((LeaseObject *)slots)->held_from;
+        return 0;
+    }
+    PyObject *v = PyObject_GetAttr(slots, str_held_from);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* 0 if the window's bytes are still held, else -1 with ValueError set. */
+static int
+seq_check_alive(SeqObject *self)
+{
+    PyObject *slots = self->slots;
+    if (slots == NULL || slots == Py_None)
+        return 0;
+    Py_ssize_t held_from;
+    if (held_from_of(slots, &held_from) < 0)
+        return -1;
+    if (self->start >= held_from)
+        return 0;
+    PyObject *msg = PyObject_CallMethodOneArg((PyObject *)self, str_dead_message, slots);
+    if (msg != NULL) {
+        PyErr_SetObject(PyExc_ValueError, msg);
+        Py_DECREF(msg);
+    }
+    return -1;
+}
+
+static PyObject *
+sp_bind_sequence(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *tp, *empty;
+    if (!PyArg_ParseTuple(args, "O!O!:bind_sequence", &PyType_Type, &tp,
+                          &PyMemoryView_Type, &empty))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)tp, &SequenceCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "bind_sequence: not a SequenceCore subclass");
+        return NULL;
+    }
+    Py_XSETREF(seq_type, (PyTypeObject *)Py_NewRef(tp));
+    Py_XSETREF(empty_view, Py_NewRef(empty));
+    Py_RETURN_NONE;
+}
+
+static SeqObject *
+new_seq(PyTypeObject *tp)
+{
+    return (SeqObject *)tp->tp_alloc(tp, 0);
+}
+
+/* leased_single(view, key, give_back) -> (seq, lease): the owning sequence
+ * of one receive slot (view: read-only, format 'B', 1-D). */
+static PyObject *
+sp_leased_single(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "leased_single(view, key, give_back)");
+        return NULL;
+    }
+    if (seq_type == NULL)
+        return (PyErr_SetString(PyExc_RuntimeError, "bind_sequence() was not called"), NULL);
+    PyObject *view = args[0];
+    Py_ssize_t n = PyObject_Length(view);
+    if (n < 0)
+        return NULL;
+    LeaseObject *lease = (LeaseObject *)SlotLeaseType.tp_alloc(&SlotLeaseType, 0);
+    if (lease == NULL)
+        return NULL;
+    lease->give_back = Py_NewRef(args[2]);
+    lease->keys = PyList_New(1);
+    if (lease->keys == NULL)
+        goto fail_lease;
+    PyList_SET_ITEM(lease->keys, 0, Py_NewRef(args[1]));
+    SeqObject *seq = new_seq(seq_type);
+    if (seq == NULL)
+        goto fail_lease;
+    seq->segs = PyList_New(1);
+    if (seq->segs == NULL)
+        goto fail_seq;
+    PyList_SET_ITEM(seq->segs, 0, Py_NewRef(view));
+    seq->offs = PyList_New(2);
+    if (seq->offs == NULL)
+        goto fail_seq;
+    PyObject *zero = PyLong_FromSsize_t(0), *end = PyLong_FromSsize_t(n);
+    if (zero == NULL || end == NULL) {
+        Py_XDECREF(zero);
+        Py_XDECREF(end);
+        goto fail_seq;
+    }
+    PyList_SET_ITEM(seq->offs, 0, zero);
+    PyList_SET_ITEM(seq->offs, 1, end);
+    seq->start = 0;
+    seq->stop = n;
+    seq->slots = Py_NewRef((PyObject *)lease);
+    seq->owns = 1;
+    PyObject *pair = PyTuple_New(2);
+    if (pair == NULL)
+        goto fail_seq;
+    PyTuple_SET_ITEM(pair, 0, (PyObject *)seq);
+    PyTuple_SET_ITEM(pair, 1, (PyObject *)lease);
+    return pair;
+fail_seq:
+    Py_DECREF(seq);
+fail_lease:
+    Py_DECREF(lease);
+    return NULL;
+}
+
+/* single_view(seq) -> memoryview | None: the bytes as one checked view when
+ * the chain has one segment. */
+static PyObject *
+sp_single_view(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    if (check_seq(arg) < 0)
+        return NULL;
+    SeqObject *self = (SeqObject *)arg;
+    if (self->segs == NULL || !PyList_Check(self->segs) || PyList_GET_SIZE(self->segs) != 1)
+        Py_RETURN_NONE;
+    if (seq_check_alive(self) < 0)
+        return NULL;
+    PyObject *seg = PyList_GET_ITEM(self->segs, 0);
+    Py_ssize_t len = PyObject_Length(seg);
+    if (len < 0)
+        return NULL;
+    if (self->start == 0 && self->stop == len)
+        return Py_NewRef(seg);
+    return PySequence_GetSlice(seg, self->start, self->stop);
+}
+
+/* drop_single(seq): mark a one-segment owning sequence released without
+ * giving its slot back (the caller does). */
+static PyObject *
+sp_drop_single(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    if (check_seq(arg) < 0)
+        return NULL;
+    SeqObject *self = (SeqObject *)arg;
+    PyObject *slots = self->slots;
+    if (slots == NULL || slots == Py_None || self->segs == NULL
+            || !PyList_Check(self->segs) || PyList_GET_SIZE(self->segs) < 1) {
+        PyErr_SetString(PyExc_ValueError, "drop_single: not a one-slot owning sequence");
+        return NULL;
+    }
+    if (Py_IS_TYPE(slots, &SlotLeaseType)) {
+        ((LeaseObject *)slots)->next = 1;
+        ((LeaseObject *)slots)->held_from = PY_SSIZE_T_MAX;
+    } else {
+        PyObject *one = PyLong_FromSsize_t(1), *rel = PyLong_FromSsize_t(PY_SSIZE_T_MAX);
+        int rc = (one && rel && PyObject_SetAttr(slots, str_next, one) == 0
+                  && PyObject_SetAttr(slots, str_held_from, rel) == 0) ? 0 : -1;
+        Py_XDECREF(one);
+        Py_XDECREF(rel);
+        if (rc < 0)
+            return NULL;
+    }
+    if (PyList_SetItem(self->segs, 0, Py_NewRef(empty_view)) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* window(seq): seq[:] without the slice arithmetic (no validity check). */
+static PyObject *
+sp_window(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    if (check_seq(arg) < 0)
+        return NULL;
+    SeqObject *src = (SeqObject *)arg;
+    SeqObject *view = new_seq(Py_TYPE(src));
+    if (view == NULL)
+        return NULL;
+    view->segs = Py_XNewRef(src->segs);
+    view->offs = Py_XNewRef(src->offs);
+    view->start = src->start;
+    view->stop = src->stop;
+    view->slots = Py_XNewRef(src->slots);
+    view->owns = 0;
+    return (PyObject *)view;
+}
+
 /* --------------------------------------------------------------- module */
+
+static PyMethodDef speedups_methods[] = {
+    {"bind_sequence", (PyCFunction)sp_bind_sequence, METH_VARARGS,
+     "bind_sequence(BufferSequence, empty_view): the class the chain operations make."},
+    {"leased_single", (PyCFunction)(void (*)(void))sp_leased_single, METH_FASTCALL,
+     "leased_single(view, key, give_back) -> (seq, lease)."},
+    {"single_view", (PyCFunction)sp_single_view, METH_O,
+     "single_view(seq) -> memoryview | None."},
+    {"drop_single", (PyCFunction)sp_drop_single, METH_O,
+     "drop_single(seq): release a one-slot owning sequence without giving its slot back."},
+    {"window", (PyCFunction)sp_window, METH_O, "window(seq): seq[:] for the hot path."},
+    {NULL, NULL, 0, NULL},
+};
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "zerg._speedups",
     .m_doc = "The reactor's per-completion work in C (see native/speedups.c).",
     .m_size = -1,
+    .m_methods = speedups_methods,
 };
 
 PyMODINIT_FUNC
@@ -753,17 +1130,22 @@ PyInit__speedups(void)
     str_on_recv_end = PyUnicode_InternFromString("on_recv_end");
     str_on_send = PyUnicode_InternFromString("on_send");
     str_tobytes = PyUnicode_InternFromString("tobytes");
-    if (!str_on_recv || !str_on_recv_end || !str_on_send || !str_tobytes)
+    str_dead_message = PyUnicode_InternFromString("_dead_message");
+    str_held_from = PyUnicode_InternFromString("held_from");
+    str_next = PyUnicode_InternFromString("next");
+    if (!str_on_recv || !str_on_recv_end || !str_on_send || !str_tobytes
+        || !str_dead_message || !str_held_from || !str_next)
         return NULL;
     if (PyType_Ready(&RecvSlotsType) < 0 || PyType_Ready(&DispatcherType) < 0
-        || PyType_Ready(&BufferExportType) < 0)
+        || PyType_Ready(&SequenceCoreType) < 0 || PyType_Ready(&SlotLeaseType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "RecvSlots", (PyObject *)&RecvSlotsType) < 0
         || PyModule_AddObjectRef(m, "Dispatcher", (PyObject *)&DispatcherType) < 0
-        || PyModule_AddObjectRef(m, "BufferExport", (PyObject *)&BufferExportType) < 0) {
+        || PyModule_AddObjectRef(m, "SequenceCore", (PyObject *)&SequenceCoreType) < 0
+        || PyModule_AddObjectRef(m, "SlotLease", (PyObject *)&SlotLeaseType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import functools
 import hashlib
 import io
 import itertools
@@ -573,3 +574,56 @@ def test_extended_and_compacted_keep_bytes_and_give_each_slot_back_once(
     ext.release()
     real = [i for i in given_back if i >= 0]
     assert sorted(real) == sorted(ids1 + ids2)       # every slot, exactly once
+
+
+# -- the C chain operations against their Python reference -------------------------------
+
+
+def _fields(seq: BufferSequence) -> tuple[Any, ...]:
+    slots = seq._slots
+    lease = None if slots is None else (list(slots.keys), slots.next, slots.held_from)
+    return ([s.tobytes() for s in seq._segs], list(seq._offs), seq._start, seq._stop,
+            lease, seq._owns)
+
+
+def _outcome(fn: Callable[[], Any]) -> Any:
+    try:
+        result = fn()
+    except ValueError as exc:
+        return ("ValueError", str(exc))
+    if isinstance(result, memoryview):
+        return ("view", result.tobytes(), result.readonly)
+    if isinstance(result, BufferSequence):
+        return ("seq", _fields(result), result.tobytes())
+    return result
+
+
+@fast
+@given(sequences(), st.integers(0, 3))
+def test_chain_operations_agree_with_the_reference(
+        case: tuple[BufferSequence, bytes], advance: int) -> None:
+    """window and single_view (C with the extension) give what the Python
+    reference gives on the same sequences, errors included; leased_single and
+    drop_single build and release the same one-slot owning sequence."""
+    import zerg._buffers as zb
+
+    ref = zb.REFERENCE
+    seq, data = case
+    assert _outcome(lambda: zb.window(seq)) == _outcome(lambda: ref["window"](seq))
+    assert _outcome(lambda: zb.single_view(seq)) == _outcome(lambda: ref["single_view"](seq))
+    got: list[list[Any]] = [[], []]
+    made: list[tuple[BufferSequence, Any, Any]] = []
+    for i, fn in enumerate((zb.leased_single, ref["leased_single"])):
+        view = memoryview(bytearray(data)).toreadonly()
+        one, lease = fn(view, 42, got[i].extend)
+        assert one._slots is lease and len(one) == len(data) and bool(one) == bool(data)
+        if advance <= len(data):
+            one.advance(advance)
+        made.append((one, _fields(one), _outcome(functools.partial(zb.single_view, one))))
+    assert made[0][1:] == made[1][1:]
+    assert got[0] == got[1]
+    for (one, _, _), drop in zip(made, (zb.drop_single, ref["drop_single"]), strict=True):
+        drop(one)
+    assert _fields(made[0][0]) == _fields(made[1][0])
+    assert _outcome(lambda: zb.single_view(made[0][0])) == _outcome(
+        lambda: ref["single_view"](made[1][0]))

@@ -78,9 +78,10 @@ _CHUNK: Final = 64 * 1024   # rfind reads backwards in copies of this size
 
 if TYPE_CHECKING:
     _ExportBase = object
-else:  # the buffer protocol for bytearray(seq)/memoryview(seq); see BufferSequence
-    _ExportBase = object if speedups is None else speedups.BufferExport
+else:  # the storage, len/bool and buffer protocol in C; see BufferSequence
+    _ExportBase = object if speedups is None else speedups.SequenceCore
 _new_seq: Final = _ExportBase.__new__  # no __init__: the hot path fills the slots itself
+_FIELDS: Final = ("_offs", "_owns", "_segs", "_slots", "_start", "_stop")
 
 
 _SEARCHERS: Final[dict[bytes, Callable[[BytesLike, int, int], re.Match[bytes] | None]]] = {}
@@ -155,7 +156,8 @@ class BufferSequence(_ExportBase):
     ``release``. Any read of bytes whose slot was handed back raises ValueError.
     """
 
-    __slots__ = ("_offs", "_owns", "_segs", "_slots", "_start", "_stop")
+    # With the extension the fields live in the C base (SequenceCore).
+    __slots__ = _FIELDS if speedups is None else ()
 
     _segs: list[memoryview]
     _offs: list[int]
@@ -210,11 +212,13 @@ class BufferSequence(_ExportBase):
 
     # -- basic protocol ----------------------------------------------------------------
 
-    def __len__(self) -> int:
-        return self._stop - self._start
+    if speedups is None:  # else the C base's, which these mirror
 
-    def __bool__(self) -> bool:
-        return self._stop > self._start
+        def __len__(self) -> int:
+            return self._stop - self._start
+
+        def __bool__(self) -> bool:
+            return self._stop > self._start
 
     def __repr__(self) -> str:
         start, stop = self._start, self._stop
@@ -642,7 +646,8 @@ def leased(segments: list[memoryview], lease: Lease) -> BufferSequence:
 
 class SlotLease:
     """The ``Lease`` record the input pipe (and the Protocol sink) make for an
-    owning sequence: which slots it holds and how they go back."""
+    owning sequence: which slots it holds and how they go back.  With the
+    extension, ``zerg._speedups.SlotLease`` (the same fields) replaces it."""
 
     __slots__ = ("give_back", "held_from", "keys", "next")
 
@@ -653,12 +658,15 @@ class SlotLease:
         self.held_from = 0
 
 
+_PySlotLease: Final = SlotLease     # the reference (the extension replaces SlotLease below)
+
+
 def leased_single(view: memoryview, key: Any,
                   give_back: Callable[[list[Any]], None]) -> tuple[BufferSequence, SlotLease]:
     """``leased([view], SlotLease([key], give_back))`` for the hot path, and the
     lease: ``view`` must already be a read-only, format 'B', 1-D memoryview
     (receive slot views are)."""
-    lease = _new(SlotLease)
+    lease = _new(_PySlotLease)
     lease.keys = [key]
     lease.give_back = give_back
     lease.next = 0
@@ -747,3 +755,18 @@ def held_slots(seq: BufferSequence) -> int:
     """How many segments (slots) an owning sequence still holds."""
     slots = seq._slots
     return 0 if slots is None else len(seq._segs) - slots.next
+
+
+# -- the C versions of the hot chain operations (the functions above are the reference) ----
+
+REFERENCE: Final[dict[str, Callable[..., Any]]] = {"leased_single": leased_single, "single_view": single_view,
+                    "drop_single": drop_single, "window": window}
+"""The pure-Python chain operations, kept for tests that compare them with C."""
+
+if speedups is not None and not TYPE_CHECKING:
+    SlotLease = speedups.SlotLease
+    speedups.bind_sequence(BufferSequence, _EMPTY)
+    leased_single = speedups.leased_single
+    single_view = speedups.single_view
+    drop_single = speedups.drop_single
+    window = speedups.window
