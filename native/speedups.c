@@ -715,22 +715,47 @@ static PyObject *str_next;
 static PyTypeObject *seq_type;      /* zerg.BufferSequence (bound by bind_sequence) */
 static PyObject *empty_view;        /* the shared empty memoryview of _buffers */
 
+/*
+ * Every field is an object reference (ints as int objects), exposed as a
+ * T_OBJECT_EX member: that is the one kind of member CPython's attribute
+ * specialization (LOAD_ATTR_SLOT / STORE_ATTR_SLOT) handles, so the Python
+ * methods of the class read and write them as fast as __slots__ fields.
+ */
 typedef struct {
     PyObject_HEAD
     PyObject *segs;                 /* list of read-only 'B' memoryviews */
     PyObject *offs;                 /* list of int: offs[i] = chain offset of segs[i] */
-    Py_ssize_t start, stop;         /* the window, in chain coordinates */
-    PyObject *slots;                /* the Lease, or NULL (None) */
-    char owns;
+    PyObject *start, *stop;         /* int: the window, in chain coordinates */
+    PyObject *slots;                /* the Lease, or None */
+    PyObject *owns;                 /* bool */
 } SeqObject;
 
 typedef struct {
     PyObject_HEAD
     PyObject *keys;
     PyObject *give_back;
-    Py_ssize_t next;
-    Py_ssize_t held_from;
+    PyObject *next;                 /* int */
+    PyObject *held_from;            /* int */
 } LeaseObject;
+
+static PyObject *int_released;      /* sys.maxsize: held_from once all went back */
+
+/* The window of a sequence as C integers; -1 with an error if unset. */
+static int
+seq_bounds(SeqObject *self, Py_ssize_t *a, Py_ssize_t *b)
+{
+    if (self->start == NULL || self->stop == NULL) {
+        PyErr_SetString(PyExc_ValueError, "BufferSequence not initialized");
+        return -1;
+    }
+    *a = PyLong_AsSsize_t(self->start);
+    if (*a == -1 && PyErr_Occurred())
+        return -1;
+    *b = PyLong_AsSsize_t(self->stop);
+    if (*b == -1 && PyErr_Occurred())
+        return -1;
+    return 0;
+}
 
 static PyTypeObject SlotLeaseType;
 
@@ -750,6 +775,9 @@ Seq_clear(SeqObject *self)
     Py_CLEAR(self->segs);
     Py_CLEAR(self->offs);
     Py_CLEAR(self->slots);
+    Py_CLEAR(self->start);
+    Py_CLEAR(self->stop);
+    Py_CLEAR(self->owns);
     return 0;
 }
 
@@ -766,13 +794,19 @@ Seq_dealloc(SeqObject *self)
 static Py_ssize_t
 Seq_length(SeqObject *self)
 {
-    return self->stop - self->start;
+    Py_ssize_t a, b;
+    if (seq_bounds(self, &a, &b) < 0)
+        return -1;
+    return b - a;
 }
 
 static int
 Seq_bool(SeqObject *self)
 {
-    return self->stop > self->start;
+    Py_ssize_t a, b;
+    if (seq_bounds(self, &a, &b) < 0)
+        return -1;
+    return b > a;
 }
 
 static int
@@ -810,10 +844,10 @@ static PyNumberMethods Seq_as_number = {
 static PyMemberDef Seq_members[] = {
     {"_segs", T_OBJECT_EX, offsetof(SeqObject, segs), 0, "The chain's segments."},
     {"_offs", T_OBJECT_EX, offsetof(SeqObject, offs), 0, "Where each segment starts."},
-    {"_start", T_PYSSIZET, offsetof(SeqObject, start), 0, "Window start (chain offset)."},
-    {"_stop", T_PYSSIZET, offsetof(SeqObject, stop), 0, "Window end (chain offset)."},
-    {"_slots", T_OBJECT, offsetof(SeqObject, slots), 0, "The lease, or None."},
-    {"_owns", T_BOOL, offsetof(SeqObject, owns), 0, "True for the owning sequence."},
+    {"_start", T_OBJECT_EX, offsetof(SeqObject, start), 0, "Window start (chain offset)."},
+    {"_stop", T_OBJECT_EX, offsetof(SeqObject, stop), 0, "Window end (chain offset)."},
+    {"_slots", T_OBJECT_EX, offsetof(SeqObject, slots), 0, "The lease, or None."},
+    {"_owns", T_OBJECT_EX, offsetof(SeqObject, owns), 0, "True for the owning sequence."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -848,6 +882,8 @@ Lease_clear(LeaseObject *self)
 {
     Py_CLEAR(self->keys);
     Py_CLEAR(self->give_back);
+    Py_CLEAR(self->next);
+    Py_CLEAR(self->held_from);
     return 0;
 }
 
@@ -866,18 +902,21 @@ Lease_init(LeaseObject *self, PyObject *args, PyObject *kwds)
     PyObject *keys, *give_back;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:SlotLease", kwlist, &keys, &give_back))
         return -1;
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL)
+        return -1;
     Py_XSETREF(self->keys, Py_NewRef(keys));
     Py_XSETREF(self->give_back, Py_NewRef(give_back));
-    self->next = 0;
-    self->held_from = 0;
+    Py_XSETREF(self->next, Py_NewRef(zero));
+    Py_XSETREF(self->held_from, zero);
     return 0;
 }
 
 static PyMemberDef Lease_members[] = {
     {"keys", T_OBJECT_EX, offsetof(LeaseObject, keys), 0, "Where each segment lives."},
     {"give_back", T_OBJECT_EX, offsetof(LeaseObject, give_back), 0, "Returns keys."},
-    {"next", T_PYSSIZET, offsetof(LeaseObject, next), 0, "First segment still held."},
-    {"held_from", T_PYSSIZET, offsetof(LeaseObject, held_from), 0,
+    {"next", T_OBJECT_EX, offsetof(LeaseObject, next), 0, "First segment still held."},
+    {"held_from", T_OBJECT_EX, offsetof(LeaseObject, held_from), 0,
      "Chain offset where the held segments start."},
     {NULL, 0, 0, 0, NULL},
 };
@@ -917,11 +956,11 @@ check_seq(PyObject *obj)
 static int
 held_from_of(PyObject *slots, Py_ssize_t *out)
 {
-    if (Py_IS_TYPE(slots, &SlotLeaseType)) {
-        *out = ((LeaseObject *)slots)->held_from;
-        return 0;
-    }
-    PyObject *v = PyObject_GetAttr(slots, str_held_from);
+    PyObject *v;
+    if (Py_IS_TYPE(slots, &SlotLeaseType) && ((LeaseObject *)slots)->held_from != NULL)
+        v = Py_NewRef(((LeaseObject *)slots)->held_from);
+    else
+        v = PyObject_GetAttr(slots, str_held_from);
     if (v == NULL)
         return -1;
     *out = PyLong_AsSsize_t(v);
@@ -936,10 +975,10 @@ seq_check_alive(SeqObject *self)
     PyObject *slots = self->slots;
     if (slots == NULL || slots == Py_None)
         return 0;
-    Py_ssize_t held_from;
-    if (held_from_of(slots, &held_from) < 0)
+    Py_ssize_t held_from, start, stop;
+    if (held_from_of(slots, &held_from) < 0 || seq_bounds(self, &start, &stop) < 0)
         return -1;
-    if (self->start >= held_from)
+    if (start >= held_from)
         return 0;
     PyObject *msg = PyObject_CallMethodOneArg((PyObject *)self, str_dead_message, slots);
     if (msg != NULL) {
@@ -990,6 +1029,10 @@ sp_leased_single(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
     if (lease == NULL)
         return NULL;
     lease->give_back = Py_NewRef(args[2]);
+    lease->next = PyLong_FromLong(0);
+    lease->held_from = PyLong_FromLong(0);
+    if (lease->next == NULL || lease->held_from == NULL)
+        goto fail_lease;
     lease->keys = PyList_New(1);
     if (lease->keys == NULL)
         goto fail_lease;
@@ -1012,10 +1055,10 @@ sp_leased_single(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
     }
     PyList_SET_ITEM(seq->offs, 0, zero);
     PyList_SET_ITEM(seq->offs, 1, end);
-    seq->start = 0;
-    seq->stop = n;
+    seq->start = Py_NewRef(zero);
+    seq->stop = Py_NewRef(end);
     seq->slots = Py_NewRef((PyObject *)lease);
-    seq->owns = 1;
+    seq->owns = Py_NewRef(Py_True);
     PyObject *pair = PyTuple_New(2);
     if (pair == NULL)
         goto fail_seq;
@@ -1039,15 +1082,16 @@ sp_single_view(PyObject *Py_UNUSED(module), PyObject *arg)
     SeqObject *self = (SeqObject *)arg;
     if (self->segs == NULL || !PyList_Check(self->segs) || PyList_GET_SIZE(self->segs) != 1)
         Py_RETURN_NONE;
-    if (seq_check_alive(self) < 0)
+    Py_ssize_t start, stop;
+    if (seq_check_alive(self) < 0 || seq_bounds(self, &start, &stop) < 0)
         return NULL;
     PyObject *seg = PyList_GET_ITEM(self->segs, 0);
     Py_ssize_t len = PyObject_Length(seg);
     if (len < 0)
         return NULL;
-    if (self->start == 0 && self->stop == len)
+    if (start == 0 && stop == len)
         return Py_NewRef(seg);
-    return PySequence_GetSlice(seg, self->start, self->stop);
+    return PySequence_GetSlice(seg, start, stop);
 }
 
 /* drop_single(seq): mark a one-segment owning sequence released without
@@ -1064,15 +1108,16 @@ sp_drop_single(PyObject *Py_UNUSED(module), PyObject *arg)
         PyErr_SetString(PyExc_ValueError, "drop_single: not a one-slot owning sequence");
         return NULL;
     }
+    PyObject *one = PyLong_FromLong(1);
+    if (one == NULL)
+        return NULL;
     if (Py_IS_TYPE(slots, &SlotLeaseType)) {
-        ((LeaseObject *)slots)->next = 1;
-        ((LeaseObject *)slots)->held_from = PY_SSIZE_T_MAX;
+        Py_XSETREF(((LeaseObject *)slots)->next, one);
+        Py_XSETREF(((LeaseObject *)slots)->held_from, Py_NewRef(int_released));
     } else {
-        PyObject *one = PyLong_FromSsize_t(1), *rel = PyLong_FromSsize_t(PY_SSIZE_T_MAX);
-        int rc = (one && rel && PyObject_SetAttr(slots, str_next, one) == 0
-                  && PyObject_SetAttr(slots, str_held_from, rel) == 0) ? 0 : -1;
-        Py_XDECREF(one);
-        Py_XDECREF(rel);
+        int rc = (PyObject_SetAttr(slots, str_next, one) == 0
+                  && PyObject_SetAttr(slots, str_held_from, int_released) == 0) ? 0 : -1;
+        Py_DECREF(one);
         if (rc < 0)
             return NULL;
     }
@@ -1093,10 +1138,10 @@ sp_window(PyObject *Py_UNUSED(module), PyObject *arg)
         return NULL;
     view->segs = Py_XNewRef(src->segs);
     view->offs = Py_XNewRef(src->offs);
-    view->start = src->start;
-    view->stop = src->stop;
+    view->start = Py_XNewRef(src->start);
+    view->stop = Py_XNewRef(src->stop);
     view->slots = Py_XNewRef(src->slots);
-    view->owns = 0;
+    view->owns = Py_NewRef(Py_False);
     return (PyObject *)view;
 }
 
@@ -1133,6 +1178,9 @@ PyInit__speedups(void)
     str_dead_message = PyUnicode_InternFromString("_dead_message");
     str_held_from = PyUnicode_InternFromString("held_from");
     str_next = PyUnicode_InternFromString("next");
+    int_released = PyLong_FromSsize_t(PY_SSIZE_T_MAX);
+    if (int_released == NULL)
+        return NULL;
     if (!str_on_recv || !str_on_recv_end || !str_on_send || !str_tobytes
         || !str_dead_message || !str_held_from || !str_next)
         return NULL;

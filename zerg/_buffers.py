@@ -147,7 +147,7 @@ class BufferSequence(_ExportBase):
 
     ``bytes(seq)``, ``bytearray(seq)`` and ``memoryview(seq)`` give a *copy* of the bytes
     (the buffer protocol exports ``tobytes()``, never slot memory, so nothing can outlive
-    ``release()`` unchecked). The export comes from the C base ``BufferExport`` on 3.11
+    ``release()`` unchecked). The export comes from the C base ``SequenceCore`` on 3.11
     and from ``__buffer__`` (PEP 688) on 3.12+; with ``ZERG_NO_EXTENSIONS=1`` on 3.11 only
     ``bytes(seq)`` works, as a pure-Python class cannot export a buffer there.
 
