@@ -759,8 +759,10 @@ def held_slots(seq: BufferSequence) -> int:
 
 # -- the C versions of the hot chain operations (the functions above are the reference) ----
 
-REFERENCE: Final[dict[str, Callable[..., Any]]] = {"leased_single": leased_single, "single_view": single_view,
-                    "drop_single": drop_single, "window": window}
+REFERENCE: Final[dict[str, Callable[..., Any]]] = {
+    "leased_single": leased_single, "single_view": single_view,
+    "drop_single": drop_single, "window": window,
+}
 """The pure-Python chain operations, kept for tests that compare them with C."""
 
 if speedups is not None and not TYPE_CHECKING:
