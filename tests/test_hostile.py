@@ -277,6 +277,18 @@ def test_a_dry_ring_names_the_connections_that_hold_it(
     assert "holds 1" in warning and "zerg.Connection id=" in warning
 
 
+def _slow_readers(port: int, n: int, request: bytes) -> list[socket.socket]:
+    """``n`` clients with a 4 KiB receive window that each sent ``request``."""
+    clients = []
+    for _ in range(n):
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect(("127.0.0.1", port))
+        c.sendall(request)
+        clients.append(c)
+    return clients
+
+
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -371,13 +383,7 @@ def test_a_reactor_wide_write_budget_slows_the_big_writers_and_loses_nothing(
     cfg = zerg.ReactorConfig(max_write_memory=4 << 20)
     peak = [0]
     with serving(handler, reactor=cfg) as srv:
-        clients = []
-        for _ in range(16):
-            c = socket.socket()
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            c.connect(("127.0.0.1", srv.port))
-            c.sendall(b"big")
-            clients.append(c)
+        clients = _slow_readers(srv.port, 16, b"big")
         stop = threading.Event()
 
         def watch() -> None:
@@ -447,13 +453,7 @@ def test_the_write_budget_pauses_a_protocol_and_resumes_it_when_there_is_room() 
     proto = Big()
     cfg = zerg.ReactorConfig(max_write_memory=4 << 20)
     with serving(proto, reactor=cfg) as srv:
-        clients = []
-        for _ in range(24):
-            c = socket.socket()
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            c.connect(("127.0.0.1", srv.port))
-            c.sendall(b"go")
-            clients.append(c)
+        clients = _slow_readers(srv.port, 24, b"go")
         time.sleep(0.3)
         got: dict[int, bytes] = {}
 

@@ -397,7 +397,7 @@ class BufferSequence(_ExportBase):
         if type(sub) is not bytes:
             sub = _needle(sub)
         base = self._start
-        if start == 0 and end is None:
+        if start == 0 and end is None:   # _span(), inline: find() is a parser's hot path
             a, b = base, self._stop
         else:
             start, end = _adjust(start, end, self._stop - base)
@@ -480,21 +480,7 @@ class BufferSequence(_ExportBase):
         end: int | None = None,
     ) -> bool:
         """Like bytes.startswith; copies at most len(prefix) bytes."""
-        slots = self._slots
-        if slots is not None and self._start < slots.held_from:
-            raise ValueError(self._dead_message(slots))
-        base = self._start
-        if start == 0 and end is None:
-            a, b = base, self._stop
-        else:
-            start, end = _adjust(start, end, self._stop - base)
-            a, b = base + start, base + end
-        for p in prefix if isinstance(prefix, tuple) else (prefix,):
-            want = p if type(p) is bytes else memoryview(p).tobytes()
-            m = len(want)
-            if b - a >= m and self._copy(a, a + m) == want:
-                return True
-        return False
+        return self._has_affix(prefix, start, end, at_end=False)
 
     def rfind(self, sub: BytesLike | int, start: int | None = 0, end: int | None = None) -> int:
         """Highest index of ``sub`` in self[start:end], or -1; exactly like bytes.rfind.
@@ -506,8 +492,7 @@ class BufferSequence(_ExportBase):
         if type(sub) is not bytes:
             sub = _needle(sub)
         base = self._start
-        start, end = _adjust(start, end, self._stop - base)
-        a, b = base + start, base + end
+        a, b = self._span(start, end)
         m = len(sub)
         if b - a < m:
             return -1
@@ -554,14 +539,25 @@ class BufferSequence(_ExportBase):
         end: int | None = None,
     ) -> bool:
         """Like bytes.endswith; copies at most len(suffix) bytes."""
-        self._check()
+        return self._has_affix(suffix, start, end, at_end=True)
+
+    def _span(self, start: int | None, end: int | None) -> tuple[int, int]:
+        """Chain coordinates of self[start:end], normalized like bytes methods."""
         base = self._start
+        if start == 0 and end is None:
+            return base, self._stop
         start, end = _adjust(start, end, self._stop - base)
-        a, b = base + start, base + end
-        for p in suffix if isinstance(suffix, tuple) else (suffix,):
+        return base + start, base + end
+
+    def _has_affix(self, affix: BytesLike | tuple[BytesLike, ...], start: int | None,
+                   end: int | None, at_end: bool) -> bool:
+        """startswith (``at_end`` False) / endswith: copies at most len(affix) bytes."""
+        self._check()
+        a, b = self._span(start, end)
+        for p in affix if isinstance(affix, tuple) else (affix,):
             want = p if type(p) is bytes else memoryview(p).tobytes()
             m = len(want)
-            if b - a >= m and self._copy(b - m, b) == want:
+            if b - a >= m and (self._copy(b - m, b) if at_end else self._copy(a, a + m)) == want:
                 return True
         return False
 
