@@ -135,7 +135,7 @@ def parse_request(buf: zerg.BufferSequence, pos: int, scanned: int,
                     raise HttpError(431, "header block too large")
                 return len(buf) - pos
         head = buf[pos:nl + 1].tobytes()
-        if (lf := head.find(b"\n\n")) >= 0:         # an earlier end, with bare LFs
+        if (lf := head.find(b"\n\n", start - pos)) >= 0:  # an earlier end, bare LFs
             head = head[:lf + 1]
             nl = pos + lf
             body_at = nl + 2
