@@ -900,16 +900,15 @@ class ProtocolConnection(Connection):
 
     def _room_again(self, _: asyncio.Future[None]) -> None:
         """The write budget has room again (see ``write``)."""
-        if (self._writing_paused and self._state == OPEN
-                and self._out.pending <= self._out.resume_at):
-            self._writing_paused = False
-            try:
-                self._proto.resume_writing(self)
-            except Exception as exc:
-                self._failed(exc)
+        self._maybe_resume_writing()
 
     def on_send(self, res: int) -> None:
         Connection.on_send(self, res)
+        if self._writing_paused:
+            self._maybe_resume_writing()
+
+    def _maybe_resume_writing(self) -> None:
+        """``resume_writing`` once the pending bytes fell to the resume mark."""
         if self._writing_paused and self._out.pending <= self._out.resume_at:
             self._writing_paused = False
             if self._state == OPEN:
