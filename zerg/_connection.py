@@ -66,8 +66,7 @@ from zerg._ring import Op, encode
 from zerg._slab import WriteSegment
 
 if TYPE_CHECKING:
-    from zerg._protocol import Protocol
-    from zerg._seam import ConnectionHost
+    from zerg._seam import ConnectionHost, ProtocolCallbacks
 
 __all__ = ["Connection", "PipeInput", "PipeOutput", "ProtocolConnection", "ReadResult",
            "RingItem", "RingSnapshot"]
@@ -839,7 +838,8 @@ class ProtocolConnection(Connection):
     __slots__ = ("_buf", "_data_received", "_dirty", "_give_back", "_proto", "_slots",
                  "_unread", "_want_send", "_writing_paused")
 
-    def __init__(self, host: ConnectionHost, conn_id: int, fd: int, proto: Protocol) -> None:
+    def __init__(self, host: ConnectionHost, conn_id: int, fd: int,
+                 proto: ProtocolCallbacks) -> None:
         super().__init__(host, conn_id, fd)
         self._proto = proto
         # Hot callbacks, bound once per connection.

@@ -23,7 +23,7 @@ def _load() -> ModuleType | None:
     if NO_EXTENSIONS:
         return None
     try:
-        from zerg import _speedups
+        import zerg._speedups as _speedups  # not via the package: no import cycle
     except ImportError as exc:
         raise ImportError(
             f"zerg's C extension zerg._speedups is not built ({exc}); reinstall zerg "

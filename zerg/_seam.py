@@ -21,7 +21,7 @@ synthetic completions -- without the other noticing.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from zerg._config import PipeOptions
@@ -199,6 +199,25 @@ class ConnectionHost(Protocol):
 
     def sink_failed(self, sink: CompletionSink, exc: BaseException) -> None:
         """A callback of ``sink``'s raised: log it and abort the connection."""
+
+
+class ProtocolCallbacks(Protocol):
+    """What ``ProtocolConnection`` calls on the application's ``zerg.Protocol``
+    (``zerg._protocol.Protocol`` is the base users subclass).  Connections and
+    sequences are ``Any`` here so that this seam needs neither module: the
+    sink and the protocol each import only downward."""
+
+    def data_received(self, conn: Any, seq: Any, /) -> int | None: ...
+
+    def eof_received(self, conn: Any, /) -> bool: ...
+
+    def pause_writing(self, conn: Any, /) -> None: ...
+
+    def resume_writing(self, conn: Any, /) -> None: ...
+
+    def shutdown_requested(self, conn: Any, /) -> None: ...
+
+    def connection_lost(self, conn: Any, exc: BaseException | None, /) -> None: ...
 
 
 class StartStrategy(Protocol):

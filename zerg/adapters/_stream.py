@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
+import zerg.adapters._threads as _threads
 from zerg._buffers import BytesLike
 from zerg._connection import Connection, PipeInput, PipeOutput
 from zerg._errors import WriteBufferFullError
-from zerg.adapters import _threads
 
 
 class ConnectionStream(io.RawIOBase):

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import mmap
 
+import zerg.adapters._threads as _threads
 from zerg._buffers import BytesLike
 from zerg._connection import Connection, PipeOutput
 from zerg._errors import WriteBufferFullError
 from zerg._slab import WriteSegment
-from zerg.adapters import _threads
 
 
 class BufferWriter:
