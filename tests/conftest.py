@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -12,6 +13,17 @@ from typing import Any
 import pytest
 
 import zerg
+
+
+class ErrorLog(logging.Handler):
+    """Collects zerg's error log records: a handler that raised is logged there."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 class RunningServer:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import RunningServer, recv_until_closed, serving
+from conftest import ErrorLog, RunningServer, recv_until_closed, serving
 from examples_loader import load_example
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,20 +28,9 @@ import zerg
 http_example = load_example("http")
 
 
-class _ErrorLog(logging.Handler):
-    """Collects zerg's error log records: a handler that raised is logged there."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _errors() -> Iterator[_ErrorLog]:
-    errors = _ErrorLog()
+def _errors() -> Iterator[ErrorLog]:
+    errors = ErrorLog()
     log = logging.getLogger("zerg")
     log.addHandler(errors)
     try:
@@ -51,7 +40,7 @@ def _errors() -> Iterator[_ErrorLog]:
 
 
 @pytest.fixture(autouse=True)
-def _no_handler_errors(_errors: _ErrorLog) -> Iterator[None]:
+def _no_handler_errors(_errors: ErrorLog) -> Iterator[None]:
     yield
     records, _errors.records = _errors.records, []
     assert not records, [r.getMessage() for r in records]

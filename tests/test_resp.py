@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import RunningServer, recv_exact, recv_until_closed, serving, wait_for
+from conftest import ErrorLog, RunningServer, recv_exact, recv_until_closed, serving, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -111,18 +111,7 @@ class Client:
             return True
 
 
-class _ErrorLog(logging.Handler):
-    """Collects zerg's error log records: a handler that raised is logged there."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-_errors = _ErrorLog()
+_errors = ErrorLog()
 
 
 @contextlib.contextmanager
