@@ -17,9 +17,9 @@ _static = find_static_liburing()
 
 speedups = Extension(
     "zerg._speedups",
-    sources=["native/speedups.c", "native/uringshim.c"],
+    sources=["native/speedups.c", "native/connfast.c", "native/uringshim.c"],
     include_dirs=["native"],
-    depends=["native/uringshim.h", "native/uringshim_compat.h"],
+    depends=["native/speedups.h", "native/uringshim.h", "native/uringshim_compat.h"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=hidden"],
     extra_objects=[_static] if _static else [],
     libraries=[] if _static else ["uring"],

@@ -34,37 +34,13 @@
 
 #include "uringshim_compat.h"
 #include "uringshim.h"
+#include "speedups.h"
 
-#define OFFSET_SHIFT 16
-#define SLOT_MASK ((1u << OFFSET_SHIFT) - 1)
-
-/* Ops, as zerg._ring.Op. */
-enum { OP_ACCEPT = 1, OP_RECV = 2, OP_SEND = 3, OP_CANCEL = 4, OP_POLL = 5,
-       OP_POLL_REMOVE = 6, OP_MSG = 7 };
 
 /* ------------------------------------------------------------ RecvSlots */
 
-typedef struct {
-    PyObject_HEAD
-    zu_ring *ring;
-    PyObject *recv_view;        /* read-only memoryview of the receive region */
-    PyObject *owner;            /* the Ring object: keeps the zu_ring alive */
-    Py_ssize_t slot_size;
-    unsigned total;
-    int incremental;
-    long long out;              /* slots the application holds (some part of) */
-    long long bytes_in;
-    long long shared_cqes;
-    unsigned short *returns;    /* slot ids waiting for the next flush */
-    unsigned nreturns;
-    unsigned *off;              /* incremental: next offset the kernel fills */
-    unsigned *parts;            /* incremental: parts the application holds */
-    unsigned char *done;        /* incremental: the kernel moved on */
-    PyObject *parked;           /* list of sinks waiting for slots */
-    int relief;
-} RecvSlotsObject;
 
-static PyTypeObject RecvSlotsType;
+
 
 static int
 slots_push_return(RecvSlotsObject *self, unsigned bid)
@@ -79,7 +55,7 @@ slots_push_return(RecvSlotsObject *self, unsigned bid)
 }
 
 /* The application is done with key; 0 or -1 with an exception. */
-static int
+int
 slots_give_back_key(RecvSlotsObject *self, unsigned long key)
 {
     if (!self->incremental) {
@@ -149,7 +125,7 @@ slots_on_cqe_c(RecvSlotsObject *self, int res, unsigned flags, unsigned bid,
     return 0;
 }
 
-static PyObject *
+PyObject *
 slots_view_c(RecvSlotsObject *self, unsigned long key, Py_ssize_t n)
 {
     Py_ssize_t start;
@@ -390,7 +366,7 @@ static PyGetSetDef RecvSlots_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject RecvSlotsType = {
+PyTypeObject RecvSlotsType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "zerg._speedups.RecvSlots",
     .tp_basicsize = sizeof(RecvSlotsObject),
@@ -618,13 +594,11 @@ done:
 /* A completion's handler raised.  An Exception goes to failed(op, key, exc)
  * and the loop goes on (as the Python reference's `except Exception`);
  * anything else (KeyboardInterrupt, SystemExit) propagates: -1. */
-static int
-handle_failure(DispatcherObject *self, unsigned i)
+PyObject *
+fetch_exception(void)
 {
-    if (!PyErr_ExceptionMatches(PyExc_Exception))
-        return -1;
 #if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc = PyErr_GetRaisedException();
+    return PyErr_GetRaisedException();
 #else
     PyObject *type, *exc, *tb;
     PyErr_Fetch(&type, &exc, &tb);
@@ -633,9 +607,18 @@ handle_failure(DispatcherObject *self, unsigned i)
         PyException_SetTraceback(exc, tb);
     Py_XDECREF(type);
     Py_XDECREF(tb);
+    return exc;
+#endif
+}
+
+static int
+handle_failure(DispatcherObject *self, unsigned i)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+    PyObject *exc = fetch_exception();
     if (exc == NULL)
         return -1;
-#endif
     PyObject *r = PyObject_CallFunction(self->failed, "iKO", (int)self->op[i], self->key[i],
                                         exc);
     Py_DECREF(exc);
@@ -712,8 +695,8 @@ static PyObject *str_tobytes;
 static PyObject *str_dead_message;
 static PyObject *str_held_from;
 static PyObject *str_next;
-static PyTypeObject *seq_type;      /* zerg.BufferSequence (bound by bind_sequence) */
-static PyObject *empty_view;        /* the shared empty memoryview of _buffers */
+PyTypeObject *seq_type = NULL;      /* zerg.BufferSequence (bound by bind_sequence) */
+PyObject *empty_view = NULL;        /* the shared empty memoryview of _buffers */
 
 /*
  * Every field is an object reference (ints as int objects), exposed as a
@@ -721,27 +704,12 @@ static PyObject *empty_view;        /* the shared empty memoryview of _buffers *
  * specialization (LOAD_ATTR_SLOT / STORE_ATTR_SLOT) handles, so the Python
  * methods of the class read and write them as fast as __slots__ fields.
  */
-typedef struct {
-    PyObject_HEAD
-    PyObject *segs;                 /* list of read-only 'B' memoryviews */
-    PyObject *offs;                 /* list of int: offs[i] = chain offset of segs[i] */
-    PyObject *start, *stop;         /* int: the window, in chain coordinates */
-    PyObject *slots;                /* the Lease, or None */
-    PyObject *owns;                 /* bool */
-} SeqObject;
 
-typedef struct {
-    PyObject_HEAD
-    PyObject *keys;
-    PyObject *give_back;
-    PyObject *next;                 /* int */
-    PyObject *held_from;            /* int */
-} LeaseObject;
 
-static PyObject *int_released;      /* sys.maxsize: held_from once all went back */
+PyObject *int_released = NULL;      /* sys.maxsize: held_from once all went back */
 
 /* The window of a sequence as C integers; -1 with an error if unset. */
-static int
+int
 seq_bounds(SeqObject *self, Py_ssize_t *a, Py_ssize_t *b)
 {
     if (self->start == NULL || self->stop == NULL) {
@@ -757,7 +725,6 @@ seq_bounds(SeqObject *self, Py_ssize_t *a, Py_ssize_t *b)
     return 0;
 }
 
-static PyTypeObject SlotLeaseType;
 
 static int
 Seq_traverse(SeqObject *self, visitproc visit, void *arg)
@@ -851,7 +818,7 @@ static PyMemberDef Seq_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
-static PyTypeObject SequenceCoreType = {
+PyTypeObject SequenceCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "zerg._speedups.SequenceCore",
     .tp_basicsize = sizeof(SeqObject),
@@ -921,7 +888,7 @@ static PyMemberDef Lease_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
-static PyTypeObject SlotLeaseType = {
+PyTypeObject SlotLeaseType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "zerg._speedups.SlotLease",
     .tp_basicsize = sizeof(LeaseObject),
@@ -969,7 +936,7 @@ held_from_of(PyObject *slots, Py_ssize_t *out)
 }
 
 /* 0 if the window's bytes are still held, else -1 with ValueError set. */
-static int
+int
 seq_check_alive(SeqObject *self)
 {
     PyObject *slots = self->slots;
@@ -1010,25 +977,23 @@ new_seq(PyTypeObject *tp)
     return (SeqObject *)tp->tp_alloc(tp, 0);
 }
 
-/* leased_single(view, key, give_back) -> (seq, lease): the owning sequence
- * of one receive slot (view: read-only, format 'B', 1-D). */
-static PyObject *
-sp_leased_single(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+/* The owning sequence of one receive slot and its lease (view: read-only,
+ * format 'B', 1-D): 0 and two new references, or -1 with an exception. */
+int
+seq_make_single(PyObject *view, PyObject *key, PyObject *give_back, SeqObject **seq_out,
+                LeaseObject **lease_out)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "leased_single(view, key, give_back)");
-        return NULL;
+    if (seq_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_sequence() was not called");
+        return -1;
     }
-    if (seq_type == NULL)
-        return (PyErr_SetString(PyExc_RuntimeError, "bind_sequence() was not called"), NULL);
-    PyObject *view = args[0];
     Py_ssize_t n = PyObject_Length(view);
     if (n < 0)
-        return NULL;
+        return -1;
     LeaseObject *lease = (LeaseObject *)SlotLeaseType.tp_alloc(&SlotLeaseType, 0);
     if (lease == NULL)
-        return NULL;
-    lease->give_back = Py_NewRef(args[2]);
+        return -1;
+    lease->give_back = Py_NewRef(give_back);
     lease->next = PyLong_FromLong(0);
     lease->held_from = PyLong_FromLong(0);
     if (lease->next == NULL || lease->held_from == NULL)
@@ -1036,7 +1001,7 @@ sp_leased_single(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
     lease->keys = PyList_New(1);
     if (lease->keys == NULL)
         goto fail_lease;
-    PyList_SET_ITEM(lease->keys, 0, Py_NewRef(args[1]));
+    PyList_SET_ITEM(lease->keys, 0, Py_NewRef(key));
     SeqObject *seq = new_seq(seq_type);
     if (seq == NULL)
         goto fail_lease;
@@ -1059,17 +1024,37 @@ sp_leased_single(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t 
     seq->stop = Py_NewRef(end);
     seq->slots = Py_NewRef((PyObject *)lease);
     seq->owns = Py_NewRef(Py_True);
-    PyObject *pair = PyTuple_New(2);
-    if (pair == NULL)
-        goto fail_seq;
-    PyTuple_SET_ITEM(pair, 0, (PyObject *)seq);
-    PyTuple_SET_ITEM(pair, 1, (PyObject *)lease);
-    return pair;
+    *seq_out = seq;
+    *lease_out = lease;
+    return 0;
 fail_seq:
     Py_DECREF(seq);
 fail_lease:
     Py_DECREF(lease);
-    return NULL;
+    return -1;
+}
+
+/* leased_single(view, key, give_back) -> (seq, lease). */
+static PyObject *
+sp_leased_single(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "leased_single(view, key, give_back)");
+        return NULL;
+    }
+    SeqObject *seq;
+    LeaseObject *lease;
+    if (seq_make_single(args[0], args[1], args[2], &seq, &lease) < 0)
+        return NULL;
+    PyObject *pair = PyTuple_New(2);
+    if (pair == NULL) {
+        Py_DECREF(seq);
+        Py_DECREF(lease);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(pair, 0, (PyObject *)seq);
+    PyTuple_SET_ITEM(pair, 1, (PyObject *)lease);
+    return pair;
 }
 
 /* single_view(seq) -> memoryview | None: the bytes as one checked view when
@@ -1094,23 +1079,20 @@ sp_single_view(PyObject *Py_UNUSED(module), PyObject *arg)
     return PySequence_GetSlice(seg, start, stop);
 }
 
-/* drop_single(seq): mark a one-segment owning sequence released without
- * giving its slot back (the caller does). */
-static PyObject *
-sp_drop_single(PyObject *Py_UNUSED(module), PyObject *arg)
+/* Mark a one-segment owning sequence released without giving its slot
+ * back (the caller does): 0, or -1 with an exception. */
+int
+seq_drop_single(SeqObject *self)
 {
-    if (check_seq(arg) < 0)
-        return NULL;
-    SeqObject *self = (SeqObject *)arg;
     PyObject *slots = self->slots;
     if (slots == NULL || slots == Py_None || self->segs == NULL
             || !PyList_Check(self->segs) || PyList_GET_SIZE(self->segs) < 1) {
         PyErr_SetString(PyExc_ValueError, "drop_single: not a one-slot owning sequence");
-        return NULL;
+        return -1;
     }
     PyObject *one = PyLong_FromLong(1);
     if (one == NULL)
-        return NULL;
+        return -1;
     if (Py_IS_TYPE(slots, &SlotLeaseType)) {
         Py_XSETREF(((LeaseObject *)slots)->next, one);
         Py_XSETREF(((LeaseObject *)slots)->held_from, Py_NewRef(int_released));
@@ -1119,9 +1101,16 @@ sp_drop_single(PyObject *Py_UNUSED(module), PyObject *arg)
                   && PyObject_SetAttr(slots, str_held_from, int_released) == 0) ? 0 : -1;
         Py_DECREF(one);
         if (rc < 0)
-            return NULL;
+            return -1;
     }
-    if (PyList_SetItem(self->segs, 0, Py_NewRef(empty_view)) < 0)
+    return PyList_SetItem(self->segs, 0, Py_NewRef(empty_view));
+}
+
+/* drop_single(seq). */
+static PyObject *
+sp_drop_single(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    if (check_seq(arg) < 0 || seq_drop_single((SeqObject *)arg) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -1190,6 +1179,10 @@ PyInit__speedups(void)
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL)
         return NULL;
+    if (connfast_init(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddObjectRef(m, "RecvSlots", (PyObject *)&RecvSlotsType) < 0
         || PyModule_AddObjectRef(m, "Dispatcher", (PyObject *)&DispatcherType) < 0
         || PyModule_AddObjectRef(m, "SequenceCore", (PyObject *)&SequenceCoreType) < 0

@@ -60,10 +60,12 @@ from zerg._inputpipe import (
     RingItem,
     RingSnapshot,
 )
+from zerg._native import speedups
 from zerg._outputpipe import OutputPipe
 from zerg._recvstate import ARMED_STATES, RecvAction, RecvEvent, RecvState, end_event, transition
-from zerg._ring import Op, encode
-from zerg._slab import WriteSegment
+from zerg._ring import Op, Ring, RingSubmitter, encode
+from zerg._seam import Traffic
+from zerg._slab import SlabPool, WriteSegment
 
 if TYPE_CHECKING:
     from zerg._seam import ConnectionHost, ProtocolCallbacks
@@ -974,7 +976,6 @@ class ProtocolConnection(Connection):
     def _deliver(self, seq: BufferSequence, lease: SlotLease | None, key: int) -> None:
         """Call ``data_received`` with ``seq`` and settle what it consumed
         (``lease``/``key``: a fresh one-slot sequence, for the cheap release)."""
-        slots = self._slots
         self._buf = seq
         try:
             consumed = self._data_received(self, seq)
@@ -983,6 +984,13 @@ class ProtocolConnection(Connection):
             return
         if self._state != OPEN:
             return                      # closed inside the callback: slots went back
+        self._settle(seq, lease, key, consumed)
+
+    def _settle(self, seq: BufferSequence, lease: SlotLease | None, key: int,
+                consumed: int | None) -> None:
+        """What ``data_received`` returned: release what it consumed, keep the
+        rest (the C fast path settles the common case itself, and calls this
+        for every other)."""
         if consumed is not None and (type(consumed) is not int or not 0 <= consumed <= len(seq)):
             if type(consumed) is int:
                 self._failed(ValueError(
@@ -998,7 +1006,7 @@ class ProtocolConnection(Connection):
             self._buf = None
             if lease is not None and lease.held_from == 0:
                 drop_single(seq)            # the common case: one fresh slot, all used
-                slots.give_back(key)
+                self._slots.give_back(key)
             else:
                 seq.release()
             self._unread = 0
@@ -1072,3 +1080,11 @@ class ProtocolConnection(Connection):
         except Exception:
             import logging
             logging.getLogger("zerg").exception("zerg: connection_lost raised for %r", self)
+
+
+if speedups is not None:
+    # The common case of on_recv (with _deliver), write, send_pending and
+    # on_send in C (native/connfast.c), working on these classes' __slots__;
+    # the methods above stay the reference and every rare path's code.
+    speedups.bind_connection(ProtocolConnection, OutputPipe, WriteSegment, SlabPool, Traffic,
+                             InputPipe, RingSubmitter, Ring)

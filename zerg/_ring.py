@@ -177,11 +177,12 @@ class RingSubmitter:
     reactor's next ``io_uring_enter``.  A full submission queue raises.
     """
 
-    __slots__ = ("_cancel_ud", "_ptr", "_ring", "send")
+    __slots__ = ("_cancel_ud", "_ptr", "_ring", "address", "send")
 
     def __init__(self, ring: Ring) -> None:
         self._ring = ring
         self._ptr = ring.ptr
+        self.address = ring.address     # for the C fast path: it prepares sends itself
         self._cancel_ud = encode(Op.CANCEL)
         # send(fd, base, offset, length, user_data) -> 0 or -errno: the shim's
         # function with the ring bound, so a send costs no Python frame.

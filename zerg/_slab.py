@@ -53,6 +53,10 @@ class WriteSegment:
 class SlabPool:
     """Receive slots + write segments for one reactor."""
 
+    __slots__ = ("_chunks", "_free", "_jumbo", "_jumbo_bytes", "_room_at", "_room_waiters",
+                 "recv_base", "recv_view", "region", "segment_size", "segments_total",
+                 "slot_count", "slot_size")
+
     def __init__(self, slot_size: int, slot_count: int, segment_size: int) -> None:
         self.slot_size = slot_size
         self.slot_count = slot_count

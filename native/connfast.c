@@ -1,0 +1,759 @@
+/*
+ * connfast.c -- the connection fast path of zerg._speedups.
+ *
+ * Why: with harvest and dispatch in C (speedups.c), the Python work left per
+ * message on the zerg.Protocol path is the connection's own: on_recv and the
+ * settling of what data_received consumed, write (one copy into a send
+ * segment), preparing the send and accounting its completion -- a dozen
+ * Python frames around the one call that matters, data_received.  This file
+ * carries the common case of each in C, so a message costs one Python call.
+ *
+ * How: the Python classes (zerg._connection.Connection/ProtocolConnection,
+ * zerg._outputpipe.OutputPipe, zerg._slab.WriteSegment/SlabPool, ...) stay
+ * the reference and their __slots__ stay the one definition of their
+ * layout.  bind_connection() looks each field's member descriptor up once and
+ * keeps its offset; the C code then reads and writes the fields where
+ * CPython's own LOAD_ATTR_SLOT/STORE_ATTR_SLOT do.  Every C method handles
+ * the common case and otherwise calls the Python method it replaced (kept at
+ * bind time) *before changing anything*, so each rare path -- partial
+ * consumption, limits, pauses, closing, failures, a stand-in submitter of the
+ * sans-IO tests -- runs the reference's code.  Exact type checks guard every
+ * object the C code looks into.
+ *
+ * Rules: as speedups.c -- reference counts written out on every path, every
+ * error propagated, the GIL held throughout (nothing here waits).
+ */
+#include "speedups.h"
+
+#include <structmember.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- fields */
+
+#define FIELD(o, off) (*(PyObject **)((char *)(o) + (off)))
+
+/* Store v (a new reference, stolen) in a field, dropping the old value
+ * after the store (its destructor may run code that reads the field). */
+static inline void
+field_set(PyObject *o, Py_ssize_t off, PyObject *v)
+{
+    PyObject *old = FIELD(o, off);
+    FIELD(o, off) = v;
+    Py_XDECREF(old);
+}
+
+/* An int field as a C integer: 0, or 1 when it is unset or not a plain int
+ * that fits (the caller takes the reference path).  Never raises. */
+static inline int
+field_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t *out)
+{
+    PyObject *v = FIELD(o, off);
+    if (v == NULL || !PyLong_CheckExact(v))
+        return 1;
+    *out = PyLong_AsSsize_t(v);
+    if (*out == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 1;
+    }
+    return 0;
+}
+
+static inline int
+field_set_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t v)
+{
+    PyObject *n = PyLong_FromSsize_t(v);
+    if (n == NULL)
+        return -1;
+    field_set(o, off, n);
+    return 0;
+}
+
+/* The classes bound, and the offsets of the fields used. */
+static PyTypeObject *conn_type, *out_type, *seg_type, *pool_type, *traffic_type, *in_type,
+    *sub_type, *ring_type;
+
+static struct {
+    /* Connection, ProtocolConnection */
+    Py_ssize_t state, in, out, buf, reading_paused, slots, give_back, data_received, host,
+        last_rx, unread, bytes_in, owner, dirty, want_send, writing_paused, sub, fd, ud_send,
+        traffic, send;
+    /* OutputPipe */
+    Py_ssize_t o_pending, o_max, o_pause_at, o_budget, o_cur, o_staged, o_granted, o_pool,
+        o_exc, o_sending, o_bytes_out, o_flush_w, o_drain_w;
+    /* WriteSegment */
+    Py_ssize_t s_view, s_fill, s_sent, s_jumbo, s_resident, s_ptr, s_off;
+    /* SlabPool, Traffic, InputPipe, RingSubmitter, Ring */
+    Py_ssize_t p_free, p_room_waiters, t_sends, t_bytes_out, i_discarding, i_paused,
+        r_ring, r_address, g_closed;
+} F;
+
+/* The replaced Python methods of ProtocolConnection: the reference paths. */
+static PyObject *ref_on_recv, *ref_write, *ref_send_pending, *ref_on_send;
+
+static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
+    *s_maybe_resume_protocol, *s_maybe_finish, *s_kick_send, *s_new_segment,
+    *s_wake_flushers, *s_check, *s_now, *s_view, *s_give_back, *s_send_what, *s_sends,
+    *s_bytes_out;
+
+/* Call a reference function with self first. */
+static PyObject *
+call_ref(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *stack[4];
+    if (nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "too many arguments");
+        return NULL;
+    }
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        stack[i + 1] = args[i];
+    return PyObject_Vectorcall(func, stack, (size_t)nargs + 1, NULL);
+}
+
+/* self.<name>(*args) for the rare paths; 0 or -1. */
+static int
+call_method(PyObject *self, PyObject *name, PyObject *a, PyObject *b)
+{
+    PyObject *stack[3] = {self, a, b};
+    size_t n = a == NULL ? 1 : (b == NULL ? 2 : 3);
+    PyObject *r = PyObject_VectorcallMethod(name, stack, n, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* A writable, contiguous byte view's memory, or NULL (not an error). */
+static inline Py_buffer *
+plain_buffer(PyObject *view, int writable)
+{
+    if (view == NULL || !PyMemoryView_Check(view))
+        return NULL;
+    if (((PyMemoryViewObject *)view)->flags & _Py_MEMORYVIEW_RELEASED)
+        return NULL;
+    Py_buffer *b = PyMemoryView_GET_BUFFER(view);
+    if ((writable && b->readonly) || b->ndim > 1 || b->itemsize != 1
+            || !PyBuffer_IsContiguous(b, 'C'))
+        return NULL;
+    return b;
+}
+
+/* x += d on an int field of an object of type tp (its field off), or by
+ * name on any other object (a stand-in of the tests).  0 or -1. */
+static int
+bump(PyObject *o, PyTypeObject *tp, Py_ssize_t off, PyObject *name, Py_ssize_t d)
+{
+    Py_ssize_t v;
+    if (Py_IS_TYPE(o, tp) && field_ssize(o, off, &v) == 0)
+        return field_set_ssize(o, off, v + d);
+    PyObject *cur = PyObject_GetAttr(o, name);
+    if (cur == NULL)
+        return -1;
+    PyObject *delta = PyLong_FromSsize_t(d);
+    PyObject *sum = delta == NULL ? NULL : PyNumber_Add(cur, delta);
+    Py_DECREF(cur);
+    Py_XDECREF(delta);
+    if (sum == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(o, name, sum);
+    Py_DECREF(sum);
+    return rc;
+}
+
+/* ----------------------------------------------------------- the sending */
+
+/* OutputPipe._new_segment: a pool segment becomes the one writes append to. */
+static int
+new_segment(PyObject *out)
+{
+    PyObject *pool = FIELD(out, F.o_pool), *staged = FIELD(out, F.o_staged);
+    PyObject *freelist = pool != NULL && Py_IS_TYPE(pool, pool_type) ? FIELD(pool, F.p_free)
+                                                                       : NULL;
+    Py_ssize_t last = freelist != NULL && PyList_CheckExact(freelist)
+                          ? PyList_GET_SIZE(freelist) - 1 : -1;
+    if (last < 0 || staged == NULL || !PyList_CheckExact(staged)
+            || !Py_IS_TYPE(PyList_GET_ITEM(freelist, last), seg_type))
+        return call_method(out, s_new_segment, NULL, NULL);   /* grows the pool */
+    PyObject *seg = Py_NewRef(PyList_GET_ITEM(freelist, last));
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL || PyList_SetSlice(freelist, last, last + 1, NULL) < 0) {
+        Py_XDECREF(zero);
+        Py_DECREF(seg);
+        return -1;
+    }
+    field_set(seg, F.s_resident, Py_NewRef(Py_True));
+    if (PyList_Append(staged, seg) < 0) {
+        /* back where it came from: nothing changed */
+        int rc = PyList_Append(freelist, seg);
+        (void)rc;
+        Py_DECREF(seg);
+        Py_DECREF(zero);
+        return -1;
+    }
+    field_set(out, F.o_cur, seg);
+    field_set(out, F.o_granted, zero);
+    return 0;
+}
+
+/* OutputPipe.write's common case: n bytes fit the current segment (or a
+ * fresh one) and no limit is near.  1 staged, 0 take the reference, -1. */
+static int
+out_stage(PyObject *out, const char *buf, Py_ssize_t n)
+{
+    Py_ssize_t pending, maxw, pause_at, budget, fill;
+    if (field_ssize(out, F.o_pending, &pending) || field_ssize(out, F.o_max, &maxw)
+            || field_ssize(out, F.o_pause_at, &pause_at) || field_ssize(out, F.o_budget, &budget))
+        return 0;
+    if (n == 0)
+        return 1;
+    if (n > maxw - pending || (budget && n > pause_at - pending))
+        return 0;
+    PyObject *seg = FIELD(out, F.o_cur);
+    if (seg == Py_None) {
+        if (new_segment(out) < 0)
+            return -1;
+        seg = FIELD(out, F.o_cur);
+    }
+    if (seg == NULL || !Py_IS_TYPE(seg, seg_type) || field_ssize(seg, F.s_fill, &fill))
+        return 0;
+    Py_buffer *b = plain_buffer(FIELD(seg, F.s_view), 1);
+    if (b == NULL || fill < 0 || b->len - fill < n)
+        return 0;           /* spans segments: the reference splits it */
+    memmove((char *)b->buf + fill, buf, (size_t)n);
+    if (field_set_ssize(seg, F.s_fill, fill + n) < 0
+            || field_set_ssize(out, F.o_pending, pending + n) < 0)
+        return -1;
+    return 1;
+}
+
+/* Connection._kick_send: put the first unsent segment in flight.  0 or -1. */
+static int
+kick_send(PyObject *self, PyObject *out)
+{
+    PyObject *sending = FIELD(out, F.o_sending), *staged = FIELD(out, F.o_staged);
+    if (sending == Py_None && staged != NULL && PyList_CheckExact(staged)
+            && PyList_GET_SIZE(staged) == 0)
+        return 0;
+    if (sending != Py_None || staged == NULL || !PyList_CheckExact(staged))
+        return sending == Py_None ? call_method(self, s_kick_send, NULL, NULL) : 0;
+    PyObject *seg = PyList_GET_ITEM(staged, 0);
+    Py_ssize_t fill, sent, fd;
+    unsigned long long ud;
+    PyObject *udo = FIELD(self, F.ud_send), *sub = FIELD(self, F.sub);
+    if (!Py_IS_TYPE(seg, seg_type) || field_ssize(seg, F.s_fill, &fill)
+            || field_ssize(seg, F.s_sent, &sent) || sent >= fill || sent < 0
+            || fill - sent > (Py_ssize_t)UINT_MAX
+            || field_ssize(self, F.fd, &fd) || fd < 0 || fd > INT_MAX
+            || udo == NULL || !PyLong_CheckExact(udo) || sub == NULL)
+        return call_method(self, s_kick_send, NULL, NULL);
+    ud = PyLong_AsUnsignedLongLong(udo);
+    if (ud == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    Py_ssize_t len = fill - sent;
+    int ret;
+    Py_INCREF(seg);
+    field_set(out, F.o_sending, Py_NewRef(seg));
+    PyObject *ring = Py_IS_TYPE(sub, sub_type) ? FIELD(sub, F.r_ring) : NULL;
+    Py_buffer *b = plain_buffer(FIELD(seg, F.s_view), 0);
+    Py_ssize_t addr;
+    if (ring != NULL && Py_IS_TYPE(ring, ring_type) && FIELD(ring, F.g_closed) == Py_False
+            && b != NULL && b->len >= fill && field_ssize(sub, F.r_address, &addr) == 0
+            && addr != 0) {
+        ret = zu_prep_send((zu_ring *)(uintptr_t)addr, (int)fd, (char *)b->buf,
+                           (unsigned long long)sent, (unsigned)len, ud);
+    } else {
+        /* A stand-in submitter (the sans-IO tests): send(fd, base, off, len, ud). */
+        PyObject *send = FIELD(self, F.send), *ptr = FIELD(seg, F.s_ptr);
+        Py_ssize_t off;
+        if (send == NULL || ptr == NULL || field_ssize(seg, F.s_off, &off)) {
+            field_set(out, F.o_sending, Py_NewRef(Py_None));
+            Py_DECREF(seg);
+            return call_method(self, s_kick_send, NULL, NULL);
+        }
+        PyObject *r = PyObject_CallFunction(send, "nOnnK", fd, ptr, off + sent, len, ud);
+        if (r == NULL) {
+            Py_DECREF(seg);
+            return -1;
+        }
+        long v = PyLong_AsLong(r);
+        Py_DECREF(r);
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(seg);
+            return -1;
+        }
+        ret = (int)v;
+    }
+    Py_DECREF(seg);
+    if (ret) {
+        field_set(out, F.o_sending, Py_NewRef(Py_None));
+        PyObject *code = PyLong_FromLong(ret);
+        if (code == NULL)
+            return -1;
+        int rc = call_method(sub, s_check, code, s_send_what);
+        Py_DECREF(code);
+        if (rc < 0)
+            return -1;
+    }
+    PyObject *traffic = FIELD(self, F.traffic);
+    return traffic == NULL ? 0 : bump(traffic, traffic_type, F.t_sends, s_sends, 1);
+}
+
+/* ProtocolConnection.send_pending */
+static PyObject *
+pc_send_pending(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = FIELD(self, F.out);
+    Py_ssize_t pending;
+    if (out == NULL || !Py_IS_TYPE(out, out_type) || field_ssize(out, F.o_pending, &pending))
+        return call_ref(ref_send_pending, self, NULL, 0);
+    field_set(self, F.dirty, Py_NewRef(Py_False));
+    if (pending && FIELD(out, F.o_exc) == Py_None && kick_send(self, out) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ProtocolConnection.write */
+static int
+write_fast(PyObject *self, PyObject *data)
+{
+    PyObject *owner = FIELD(self, F.owner), *out = FIELD(self, F.out);
+    Py_ssize_t state;
+    if (owner == NULL || !PyLong_CheckExact(owner) || field_ssize(self, F.state, &state)
+            || state != 0 || out == NULL || !Py_IS_TYPE(out, out_type)
+            || FIELD(out, F.o_exc) != Py_None)
+        return 0;
+    unsigned long tid = PyLong_AsUnsignedLong(owner);
+    if (tid == (unsigned long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (tid != PyThread_get_thread_ident())
+        return 0;                   /* the reference raises the right error */
+    const char *buf;
+    Py_ssize_t n;
+    if (Py_IS_TYPE(data, seq_type)) {
+        SeqObject *seq = (SeqObject *)data;
+        Py_ssize_t start, stop;
+        if (seq->segs == NULL || !PyList_CheckExact(seq->segs)
+                || PyList_GET_SIZE(seq->segs) != 1)
+            return 0;
+        if (seq_check_alive(seq) < 0 || seq_bounds(seq, &start, &stop) < 0)
+            return -1;
+        Py_buffer *b = plain_buffer(PyList_GET_ITEM(seq->segs, 0), 0);
+        if (b == NULL || start < 0 || start > stop || stop > b->len)
+            return 0;
+        buf = (const char *)b->buf + start;
+        n = stop - start;
+    } else if (PyBytes_CheckExact(data)) {
+        buf = PyBytes_AS_STRING(data);
+        n = PyBytes_GET_SIZE(data);
+    } else {
+        return 0;
+    }
+    int r = out_stage(out, buf, n);
+    if (r <= 0)
+        return r;
+    if (FIELD(self, F.dirty) != Py_True) {
+        PyObject *want_send = FIELD(self, F.want_send);
+        field_set(self, F.dirty, Py_NewRef(Py_True));
+        if (want_send == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "_want_send");
+            return -1;
+        }
+        PyObject *res = PyObject_CallOneArg(want_send, self);
+        if (res == NULL)
+            return -1;
+        Py_DECREF(res);
+    }
+    Py_ssize_t pending, pause_at;
+    if (field_ssize(out, F.o_pending, &pending) == 0
+            && field_ssize(out, F.o_pause_at, &pause_at) == 0 && pending > pause_at
+            && FIELD(self, F.writing_paused) != Py_True)
+        return call_method(self, s_pause_writing, NULL, NULL) < 0 ? -1 : 1;
+    return 1;
+}
+
+static PyObject *
+pc_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs == 1) {
+        int r = write_fast(self, args[0]);
+        if (r < 0)
+            return NULL;
+        if (r > 0)
+            Py_RETURN_NONE;
+    }
+    return call_ref(ref_write, self, args, nargs);
+}
+
+/* ProtocolConnection.on_send: the common case is the only segment going out
+ * whole (OutputPipe.on_sent's first branch). */
+static PyObject *
+pc_on_send(PyObject *self, PyObject *arg)
+{
+    PyObject *out = FIELD(self, F.out);
+    if (out == NULL || !Py_IS_TYPE(out, out_type) || !PyLong_CheckExact(arg))
+        return call_ref(ref_on_send, self, &arg, 1);
+    long res = PyLong_AsLong(arg);
+    if (res == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *seg = FIELD(out, F.o_sending), *staged = FIELD(out, F.o_staged);
+    PyObject *pool = FIELD(out, F.o_pool);
+    PyObject *freelist = pool != NULL && Py_IS_TYPE(pool, pool_type) ? FIELD(pool, F.p_free)
+                                                                       : NULL;
+    PyObject *waiters = pool != NULL && Py_IS_TYPE(pool, pool_type)
+                            ? FIELD(pool, F.p_room_waiters) : NULL;
+    Py_ssize_t fill, sent, granted, pending, bytes_out;
+    if (res <= 0 || seg == NULL || !Py_IS_TYPE(seg, seg_type) || seg != FIELD(out, F.o_cur)
+            || field_ssize(seg, F.s_fill, &fill) || field_ssize(seg, F.s_sent, &sent)
+            || fill - sent != res || FIELD(seg, F.s_jumbo) != Py_False
+            || field_ssize(out, F.o_granted, &granted) || granted != 0
+            || field_ssize(out, F.o_pending, &pending)
+            || field_ssize(out, F.o_bytes_out, &bytes_out)
+            || FIELD(out, F.o_exc) != Py_None
+            || staged == NULL || !PyList_CheckExact(staged) || PyList_GET_SIZE(staged) != 1
+            || freelist == NULL || !PyList_CheckExact(freelist)
+            || waiters == NULL || !PyList_CheckExact(waiters) || PyList_GET_SIZE(waiters) != 0)
+        return call_ref(ref_on_send, self, &arg, 1);
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL)
+        return NULL;
+    Py_INCREF(seg);
+    if (field_set_ssize(out, F.o_pending, pending - res) < 0
+            || field_set_ssize(out, F.o_bytes_out, bytes_out + res) < 0)
+        goto fail;
+    field_set(out, F.o_sending, Py_NewRef(Py_None));
+    field_set(out, F.o_cur, Py_NewRef(Py_None));
+    if (PyList_SetSlice(staged, 0, 1, NULL) < 0)
+        goto fail;
+    /* SlabPool.release */
+    field_set(seg, F.s_fill, Py_NewRef(zero));
+    field_set(seg, F.s_sent, Py_NewRef(zero));
+    if (PyList_Append(freelist, seg) < 0)
+        goto fail;
+    Py_DECREF(seg);
+    Py_DECREF(zero);
+    PyObject *fw = FIELD(out, F.o_flush_w), *dw = FIELD(out, F.o_drain_w);
+    if (((fw != NULL && fw != Py_None) || (dw != NULL && dw != Py_None))
+            && call_method(out, s_wake_flushers, Py_None, NULL) < 0)
+        return NULL;
+    PyObject *traffic = FIELD(self, F.traffic);
+    if (traffic != NULL && bump(traffic, traffic_type, F.t_bytes_out, s_bytes_out, res) < 0)
+        return NULL;
+    Py_ssize_t state;
+    if (field_ssize(self, F.state, &state) == 0 && state == 1
+            && call_method(self, s_maybe_finish, NULL, NULL) < 0)
+        return NULL;
+    if (FIELD(self, F.writing_paused) == Py_True
+            && call_method(self, s_maybe_resume_writing, NULL, NULL) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(seg);
+    Py_DECREF(zero);
+    return NULL;
+}
+
+/* ---------------------------------------------------------- the receiving */
+
+static int
+give_back(PyObject *slots, PyObject *key)
+{
+    if (Py_IS_TYPE(slots, &RecvSlotsType)) {
+        unsigned long k = PyLong_AsUnsignedLong(key);
+        if (k == (unsigned long)-1 && PyErr_Occurred())
+            return -1;
+        return slots_give_back_key((RecvSlotsObject *)slots, k);
+    }
+    return call_method(slots, s_give_back, key, NULL);
+}
+
+/* ProtocolConnection._deliver for a fresh one-slot sequence. */
+static int
+deliver(PyObject *self, SeqObject *seq, LeaseObject *lease, PyObject *key)
+{
+    PyObject *dr = FIELD(self, F.data_received);
+    if (dr == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_data_received");
+        return -1;
+    }
+    field_set(self, F.buf, Py_NewRef((PyObject *)seq));
+    PyObject *stack[3] = {NULL, self, (PyObject *)seq};
+    PyObject *consumed = PyObject_Vectorcall(dr, stack + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                             NULL);
+    if (consumed == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return -1;              /* KeyboardInterrupt, SystemExit: up */
+        PyObject *exc = fetch_exception();
+        if (exc == NULL)
+            return -1;
+        int rc = call_method(self, s_failed, exc, NULL);
+        Py_DECREF(exc);
+        return rc;
+    }
+    Py_ssize_t state, start, stop, held_from = -1;
+    int rc = 0;
+    if (field_ssize(self, F.state, &state) || state != 0)
+        goto done;                  /* closed inside the callback: slots went back */
+    if (seq_bounds(seq, &start, &stop) < 0) {
+        rc = -1;
+        goto done;
+    }
+    int all = consumed == Py_None;
+    if (!all && PyLong_CheckExact(consumed)) {
+        Py_ssize_t c = PyLong_AsSsize_t(consumed);
+        if (c == -1 && PyErr_Occurred())
+            PyErr_Clear();
+        else
+            all = c == stop - start;
+    }
+    if (lease->held_from != NULL && PyLong_CheckExact(lease->held_from))
+        held_from = PyLong_AsSsize_t(lease->held_from);
+    PyObject *host = FIELD(self, F.host), *slots = FIELD(self, F.slots), *inp = FIELD(self, F.in);
+    if (!all || held_from != 0 || host == NULL || slots == NULL || inp == NULL
+            || !Py_IS_TYPE(inp, in_type)) {
+        PyErr_Clear();
+        PyObject *args[5] = {self, (PyObject *)seq, (PyObject *)lease, key, consumed};
+        PyObject *r = PyObject_VectorcallMethod(s_settle, args, 5, NULL);
+        rc = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+        goto done;
+    }
+    PyObject *now = PyObject_GetAttr(host, s_now);
+    PyObject *zero = PyLong_FromLong(0);
+    if (now == NULL || zero == NULL) {
+        Py_XDECREF(now);
+        Py_XDECREF(zero);
+        rc = -1;
+        goto done;
+    }
+    field_set(self, F.last_rx, now);
+    field_set(self, F.buf, Py_NewRef(Py_None));
+    field_set(self, F.unread, zero);
+    if (seq_drop_single(seq) < 0 || give_back(slots, key) < 0) {
+        rc = -1;
+        goto done;
+    }
+    if (FIELD(inp, F.i_paused) == Py_True)
+        rc = call_method(self, s_maybe_resume_protocol, NULL, NULL);
+done:
+    Py_DECREF(consumed);
+    return rc;
+}
+
+/* ProtocolConnection.on_recv */
+static PyObject *
+pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *inp = FIELD(self, F.in), *slots = FIELD(self, F.slots);
+    PyObject *give = FIELD(self, F.give_back);
+    Py_ssize_t state, n, bytes_in;
+    if (nargs != 2 || !PyLong_CheckExact(args[0]) || !PyLong_CheckExact(args[1])
+            || field_ssize(self, F.state, &state) || state != 0
+            || inp == NULL || !Py_IS_TYPE(inp, in_type) || FIELD(inp, F.i_discarding) != Py_False
+            || FIELD(self, F.reading_paused) != Py_False || FIELD(self, F.buf) != Py_None
+            || slots == NULL || give == NULL || field_ssize(self, F.bytes_in, &bytes_in))
+        return call_ref(ref_on_recv, self, args, nargs);
+    PyObject *key = args[0];
+    n = PyLong_AsSsize_t(args[1]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (field_set_ssize(self, F.bytes_in, bytes_in + n) < 0)
+        return NULL;
+    PyObject *view;
+    if (Py_IS_TYPE(slots, &RecvSlotsType)) {
+        unsigned long k = PyLong_AsUnsignedLong(key);
+        if (k == (unsigned long)-1 && PyErr_Occurred())
+            return NULL;
+        view = slots_view_c((RecvSlotsObject *)slots, k, n);
+    } else {
+        PyObject *stack[3] = {slots, key, args[1]};
+        view = PyObject_VectorcallMethod(s_view, stack, 3, NULL);
+    }
+    if (view == NULL)
+        return NULL;
+    SeqObject *seq;
+    LeaseObject *lease;
+    int rc = seq_make_single(view, key, give, &seq, &lease);
+    Py_DECREF(view);
+    if (rc < 0)
+        return NULL;
+    rc = deliver(self, seq, lease, key);
+    Py_DECREF(seq);
+    Py_DECREF(lease);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------- binding */
+
+static PyMethodDef pc_methods[] = {
+    {"on_recv", (PyCFunction)(void (*)(void))pc_on_recv, METH_FASTCALL,
+     "Hand the bytes to the Protocol, straight from dispatch (C fast path)."},
+    {"write", (PyCFunction)(void (*)(void))pc_write, METH_FASTCALL,
+     "Stage data for sending; one copy into the pool (C fast path)."},
+    {"send_pending", (PyCFunction)pc_send_pending, METH_NOARGS,
+     "Start the send of what was written this iteration (C fast path)."},
+    {"on_send", (PyCFunction)pc_on_send, METH_O,
+     "A send completed (C fast path)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject **pc_refs[] = {&ref_on_recv, &ref_write, &ref_send_pending, &ref_on_send};
+
+struct field_spec { int cls; const char *name; Py_ssize_t *off; };
+
+static const struct field_spec field_specs[] = {
+    {0, "_state", &F.state}, {0, "_in", &F.in}, {0, "_out", &F.out}, {0, "_buf", &F.buf},
+    {0, "_reading_paused", &F.reading_paused}, {0, "_slots", &F.slots},
+    {0, "_give_back", &F.give_back}, {0, "_data_received", &F.data_received},
+    {0, "_host", &F.host}, {0, "_last_rx", &F.last_rx}, {0, "_unread", &F.unread},
+    {0, "bytes_in", &F.bytes_in}, {0, "_owner", &F.owner}, {0, "_dirty", &F.dirty},
+    {0, "_want_send", &F.want_send}, {0, "_writing_paused", &F.writing_paused},
+    {0, "_sub", &F.sub}, {0, "fd", &F.fd}, {0, "_ud_send", &F.ud_send},
+    {0, "_traffic", &F.traffic}, {0, "_send", &F.send},
+    {1, "pending", &F.o_pending}, {1, "max_write_buffer", &F.o_max},
+    {1, "pause_at", &F.o_pause_at}, {1, "_budget", &F.o_budget}, {1, "_cur", &F.o_cur},
+    {1, "_staged", &F.o_staged}, {1, "_granted", &F.o_granted}, {1, "_pool", &F.o_pool},
+    {1, "write_exc", &F.o_exc}, {1, "sending", &F.o_sending},
+    {1, "bytes_out", &F.o_bytes_out}, {1, "_flush_waiters", &F.o_flush_w},
+    {1, "_drain_waiters", &F.o_drain_w},
+    {2, "view", &F.s_view}, {2, "fill", &F.s_fill}, {2, "sent", &F.s_sent},
+    {2, "jumbo", &F.s_jumbo}, {2, "resident", &F.s_resident}, {2, "ptr", &F.s_ptr},
+    {2, "off", &F.s_off},
+    {3, "_free", &F.p_free}, {3, "_room_waiters", &F.p_room_waiters},
+    {4, "sends", &F.t_sends}, {4, "bytes_out", &F.t_bytes_out},
+    {5, "discarding", &F.i_discarding}, {5, "paused", &F.i_paused},
+    {6, "_ring", &F.r_ring}, {6, "address", &F.r_address},
+    {7, "_closed", &F.g_closed},
+};
+
+/* The offset of tp's __slots__ field name; -1 with TypeError if it is not one. */
+static int
+slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *off)
+{
+    PyObject *d = PyObject_GetAttrString((PyObject *)tp, name);
+    if (d == NULL)
+        return -1;
+    if (!Py_IS_TYPE(d, &PyMemberDescr_Type)
+            || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX
+            || (((PyMemberDescrObject *)d)->d_member->flags & READONLY)) {
+        PyErr_Format(PyExc_TypeError, "bind_connection: %s.%s is not a __slots__ field",
+                     tp->tp_name, name);
+        Py_DECREF(d);
+        return -1;
+    }
+    *off = ((PyMemberDescrObject *)d)->d_member->offset;
+    Py_DECREF(d);
+    return 0;
+}
+
+/* bind_connection(ProtocolConnection, OutputPipe, WriteSegment, SlabPool,
+ * Traffic, InputPipe, RingSubmitter, Ring): learn the field offsets and put
+ * the C methods in ProtocolConnection, keeping the Python ones as the
+ * reference paths.  Once per process; later calls change nothing. */
+static PyObject *
+sp_bind_connection(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyTypeObject *cls[8];
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!O!:bind_connection",
+                          &PyType_Type, &cls[0], &PyType_Type, &cls[1], &PyType_Type, &cls[2],
+                          &PyType_Type, &cls[3], &PyType_Type, &cls[4], &PyType_Type, &cls[5],
+                          &PyType_Type, &cls[6], &PyType_Type, &cls[7]))
+        return NULL;
+    if (conn_type != NULL) {
+        if (cls[0] != conn_type) {
+            PyErr_SetString(PyExc_RuntimeError, "bind_connection: already bound to another class");
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (seq_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_connection: bind_sequence() first");
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof(field_specs) / sizeof(field_specs[0]); i++) {
+        if (slot_offset(cls[field_specs[i].cls], field_specs[i].name, field_specs[i].off) < 0)
+            return NULL;
+    }
+    PyObject *refs[4] = {NULL, NULL, NULL, NULL};
+    PyObject *descrs[4] = {NULL, NULL, NULL, NULL};
+    for (int i = 0; i < 4; i++) {
+        refs[i] = PyObject_GetAttrString((PyObject *)cls[0], pc_methods[i].ml_name);
+        if (refs[i] == NULL)
+            goto fail;
+        if (!PyFunction_Check(refs[i])) {
+            PyErr_Format(PyExc_TypeError, "bind_connection: %s.%s is not a Python function",
+                         cls[0]->tp_name, pc_methods[i].ml_name);
+            goto fail;
+        }
+        descrs[i] = PyDescr_NewMethod(cls[0], &pc_methods[i]);
+        if (descrs[i] == NULL)
+            goto fail;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (PyObject_SetAttrString((PyObject *)cls[0], pc_methods[i].ml_name, descrs[i]) < 0) {
+            for (int j = 0; j < i; j++)       /* put the reference back */
+                (void)PyObject_SetAttrString((PyObject *)cls[0], pc_methods[j].ml_name, refs[j]);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        *pc_refs[i] = refs[i];
+        Py_DECREF(descrs[i]);
+    }
+    PyTypeObject **types[8] = {&conn_type, &out_type, &seg_type, &pool_type, &traffic_type,
+                               &in_type, &sub_type, &ring_type};
+    for (int i = 0; i < 8; i++)
+        *types[i] = (PyTypeObject *)Py_NewRef((PyObject *)cls[i]);
+    Py_RETURN_NONE;
+fail:
+    for (int i = 0; i < 4; i++) {
+        Py_XDECREF(refs[i]);
+        Py_XDECREF(descrs[i]);
+    }
+    return NULL;
+}
+
+/* reference(name): the Python method a C one replaced (for tests). */
+static PyObject *
+sp_connection_reference(PyObject *Py_UNUSED(module), PyObject *name)
+{
+    for (int i = 0; i < 4; i++) {
+        if (*pc_refs[i] != NULL && PyUnicode_Check(name)
+                && PyUnicode_CompareWithASCIIString(name, pc_methods[i].ml_name) == 0)
+            return Py_NewRef(*pc_refs[i]);
+    }
+    PyErr_Format(PyExc_KeyError, "%R", name);
+    return NULL;
+}
+
+static PyMethodDef connfast_functions[] = {
+    {"bind_connection", (PyCFunction)sp_bind_connection, METH_VARARGS,
+     "bind_connection(ProtocolConnection, OutputPipe, WriteSegment, SlabPool, Traffic, "
+     "InputPipe, RingSubmitter, Ring): put the C fast path in ProtocolConnection."},
+    {"connection_reference", (PyCFunction)sp_connection_reference, METH_O,
+     "connection_reference(name): the Python method the C one replaced."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+connfast_init(PyObject *module)
+{
+    struct { PyObject **slot; const char *s; } names[] = {
+        {&s_failed, "_failed"}, {&s_settle, "_settle"}, {&s_pause_writing, "_pause_writing"},
+        {&s_maybe_resume_writing, "_maybe_resume_writing"},
+        {&s_maybe_resume_protocol, "_maybe_resume_protocol"},
+        {&s_maybe_finish, "_maybe_finish"}, {&s_kick_send, "_kick_send"},
+        {&s_new_segment, "_new_segment"}, {&s_wake_flushers, "_wake_flushers"},
+        {&s_check, "check"}, {&s_now, "now"}, {&s_view, "view"}, {&s_give_back, "give_back"},
+        {&s_send_what, "send"}, {&s_sends, "sends"}, {&s_bytes_out, "bytes_out"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].s);
+        if (*names[i].slot == NULL)
+            return -1;
+    }
+    return PyModule_AddFunctions(module, connfast_functions);
+}
