@@ -388,7 +388,7 @@ pc_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 /* ProtocolConnection.on_send: the common case is the only segment going out
  * whole (OutputPipe.on_sent's first branch). */
-static PyObject *
+PyObject *
 pc_on_send(PyObject *self, PyObject *arg)
 {
     PyObject *out = FIELD(self, F.out);
@@ -541,8 +541,74 @@ done:
     return rc;
 }
 
+/*
+ * One spent sequence kept for the next message.  After data_received
+ * consumed everything, the fresh one-slot sequence and its lease are usually
+ * referenced by nothing else (refcount 1: ours).  Then they, their three
+ * lists and the bounds are re-filled for the next message instead of being
+ * freed and made again -- the reuse CPython's zip and enumerate do with
+ * their result tuple.  Anything that could still see the objects (another
+ * reference to any of them, weak references) keeps them out of the cache.
+ */
+static SeqObject *spare_seq;
+
+static void
+keep_spare(SeqObject *seq, LeaseObject *lease)
+{
+    if (spare_seq != NULL || Py_REFCNT(seq) != 1 || Py_REFCNT(lease) != 2
+            || (PyObject *)lease != seq->slots || Py_TYPE(seq) != seq_type
+            || Py_TYPE(seq)->tp_weaklistoffset != 0 || Py_TYPE(seq)->tp_dictoffset != 0
+            || seq->segs == NULL || Py_REFCNT(seq->segs) != 1
+            || PyList_GET_SIZE(seq->segs) != 1
+            || seq->offs == NULL || Py_REFCNT(seq->offs) != 1
+            || PyList_GET_SIZE(seq->offs) != 2
+            || lease->keys == NULL || !PyList_CheckExact(lease->keys)
+            || Py_REFCNT(lease->keys) != 1 || PyList_GET_SIZE(lease->keys) != 1
+            || seq->owns != Py_True)
+        return;
+    /* Hold nothing of the connection while spare (its give_back is a bound
+     * method: it would keep the connection alive). */
+    Py_XSETREF(lease->give_back, Py_NewRef(Py_None));
+    spare_seq = (SeqObject *)Py_NewRef((PyObject *)seq);
+}
+
+/* The spare sequence re-filled for view (its n bytes) and key; 0, 1 when
+ * there is none (make one), -1 on error. */
+static int
+reuse_spare(PyObject *view, PyObject *key, PyObject *give, SeqObject **seq_out,
+            LeaseObject **lease_out)
+{
+    SeqObject *seq = spare_seq;
+    if (seq == NULL)
+        return 1;
+    Py_ssize_t n = PyObject_Length(view);
+    if (n < 0)
+        return -1;
+    spare_seq = NULL;
+    LeaseObject *lease = (LeaseObject *)seq->slots;
+    PyObject *zero = PyLong_FromLong(0), *end = PyLong_FromSsize_t(n);
+    if (zero == NULL || end == NULL) {
+        Py_XDECREF(zero);
+        Py_XDECREF(end);
+        Py_DECREF(seq);
+        return -1;
+    }
+    Py_XSETREF(lease->next, Py_NewRef(zero));
+    Py_XSETREF(lease->held_from, Py_NewRef(zero));
+    Py_XSETREF(lease->give_back, Py_NewRef(give));
+    Py_SETREF(PyList_GET_ITEM(lease->keys, 0), Py_NewRef(key));
+    Py_SETREF(PyList_GET_ITEM(seq->segs, 0), Py_NewRef(view));
+    Py_SETREF(PyList_GET_ITEM(seq->offs, 0), Py_NewRef(zero));
+    Py_SETREF(PyList_GET_ITEM(seq->offs, 1), Py_NewRef(end));
+    Py_XSETREF(seq->start, zero);
+    Py_XSETREF(seq->stop, end);
+    *seq_out = seq;
+    *lease_out = (LeaseObject *)Py_NewRef((PyObject *)lease);
+    return 0;
+}
+
 /* ProtocolConnection.on_recv */
-static PyObject *
+PyObject *
 pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *inp = FIELD(self, F.in), *slots = FIELD(self, F.slots);
@@ -574,16 +640,26 @@ pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     SeqObject *seq;
     LeaseObject *lease;
-    int rc = seq_make_single(view, key, give, &seq, &lease);
+    int rc = reuse_spare(view, key, give, &seq, &lease);
+    if (rc > 0)
+        rc = seq_make_single(view, key, give, &seq, &lease);
     Py_DECREF(view);
     if (rc < 0)
         return NULL;
     rc = deliver(self, seq, lease, key);
+    if (rc == 0)
+        keep_spare(seq, lease);
     Py_DECREF(seq);
     Py_DECREF(lease);
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+int
+connfast_owns(PyObject *sink)
+{
+    return conn_type != NULL && Py_TYPE(sink) == conn_type;
 }
 
 /* ---------------------------------------------------------------- binding */

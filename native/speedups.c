@@ -527,7 +527,12 @@ dispatch_one(DispatcherObject *self, unsigned i)
                     pres = PyLong_FromLong(res);
                     if (pk == NULL || pres == NULL)
                         goto done_sink;
-                    r = call_method2(sink, str_on_recv, pk, pres);
+                    if (connfast_owns(sink)) {
+                        PyObject *a[2] = {pk, pres};
+                        r = pc_on_recv(sink, a, 2);
+                    } else {
+                        r = call_method2(sink, str_on_recv, pk, pres);
+                    }
                     if (r == NULL)
                         goto done_sink;
                     Py_CLEAR(r);
@@ -558,7 +563,8 @@ dispatch_one(DispatcherObject *self, unsigned i)
         Py_INCREF(sink);
         pres = PyLong_FromLong(res);
         if (pres != NULL)
-            r = call_method2(sink, str_on_send, pres, NULL);
+            r = connfast_owns(sink) ? pc_on_send(sink, pres)
+                                    : call_method2(sink, str_on_send, pres, NULL);
         Py_DECREF(sink);
         rc = r == NULL ? -1 : 0;
         goto done;

@@ -82,5 +82,10 @@ PyObject *fetch_exception(void);
 
 /* the connection fast path (connfast.c) */
 int connfast_init(PyObject *module);
+/* True when sink is exactly the bound ProtocolConnection class: the
+ * dispatcher then calls its C methods without looking them up. */
+int connfast_owns(PyObject *sink);
+PyObject *pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *pc_on_send(PyObject *self, PyObject *arg);
 
 #endif
