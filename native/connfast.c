@@ -87,8 +87,10 @@ static struct {
         r_ring, r_address, g_closed;
 } F;
 
-/* The replaced Python methods of ProtocolConnection: the reference paths. */
+/* The replaced Python methods: the reference paths (ref_c_*: Connection's,
+ * the others ProtocolConnection's). */
 static PyObject *ref_on_recv, *ref_write, *ref_send_pending, *ref_on_send;
+static PyObject *ref_c_write, *ref_c_kick_send, *ref_c_on_send;
 
 static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
     *s_maybe_resume_protocol, *s_maybe_finish, *s_kick_send, *s_new_segment,
@@ -117,6 +119,16 @@ call_method(PyObject *self, PyObject *name, PyObject *a, PyObject *b)
     PyObject *stack[3] = {self, a, b};
     size_t n = a == NULL ? 1 : (b == NULL ? 2 : 3);
     PyObject *r = PyObject_VectorcallMethod(name, stack, n, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* 0 for a result (dropped), -1 for NULL. */
+static inline int
+call_ok(PyObject *r)
+{
     if (r == NULL)
         return -1;
     Py_DECREF(r);
@@ -235,7 +247,7 @@ kick_send(PyObject *self, PyObject *out)
             && PyList_GET_SIZE(staged) == 0)
         return 0;
     if (sending != Py_None || staged == NULL || !PyList_CheckExact(staged))
-        return sending == Py_None ? call_method(self, s_kick_send, NULL, NULL) : 0;
+        return sending == Py_None ? call_ok(call_ref(ref_c_kick_send, self, NULL, 0)) : 0;
     PyObject *seg = PyList_GET_ITEM(staged, 0);
     Py_ssize_t fill, sent, fd;
     unsigned long long ud;
@@ -245,7 +257,7 @@ kick_send(PyObject *self, PyObject *out)
             || fill - sent > (Py_ssize_t)UINT_MAX
             || field_ssize(self, F.fd, &fd) || fd < 0 || fd > INT_MAX
             || udo == NULL || !PyLong_CheckExact(udo) || sub == NULL)
-        return call_method(self, s_kick_send, NULL, NULL);
+        return call_ok(call_ref(ref_c_kick_send, self, NULL, 0));
     ud = PyLong_AsUnsignedLongLong(udo);
     if (ud == (unsigned long long)-1 && PyErr_Occurred())
         return -1;
@@ -268,7 +280,7 @@ kick_send(PyObject *self, PyObject *out)
         if (send == NULL || ptr == NULL || field_ssize(seg, F.s_off, &off)) {
             field_set(out, F.o_sending, Py_NewRef(Py_None));
             Py_DECREF(seg);
-            return call_method(self, s_kick_send, NULL, NULL);
+            return call_ok(call_ref(ref_c_kick_send, self, NULL, 0));
         }
         PyObject *r = PyObject_CallFunction(send, "nOnnK", fd, ptr, off + sent, len, ud);
         if (r == NULL) {
@@ -312,9 +324,10 @@ pc_send_pending(PyObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* ProtocolConnection.write */
+/* Connection.write (protocol: ProtocolConnection's, which also marks the
+ * connection for the iteration's send and pauses a Protocol's writing). */
 static int
-write_fast(PyObject *self, PyObject *data)
+write_fast(PyObject *self, PyObject *data, int protocol)
 {
     PyObject *owner = FIELD(self, F.owner), *out = FIELD(self, F.out);
     Py_ssize_t state;
@@ -351,7 +364,7 @@ write_fast(PyObject *self, PyObject *data)
         return 0;
     }
     int r = out_stage(out, buf, n);
-    if (r <= 0)
+    if (r <= 0 || !protocol)
         return r;
     if (FIELD(self, F.dirty) != Py_True) {
         PyObject *want_send = FIELD(self, F.want_send);
@@ -377,7 +390,7 @@ static PyObject *
 pc_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs == 1) {
-        int r = write_fast(self, args[0]);
+        int r = write_fast(self, args[0], 1);
         if (r < 0)
             return NULL;
         if (r > 0)
@@ -386,17 +399,45 @@ pc_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return call_ref(ref_write, self, args, nargs);
 }
 
-/* ProtocolConnection.on_send: the common case is the only segment going out
- * whole (OutputPipe.on_sent's first branch). */
-PyObject *
-pc_on_send(PyObject *self, PyObject *arg)
+static PyObject *
+c_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs == 1) {
+        int r = write_fast(self, args[0], 0);
+        if (r < 0)
+            return NULL;
+        if (r > 0)
+            Py_RETURN_NONE;
+    }
+    return call_ref(ref_c_write, self, args, nargs);
+}
+
+/* Connection._kick_send */
+static PyObject *
+c_kick_send(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = FIELD(self, F.out);
+    if (out == NULL || !Py_IS_TYPE(out, out_type))
+        return call_ref(ref_c_kick_send, self, NULL, 0);
+    if (kick_send(self, out) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Connection.on_send (protocol: ProtocolConnection's, which then resumes a
+ * Protocol's writing).  The common case is the only segment going out whole
+ * (OutputPipe.on_sent's first branch).  1 done, 0 take the reference, -1. */
+static int
+on_send_fast(PyObject *self, PyObject *arg, int protocol)
 {
     PyObject *out = FIELD(self, F.out);
     if (out == NULL || !Py_IS_TYPE(out, out_type) || !PyLong_CheckExact(arg))
-        return call_ref(ref_on_send, self, &arg, 1);
+        return 0;
     long res = PyLong_AsLong(arg);
-    if (res == -1 && PyErr_Occurred())
-        return NULL;
+    if (res == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
     PyObject *seg = FIELD(out, F.o_sending), *staged = FIELD(out, F.o_staged);
     PyObject *pool = FIELD(out, F.o_pool);
     PyObject *freelist = pool != NULL && Py_IS_TYPE(pool, pool_type) ? FIELD(pool, F.p_free)
@@ -414,10 +455,10 @@ pc_on_send(PyObject *self, PyObject *arg)
             || staged == NULL || !PyList_CheckExact(staged) || PyList_GET_SIZE(staged) != 1
             || freelist == NULL || !PyList_CheckExact(freelist)
             || waiters == NULL || !PyList_CheckExact(waiters) || PyList_GET_SIZE(waiters) != 0)
-        return call_ref(ref_on_send, self, &arg, 1);
+        return 0;
     PyObject *zero = PyLong_FromLong(0);
     if (zero == NULL)
-        return NULL;
+        return -1;
     Py_INCREF(seg);
     if (field_set_ssize(out, F.o_pending, pending - res) < 0
             || field_set_ssize(out, F.o_bytes_out, bytes_out + res) < 0)
@@ -436,23 +477,47 @@ pc_on_send(PyObject *self, PyObject *arg)
     PyObject *fw = FIELD(out, F.o_flush_w), *dw = FIELD(out, F.o_drain_w);
     if (((fw != NULL && fw != Py_None) || (dw != NULL && dw != Py_None))
             && call_method(out, s_wake_flushers, Py_None, NULL) < 0)
-        return NULL;
+        return -1;
     PyObject *traffic = FIELD(self, F.traffic);
     if (traffic != NULL && bump(traffic, traffic_type, F.t_bytes_out, s_bytes_out, res) < 0)
-        return NULL;
+        return -1;
     Py_ssize_t state;
     if (field_ssize(self, F.state, &state) == 0 && state == 1
             && call_method(self, s_maybe_finish, NULL, NULL) < 0)
-        return NULL;
-    if (FIELD(self, F.writing_paused) == Py_True
+        return -1;
+    if (protocol && FIELD(self, F.writing_paused) == Py_True
             && call_method(self, s_maybe_resume_writing, NULL, NULL) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+        return -1;
+    return 1;
 fail:
     Py_DECREF(seg);
     Py_DECREF(zero);
-    return NULL;
+    return -1;
 }
+
+PyObject *
+pc_on_send(PyObject *self, PyObject *arg)
+{
+    int r = on_send_fast(self, arg, 1);
+    if (r < 0)
+        return NULL;
+    if (r == 0)
+        return call_ref(ref_on_send, self, &arg, 1);
+    Py_RETURN_NONE;
+}
+
+PyObject *
+c_on_send(PyObject *self, PyObject *arg)
+{
+    int r = on_send_fast(self, arg, 0);
+    if (r < 0)
+        return NULL;
+    if (r == 0)
+        return call_ref(ref_c_on_send, self, &arg, 1);
+    Py_RETURN_NONE;
+}
+
+
 
 /* ---------------------------------------------------------- the receiving */
 
@@ -671,12 +736,63 @@ static PyMethodDef pc_methods[] = {
      "Stage data for sending; one copy into the pool (C fast path)."},
     {"send_pending", (PyCFunction)pc_send_pending, METH_NOARGS,
      "Start the send of what was written this iteration (C fast path)."},
-    {"on_send", (PyCFunction)pc_on_send, METH_O,
-     "A send completed (C fast path)."},
+    {"on_send", (PyCFunction)pc_on_send, METH_O, "A send completed (C fast path)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMethodDef c_methods[] = {
+    {"write", (PyCFunction)(void (*)(void))c_write, METH_FASTCALL,
+     "Stage data for sending; one copy into the pool (C fast path)."},
+    {"_kick_send", (PyCFunction)c_kick_send, METH_NOARGS,
+     "Put the first unsent segment in flight (C fast path)."},
+    {"on_send", (PyCFunction)c_on_send, METH_O, "A send completed (C fast path)."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyObject **pc_refs[] = {&ref_on_recv, &ref_write, &ref_send_pending, &ref_on_send};
+static PyObject **c_refs[] = {&ref_c_write, &ref_c_kick_send, &ref_c_on_send};
+
+/* Put the C methods of defs in cls, keeping the Python functions they
+ * replace in *refs[i].  All or nothing. */
+static int
+install(PyTypeObject *cls, PyMethodDef *defs, PyObject **refs_out[], int n)
+{
+    PyObject *refs[4] = {NULL, NULL, NULL, NULL};
+    PyObject *descrs[4] = {NULL, NULL, NULL, NULL};
+    int i;
+    for (i = 0; i < n; i++) {
+        /* the class's own attribute, not an inherited one */
+        refs[i] = PyDict_GetItemString(cls->tp_dict, defs[i].ml_name);
+        if (refs[i] == NULL || !PyFunction_Check(refs[i])) {
+            PyErr_Format(PyExc_TypeError, "bind_connection: %s.%s is not a Python function",
+                         cls->tp_name, defs[i].ml_name);
+            refs[i] = NULL;
+            goto fail;
+        }
+        Py_INCREF(refs[i]);
+        descrs[i] = PyDescr_NewMethod(cls, &defs[i]);
+        if (descrs[i] == NULL)
+            goto fail;
+    }
+    for (i = 0; i < n; i++) {
+        if (PyObject_SetAttrString((PyObject *)cls, defs[i].ml_name, descrs[i]) < 0) {
+            for (int j = 0; j < i; j++)       /* put the reference back */
+                (void)PyObject_SetAttrString((PyObject *)cls, defs[j].ml_name, refs[j]);
+            goto fail;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        *refs_out[i] = refs[i];
+        Py_DECREF(descrs[i]);
+    }
+    return 0;
+fail:
+    for (i = 0; i < n; i++) {
+        Py_XDECREF(refs[i]);
+        Py_XDECREF(descrs[i]);
+    }
+    return -1;
+}
 
 struct field_spec { int cls; const char *name; Py_ssize_t *off; };
 
@@ -725,15 +841,16 @@ slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *off)
     return 0;
 }
 
-/* bind_connection(ProtocolConnection, OutputPipe, WriteSegment, SlabPool,
- * Traffic, InputPipe, RingSubmitter, Ring): learn the field offsets and put
- * the C methods in ProtocolConnection, keeping the Python ones as the
- * reference paths.  Once per process; later calls change nothing. */
+/* bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment,
+ * SlabPool, Traffic, InputPipe, RingSubmitter, Ring): learn the field offsets
+ * and put the C methods in the two connection classes, keeping the Python
+ * ones as the reference paths.  Once per process; later calls with the same
+ * classes change nothing. */
 static PyObject *
 sp_bind_connection(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyTypeObject *cls[8];
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!O!:bind_connection",
+    PyTypeObject *base, *cls[8];
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!O!O!:bind_connection", &PyType_Type, &base,
                           &PyType_Type, &cls[0], &PyType_Type, &cls[1], &PyType_Type, &cls[2],
                           &PyType_Type, &cls[3], &PyType_Type, &cls[4], &PyType_Type, &cls[5],
                           &PyType_Type, &cls[6], &PyType_Type, &cls[7]))
@@ -749,68 +866,55 @@ sp_bind_connection(PyObject *Py_UNUSED(module), PyObject *args)
         PyErr_SetString(PyExc_RuntimeError, "bind_connection: bind_sequence() first");
         return NULL;
     }
+    if (!PyType_IsSubtype(cls[0], base)) {
+        PyErr_SetString(PyExc_TypeError, "bind_connection: the Protocol class must derive "
+                                         "from the connection class");
+        return NULL;
+    }
     for (size_t i = 0; i < sizeof(field_specs) / sizeof(field_specs[0]); i++) {
         if (slot_offset(cls[field_specs[i].cls], field_specs[i].name, field_specs[i].off) < 0)
             return NULL;
     }
-    PyObject *refs[4] = {NULL, NULL, NULL, NULL};
-    PyObject *descrs[4] = {NULL, NULL, NULL, NULL};
-    for (int i = 0; i < 4; i++) {
-        refs[i] = PyObject_GetAttrString((PyObject *)cls[0], pc_methods[i].ml_name);
-        if (refs[i] == NULL)
-            goto fail;
-        if (!PyFunction_Check(refs[i])) {
-            PyErr_Format(PyExc_TypeError, "bind_connection: %s.%s is not a Python function",
-                         cls[0]->tp_name, pc_methods[i].ml_name);
-            goto fail;
+    if (install(cls[0], pc_methods, pc_refs, 4) < 0)
+        return NULL;
+    if (install(base, c_methods, c_refs, 3) < 0) {
+        for (int i = 0; i < 4; i++) {
+            (void)PyObject_SetAttrString((PyObject *)cls[0], pc_methods[i].ml_name, *pc_refs[i]);
+            Py_CLEAR(*pc_refs[i]);
         }
-        descrs[i] = PyDescr_NewMethod(cls[0], &pc_methods[i]);
-        if (descrs[i] == NULL)
-            goto fail;
-    }
-    for (int i = 0; i < 4; i++) {
-        if (PyObject_SetAttrString((PyObject *)cls[0], pc_methods[i].ml_name, descrs[i]) < 0) {
-            for (int j = 0; j < i; j++)       /* put the reference back */
-                (void)PyObject_SetAttrString((PyObject *)cls[0], pc_methods[j].ml_name, refs[j]);
-            goto fail;
-        }
-    }
-    for (int i = 0; i < 4; i++) {
-        *pc_refs[i] = refs[i];
-        Py_DECREF(descrs[i]);
+        return NULL;
     }
     PyTypeObject **types[8] = {&conn_type, &out_type, &seg_type, &pool_type, &traffic_type,
                                &in_type, &sub_type, &ring_type};
     for (int i = 0; i < 8; i++)
         *types[i] = (PyTypeObject *)Py_NewRef((PyObject *)cls[i]);
     Py_RETURN_NONE;
-fail:
-    for (int i = 0; i < 4; i++) {
-        Py_XDECREF(refs[i]);
-        Py_XDECREF(descrs[i]);
-    }
-    return NULL;
 }
 
-/* reference(name): the Python method a C one replaced (for tests). */
+/* connection_reference(cls_name, name): the Python method a C one replaced. */
 static PyObject *
-sp_connection_reference(PyObject *Py_UNUSED(module), PyObject *name)
+sp_connection_reference(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    for (int i = 0; i < 4; i++) {
-        if (*pc_refs[i] != NULL && PyUnicode_Check(name)
-                && PyUnicode_CompareWithASCIIString(name, pc_methods[i].ml_name) == 0)
-            return Py_NewRef(*pc_refs[i]);
+    const char *which, *name;
+    if (!PyArg_ParseTuple(args, "ss:connection_reference", &which, &name))
+        return NULL;
+    int protocol = strcmp(which, "ProtocolConnection") == 0;
+    PyMethodDef *defs = protocol ? pc_methods : c_methods;
+    PyObject ***refs = protocol ? pc_refs : c_refs;
+    for (int i = 0; defs[i].ml_name != NULL; i++) {
+        if (strcmp(defs[i].ml_name, name) == 0 && *refs[i] != NULL)
+            return Py_NewRef(*refs[i]);
     }
-    PyErr_Format(PyExc_KeyError, "%R", name);
+    PyErr_Format(PyExc_KeyError, "%s.%s", which, name);
     return NULL;
 }
 
 static PyMethodDef connfast_functions[] = {
     {"bind_connection", (PyCFunction)sp_bind_connection, METH_VARARGS,
-     "bind_connection(ProtocolConnection, OutputPipe, WriteSegment, SlabPool, Traffic, "
-     "InputPipe, RingSubmitter, Ring): put the C fast path in ProtocolConnection."},
-    {"connection_reference", (PyCFunction)sp_connection_reference, METH_O,
-     "connection_reference(name): the Python method the C one replaced."},
+     "bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment, SlabPool, "
+     "Traffic, InputPipe, RingSubmitter, Ring): put the C fast path in both classes."},
+    {"connection_reference", (PyCFunction)sp_connection_reference, METH_VARARGS,
+     "connection_reference(class_name, name): the Python method the C one replaced."},
     {NULL, NULL, 0, NULL},
 };
 

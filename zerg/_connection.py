@@ -1083,8 +1083,9 @@ class ProtocolConnection(Connection):
 
 
 if speedups is not None:
-    # The common case of on_recv (with _deliver), write, send_pending and
-    # on_send in C (native/connfast.c), working on these classes' __slots__;
+    # The common case of ProtocolConnection's on_recv (with _deliver), write,
+    # send_pending and on_send, and of Connection's write, _kick_send and
+    # on_send, in C (native/connfast.c), working on these classes' __slots__;
     # the methods above stay the reference and every rare path's code.
-    speedups.bind_connection(ProtocolConnection, OutputPipe, WriteSegment, SlabPool, Traffic,
-                             InputPipe, RingSubmitter, Ring)
+    speedups.bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment,
+                             SlabPool, Traffic, InputPipe, RingSubmitter, Ring)

@@ -1,0 +1,198 @@
+"""The C connection fast path (native/connfast.c) against its Python reference.
+
+With the extension, ``ProtocolConnection.on_recv/write/send_pending/on_send``
+and ``Connection.write/_kick_send/on_send`` are C methods that handle the
+common case and call the Python method they replaced for everything else.
+Hypothesis plays the same random script -- receives, a Protocol that
+consumes some or all and echoes, writes from outside the callback, partial
+and failed send completions, reading paused and resumed, close and abort --
+through the sans-IO seam once with the C methods and once with the Python
+ones put back, and compares everything a user can see: what
+``data_received`` got, the bytes on the wire, pending bytes, slots held,
+counters, errors and the close.
+
+With ``ZERG_NO_EXTENSIONS=1`` the classes must carry the Python methods
+only, and the comparison runs in a child process with the extension.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_core import SLOT, FakeHost, make
+
+from zerg import _native
+from zerg._buffers import BufferSequence
+from zerg._connection import Connection, ProtocolConnection
+from zerg._errors import WriteBufferFullError
+from zerg._protocol import Protocol
+
+REPLACED = {ProtocolConnection: ("on_recv", "write", "send_pending", "on_send"),
+            Connection: ("write", "_kick_send", "on_send")}
+
+
+@contextlib.contextmanager
+def reference_methods() -> Iterator[None]:
+    """The Python methods back in the classes for the duration."""
+    sp = _native.speedups
+    assert sp is not None
+    saved = {(cls, name): cls.__dict__[name] for cls, names in REPLACED.items()
+             for name in names}
+    try:
+        for cls, names in REPLACED.items():
+            for name in names:
+                setattr(cls, name, sp.connection_reference(cls.__name__, name))
+        yield
+    finally:
+        for (cls, name), method in saved.items():
+            setattr(cls, name, method)
+
+
+class Scripted(Protocol):
+    """Consumes and answers as the script says; records what it was given."""
+
+    def __init__(self, plan: list[tuple[int, str]]) -> None:
+        self.plan = plan
+        self.trace: list[Any] = []
+
+    def data_received(self, conn: Connection, seq: BufferSequence) -> int | None:
+        take, how = self.plan.pop(0) if self.plan else (len(seq), "echo")
+        self.trace.append(("got", seq.tobytes()))
+        n = min(take, len(seq))
+        if how == "raise":
+            raise RuntimeError("handler failed")
+        try:
+            if how == "echo":
+                conn.write(seq[:n] if n < len(seq) else seq)
+            elif how == "bytes":
+                conn.write(b"r" * (n + 1))
+            elif how == "big":
+                conn.write(b"B" * 700)          # spans write segments
+        except (WriteBufferFullError, ConnectionError) as exc:
+            self.trace.append(("write-error", type(exc).__name__))
+        if how == "none":
+            return None
+        return n
+
+    def pause_writing(self, conn: Connection) -> None:
+        self.trace.append("pause_writing")
+
+    def resume_writing(self, conn: Connection) -> None:
+        self.trace.append("resume_writing")
+
+    def connection_lost(self, conn: Connection, exc: BaseException | None) -> None:
+        self.trace.append(("lost", type(exc).__name__ if exc else None))
+
+
+step = st.one_of(
+    st.tuples(st.just("recv"), st.binary(min_size=1, max_size=SLOT)),
+    st.tuples(st.just("pump"), st.none()),
+    st.tuples(st.just("complete"), st.one_of(st.none(), st.integers(1, 300))),
+    st.tuples(st.just("fail-send"), st.sampled_from([-errno.ECONNRESET, -errno.EPIPE, 0])),
+    st.tuples(st.just("write"), st.binary(max_size=600)),
+    st.tuples(st.just("pause"), st.none()),
+    st.tuples(st.just("resume"), st.none()),
+    st.tuples(st.just("close"), st.none()),
+    st.tuples(st.just("abort"), st.none()),
+)
+plans = st.lists(st.tuples(st.integers(0, 2 * SLOT),
+                           st.sampled_from(["echo", "echo", "none", "bytes", "big", "raise",
+                                            "quiet"])), max_size=20)
+
+
+def play(script: list[tuple[str, Any]], plan: list[tuple[int, str]]) -> list[Any]:
+    host = FakeHost(max_write_buffer=2048)
+    proto = Scripted(list(plan))
+    conn = make(host, ProtocolConnection, proto)
+    conn.set_write_buffer_limits(high=1024)
+    trace: list[Any] = []
+    wire = bytearray()
+    for op, arg in script:
+        try:
+            if op == "recv":
+                if conn.id in host.sinks and len(host.slots.free) > 0:
+                    host.deliver(conn, arg)
+            elif op == "pump":
+                for sink in host.dirty:
+                    sink.send_pending()
+                host.dirty.clear()
+            elif op == "complete":
+                if host.submitter.sends:
+                    wire += host.complete_send(conn, arg)
+            elif op == "fail-send":
+                if host.submitter.sends:
+                    host.submitter.sends.pop(0)
+                    conn.on_send(arg)
+            elif op == "write":
+                conn.write(arg)
+            elif op == "pause":
+                conn.pause_reading()
+            elif op == "resume":
+                conn.resume_reading()
+                host.loop.run_until_complete(_tick())
+            elif op == "close":
+                conn.close()
+            elif op == "abort":
+                conn.abort()
+        except Exception as exc:
+            trace.append((op, "raised", type(exc).__name__, str(exc)))
+        trace.append((op, conn.pending_write_bytes, conn.slots_held, conn.bytes_in,
+                      conn.bytes_out, conn.is_closed, host.traffic.sends,
+                      host.traffic.bytes_out, len(host.submitter.sends)))
+    trace.append(("wire", bytes(wire)))
+    trace.append(("proto", proto.trace))
+    trace.append(("failures", [type(e).__name__ for e in host.failures]))
+    trace.append(("lent", sorted(host.slots.lent), host.pool.segments_in_use))
+    host.close()
+    return trace
+
+
+async def _tick() -> None:
+    """Let callbacks scheduled with call_soon (redelivery after resume) run."""
+
+
+def compare(script: list[tuple[str, Any]], plan: list[tuple[int, str]]) -> None:
+    fast = play(script, plan)
+    with reference_methods():
+        ref = play(script, plan)
+    assert fast == ref
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(step, max_size=40), plans)
+def test_c_connection_agrees_with_the_reference(script: list[tuple[str, Any]],
+                                                plan: list[tuple[int, str]]) -> None:
+    if _native.speedups is not None:
+        compare(script, plan)
+    else:
+        # The reference runs: no C method in the classes.
+        for cls, names in REPLACED.items():
+            for name in names:
+                assert type(cls.__dict__[name]).__name__ == "function", (cls, name)
+
+
+def test_the_comparison_runs_with_the_extension() -> None:
+    """Under ZERG_NO_EXTENSIONS=1 the comparison above runs in a child with it."""
+    if _native.speedups is not None:
+        for cls, names in REPLACED.items():
+            for name in names:
+                assert type(cls.__dict__[name]).__name__ == "method_descriptor", (cls, name)
+        return
+    env = dict(os.environ, ZERG_NO_EXTENSIONS="")
+    here = Path(__file__).resolve()
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         f"{here}::test_c_connection_agrees_with_the_reference",
+         f"{here}::test_the_comparison_runs_with_the_extension"],
+        env=env, cwd=here.parent.parent, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "2 passed" in out.stdout
