@@ -30,18 +30,6 @@
 
 /* ---------------------------------------------------------------- fields */
 
-#define FIELD(o, off) (*(PyObject **)((char *)(o) + (off)))
-
-/* Store v (a new reference, stolen) in a field, dropping the old value
- * after the store (its destructor may run code that reads the field). */
-static inline void
-field_set(PyObject *o, Py_ssize_t off, PyObject *v)
-{
-    PyObject *old = FIELD(o, off);
-    FIELD(o, off) = v;
-    Py_XDECREF(old);
-}
-
 /* An int field as a C integer: 0, or 1 when it is unset or not a plain int
  * that fits (the caller takes the reference path).  Never raises. */
 static inline int
@@ -752,24 +740,21 @@ static PyMethodDef c_methods[] = {
 static PyObject **pc_refs[] = {&ref_on_recv, &ref_write, &ref_send_pending, &ref_on_send};
 static PyObject **c_refs[] = {&ref_c_write, &ref_c_kick_send, &ref_c_on_send};
 
-/* Put the C methods of defs in cls, keeping the Python functions they
- * replace in *refs[i].  All or nothing. */
-static int
-install(PyTypeObject *cls, PyMethodDef *defs, PyObject **refs_out[], int n)
+int
+install_methods(PyTypeObject *cls, PyMethodDef *defs, PyObject **refs_out[], int n)
 {
     PyObject *refs[4] = {NULL, NULL, NULL, NULL};
     PyObject *descrs[4] = {NULL, NULL, NULL, NULL};
     int i;
     for (i = 0; i < n; i++) {
-        /* the class's own attribute, not an inherited one */
-        refs[i] = PyDict_GetItemString(cls->tp_dict, defs[i].ml_name);
-        if (refs[i] == NULL || !PyFunction_Check(refs[i])) {
-            PyErr_Format(PyExc_TypeError, "bind_connection: %s.%s is not a Python function",
+        refs[i] = PyObject_GetAttrString((PyObject *)cls, defs[i].ml_name);
+        if (refs[i] == NULL)
+            goto fail;
+        if (!PyFunction_Check(refs[i])) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a Python function (bound twice?)",
                          cls->tp_name, defs[i].ml_name);
-            refs[i] = NULL;
             goto fail;
         }
-        Py_INCREF(refs[i]);
         descrs[i] = PyDescr_NewMethod(cls, &defs[i]);
         if (descrs[i] == NULL)
             goto fail;
@@ -821,8 +806,7 @@ static const struct field_spec field_specs[] = {
     {7, "_closed", &F.g_closed},
 };
 
-/* The offset of tp's __slots__ field name; -1 with TypeError if it is not one. */
-static int
+int
 slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *off)
 {
     PyObject *d = PyObject_GetAttrString((PyObject *)tp, name);
@@ -831,7 +815,7 @@ slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *off)
     if (!Py_IS_TYPE(d, &PyMemberDescr_Type)
             || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX
             || (((PyMemberDescrObject *)d)->d_member->flags & READONLY)) {
-        PyErr_Format(PyExc_TypeError, "bind_connection: %s.%s is not a __slots__ field",
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ field",
                      tp->tp_name, name);
         Py_DECREF(d);
         return -1;
@@ -875,9 +859,9 @@ sp_bind_connection(PyObject *Py_UNUSED(module), PyObject *args)
         if (slot_offset(cls[field_specs[i].cls], field_specs[i].name, field_specs[i].off) < 0)
             return NULL;
     }
-    if (install(cls[0], pc_methods, pc_refs, 4) < 0)
+    if (install_methods(cls[0], pc_methods, pc_refs, 4) < 0)
         return NULL;
-    if (install(base, c_methods, c_refs, 3) < 0) {
+    if (install_methods(base, c_methods, c_refs, 3) < 0) {
         for (int i = 0; i < 4; i++) {
             (void)PyObject_SetAttrString((PyObject *)cls[0], pc_methods[i].ml_name, *pc_refs[i]);
             Py_CLEAR(*pc_refs[i]);

@@ -1185,7 +1185,7 @@ PyInit__speedups(void)
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL)
         return NULL;
-    if (connfast_init(m) < 0) {
+    if (connfast_init(m) < 0 || loopfast_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -80,6 +80,30 @@ int seq_drop_single(SeqObject *self);
  * indicator is cleared.  NULL if none. */
 PyObject *fetch_exception(void);
 
+/* Fields of Python classes with __slots__, by offset (connfast.c). */
+#define FIELD(o, off) (*(PyObject **)((char *)(o) + (off)))
+
+/* Store v (a new reference, stolen) in a field, dropping the old value
+ * after the store (its destructor may run code that reads the field). */
+static inline void
+field_set(PyObject *o, Py_ssize_t off, PyObject *v)
+{
+    PyObject *old = FIELD(o, off);
+    FIELD(o, off) = v;
+    Py_XDECREF(old);
+}
+
+/* The offset of tp's writable __slots__ field name; -1 with TypeError if it
+ * is not one. */
+int slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *off);
+
+/* Put the C methods defs[0..n) in cls, keeping the Python functions they
+ * replace (the class's, or inherited) in *refs_out[i].  All or nothing. */
+int install_methods(PyTypeObject *cls, PyMethodDef *defs, PyObject **refs_out[], int n);
+
+/* the loop fast path (loopfast.c) */
+int loopfast_init(PyObject *module);
+
 /* the connection fast path (connfast.c) */
 int connfast_init(PyObject *module);
 /* True when sink is exactly the bound ProtocolConnection class: the

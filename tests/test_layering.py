@@ -63,6 +63,10 @@ ALLOWED_FOREIGN_PRIVATES: frozenset[str] = frozenset({
     "_replace",
     # io.IOBase's documented-by-use helper for RawIOBase subclasses (ConnectionStream).
     "_checkClosed",
+    # asyncio.Handle's fields and the formatter its _run uses: zerg._reactor.Handle
+    # (a subclass) reports a failed callback exactly as asyncio.Handle._run does.
+    "_args",
+    "_format_callback_source",
 })
 
 _CYCLE_LIMIT = 200  # elementary cycles listed at most; more means a tangle anyway

@@ -27,6 +27,7 @@ import logging
 import os
 import threading
 import time
+from asyncio import format_helpers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -96,6 +97,30 @@ class ReactorStats:
     """Receive slots connections hold right now (taken by handlers or waiting for them)."""
 
 
+class Handle(asyncio.Handle):
+    """The handle ``call_soon`` returns on a reactor loop: asyncio's own, to
+    every caller (same ``__slots__``, ``cancel``, repr).
+
+    With the extension the loop's ``call_soon`` makes these in C and their
+    ``_run`` is C (native/loopfast.c): a task wake-up then runs no Python
+    frame of asyncio's scheduling.  asyncio's methods stay the reference.
+    """
+
+    __slots__ = ()
+    _callback: Callable[..., object] | None
+    _loop: asyncio.AbstractEventLoop
+    _source_traceback: object
+
+    def _failed(self, exc: BaseException) -> None:
+        """What ``asyncio.Handle._run`` does when the callback raised."""
+        source = format_helpers._format_callback_source(self._callback, self._args)
+        context: dict[str, object] = {
+            "message": f"Exception in callback {source}", "exception": exc, "handle": self}
+        if self._source_traceback:
+            context["source_traceback"] = self._source_traceback
+        self._loop.call_exception_handler(context)
+
+
 class ReactorLoop(asyncio.SelectorEventLoop):
     """The asyncio loop of a reactor (``asyncio.get_running_loop()`` in handlers)."""
 
@@ -109,6 +134,11 @@ class ReactorLoop(asyncio.SelectorEventLoop):
         super().close()
         if self.standalone and not self.reactor.ring.closed:
             self.reactor.ring.close()
+
+
+if speedups is not None:
+    # call_soon and create_future of the loop, and Handle._run, in C.
+    speedups.bind_loop(ReactorLoop, Handle, asyncio.Future)
 
 
 class Reactor:

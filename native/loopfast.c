@@ -1,0 +1,265 @@
+/*
+ * loopfast.c -- the reactor loop's scheduling in C (zerg._speedups).
+ *
+ * Why: every task wake-up of levels 1-3 goes through asyncio's pure-Python
+ * scheduling: a future's done-callback is registered with loop.call_soon
+ * (call_soon, _call_soon and Handle.__init__: three Python frames), and the
+ * loop iteration runs it with Handle._run (a fourth).  uvloop runs the same
+ * machinery in C.  Here the reactor loop's call_soon and create_future, and
+ * the _run of the handles it makes, are C methods.
+ *
+ * What stays: the reactor loop is still asyncio's SelectorEventLoop (its
+ * _run_once, timers, call_soon_threadsafe, debug mode), and the handles are
+ * instances of zerg._reactor.Handle, a subclass of asyncio.Handle with the
+ * same __slots__ -- isinstance, repr, cancel() and the CPython test suite see
+ * asyncio's own types.  The C methods handle the common case and otherwise
+ * call the method they replaced: a closed loop, debug mode (thread checks and
+ * source tracebacks), unusual arguments.
+ *
+ * Rules: as speedups.c.
+ */
+#include "speedups.h"
+
+#include <string.h>
+
+static PyTypeObject *loop_type, *handle_type;
+static PyObject *future_type;
+
+static struct {
+    Py_ssize_t callback, args, cancelled, loop, source_traceback, repr, context;
+} H;
+
+/* The replaced methods: BaseEventLoop.call_soon and create_future, and
+ * asyncio.Handle._run. */
+static PyObject *ref_call_soon, *ref_create_future, *ref_run;
+
+static PyObject *s_closed, *s_debug, *s_ready, *s_append, *s_failed, *s_loop_kw;
+
+/* Call ref(self, *args, **kw) with a vectorcall argument array. */
+static PyObject *
+call_ref_kw(PyObject *ref, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+            PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    Py_ssize_t total = 1 + nargs + nkw;
+    PyObject *small[8];
+    PyObject **stack = total <= 8 ? small : PyMem_New(PyObject *, total);
+    if (stack == NULL)
+        return PyErr_NoMemory();
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++)
+        stack[i + 1] = args[i];
+    PyObject *r = PyObject_Vectorcall(ref, stack, (size_t)(nargs + 1), kwnames);
+    if (stack != small)
+        PyMem_Free(stack);
+    return r;
+}
+
+/* An attribute of the loop that must be exactly False for the fast path:
+ * 1 it is, 0 it is not (or is missing), -1 on error. */
+static int
+attr_is_false(PyObject *self, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(self, name);
+    if (v == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    int r = v == Py_False;
+    Py_DECREF(v);
+    return r;
+}
+
+/* ReactorLoop.call_soon(callback, *args, context=None) */
+static PyObject *
+loop_call_soon(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *context = Py_None;
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0) {
+        if (PyTuple_GET_SIZE(kwnames) != 1
+                || !PyUnicode_Check(PyTuple_GET_ITEM(kwnames, 0))
+                || PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "context"))
+            return call_ref_kw(ref_call_soon, self, args, nargs, kwnames);
+        context = args[nargs];
+    }
+    if (nargs < 1)
+        return call_ref_kw(ref_call_soon, self, args, nargs, kwnames);
+    int ok = attr_is_false(self, s_closed);
+    if (ok > 0)
+        ok = attr_is_false(self, s_debug);
+    if (ok < 0)
+        return NULL;
+    if (!ok)        /* closed (it raises), or debug mode (checks, tracebacks) */
+        return call_ref_kw(ref_call_soon, self, args, nargs, kwnames);
+    PyObject *ready = PyObject_GetAttr(self, s_ready);
+    if (ready == NULL)
+        return NULL;
+    PyObject *ctx = context == Py_None ? PyContext_CopyCurrent() : Py_NewRef(context);
+    PyObject *cbargs = PyTuple_New(nargs - 1);
+    PyObject *h = handle_type->tp_alloc(handle_type, 0);
+    if (ctx == NULL || cbargs == NULL || h == NULL) {
+        Py_XDECREF(ctx);
+        Py_XDECREF(cbargs);
+        Py_XDECREF(h);
+        Py_DECREF(ready);
+        return NULL;
+    }
+    for (Py_ssize_t i = 1; i < nargs; i++)
+        PyTuple_SET_ITEM(cbargs, i - 1, Py_NewRef(args[i]));
+    /* asyncio.Handle.__init__, outside debug mode */
+    field_set(h, H.context, ctx);
+    field_set(h, H.loop, Py_NewRef(self));
+    field_set(h, H.callback, Py_NewRef(args[0]));
+    field_set(h, H.args, cbargs);
+    field_set(h, H.cancelled, Py_NewRef(Py_False));
+    field_set(h, H.repr, Py_NewRef(Py_None));
+    field_set(h, H.source_traceback, Py_NewRef(Py_None));
+    PyObject *r = PyObject_CallMethodOneArg(ready, s_append, h);
+    Py_DECREF(ready);
+    if (r == NULL) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return h;
+}
+
+/* ReactorLoop.create_future() */
+static PyObject *
+loop_create_future(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *stack[2] = {NULL, self};
+    return PyObject_Vectorcall(future_type, stack + 1, 0 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                               s_loop_kw);
+}
+
+/* Handle._run: ctx.run(callback, *args), as asyncio.Handle._run; a callback
+ * that raises goes to the loop's exception handler (Handle._failed). */
+static PyObject *
+handle_run(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *ctx = FIELD(self, H.context), *cb = FIELD(self, H.callback);
+    PyObject *args = FIELD(self, H.args);
+    if (ctx == NULL || cb == NULL || args == NULL || !PyContext_CheckExact(ctx)
+            || !PyTuple_CheckExact(args))
+        return call_ref_kw(ref_run, self, NULL, 0, NULL);
+    /* The callback may cancel its own handle (dropping these): hold them. */
+    Py_INCREF(ctx);
+    Py_INCREF(cb);
+    Py_INCREF(args);
+    PyObject *r = NULL;
+    if (PyContext_Enter(ctx) == 0) {
+        r = PyObject_Vectorcall(cb, &PyTuple_GET_ITEM(args, 0),
+                                (size_t)PyTuple_GET_SIZE(args), NULL);
+        if (PyContext_Exit(ctx) < 0)
+            Py_CLEAR(r);
+    }
+    Py_DECREF(ctx);
+    Py_DECREF(cb);
+    Py_DECREF(args);
+    if (r != NULL) {
+        Py_DECREF(r);
+        Py_RETURN_NONE;
+    }
+    if (PyErr_ExceptionMatches(PyExc_SystemExit)
+            || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+        return NULL;
+    PyObject *exc = fetch_exception();
+    if (exc == NULL)
+        return NULL;
+    PyObject *stack[2] = {self, exc};
+    r = PyObject_VectorcallMethod(s_failed, stack, 2, NULL);
+    Py_DECREF(exc);
+    return r;
+}
+
+static PyMethodDef loop_methods[] = {
+    {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon,
+     METH_FASTCALL | METH_KEYWORDS,
+     "Arrange for a callback to be called as soon as possible (C fast path)."},
+    {"create_future", (PyCFunction)loop_create_future, METH_NOARGS,
+     "Create a Future object attached to the loop (C fast path)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMethodDef handle_methods[] = {
+    {"_run", (PyCFunction)handle_run, METH_NOARGS, "Run the callback (C fast path)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject **loop_refs[] = {&ref_call_soon, &ref_create_future};
+static PyObject **handle_refs[] = {&ref_run};
+
+/* bind_loop(ReactorLoop, Handle, Future): put the C methods in the two
+ * classes.  Once per process; a later call with the same classes changes
+ * nothing. */
+static PyObject *
+sp_bind_loop(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyTypeObject *loop, *handle;
+    PyObject *future;
+    if (!PyArg_ParseTuple(args, "O!O!O!:bind_loop", &PyType_Type, &loop, &PyType_Type, &handle,
+                          &PyType_Type, &future))
+        return NULL;
+    if (loop_type != NULL) {
+        if (loop != loop_type || handle != handle_type) {
+            PyErr_SetString(PyExc_RuntimeError, "bind_loop: already bound to other classes");
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    struct { const char *name; Py_ssize_t *off; } fields[] = {
+        {"_callback", &H.callback}, {"_args", &H.args}, {"_cancelled", &H.cancelled},
+        {"_loop", &H.loop}, {"_source_traceback", &H.source_traceback}, {"_repr", &H.repr},
+        {"_context", &H.context},
+    };
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        if (slot_offset(handle, fields[i].name, fields[i].off) < 0)
+            return NULL;
+    }
+    if (handle->tp_basicsize < (Py_ssize_t)sizeof(PyObject)) {
+        PyErr_SetString(PyExc_TypeError, "bind_loop: not a handle class");
+        return NULL;
+    }
+    if (install_methods(loop, loop_methods, loop_refs, 2) < 0)
+        return NULL;
+    if (install_methods(handle, handle_methods, handle_refs, 1) < 0) {
+        for (int i = 0; i < 2; i++) {
+            (void)PyObject_DelAttrString((PyObject *)loop, loop_methods[i].ml_name);
+            Py_CLEAR(*loop_refs[i]);
+        }
+        return NULL;
+    }
+    loop_type = (PyTypeObject *)Py_NewRef((PyObject *)loop);
+    handle_type = (PyTypeObject *)Py_NewRef((PyObject *)handle);
+    future_type = Py_NewRef(future);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef loopfast_functions[] = {
+    {"bind_loop", (PyCFunction)sp_bind_loop, METH_VARARGS,
+     "bind_loop(ReactorLoop, Handle, Future): call_soon, create_future and Handle._run "
+     "in C."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+loopfast_init(PyObject *module)
+{
+    struct { PyObject **slot; const char *s; } names[] = {
+        {&s_closed, "_closed"}, {&s_debug, "_debug"}, {&s_ready, "_ready"},
+        {&s_append, "append"}, {&s_failed, "_failed"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].s);
+        if (*names[i].slot == NULL)
+            return -1;
+    }
+    s_loop_kw = Py_BuildValue("(s)", "loop");
+    if (s_loop_kw == NULL)
+        return -1;
+    return PyModule_AddFunctions(module, loopfast_functions);
+}
