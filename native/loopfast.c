@@ -5,8 +5,9 @@
  * scheduling: a future's done-callback is registered with loop.call_soon
  * (call_soon, _call_soon and Handle.__init__: three Python frames), and the
  * loop iteration runs it with Handle._run (a fourth).  uvloop runs the same
- * machinery in C.  Here the reactor loop's call_soon and create_future, and
- * the _run of the handles it makes, are C methods.
+ * machinery in C.  Here the reactor loop's call_soon, create_future and
+ * get_debug (which asyncio's C Future calls at every creation), and the _run
+ * of the handles it makes, are C methods.
  *
  * What stays: the reactor loop is still asyncio's SelectorEventLoop (its
  * _run_once, timers, call_soon_threadsafe, debug mode), and the handles are
@@ -29,9 +30,9 @@ static struct {
     Py_ssize_t callback, args, cancelled, loop, source_traceback, repr, context;
 } H;
 
-/* The replaced methods: BaseEventLoop.call_soon and create_future, and
- * asyncio.Handle._run. */
-static PyObject *ref_call_soon, *ref_create_future, *ref_run;
+/* The replaced methods: BaseEventLoop.call_soon, create_future and
+ * get_debug, and asyncio.Handle._run. */
+static PyObject *ref_call_soon, *ref_create_future, *ref_get_debug, *ref_run;
 
 static PyObject *s_closed, *s_debug, *s_ready, *s_append, *s_failed, *s_loop_kw;
 
@@ -136,6 +137,17 @@ loop_create_future(PyObject *self, PyObject *Py_UNUSED(ignored))
                                s_loop_kw);
 }
 
+/* ReactorLoop.get_debug(): asyncio's C Future asks it at every creation. */
+static PyObject *
+loop_get_debug(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *v = PyObject_GetAttr(self, s_debug);
+    if (v == NULL || PyBool_Check(v))
+        return v;
+    Py_DECREF(v);
+    return call_ref_kw(ref_get_debug, self, NULL, 0, NULL);
+}
+
 /* Handle._run: ctx.run(callback, *args), as asyncio.Handle._run; a callback
  * that raises goes to the loop's exception handler (Handle._failed). */
 static PyObject *
@@ -182,6 +194,8 @@ static PyMethodDef loop_methods[] = {
      "Arrange for a callback to be called as soon as possible (C fast path)."},
     {"create_future", (PyCFunction)loop_create_future, METH_NOARGS,
      "Create a Future object attached to the loop (C fast path)."},
+    {"get_debug", (PyCFunction)loop_get_debug, METH_NOARGS,
+     "True when the loop is in debug mode (C fast path)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -190,7 +204,7 @@ static PyMethodDef handle_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyObject **loop_refs[] = {&ref_call_soon, &ref_create_future};
+static PyObject **loop_refs[] = {&ref_call_soon, &ref_create_future, &ref_get_debug};
 static PyObject **handle_refs[] = {&ref_run};
 
 /* bind_loop(ReactorLoop, Handle, Future): put the C methods in the two
@@ -224,10 +238,10 @@ sp_bind_loop(PyObject *Py_UNUSED(module), PyObject *args)
         PyErr_SetString(PyExc_TypeError, "bind_loop: not a handle class");
         return NULL;
     }
-    if (install_methods(loop, loop_methods, loop_refs, 2) < 0)
+    if (install_methods(loop, loop_methods, loop_refs, 3) < 0)
         return NULL;
     if (install_methods(handle, handle_methods, handle_refs, 1) < 0) {
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < 3; i++) {
             (void)PyObject_DelAttrString((PyObject *)loop, loop_methods[i].ml_name);
             Py_CLEAR(*loop_refs[i]);
         }
@@ -241,8 +255,8 @@ sp_bind_loop(PyObject *Py_UNUSED(module), PyObject *args)
 
 static PyMethodDef loopfast_functions[] = {
     {"bind_loop", (PyCFunction)sp_bind_loop, METH_VARARGS,
-     "bind_loop(ReactorLoop, Handle, Future): call_soon, create_future and Handle._run "
-     "in C."},
+     "bind_loop(ReactorLoop, Handle, Future): call_soon, create_future, get_debug and "
+     "Handle._run in C."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -79,6 +79,8 @@ CLOSED: Final = 2
 
 _LINGER_ZERO: Final = struct.pack("ii", 1, 0)      # struct linger {l_onoff=1, l_linger=0}
 _get_ident: Final = threading.get_ident
+# A NamedTuple's __new__ is Python code: read() builds its snapshot in C.
+_new_tuple: Final = tuple.__new__
 
 # Enum hashing is Python code: hot paths read ``InputPipe.paused``, which
 # ``_recv_event`` keeps equal to ``state in _PAUSED_STATES``.
@@ -180,9 +182,9 @@ class Connection:
             if tail - head > inp.opts.read_chunk_items:     # fairness: one chunk a read
                 tail = head + inp.opts.read_chunk_items
                 inp.backlog = True
-            return RingSnapshot(tail, False)
+            return _new_tuple(RingSnapshot, (tail, False))
         if inp.ended or self._state != OPEN or self._stopping:
-            return RingSnapshot(inp.tail, True)
+            return _new_tuple(RingSnapshot, (inp.tail, True))
         if self._in.paused:
             self._maybe_resume()
         # Inline of InputPipe.wait: one coroutine frame less per waiting read.
@@ -200,8 +202,9 @@ class Connection:
             if tail - head > inp.opts.read_chunk_items:
                 tail = head + inp.opts.read_chunk_items
                 inp.backlog = True
-            return RingSnapshot(tail, False)
-        return RingSnapshot(inp.tail, inp.ended or self._state != OPEN or self._stopping)
+            return _new_tuple(RingSnapshot, (tail, False))
+        closed = inp.ended or self._state != OPEN or self._stopping
+        return _new_tuple(RingSnapshot, (inp.tail, closed))
 
     def try_get_ring(self, snapshot: RingSnapshot) -> RingItem | None:
         """Next item up to ``snapshot.tail``, or None when the batch is drained."""

@@ -137,7 +137,7 @@ class ReactorLoop(asyncio.SelectorEventLoop):
 
 
 if speedups is not None:
-    # call_soon and create_future of the loop, and Handle._run, in C.
+    # call_soon, create_future and get_debug of the loop, and Handle._run, in C.
     speedups.bind_loop(ReactorLoop, Handle, asyncio.Future)
 
 

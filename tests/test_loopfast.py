@@ -1,0 +1,149 @@
+"""The reactor loop's scheduling in C (native/loopfast.c) against asyncio's.
+
+With the extension, ``ReactorLoop.call_soon``, ``create_future`` and
+``get_debug`` and ``zerg._reactor.Handle._run`` are C methods.  Hypothesis
+plays the same random script -- callbacks with arguments, in a given context
+or the current one, that raise, cancel themselves or others, schedule more --
+on a reactor loop with the C methods and with asyncio's put back, and
+compares the order of the calls, what each saw, what the exception handler
+got, and the handles' repr and state.  Closed loops and debug mode take
+asyncio's own path; both are checked.
+
+With ``ZERG_NO_EXTENSIONS=1`` the classes must carry asyncio's methods only,
+and the comparison runs in a child process with the extension.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import zerg
+from zerg import _native
+from zerg._reactor import Handle, ReactorLoop
+
+REPLACED = {ReactorLoop: ("call_soon", "create_future", "get_debug"), Handle: ("_run",)}
+var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="-")
+
+
+@contextlib.contextmanager
+def reference_methods() -> Iterator[None]:
+    """asyncio's methods back (the classes inherit them again) for the duration."""
+    saved = {(cls, name): cls.__dict__[name] for cls, names in REPLACED.items()
+             for name in names}
+    try:
+        for cls, name in saved:
+            delattr(cls, name)
+        yield
+    finally:
+        for (cls, name), method in saved.items():
+            setattr(cls, name, method)
+
+
+step = st.tuples(st.sampled_from(["soon", "soon", "ctx", "raise", "cancel", "chain", "future"]),
+                 st.integers(0, 30))
+
+
+def play(script: list[tuple[str, int]]) -> list[Any]:
+    loop = zerg.new_event_loop()
+    trace: list[Any] = []
+    handles: list[asyncio.Handle] = []
+
+    def handler(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        trace.append(("handler", context["message"], type(context.get("exception")).__name__,
+                      context.get("handle") in handles))
+
+    def record(tag: int, *extra: object) -> None:
+        trace.append(("ran", tag, extra, var.get()))
+
+    def boom(tag: int) -> None:
+        raise ValueError(tag)
+
+    def chain(tag: int) -> None:
+        trace.append(("chain", tag))
+        handles.append(loop.call_soon(record, tag + 1000))
+
+    loop.set_exception_handler(handler)
+    try:
+        for op, n in script:
+            if op == "soon":
+                handles.append(loop.call_soon(record, n, "x" * (n % 3)))
+            elif op == "ctx":
+                ctx = contextvars.copy_context()
+                ctx.run(var.set, f"v{n}")
+                handles.append(loop.call_soon(record, n, context=ctx))
+            elif op == "raise":
+                handles.append(loop.call_soon(boom, n))
+            elif op == "cancel" and handles:
+                handles[n % len(handles)].cancel()
+            elif op == "chain":
+                handles.append(loop.call_soon(chain, n))
+            elif op == "future":
+                fut = loop.create_future()
+                fut.add_done_callback(lambda f: trace.append(("done", f.result())))
+                fut.set_result(n)
+        trace.append(("reprs", [repr(h) for h in handles]))
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.run_until_complete(asyncio.sleep(0))
+        trace.append(("after", [(h.cancelled(), isinstance(h, asyncio.Handle))
+                                for h in handles]))
+    finally:
+        loop.close()
+    return trace
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(step, max_size=25))
+def test_c_scheduling_agrees_with_asyncio(script: list[tuple[str, int]]) -> None:
+    if _native.speedups is None:
+        for cls, names in REPLACED.items():     # the reference runs: asyncio's methods
+            for name in names:
+                assert name not in cls.__dict__, (cls, name)
+        return
+    fast = play(script)
+    with reference_methods():
+        ref = play(script)
+    assert fast == ref
+
+
+def test_closed_loop_and_debug_mode_take_asyncios_path() -> None:
+    loop = zerg.new_event_loop()
+    loop.set_debug(True)
+    handle = loop.call_soon(print)
+    assert loop.get_debug() is True
+    assert "created at" in repr(handle)          # debug mode: asyncio's call_soon ran
+    handle.cancel()
+    loop.set_debug(False)
+    assert loop.get_debug() is False
+    loop.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.call_soon(print)
+    fut = loop.create_future()                  # as asyncio: a future of a closed loop
+    assert fut.get_loop() is loop and not fut.done()
+
+
+def test_the_comparison_runs_with_the_extension() -> None:
+    """Under ZERG_NO_EXTENSIONS=1 the comparison above runs in a child with it."""
+    if _native.speedups is not None:
+        for cls, names in REPLACED.items():
+            for name in names:
+                assert type(cls.__dict__[name]).__name__ == "method_descriptor", (cls, name)
+        return
+    env = dict(os.environ, ZERG_NO_EXTENSIONS="")
+    here = Path(__file__).resolve()
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here)],
+        env=env, cwd=here.parent.parent, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "3 passed" in out.stdout
