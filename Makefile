@@ -42,6 +42,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]' --config-settings editable_mode=compat
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/allocations.py
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W -b html docs docs/_build/html

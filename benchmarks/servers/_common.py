@@ -8,7 +8,10 @@ waits for that line before it starts the load generator.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import sys
+import threading
 from typing import Final
 
 BACKLOG: Final = 4096
@@ -30,4 +33,20 @@ def raise_nofile() -> None:
 
 
 def ready(port: int) -> None:
+    if os.environ.get("BENCH_COUNT_ALLOCS"):
+        _count_allocations()
     print(f"ready {port}", flush=True)
+
+
+def _count_allocations() -> None:
+    """For benchmarks/allocations.py: count every object allocation from now
+    on; each line read from stdin is answered with ``allocs <count>``."""
+    import zerg._speedups as counter  # the C module, loaded or not as zerg's hot path
+
+    counter.count_allocations()
+
+    def answer() -> None:
+        for _ in sys.stdin:
+            print(f"allocs {counter.allocations()}", flush=True)
+
+    threading.Thread(target=answer, daemon=True).start()
