@@ -611,10 +611,11 @@ keep_spare(SeqObject *seq, LeaseObject *lease)
     if (spare_seq != NULL || Py_REFCNT(seq) != 1 || Py_REFCNT(lease) != 2
             || (PyObject *)lease != seq->slots || Py_TYPE(seq) != seq_type
             || Py_TYPE(seq)->tp_weaklistoffset != 0 || Py_TYPE(seq)->tp_dictoffset != 0
-            || seq->segs == NULL || Py_REFCNT(seq->segs) != 1
-            || PyList_GET_SIZE(seq->segs) != 1
-            || seq->offs == NULL || Py_REFCNT(seq->offs) != 1
-            || PyList_GET_SIZE(seq->offs) != 2
+            || !Py_IS_TYPE((PyObject *)lease, &SlotLeaseType)
+            || seq->segs == NULL || !PyList_CheckExact(seq->segs)
+            || Py_REFCNT(seq->segs) != 1 || PyList_GET_SIZE(seq->segs) != 1
+            || seq->offs == NULL || !PyList_CheckExact(seq->offs)
+            || Py_REFCNT(seq->offs) != 1 || PyList_GET_SIZE(seq->offs) != 2
             || lease->keys == NULL || !PyList_CheckExact(lease->keys)
             || Py_REFCNT(lease->keys) != 1 || PyList_GET_SIZE(lease->keys) != 1
             || seq->owns != Py_True)
@@ -649,10 +650,12 @@ reuse_spare(PyObject *view, PyObject *key, PyObject *give, SeqObject **seq_out,
     Py_XSETREF(lease->next, Py_NewRef(zero));
     Py_XSETREF(lease->held_from, Py_NewRef(zero));
     Py_XSETREF(lease->give_back, Py_NewRef(give));
-    Py_SETREF(PyList_GET_ITEM(lease->keys, 0), Py_NewRef(key));
-    Py_SETREF(PyList_GET_ITEM(seq->segs, 0), Py_NewRef(view));
-    Py_SETREF(PyList_GET_ITEM(seq->offs, 0), Py_NewRef(zero));
-    Py_SETREF(PyList_GET_ITEM(seq->offs, 1), Py_NewRef(end));
+    /* PyList_SetItem steals the new item and drops the old; it cannot fail
+     * on these exact lists of the checked sizes (keep_spare). */
+    (void)PyList_SetItem(lease->keys, 0, Py_NewRef(key));
+    (void)PyList_SetItem(seq->segs, 0, Py_NewRef(view));
+    (void)PyList_SetItem(seq->offs, 0, Py_NewRef(zero));
+    (void)PyList_SetItem(seq->offs, 1, Py_NewRef(end));
     Py_XSETREF(seq->start, zero);
     Py_XSETREF(seq->stop, end);
     *seq_out = seq;

@@ -75,9 +75,8 @@ attr_is_false(PyObject *self, PyObject *name)
 
 /* ReactorLoop.call_soon(callback, *args, context=None) */
 static PyObject *
-loop_call_soon(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+loop_call_soon(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *context = Py_None;
     if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0) {
         if (PyTuple_GET_SIZE(kwnames) != 1
