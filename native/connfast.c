@@ -58,7 +58,7 @@ field_set_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t v)
 
 /* The classes bound, and the offsets of the fields used. */
 static PyTypeObject *conn_type, *out_type, *seg_type, *pool_type, *traffic_type, *in_type,
-    *sub_type, *ring_type;
+    *sub_type, *ring_type, *item_type, *base_type;
 
 static struct {
     /* Connection, ProtocolConnection */
@@ -73,17 +73,22 @@ static struct {
     /* SlabPool, Traffic, InputPipe, RingSubmitter, Ring */
     Py_ssize_t p_free, p_room_waiters, t_sends, t_bytes_out, i_discarding, i_paused,
         r_ring, r_address, g_closed;
+    /* InputPipe (levels 1-3), RingItem */
+    Py_ssize_t i_slots, i_plain, i_held, i_items, i_ipos, i_head, i_tail, i_unread, i_waiter,
+        i_opts, i_mark, it_key, it_live, it_bid, it_length, it_view;
 } F;
 
 /* The replaced Python methods: the reference paths (ref_c_*: Connection's,
  * the others ProtocolConnection's). */
 static PyObject *ref_on_recv, *ref_write, *ref_send_pending, *ref_on_send;
-static PyObject *ref_c_write, *ref_c_kick_send, *ref_c_on_send;
+static PyObject *ref_c_write, *ref_c_kick_send, *ref_c_on_send, *ref_c_on_recv,
+    *ref_c_try_get_ring, *ref_c_return_ring;
 
 static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
     *s_maybe_resume_protocol, *s_maybe_finish, *s_kick_send, *s_new_segment,
     *s_wake_flushers, *s_check, *s_now, *s_view, *s_give_back, *s_send_what, *s_sends,
-    *s_bytes_out;
+    *s_bytes_out, *s_done, *s_set_result, *s_pause, *s_maybe_resume, *s_move_off, *s_release,
+    *s_max_read_buffer, *s_max_held_slots, *s_out;
 
 /* Call a reference function with self first. */
 static PyObject *
@@ -712,6 +717,202 @@ pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------- the receiving, levels 1-3 */
+
+/* An int attribute of an object (PipeOptions is a frozen dataclass). */
+static int
+attr_ssize(PyObject *o, PyObject *name, Py_ssize_t *out)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* Connection.on_recv with InputPipe.push: a RingItem for the slot, held,
+ * queued, and the waiting read woken. */
+PyObject *
+c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *inp = FIELD(self, F.in), *host = FIELD(self, F.host);
+    Py_ssize_t state, bytes_in, tail, unread;
+    if (nargs != 2 || !PyLong_CheckExact(args[0]) || !PyLong_CheckExact(args[1])
+            || field_ssize(self, F.state, &state) || state != 0 || host == NULL
+            || field_ssize(self, F.bytes_in, &bytes_in)
+            || inp == NULL || !Py_IS_TYPE(inp, in_type)
+            || FIELD(inp, F.i_paused) != Py_False || FIELD(inp, F.i_discarding) != Py_False
+            || FIELD(inp, F.i_plain) != Py_True || FIELD(inp, F.i_slots) == NULL
+            || FIELD(inp, F.i_held) == NULL || !PyDict_CheckExact(FIELD(inp, F.i_held))
+            || FIELD(inp, F.i_items) == NULL || !PyList_CheckExact(FIELD(inp, F.i_items))
+            || FIELD(inp, F.i_opts) == NULL
+            || field_ssize(inp, F.i_tail, &tail) || field_ssize(inp, F.i_unread, &unread))
+        return call_ref(ref_c_on_recv, self, args, nargs);
+    PyObject *key = args[0];
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    unsigned long k = PyLong_AsUnsignedLong(key);
+    if ((n == -1 || k == (unsigned long)-1) && PyErr_Occurred())
+        return NULL;
+    PyObject *now = PyObject_GetAttr(host, s_now);
+    if (now == NULL)
+        return NULL;
+    if (field_set_ssize(self, F.bytes_in, bytes_in + n) < 0) {
+        Py_DECREF(now);
+        return NULL;
+    }
+    field_set(self, F.last_rx, now);
+    /* InputPipe.push */
+    PyObject *slots = FIELD(inp, F.i_slots), *view;
+    if (Py_IS_TYPE(slots, &RecvSlotsType)) {
+        view = slots_view_c((RecvSlotsObject *)slots, k, n);
+    } else {                        /* a stand-in (the sans-IO tests) */
+        PyObject *stack[3] = {slots, key, args[1]};
+        view = PyObject_VectorcallMethod(s_view, stack, 3, NULL);
+    }
+    if (view == NULL)
+        return NULL;
+    PyObject *item = item_type->tp_alloc(item_type, 0);
+    if (item == NULL) {
+        Py_DECREF(view);
+        return NULL;
+    }
+    field_set(item, F.it_bid, Py_NewRef(key));      /* keys are slots here */
+    field_set(item, F.it_length, Py_NewRef(args[1]));
+    field_set(item, F.it_view, view);
+    field_set(item, F.it_key, Py_NewRef(key));
+    field_set(item, F.it_live, Py_NewRef(Py_True));
+    int rc = PyDict_SetItem(FIELD(inp, F.i_held), item, Py_None);
+    if (rc == 0)
+        rc = PyList_Append(FIELD(inp, F.i_items), item);
+    Py_DECREF(item);
+    if (rc < 0 || field_set_ssize(inp, F.i_tail, tail + 1) < 0
+            || field_set_ssize(inp, F.i_unread, unread + n) < 0)
+        return NULL;
+    PyObject *w = FIELD(inp, F.i_waiter);
+    if (w != NULL && w != Py_None) {
+        Py_INCREF(w);
+        PyObject *done = PyObject_CallMethodNoArgs(w, s_done);
+        int is_done = done == NULL ? -1 : PyObject_IsTrue(done);
+        Py_XDECREF(done);
+        if (is_done == 0)
+            is_done = call_method(w, s_set_result, Py_None, NULL);
+        Py_DECREF(w);
+        if (is_done < 0)
+            return NULL;
+    }
+    Py_ssize_t max_read, max_held;
+    PyObject *opts = FIELD(inp, F.i_opts);
+    if (attr_ssize(opts, s_max_read_buffer, &max_read) < 0
+            || attr_ssize(opts, s_max_held_slots, &max_held) < 0)
+        return NULL;
+    if ((unread + n > max_read || PyDict_GET_SIZE(FIELD(inp, F.i_held)) > max_held)
+            && call_method(self, s_pause, NULL, NULL) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Connection.try_get_ring with InputPipe.take. */
+static PyObject *
+c_try_get_ring(PyObject *self, PyObject *snapshot)
+{
+    PyObject *inp = FIELD(self, F.in), *items, *slots;
+    Py_ssize_t head, pos, mark, upto;
+    if (inp == NULL || !Py_IS_TYPE(inp, in_type) || !PyTuple_Check(snapshot)
+            || PyTuple_GET_SIZE(snapshot) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(snapshot, 0))
+            || (items = FIELD(inp, F.i_items)) == NULL || !PyList_CheckExact(items)
+            || (slots = FIELD(inp, F.i_slots)) == NULL
+            || field_ssize(inp, F.i_head, &head) || field_ssize(inp, F.i_ipos, &pos)
+            || field_ssize(inp, F.i_mark, &mark))
+        return call_ref(ref_c_try_get_ring, self, &snapshot, 1);
+    upto = PyLong_AsSsize_t(PyTuple_GET_ITEM(snapshot, 0));
+    if (upto == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    if (head >= upto || pos >= n || pos < 0)
+        Py_RETURN_NONE;
+    if (!Py_IS_TYPE(PyList_GET_ITEM(items, pos), item_type))
+        return call_ref(ref_c_try_get_ring, self, &snapshot, 1);
+    PyObject *item = Py_NewRef(PyList_GET_ITEM(items, pos));
+    pos++;
+    if (pos == n) {
+        if (PyList_SetSlice(items, 0, n, NULL) < 0)     /* drained: start over */
+            goto fail;
+        pos = 0;
+    }
+    if (field_set_ssize(inp, F.i_ipos, pos) < 0 || field_set_ssize(inp, F.i_head, head + 1) < 0)
+        goto fail;
+    if (FIELD(item, F.it_key) != NULL && FIELD(item, F.it_key) != Py_None) {
+        long long out;
+        if (Py_IS_TYPE(slots, &RecvSlotsType)) {
+            out = ((RecvSlotsObject *)slots)->out;
+        } else {
+            Py_ssize_t v;
+            if (attr_ssize(slots, s_out, &v) < 0)
+                goto fail;
+            out = v;
+        }
+        if (out > (long long)mark && call_method(inp, s_move_off, item, NULL) < 0)
+            goto fail;      /* the ring is nearly all held: hand out a copy */
+    }
+    return item;
+fail:
+    Py_DECREF(item);
+    return NULL;
+}
+
+/* Connection.return_ring with InputPipe.give_back_item. */
+static PyObject *
+c_return_ring(PyObject *self, PyObject *item)
+{
+    PyObject *owner = FIELD(self, F.owner), *inp = FIELD(self, F.in), *held, *key, *view;
+    Py_ssize_t unread, length;
+    if (owner == NULL || !PyLong_CheckExact(owner) || PyLong_AsUnsignedLong(owner)
+                != PyThread_get_thread_ident()
+            || inp == NULL || !Py_IS_TYPE(inp, in_type) || !Py_IS_TYPE(item, item_type)
+            || FIELD(item, F.it_live) != Py_True
+            || (key = FIELD(item, F.it_key)) == NULL || !PyLong_CheckExact(key)
+            || (view = FIELD(item, F.it_view)) == NULL || !PyMemoryView_Check(view)
+            || (held = FIELD(inp, F.i_held)) == NULL || !PyDict_CheckExact(held)
+            || FIELD(inp, F.i_slots) == NULL
+            || field_ssize(inp, F.i_unread, &unread) || field_ssize(item, F.it_length, &length)) {
+        PyErr_Clear();              /* a bad owner int: the reference raises its error */
+        return call_ref(ref_c_return_ring, self, &item, 1);
+    }
+    int has = PyDict_Contains(held, item);
+    if (has < 0)
+        return NULL;
+    if (!has)
+        return call_ref(ref_c_return_ring, self, &item, 1);
+    Py_INCREF(item);
+    if (PyDict_DelItem(held, item) < 0 || give_back(FIELD(inp, F.i_slots), key) < 0) {
+        Py_DECREF(item);
+        return NULL;
+    }
+    field_set(item, F.it_live, Py_NewRef(Py_False));
+    PyObject *r = PyObject_CallMethodNoArgs(view, s_release);
+    if (r == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_BufferError)) {
+            Py_DECREF(item);
+            return NULL;
+        }
+        PyErr_Clear();      /* someone holds an export of it; the slot still goes back */
+    }
+    Py_XDECREF(r);
+    Py_DECREF(item);
+    if (field_set_ssize(inp, F.i_unread, unread - length) < 0)
+        return NULL;
+    if (FIELD(inp, F.i_paused) == Py_True && call_method(self, s_maybe_resume, NULL, NULL) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+int
+connfast_owns_base(PyObject *sink)
+{
+    return base_type != NULL && Py_TYPE(sink) == base_type;
+}
+
 int
 connfast_owns(PyObject *sink)
 {
@@ -737,18 +938,32 @@ static PyMethodDef c_methods[] = {
     {"_kick_send", (PyCFunction)c_kick_send, METH_NOARGS,
      "Put the first unsent segment in flight (C fast path)."},
     {"on_send", (PyCFunction)c_on_send, METH_O, "A send completed (C fast path)."},
+    {"on_recv", (PyCFunction)(void (*)(void))c_on_recv, METH_FASTCALL,
+     "n bytes arrived in slot key (C fast path)."},
+    {"try_get_ring", (PyCFunction)c_try_get_ring, METH_O,
+     "Next item up to snapshot.tail, or None when the batch is drained (C fast path)."},
+    {"return_ring", (PyCFunction)c_return_ring, METH_O,
+     "Give item's slot back to the kernel; its view dies now (C fast path)."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyObject **pc_refs[] = {&ref_on_recv, &ref_write, &ref_send_pending, &ref_on_send};
-static PyObject **c_refs[] = {&ref_c_write, &ref_c_kick_send, &ref_c_on_send};
+static PyObject **c_refs[] = {&ref_c_write, &ref_c_kick_send, &ref_c_on_send, &ref_c_on_recv,
+                              &ref_c_try_get_ring, &ref_c_return_ring};
+_Static_assert(sizeof(pc_refs) / sizeof(pc_refs[0]) == N_METHODS(pc_methods),
+               "one reference slot per ProtocolConnection method");
+_Static_assert(sizeof(c_refs) / sizeof(c_refs[0]) == N_METHODS(c_methods),
+               "one reference slot per Connection method");
 
 int
 install_methods(PyTypeObject *cls, PyMethodDef *defs, PyObject **refs_out[], int n)
 {
-    PyObject *refs[4] = {NULL, NULL, NULL, NULL};
-    PyObject *descrs[4] = {NULL, NULL, NULL, NULL};
+    PyObject *refs[8] = {NULL}, *descrs[8] = {NULL};
     int i;
+    if (n > 8) {
+        PyErr_SetString(PyExc_SystemError, "install_methods: at most 8 methods");
+        return -1;
+    }
     for (i = 0; i < n; i++) {
         refs[i] = PyObject_GetAttrString((PyObject *)cls, defs[i].ml_name);
         if (refs[i] == NULL)
@@ -807,6 +1022,12 @@ static const struct field_spec field_specs[] = {
     {5, "discarding", &F.i_discarding}, {5, "paused", &F.i_paused},
     {6, "_ring", &F.r_ring}, {6, "address", &F.r_address},
     {7, "_closed", &F.g_closed},
+    {5, "_slots", &F.i_slots}, {5, "_plain", &F.i_plain}, {5, "held", &F.i_held},
+    {5, "_items", &F.i_items}, {5, "_ipos", &F.i_ipos}, {5, "head", &F.i_head},
+    {5, "tail", &F.i_tail}, {5, "unread", &F.i_unread}, {5, "waiter", &F.i_waiter},
+    {5, "opts", &F.i_opts}, {5, "_hand_out_mark", &F.i_mark},
+    {8, "_key", &F.it_key}, {8, "_live", &F.it_live}, {8, "buffer_id", &F.it_bid},
+    {8, "length", &F.it_length}, {8, "view", &F.it_view},
 };
 
 int
@@ -829,18 +1050,18 @@ slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *off)
 }
 
 /* bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment,
- * SlabPool, Traffic, InputPipe, RingSubmitter, Ring): learn the field offsets
+ * SlabPool, Traffic, InputPipe, RingSubmitter, Ring, RingItem): learn the field offsets
  * and put the C methods in the two connection classes, keeping the Python
  * ones as the reference paths.  Once per process; later calls with the same
  * classes change nothing. */
 static PyObject *
 sp_bind_connection(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyTypeObject *base, *cls[8];
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!O!O!:bind_connection", &PyType_Type, &base,
+    PyTypeObject *base, *cls[9];
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!O!O!O!:bind_connection", &PyType_Type, &base,
                           &PyType_Type, &cls[0], &PyType_Type, &cls[1], &PyType_Type, &cls[2],
                           &PyType_Type, &cls[3], &PyType_Type, &cls[4], &PyType_Type, &cls[5],
-                          &PyType_Type, &cls[6], &PyType_Type, &cls[7]))
+                          &PyType_Type, &cls[6], &PyType_Type, &cls[7], &PyType_Type, &cls[8]))
         return NULL;
     if (conn_type != NULL) {
         if (cls[0] != conn_type) {
@@ -862,19 +1083,20 @@ sp_bind_connection(PyObject *Py_UNUSED(module), PyObject *args)
         if (slot_offset(cls[field_specs[i].cls], field_specs[i].name, field_specs[i].off) < 0)
             return NULL;
     }
-    if (install_methods(cls[0], pc_methods, pc_refs, 4) < 0)
+    if (install_methods(cls[0], pc_methods, pc_refs, N_METHODS(pc_methods)) < 0)
         return NULL;
-    if (install_methods(base, c_methods, c_refs, 3) < 0) {
-        for (int i = 0; i < 4; i++) {
+    if (install_methods(base, c_methods, c_refs, N_METHODS(c_methods)) < 0) {
+        for (int i = 0; i < N_METHODS(pc_methods); i++) {
             (void)PyObject_SetAttrString((PyObject *)cls[0], pc_methods[i].ml_name, *pc_refs[i]);
             Py_CLEAR(*pc_refs[i]);
         }
         return NULL;
     }
-    PyTypeObject **types[8] = {&conn_type, &out_type, &seg_type, &pool_type, &traffic_type,
-                               &in_type, &sub_type, &ring_type};
-    for (int i = 0; i < 8; i++)
+    PyTypeObject **types[9] = {&conn_type, &out_type, &seg_type, &pool_type, &traffic_type,
+                               &in_type, &sub_type, &ring_type, &item_type};
+    for (int i = 0; i < 9; i++)
         *types[i] = (PyTypeObject *)Py_NewRef((PyObject *)cls[i]);
+    base_type = (PyTypeObject *)Py_NewRef((PyObject *)base);
     Py_RETURN_NONE;
 }
 
@@ -899,7 +1121,8 @@ sp_connection_reference(PyObject *Py_UNUSED(module), PyObject *args)
 static PyMethodDef connfast_functions[] = {
     {"bind_connection", (PyCFunction)sp_bind_connection, METH_VARARGS,
      "bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment, SlabPool, "
-     "Traffic, InputPipe, RingSubmitter, Ring): put the C fast path in both classes."},
+     "Traffic, InputPipe, RingSubmitter, Ring, RingItem): put the C fast path in both "
+     "classes."},
     {"connection_reference", (PyCFunction)sp_connection_reference, METH_VARARGS,
      "connection_reference(class_name, name): the Python method the C one replaced."},
     {NULL, NULL, 0, NULL},
@@ -916,6 +1139,10 @@ connfast_init(PyObject *module)
         {&s_new_segment, "_new_segment"}, {&s_wake_flushers, "_wake_flushers"},
         {&s_check, "check"}, {&s_now, "now"}, {&s_view, "view"}, {&s_give_back, "give_back"},
         {&s_send_what, "send"}, {&s_sends, "sends"}, {&s_bytes_out, "bytes_out"},
+        {&s_done, "done"}, {&s_set_result, "set_result"}, {&s_pause, "_pause"},
+        {&s_maybe_resume, "_maybe_resume"}, {&s_move_off, "_move_off"},
+        {&s_release, "release"}, {&s_max_read_buffer, "max_read_buffer"},
+        {&s_max_held_slots, "max_held_slots"}, {&s_out, "out"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].s);

@@ -205,6 +205,10 @@ static PyMethodDef handle_methods[] = {
 
 static PyObject **loop_refs[] = {&ref_call_soon, &ref_create_future, &ref_get_debug};
 static PyObject **handle_refs[] = {&ref_run};
+_Static_assert(sizeof(loop_refs) / sizeof(loop_refs[0]) == N_METHODS(loop_methods),
+               "one reference slot per loop method");
+_Static_assert(sizeof(handle_refs) / sizeof(handle_refs[0]) == N_METHODS(handle_methods),
+               "one reference slot per handle method");
 
 /* bind_loop(ReactorLoop, Handle, Future): put the C methods in the two
  * classes.  Once per process; a later call with the same classes changes
@@ -237,10 +241,10 @@ sp_bind_loop(PyObject *Py_UNUSED(module), PyObject *args)
         PyErr_SetString(PyExc_TypeError, "bind_loop: not a handle class");
         return NULL;
     }
-    if (install_methods(loop, loop_methods, loop_refs, 3) < 0)
+    if (install_methods(loop, loop_methods, loop_refs, N_METHODS(loop_methods)) < 0)
         return NULL;
-    if (install_methods(handle, handle_methods, handle_refs, 1) < 0) {
-        for (int i = 0; i < 3; i++) {
+    if (install_methods(handle, handle_methods, handle_refs, N_METHODS(handle_methods)) < 0) {
+        for (int i = 0; i < N_METHODS(loop_methods); i++) {
             (void)PyObject_DelAttrString((PyObject *)loop, loop_methods[i].ml_name);
             Py_CLEAR(*loop_refs[i]);
         }

@@ -527,9 +527,11 @@ dispatch_one(DispatcherObject *self, unsigned i)
                     pres = PyLong_FromLong(res);
                     if (pk == NULL || pres == NULL)
                         goto done_sink;
+                    PyObject *a[2] = {pk, pres};
                     if (connfast_owns(sink)) {
-                        PyObject *a[2] = {pk, pres};
                         r = pc_on_recv(sink, a, 2);
+                    } else if (connfast_owns_base(sink)) {
+                        r = c_on_recv(sink, a, 2);
                     } else {
                         r = call_method2(sink, str_on_recv, pk, pres);
                     }
@@ -564,7 +566,8 @@ dispatch_one(DispatcherObject *self, unsigned i)
         pres = PyLong_FromLong(res);
         if (pres != NULL)
             r = connfast_owns(sink) ? pc_on_send(sink, pres)
-                                    : call_method2(sink, str_on_send, pres, NULL);
+                : connfast_owns_base(sink) ? c_on_send(sink, pres)
+                : call_method2(sink, str_on_send, pres, NULL);
         Py_DECREF(sink);
         rc = r == NULL ? -1 : 0;
         goto done;

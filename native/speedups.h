@@ -100,6 +100,8 @@ int slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *off);
 /* Put the C methods defs[0..n) in cls, keeping the Python functions they
  * replace (the class's, or inherited) in *refs_out[i].  All or nothing. */
 int install_methods(PyTypeObject *cls, PyMethodDef *defs, PyObject **refs_out[], int n);
+/* The methods of a NULL-terminated PyMethodDef table. */
+#define N_METHODS(defs) ((int)(sizeof(defs) / sizeof((defs)[0])) - 1)
 
 /* the loop fast path (loopfast.c) */
 int loopfast_init(PyObject *module);
@@ -109,6 +111,10 @@ int connfast_init(PyObject *module);
 /* True when sink is exactly the bound ProtocolConnection class: the
  * dispatcher then calls its C methods without looking them up. */
 int connfast_owns(PyObject *sink);
+/* The same for exactly the bound Connection class (levels 1-3). */
+int connfast_owns_base(PyObject *sink);
+PyObject *c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *c_on_send(PyObject *self, PyObject *arg);
 PyObject *pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *pc_on_send(PyObject *self, PyObject *arg);
 

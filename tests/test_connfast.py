@@ -9,7 +9,9 @@ and failed send completions, reading paused and resumed, close and abort --
 through the sans-IO seam once with the C methods and once with the Python
 ones put back, and compares everything a user can see: what
 ``data_received`` got, the bytes on the wire, pending bytes, slots held,
-counters, errors and the close.
+counters, errors and the close.  A second script does the same for level 1
+on a plain ``Connection``: receives, reads and ring items taken, echoed and
+returned (twice, too), sends completed, pause, resume and close.
 
 With ``ZERG_NO_EXTENSIONS=1`` the classes must carry the Python methods
 only, and the comparison runs in a child process with the extension.
@@ -37,7 +39,8 @@ from zerg._errors import WriteBufferFullError
 from zerg._protocol import Protocol
 
 REPLACED = {ProtocolConnection: ("on_recv", "write", "send_pending", "on_send"),
-            Connection: ("write", "_kick_send", "on_send")}
+            Connection: ("write", "_kick_send", "on_send", "on_recv", "try_get_ring",
+                         "return_ring")}
 
 
 @contextlib.contextmanager
@@ -160,6 +163,83 @@ async def _tick() -> None:
     """Let callbacks scheduled with call_soon (redelivery after resume) run."""
 
 
+level1_step = st.one_of(
+    st.tuples(st.just("recv"), st.binary(min_size=1, max_size=SLOT)),
+    st.tuples(st.just("take"), st.none()),
+    st.tuples(st.just("return"), st.integers(0, 20)),
+    st.tuples(st.just("return-again"), st.integers(0, 20)),
+    st.tuples(st.just("echo"), st.integers(0, 20)),
+    st.tuples(st.just("flush"), st.none()),
+    st.tuples(st.just("complete"), st.one_of(st.none(), st.integers(1, 300))),
+    st.tuples(st.just("pause"), st.none()),
+    st.tuples(st.just("resume"), st.none()),
+    st.tuples(st.just("close"), st.none()),
+)
+
+
+def play_level1(script: list[tuple[str, Any]]) -> list[Any]:
+    """Level 1 (ring items) on a plain Connection, with the same scripted kernel."""
+    host = FakeHost(max_write_buffer=2048)
+    conn = make(host)
+    trace: list[Any] = []
+    wire = bytearray()
+    taken: list[Any] = []
+    returned: list[Any] = []
+    for op, arg in script:
+        try:
+            if op == "recv":
+                if conn.id in host.sinks and len(host.slots.free) > 0:
+                    host.deliver(conn, arg)
+            elif op == "take":
+                if conn.has_data or conn.is_closed:
+                    snap = host.loop.run_until_complete(conn.read())
+                    trace.append(("snap", snap.tail, snap.is_closed))
+                    while (item := conn.try_get_ring(snap)) is not None:
+                        trace.append(("item", item.buffer_id >= 0, item.view.tobytes()))
+                        taken.append(item)
+            elif op == "return" and taken:
+                item = taken.pop(arg % len(taken))
+                conn.return_ring(item)
+                returned.append(item)
+            elif op == "return-again" and returned:
+                conn.return_ring(returned[arg % len(returned)])
+            elif op == "echo" and taken:
+                conn.write(taken[arg % len(taken)].view)
+            elif op == "flush":
+                conn.flush_nowait()
+            elif op == "complete":
+                if host.submitter.sends:
+                    wire += host.complete_send(conn, arg)
+            elif op == "pause":
+                conn.pause_reading()
+            elif op == "resume":
+                conn.resume_reading()
+            elif op == "close":
+                conn.close()
+        except Exception as exc:
+            trace.append((op, "raised", type(exc).__name__, str(exc)))
+        trace.append((op, conn.pending_write_bytes, conn.slots_held, conn.bytes_in,
+                      conn.bytes_out, conn.is_closed, conn.has_data, host.traffic.sends,
+                      len(host.submitter.sends), sorted(host.slots.lent)))
+    trace.append(("wire", bytes(wire)))
+    host.close()
+    return trace
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(level1_step, max_size=40))
+def test_c_level1_agrees_with_the_reference(script: list[tuple[str, Any]]) -> None:
+    if _native.speedups is not None:
+        fast = play_level1(script)
+        with reference_methods():
+            ref = play_level1(script)
+        assert fast == ref
+    else:
+        for cls, names in REPLACED.items():
+            for name in names:
+                assert type(cls.__dict__[name]).__name__ == "function", (cls, name)
+
+
 def compare(script: list[tuple[str, Any]], plan: list[tuple[int, str]]) -> None:
     fast = play(script, plan)
     with reference_methods():
@@ -192,7 +272,8 @@ def test_the_comparison_runs_with_the_extension() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          f"{here}::test_c_connection_agrees_with_the_reference",
+         f"{here}::test_c_level1_agrees_with_the_reference",
          f"{here}::test_the_comparison_runs_with_the_extension"],
         env=env, cwd=here.parent.parent, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "2 passed" in out.stdout
+    assert "3 passed" in out.stdout

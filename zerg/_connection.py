@@ -187,7 +187,7 @@ class Connection:
             return _new_tuple(RingSnapshot, (inp.tail, True))
         if self._in.paused:
             self._maybe_resume()
-        # Inline of InputPipe.wait: one coroutine frame less per waiting read.
+        # As InputPipe.arm_waiter, less its relief (nothing is untaken here).
         if inp.waiter is not None:
             raise RuntimeError("read() called while another read() is waiting on this connection")
         fut = self._loop.create_future()
@@ -729,9 +729,13 @@ class PipeInput:
             await asyncio.sleep(0)
         result = inp.try_read(conn._state != OPEN or conn._stopping)
         while result is None:
-            if conn._in.paused:
+            if inp.paused:
                 conn._maybe_resume()
-            await inp.wait()
+            fut = inp.arm_waiter()
+            try:
+                await fut
+            finally:
+                inp.waiter = None
             result = inp.try_read(conn._state != OPEN or inp.discarding or conn._stopping)
         return result
 
@@ -1087,8 +1091,9 @@ class ProtocolConnection(Connection):
 
 if speedups is not None:
     # The common case of ProtocolConnection's on_recv (with _deliver), write,
-    # send_pending and on_send, and of Connection's write, _kick_send and
-    # on_send, in C (native/connfast.c), working on these classes' __slots__;
-    # the methods above stay the reference and every rare path's code.
+    # send_pending and on_send, and of Connection's write, _kick_send, on_send,
+    # on_recv (with InputPipe.push), try_get_ring and return_ring, in C
+    # (native/connfast.c), working on these classes' __slots__; the methods
+    # above stay the reference and every rare path's code.
     speedups.bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment,
-                             SlabPool, Traffic, InputPipe, RingSubmitter, Ring)
+                             SlabPool, Traffic, InputPipe, RingSubmitter, Ring, RingItem)

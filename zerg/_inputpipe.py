@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from zerg._buffers import (
     BufferSequence,
@@ -62,6 +62,10 @@ def _hand_out_mark(total: int) -> int:
     if mark is None:
         mark = _MARKS[total] = total - max(total // 4, 1)
     return mark
+
+
+# A NamedTuple's __new__ is Python code; tuple.__new__ builds one in C.
+_new_tuple: Final = tuple.__new__
 
 
 class RingSnapshot(NamedTuple):
@@ -386,7 +390,7 @@ class InputPipe:
         buf = self.buffer
         view = window(buf) if buf is not None else _EMPTY_SEQ
         self._handed = len(view)
-        return ReadResult(view, closed and self.head >= self.tail, canceled)
+        return _new_tuple(ReadResult, (view, closed and self.head >= self.tail, canceled))
 
     def _ready(self, fresh: bool, closed: bool) -> bool:
         if fresh:
@@ -445,18 +449,17 @@ class InputPipe:
         self.discard()
 
     # ----------------------------------------------------------- waiting
-    async def wait(self) -> None:
-        """Until an item arrives, the stream ends, or ``wake``."""
+    def arm_waiter(self) -> asyncio.Future[None]:
+        """The future a read waits on until an item arrives, the stream ends,
+        or ``wake`` (the caller awaits it, then sets ``waiter`` to None: no
+        coroutine of its own, one frame less per waiting read)."""
         if self.waiter is not None:
             raise RuntimeError("read() called while another read() is waiting on this connection")
         fut: asyncio.Future[None] = self._loop.create_future()
         self.waiter = fut
         if self.paused:
             self.relieve()      # waiting while paused: free our slots for others
-        try:
-            await fut
-        finally:
-            self.waiter = None
+        return fut
 
     # ------------------------------------------------------ back-pressure
     def relieve(self) -> None:
