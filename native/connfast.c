@@ -58,7 +58,8 @@ field_set_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t v)
 
 /* The classes bound, and the offsets of the fields used. */
 static PyTypeObject *conn_type, *out_type, *seg_type, *pool_type, *traffic_type, *in_type,
-    *sub_type, *ring_type, *item_type, *base_type;
+    *sub_type, *ring_type, *item_type, *base_type, *result_type;
+static PyObject *empty_seq;         /* zerg._inputpipe._EMPTY_SEQ */
 
 static struct {
     /* Connection, ProtocolConnection */
@@ -76,6 +77,8 @@ static struct {
     /* InputPipe (levels 1-3), RingItem */
     Py_ssize_t i_slots, i_plain, i_held, i_items, i_ipos, i_head, i_tail, i_unread, i_waiter,
         i_opts, i_mark, it_key, it_live, it_bid, it_length, it_view;
+    /* InputPipe, PipeReader's side */
+    Py_ssize_t i_completed, i_handed, i_cancel, i_ended, i_buffer, i_movable, i_examined_all;
 } F;
 
 /* The replaced Python methods: the reference paths (ref_c_*: Connection's,
@@ -83,12 +86,13 @@ static struct {
 static PyObject *ref_on_recv, *ref_write, *ref_send_pending, *ref_on_send;
 static PyObject *ref_c_write, *ref_c_kick_send, *ref_c_on_send, *ref_c_on_recv,
     *ref_c_try_get_ring, *ref_c_return_ring;
+static PyObject *ref_i_try_read, *ref_i_advance_to;
 
 static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
     *s_maybe_resume_protocol, *s_maybe_finish, *s_kick_send, *s_new_segment,
     *s_wake_flushers, *s_check, *s_now, *s_view, *s_give_back, *s_send_what, *s_sends,
     *s_bytes_out, *s_done, *s_set_result, *s_pause, *s_maybe_resume, *s_move_off, *s_release,
-    *s_max_read_buffer, *s_max_held_slots, *s_out;
+    *s_max_read_buffer, *s_max_held_slots, *s_out, *s_drop_tokens, *s_pull;
 
 /* Call a reference function with self first. */
 static PyObject *
@@ -907,6 +911,242 @@ c_return_ring(PyObject *self, PyObject *item)
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------- PipeReader's side */
+
+/* The ring-nearly-held check of take/_pull: 1 over the hand-out mark, 0 not,
+ * -1 on error. */
+static int
+over_mark(PyObject *inp, PyObject *slots)
+{
+    Py_ssize_t mark, v;
+    if (field_ssize(inp, F.i_mark, &mark)) {
+        PyErr_SetString(PyExc_AttributeError, "_hand_out_mark");
+        return -1;
+    }
+    if (Py_IS_TYPE(slots, &RecvSlotsType))
+        return ((RecvSlotsObject *)slots)->out > (long long)mark;
+    if (attr_ssize(slots, s_out, &v) < 0)
+        return -1;
+    return v > mark;
+}
+
+/* InputPipe._pull's common case -- one fresh item, nothing kept from before:
+ * a one-segment owning sequence.  1 pulled, 0 nothing waiting, -1 error;
+ * anything else goes to the Python _pull. */
+static int
+pull(PyObject *inp)
+{
+    Py_ssize_t head, tail, pos;
+    PyObject *items = FIELD(inp, F.i_items), *slots = FIELD(inp, F.i_slots);
+    if (field_ssize(inp, F.i_head, &head) || field_ssize(inp, F.i_tail, &tail)
+            || field_ssize(inp, F.i_ipos, &pos) || items == NULL || !PyList_CheckExact(items)
+            || slots == NULL)
+        goto reference;
+    if (head >= tail)
+        return 0;
+    if (FIELD(inp, F.i_buffer) != Py_None || PyList_GET_SIZE(items) != pos + 1
+            || !Py_IS_TYPE(PyList_GET_ITEM(items, pos), item_type))
+        goto reference;
+    PyObject *item = PyList_GET_ITEM(items, pos);
+    PyObject *key = FIELD(item, F.it_key), *view = FIELD(item, F.it_view);
+    if (key == NULL || view == NULL)
+        goto reference;
+    if (key != Py_None) {
+        int over = over_mark(inp, slots);
+        if (over < 0)
+            return -1;
+        if (over)
+            goto reference;         /* the ring is nearly held: the reference copies */
+    }
+    PyObject *give = PyObject_GetAttr(inp, s_drop_tokens);
+    if (give == NULL)
+        return -1;
+    SeqObject *seq;
+    LeaseObject *lease;
+    Py_INCREF(item);
+    int rc = seq_make_single(view, item, give, &seq, &lease);
+    Py_DECREF(give);
+    if (rc < 0) {
+        Py_DECREF(item);
+        return -1;
+    }
+    Py_DECREF(lease);
+    rc = PyList_SetSlice(items, 0, PyList_GET_SIZE(items), NULL);
+    Py_DECREF(item);
+    if (rc < 0 || field_set_ssize(inp, F.i_ipos, 0) < 0
+            || field_set_ssize(inp, F.i_head, tail) < 0) {
+        Py_DECREF(seq);
+        return -1;
+    }
+    field_set(inp, F.i_buffer, (PyObject *)seq);
+    field_set(inp, F.i_movable, Py_NewRef(Py_True));
+    return 1;
+reference:;
+    PyObject *r = PyObject_CallMethodNoArgs(inp, s_pull);
+    if (r == NULL)
+        return -1;
+    int got = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return got;
+}
+
+/* InputPipe.try_read(closed) */
+static PyObject *
+in_try_read(PyObject *inp, PyObject *arg)
+{
+    Py_ssize_t handed, head, tail;
+    if (FIELD(inp, F.i_completed) != Py_False || FIELD(inp, F.i_cancel) != Py_False
+            || field_ssize(inp, F.i_handed, &handed) || handed >= 0
+            || FIELD(inp, F.i_ended) == NULL || FIELD(inp, F.i_buffer) == NULL)
+        return call_ref(ref_i_try_read, inp, &arg, 1);
+    int closed = PyObject_IsTrue(arg);
+    if (closed < 0)
+        return NULL;
+    if (!closed) {
+        closed = PyObject_IsTrue(FIELD(inp, F.i_ended));
+        if (closed < 0)
+            return NULL;
+    }
+    int fresh = pull(inp);
+    if (fresh < 0)
+        return NULL;
+    PyObject *buf = FIELD(inp, F.i_buffer);
+    int ready = fresh;
+    if (!ready && buf != NULL && buf != Py_None && FIELD(inp, F.i_examined_all) != Py_True) {
+        Py_ssize_t len = PyObject_Length(buf);
+        if (len < 0)
+            return NULL;
+        ready = len > 0;
+    }
+    if (!ready && !closed)
+        Py_RETURN_NONE;
+    field_set(inp, F.i_examined_all, Py_NewRef(Py_False));
+    /* _result(False, closed) */
+    PyObject *view;
+    if (buf != NULL && buf != Py_None) {
+        if (!PyObject_TypeCheck(buf, &SequenceCoreType))
+            return call_ref(ref_i_try_read, inp, &arg, 1);   /* not reached in practice */
+        SeqObject *src = (SeqObject *)buf;
+        SeqObject *w = (SeqObject *)Py_TYPE(src)->tp_alloc(Py_TYPE(src), 0);
+        if (w == NULL)
+            return NULL;
+        w->segs = Py_XNewRef(src->segs);
+        w->offs = Py_XNewRef(src->offs);
+        w->start = Py_XNewRef(src->start);
+        w->stop = Py_XNewRef(src->stop);
+        w->slots = Py_XNewRef(src->slots);
+        w->owns = Py_NewRef(Py_False);
+        view = (PyObject *)w;
+    } else {
+        view = Py_NewRef(empty_seq);
+    }
+    Py_ssize_t n = PyObject_Length(view);
+    if (n < 0 || field_set_ssize(inp, F.i_handed, n) < 0
+            || field_ssize(inp, F.i_head, &head) || field_ssize(inp, F.i_tail, &tail)) {
+        Py_DECREF(view);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "head/tail");
+        return NULL;
+    }
+    PyObject *done = closed && head >= tail ? Py_True : Py_False;
+    /* ReadResult(view, done, False): a NamedTuple is a tuple subclass with no
+     * fields of its own; this is tuple.__new__(ReadResult, ...) done in place. */
+    PyObject *res = result_type->tp_alloc(result_type, 3);
+    if (res == NULL) {
+        Py_DECREF(view);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(res, 0, view);
+    PyTuple_SET_ITEM(res, 1, Py_NewRef(done));
+    PyTuple_SET_ITEM(res, 2, Py_NewRef(Py_False));
+    return res;
+}
+
+/* InputPipe.advance_to(consumed, examined=None): the common case is a read
+ * buffer of one fresh slot consumed whole (BufferSequence.advance, then the
+ * lease's _drop_tokens, done here). */
+static PyObject *
+in_advance_to(PyObject *inp, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t handed, consumed, examined, start, stop, unread, length;
+    PyObject *buf = FIELD(inp, F.i_buffer), *held = FIELD(inp, F.i_held);
+    PyObject *slots = FIELD(inp, F.i_slots);
+    if (nargs < 1 || nargs > 2 || !PyLong_CheckExact(args[0])
+            || (nargs == 2 && args[1] != Py_None && !PyLong_CheckExact(args[1]))
+            || field_ssize(inp, F.i_handed, &handed) || handed < 0
+            || buf == NULL || !Py_IS_TYPE(buf, seq_type) || held == NULL
+            || !PyDict_CheckExact(held) || slots == NULL
+            || field_ssize(inp, F.i_unread, &unread))
+        return call_ref(ref_i_advance_to, inp, args, nargs);
+    consumed = PyLong_AsSsize_t(args[0]);
+    examined = nargs == 2 && args[1] != Py_None ? PyLong_AsSsize_t(args[1]) : consumed;
+    if ((consumed == -1 || examined == -1) && PyErr_Occurred()) {
+        PyErr_Clear();
+        return call_ref(ref_i_advance_to, inp, args, nargs);
+    }
+    SeqObject *seq = (SeqObject *)buf;
+    LeaseObject *lease = (LeaseObject *)seq->slots;
+    if (consumed != handed || examined != handed || consumed == 0
+            || seq->owns != Py_True || seq->segs == NULL || !PyList_CheckExact(seq->segs)
+            || PyList_GET_SIZE(seq->segs) != 1 || seq->offs == NULL
+            || !PyList_CheckExact(seq->offs) || PyList_GET_SIZE(seq->offs) != 2
+            || lease == NULL || !Py_IS_TYPE((PyObject *)lease, &SlotLeaseType)
+            || lease->next == NULL || !PyLong_CheckExact(lease->next)
+            || PyLong_AsSsize_t(lease->next) != 0
+            || lease->held_from == NULL || !PyLong_CheckExact(lease->held_from)
+            || PyLong_AsSsize_t(lease->held_from) != 0
+            || lease->keys == NULL || !PyList_CheckExact(lease->keys)
+            || PyList_GET_SIZE(lease->keys) != 1
+            || !Py_IS_TYPE(PyList_GET_ITEM(lease->keys, 0), item_type)
+            || seq_bounds(seq, &start, &stop) < 0 || start != 0 || stop != consumed) {
+        PyErr_Clear();
+        return call_ref(ref_i_advance_to, inp, args, nargs);
+    }
+    PyObject *item = PyList_GET_ITEM(lease->keys, 0);
+    PyObject *key = FIELD(item, F.it_key), *view = FIELD(item, F.it_view);
+    if (FIELD(item, F.it_live) != Py_True || key == NULL || view == NULL
+            || field_ssize(item, F.it_length, &length))
+        return call_ref(ref_i_advance_to, inp, args, nargs);
+    /* BufferSequence.advance(consumed): everything, so the one slot goes. */
+    PyObject *end = PyList_GET_ITEM(seq->offs, 1);
+    PyObject *one = PyLong_FromLong(1);
+    if (one == NULL)
+        return NULL;
+    Py_INCREF(item);
+    Py_XSETREF(seq->start, Py_NewRef(seq->stop));
+    (void)PyList_SetItem(seq->segs, 0, Py_NewRef(empty_view));
+    Py_XSETREF(lease->next, one);
+    Py_XSETREF(lease->held_from, Py_NewRef(end));
+    /* InputPipe._drop(item) */
+    field_set(item, F.it_live, Py_NewRef(Py_False));
+    PyObject *r = PyObject_CallMethodNoArgs(view, s_release);
+    if (r == NULL && !PyErr_ExceptionMatches(PyExc_BufferError))
+        goto fail;
+    PyErr_Clear();          /* someone holds an export of it; the slot still goes back */
+    Py_XDECREF(r);
+    if (key != Py_None) {
+        PyObject *k = Py_NewRef(key);
+        int rc = PyDict_Contains(held, item);       /* held.pop(item, None) */
+        if (rc > 0)
+            rc = PyDict_DelItem(held, item);
+        if (rc >= 0)
+            rc = give_back(slots, k);
+        Py_DECREF(k);
+        if (rc < 0)
+            goto fail;
+    }
+    Py_DECREF(item);
+    if (field_set_ssize(inp, F.i_unread, unread - length) < 0)
+        return NULL;
+    /* the buffer is empty: the next read starts afresh */
+    field_set(inp, F.i_buffer, Py_NewRef(Py_None));
+    field_set(inp, F.i_examined_all, Py_NewRef(Py_True));
+    return field_set_ssize(inp, F.i_handed, -1) < 0 ? NULL : Py_NewRef(Py_None);
+fail:
+    Py_DECREF(item);
+    return NULL;
+}
+
 int
 connfast_owns_base(PyObject *sink)
 {
@@ -947,7 +1187,18 @@ static PyMethodDef c_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMethodDef in_methods[] = {
+    {"try_read", (PyCFunction)in_try_read, METH_O,
+     "Like read but never waits: None when it would have to (C fast path)."},
+    {"advance_to", (PyCFunction)(void (*)(void))in_advance_to, METH_FASTCALL,
+     "Consume bytes of the last buffer (C fast path)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyObject **pc_refs[] = {&ref_on_recv, &ref_write, &ref_send_pending, &ref_on_send};
+static PyObject **in_refs[] = {&ref_i_try_read, &ref_i_advance_to};
+_Static_assert(sizeof(in_refs) / sizeof(in_refs[0]) == N_METHODS(in_methods),
+               "one reference slot per InputPipe method");
 static PyObject **c_refs[] = {&ref_c_write, &ref_c_kick_send, &ref_c_on_send, &ref_c_on_recv,
                               &ref_c_try_get_ring, &ref_c_return_ring};
 _Static_assert(sizeof(pc_refs) / sizeof(pc_refs[0]) == N_METHODS(pc_methods),
@@ -1028,6 +1279,9 @@ static const struct field_spec field_specs[] = {
     {5, "opts", &F.i_opts}, {5, "_hand_out_mark", &F.i_mark},
     {8, "_key", &F.it_key}, {8, "_live", &F.it_live}, {8, "buffer_id", &F.it_bid},
     {8, "length", &F.it_length}, {8, "view", &F.it_view},
+    {5, "completed", &F.i_completed}, {5, "_handed", &F.i_handed}, {5, "_cancel", &F.i_cancel},
+    {5, "ended", &F.i_ended}, {5, "buffer", &F.i_buffer}, {5, "buffer_movable", &F.i_movable},
+    {5, "_examined_all", &F.i_examined_all},
 };
 
 int
@@ -1050,19 +1304,28 @@ slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *off)
 }
 
 /* bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment,
- * SlabPool, Traffic, InputPipe, RingSubmitter, Ring, RingItem): learn the field offsets
+ * SlabPool, Traffic, InputPipe, RingSubmitter, Ring, RingItem, ReadResult,
+ * empty_sequence): learn the field offsets
  * and put the C methods in the two connection classes, keeping the Python
  * ones as the reference paths.  Once per process; later calls with the same
  * classes change nothing. */
 static PyObject *
 sp_bind_connection(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyTypeObject *base, *cls[9];
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!O!O!O!:bind_connection", &PyType_Type, &base,
+    PyTypeObject *base, *cls[9], *result;
+    PyObject *empty;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!O!O!O!O!O:bind_connection", &PyType_Type, &base,
                           &PyType_Type, &cls[0], &PyType_Type, &cls[1], &PyType_Type, &cls[2],
                           &PyType_Type, &cls[3], &PyType_Type, &cls[4], &PyType_Type, &cls[5],
-                          &PyType_Type, &cls[6], &PyType_Type, &cls[7], &PyType_Type, &cls[8]))
+                          &PyType_Type, &cls[6], &PyType_Type, &cls[7], &PyType_Type, &cls[8],
+                          &PyType_Type, &result, &empty))
         return NULL;
+    if (!PyType_IsSubtype(result, &PyTuple_Type) || result->tp_basicsize != PyTuple_Type.tp_basicsize
+            || !Py_IS_TYPE(empty, seq_type)) {
+        PyErr_SetString(PyExc_TypeError, "bind_connection: ReadResult must be a NamedTuple "
+                                         "and the empty sequence a BufferSequence");
+        return NULL;
+    }
     if (conn_type != NULL) {
         if (cls[0] != conn_type) {
             PyErr_SetString(PyExc_RuntimeError, "bind_connection: already bound to another class");
@@ -1092,6 +1355,19 @@ sp_bind_connection(PyObject *Py_UNUSED(module), PyObject *args)
         }
         return NULL;
     }
+    if (install_methods(cls[5], in_methods, in_refs, N_METHODS(in_methods)) < 0) {
+        for (int i = 0; i < N_METHODS(pc_methods); i++) {
+            (void)PyObject_SetAttrString((PyObject *)cls[0], pc_methods[i].ml_name, *pc_refs[i]);
+            Py_CLEAR(*pc_refs[i]);
+        }
+        for (int i = 0; i < N_METHODS(c_methods); i++) {
+            (void)PyObject_SetAttrString((PyObject *)base, c_methods[i].ml_name, *c_refs[i]);
+            Py_CLEAR(*c_refs[i]);
+        }
+        return NULL;
+    }
+    result_type = (PyTypeObject *)Py_NewRef((PyObject *)result);
+    empty_seq = Py_NewRef(empty);
     PyTypeObject **types[9] = {&conn_type, &out_type, &seg_type, &pool_type, &traffic_type,
                                &in_type, &sub_type, &ring_type, &item_type};
     for (int i = 0; i < 9; i++)
@@ -1107,9 +1383,15 @@ sp_connection_reference(PyObject *Py_UNUSED(module), PyObject *args)
     const char *which, *name;
     if (!PyArg_ParseTuple(args, "ss:connection_reference", &which, &name))
         return NULL;
-    int protocol = strcmp(which, "ProtocolConnection") == 0;
-    PyMethodDef *defs = protocol ? pc_methods : c_methods;
-    PyObject ***refs = protocol ? pc_refs : c_refs;
+    PyMethodDef *defs = c_methods;
+    PyObject ***refs = c_refs;
+    if (strcmp(which, "ProtocolConnection") == 0) {
+        defs = pc_methods;
+        refs = pc_refs;
+    } else if (strcmp(which, "InputPipe") == 0) {
+        defs = in_methods;
+        refs = in_refs;
+    }
     for (int i = 0; defs[i].ml_name != NULL; i++) {
         if (strcmp(defs[i].ml_name, name) == 0 && *refs[i] != NULL)
             return Py_NewRef(*refs[i]);
@@ -1121,8 +1403,8 @@ sp_connection_reference(PyObject *Py_UNUSED(module), PyObject *args)
 static PyMethodDef connfast_functions[] = {
     {"bind_connection", (PyCFunction)sp_bind_connection, METH_VARARGS,
      "bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment, SlabPool, "
-     "Traffic, InputPipe, RingSubmitter, Ring, RingItem): put the C fast path in both "
-     "classes."},
+     "Traffic, InputPipe, RingSubmitter, Ring, RingItem, ReadResult, empty_sequence): put "
+     "the C fast path in the connection classes and InputPipe."},
     {"connection_reference", (PyCFunction)sp_connection_reference, METH_VARARGS,
      "connection_reference(class_name, name): the Python method the C one replaced."},
     {NULL, NULL, 0, NULL},
@@ -1143,6 +1425,7 @@ connfast_init(PyObject *module)
         {&s_maybe_resume, "_maybe_resume"}, {&s_move_off, "_move_off"},
         {&s_release, "release"}, {&s_max_read_buffer, "max_read_buffer"},
         {&s_max_held_slots, "max_held_slots"}, {&s_out, "out"},
+        {&s_drop_tokens, "_drop_tokens"}, {&s_pull, "_pull"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].s);

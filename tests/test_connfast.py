@@ -11,7 +11,9 @@ ones put back, and compares everything a user can see: what
 ``data_received`` got, the bytes on the wire, pending bytes, slots held,
 counters, errors and the close.  A second script does the same for level 1
 on a plain ``Connection``: receives, reads and ring items taken, echoed and
-returned (twice, too), sends completed, pause, resume and close.
+returned (twice, too), sends completed, pause, resume and close; a third
+for ``PipeReader``: reads, advances in range and out, buffers used after
+they were consumed, cancel, complete and close.
 
 With ``ZERG_NO_EXTENSIONS=1`` the classes must carry the Python methods
 only, and the comparison runs in a child process with the extension.
@@ -36,9 +38,11 @@ from zerg import _native
 from zerg._buffers import BufferSequence
 from zerg._connection import Connection, ProtocolConnection
 from zerg._errors import WriteBufferFullError
+from zerg._inputpipe import InputPipe
 from zerg._protocol import Protocol
 
-REPLACED = {ProtocolConnection: ("on_recv", "write", "send_pending", "on_send"),
+REPLACED = {InputPipe: ("try_read", "advance_to"),
+            ProtocolConnection: ("on_recv", "write", "send_pending", "on_send"),
             Connection: ("write", "_kick_send", "on_send", "on_recv", "try_get_ring",
                          "return_ring")}
 
@@ -240,6 +244,80 @@ def test_c_level1_agrees_with_the_reference(script: list[tuple[str, Any]]) -> No
                 assert type(cls.__dict__[name]).__name__ == "function", (cls, name)
 
 
+reader_step = st.one_of(
+    st.tuples(st.just("recv"), st.binary(min_size=1, max_size=SLOT)),
+    st.tuples(st.just("read"), st.none()),
+    st.tuples(st.just("advance"), st.tuples(st.integers(0, 3 * SLOT), st.integers(0, 3 * SLOT))),
+    st.tuples(st.just("advance-all"), st.none()),
+    st.tuples(st.just("old"), st.integers(0, 10)),
+    st.tuples(st.just("cancel"), st.none()),
+    st.tuples(st.just("pause"), st.none()),
+    st.tuples(st.just("resume"), st.none()),
+    st.tuples(st.just("complete"), st.none()),
+    st.tuples(st.just("close"), st.none()),
+)
+
+
+def play_reader(script: list[tuple[str, Any]]) -> list[Any]:
+    """PipeReader on a plain Connection: reads, advances (in range and out),
+    windows used after they were consumed, cancel, complete, close."""
+    from zerg.adapters import PipeReader
+
+    host = FakeHost()
+    conn = make(host)
+    reader = PipeReader(conn)
+    trace: list[Any] = []
+    results: list[Any] = []
+    for op, arg in script:
+        try:
+            if op == "recv":
+                if conn.id in host.sinks and len(host.slots.free) > 0:
+                    host.deliver(conn, arg)
+            elif op == "read":
+                res = reader.try_read()
+                if res is not None:
+                    results.append(res)
+                    trace.append(("result", res.buffer.tobytes(), res.is_completed,
+                                  res.is_canceled))
+            elif op == "advance":
+                reader.advance_to(*arg)
+            elif op == "advance-all" and results:
+                n = len(results[-1].buffer)
+                reader.advance_to(n, n)
+            elif op == "old" and results:
+                trace.append(("old", results[arg % len(results)].buffer.tobytes()))
+            elif op == "cancel":
+                reader.cancel_pending_read()
+            elif op == "pause":
+                conn.pause_reading()
+            elif op == "resume":
+                conn.resume_reading()
+            elif op == "complete":
+                reader.complete()
+            elif op == "close":
+                conn.close()
+        except Exception as exc:
+            trace.append((op, "raised", type(exc).__name__, str(exc)))
+        trace.append((op, conn.slots_held, conn.bytes_in, conn.is_closed,
+                      sorted(host.slots.lent)))
+    host.close()
+    return trace
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(reader_step, max_size=40))
+def test_c_pipereader_agrees_with_the_reference(script: list[tuple[str, Any]]) -> None:
+    if _native.speedups is not None:
+        fast = play_reader(script)
+        with reference_methods():
+            ref = play_reader(script)
+        assert fast == ref
+    else:
+        for cls, names in REPLACED.items():
+            for name in names:
+                assert type(cls.__dict__[name]).__name__ == "function", (cls, name)
+
+
 def compare(script: list[tuple[str, Any]], plan: list[tuple[int, str]]) -> None:
     fast = play(script, plan)
     with reference_methods():
@@ -273,7 +351,8 @@ def test_the_comparison_runs_with_the_extension() -> None:
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          f"{here}::test_c_connection_agrees_with_the_reference",
          f"{here}::test_c_level1_agrees_with_the_reference",
+         f"{here}::test_c_pipereader_agrees_with_the_reference",
          f"{here}::test_the_comparison_runs_with_the_extension"],
         env=env, cwd=here.parent.parent, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "3 passed" in out.stdout
+    assert "4 passed" in out.stdout

@@ -55,6 +55,7 @@ from zerg._buffers import (
 )
 from zerg._errors import WriteBufferFullError
 from zerg._inputpipe import (
+    EMPTY_SEQ,
     InputPipe,
     ReadResult,
     RingItem,
@@ -1092,8 +1093,10 @@ class ProtocolConnection(Connection):
 if speedups is not None:
     # The common case of ProtocolConnection's on_recv (with _deliver), write,
     # send_pending and on_send, and of Connection's write, _kick_send, on_send,
-    # on_recv (with InputPipe.push), try_get_ring and return_ring, in C
+    # on_recv (with InputPipe.push), try_get_ring and return_ring, and of
+    # InputPipe's try_read and advance_to (PipeReader), in C
     # (native/connfast.c), working on these classes' __slots__; the methods
-    # above stay the reference and every rare path's code.
+    # stay the reference and every rare path's code.
     speedups.bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment,
-                             SlabPool, Traffic, InputPipe, RingSubmitter, Ring, RingItem)
+                             SlabPool, Traffic, InputPipe, RingSubmitter, Ring, RingItem,
+                             ReadResult, EMPTY_SEQ)

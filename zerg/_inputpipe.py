@@ -49,7 +49,8 @@ from zerg._config import PipeOptions
 if TYPE_CHECKING:
     from zerg._seam import ReceiveSlots
 
-_EMPTY_SEQ = BufferSequence()
+EMPTY_SEQ = BufferSequence()
+"""The buffer of a read that has no bytes (shared; it holds nothing)."""
 
 
 _MARKS: dict[int, int] = {}
@@ -388,7 +389,7 @@ class InputPipe:
 
     def _result(self, canceled: bool, closed: bool) -> ReadResult:
         buf = self.buffer
-        view = window(buf) if buf is not None else _EMPTY_SEQ
+        view = window(buf) if buf is not None else EMPTY_SEQ
         self._handed = len(view)
         return _new_tuple(ReadResult, (view, closed and self.head >= self.tail, canceled))
 
