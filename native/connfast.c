@@ -357,6 +357,17 @@ write_fast(PyObject *self, PyObject *data, int protocol)
     } else if (PyBytes_CheckExact(data)) {
         buf = PyBytes_AS_STRING(data);
         n = PyBytes_GET_SIZE(data);
+    } else if (PyMemoryView_Check(data)) {
+        /* A live, contiguous byte view (a ring item's, a slice of one): its
+         * bytes, as memoryview.cast("B") would give them. */
+        Py_buffer *b = plain_buffer(data, 0);
+        if (b == NULL || b->ndim != 1)
+            return 0;
+        buf = (const char *)b->buf;
+        n = b->len;
+    } else if (PyByteArray_CheckExact(data)) {
+        buf = PyByteArray_AS_STRING(data);
+        n = PyByteArray_GET_SIZE(data);
     } else {
         return 0;
     }

@@ -84,6 +84,14 @@ class Scripted(Protocol):
                 conn.write(b"r" * (n + 1))
             elif how == "big":
                 conn.write(b"B" * 700)          # spans write segments
+            elif how == "view":
+                conn.write(memoryview(bytearray(b"v" * (n + 1))))
+            elif how == "strided":
+                conn.write(memoryview(b"0123456789")[::2])
+            elif how == "bytearray":
+                conn.write(bytearray(b"a" * n))
+            elif how == "words":
+                conn.write(memoryview(b"\x01\x00\x02\x00").cast("H"))
         except (WriteBufferFullError, ConnectionError) as exc:
             self.trace.append(("write-error", type(exc).__name__))
         if how == "none":
@@ -113,7 +121,8 @@ step = st.one_of(
 )
 plans = st.lists(st.tuples(st.integers(0, 2 * SLOT),
                            st.sampled_from(["echo", "echo", "none", "bytes", "big", "raise",
-                                            "quiet"])), max_size=20)
+                                            "quiet", "view", "strided", "bytearray",
+                                            "words"])), max_size=20)
 
 
 def play(script: list[tuple[str, Any]], plan: list[tuple[int, str]]) -> list[Any]:
