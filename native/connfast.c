@@ -87,6 +87,8 @@ static PyObject *ref_on_recv, *ref_write, *ref_send_pending, *ref_on_send;
 static PyObject *ref_c_write, *ref_c_kick_send, *ref_c_on_send, *ref_c_on_recv,
     *ref_c_try_get_ring, *ref_c_return_ring;
 static PyObject *ref_i_try_read, *ref_i_advance_to;
+static PyObject *ref_c_get_sequence, *ref_seq_advance, *ref_seq_release;
+static PyObject *fn_drop_tokens;    /* InputPipe._drop_tokens, the function */
 
 static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
     *s_maybe_resume_protocol, *s_maybe_finish, *s_kick_send, *s_new_segment,
@@ -1073,6 +1075,49 @@ in_try_read(PyObject *inp, PyObject *arg)
     return res;
 }
 
+/* InputPipe._drop(item): the application is done with item; its view dies
+ * and its slot goes back (unless it was moved off the ring).  0 or -1. */
+static int
+drop_item(PyObject *inp, PyObject *item)
+{
+    PyObject *key = FIELD(item, F.it_key), *view = FIELD(item, F.it_view);
+    PyObject *held = FIELD(inp, F.i_held), *slots = FIELD(inp, F.i_slots);
+    Py_ssize_t unread, length;
+    if (FIELD(item, F.it_live) != Py_True)
+        return 0;
+    if (key == NULL || view == NULL || held == NULL || !PyDict_CheckExact(held)
+            || slots == NULL || field_ssize(inp, F.i_unread, &unread)
+            || field_ssize(item, F.it_length, &length)) {
+        PyErr_SetString(PyExc_SystemError, "zerg: a ring item or input pipe is malformed");
+        return -1;
+    }
+    Py_INCREF(item);
+    Py_INCREF(key);
+    Py_INCREF(view);
+    int rc = 0;
+    field_set(item, F.it_live, Py_NewRef(Py_False));
+    PyObject *r = PyObject_CallMethodNoArgs(view, s_release);
+    if (r != NULL)
+        Py_DECREF(r);
+    else if (PyErr_ExceptionMatches(PyExc_BufferError))
+        PyErr_Clear();      /* someone holds an export of it; the slot still goes back */
+    else
+        rc = -1;
+    if (rc == 0 && key != Py_None) {
+        rc = PyDict_Contains(held, item);           /* held.pop(item, None) */
+        if (rc > 0)
+            rc = PyDict_DelItem(held, item);
+        if (rc >= 0)
+            rc = give_back(slots, key);
+    }
+    if (rc >= 0)
+        rc = field_set_ssize(inp, F.i_unread, unread - length);
+    Py_DECREF(view);
+    Py_DECREF(key);
+    Py_DECREF(item);
+    return rc < 0 ? -1 : 0;
+}
+
 /* InputPipe.advance_to(consumed, examined=None): the common case is a read
  * buffer of one fresh slot consumed whole (BufferSequence.advance, then the
  * lease's _drop_tokens, done here). */
@@ -1081,6 +1126,7 @@ in_advance_to(PyObject *inp, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t handed, consumed, examined, start, stop, unread, length;
     PyObject *buf = FIELD(inp, F.i_buffer), *held = FIELD(inp, F.i_held);
+    (void)unread;
     PyObject *slots = FIELD(inp, F.i_slots);
     if (nargs < 1 || nargs > 2 || !PyLong_CheckExact(args[0])
             || (nargs == 2 && args[1] != Py_None && !PyLong_CheckExact(args[1]))
@@ -1114,9 +1160,8 @@ in_advance_to(PyObject *inp, PyObject *const *args, Py_ssize_t nargs)
         return call_ref(ref_i_advance_to, inp, args, nargs);
     }
     PyObject *item = PyList_GET_ITEM(lease->keys, 0);
-    PyObject *key = FIELD(item, F.it_key), *view = FIELD(item, F.it_view);
-    if (FIELD(item, F.it_live) != Py_True || key == NULL || view == NULL
-            || field_ssize(item, F.it_length, &length))
+    if (FIELD(item, F.it_live) != Py_True || FIELD(item, F.it_key) == NULL
+            || FIELD(item, F.it_view) == NULL || field_ssize(item, F.it_length, &length))
         return call_ref(ref_i_advance_to, inp, args, nargs);
     /* BufferSequence.advance(consumed): everything, so the one slot goes. */
     PyObject *end = PyList_GET_ITEM(seq->offs, 1);
@@ -1128,33 +1173,256 @@ in_advance_to(PyObject *inp, PyObject *const *args, Py_ssize_t nargs)
     (void)PyList_SetItem(seq->segs, 0, Py_NewRef(empty_view));
     Py_XSETREF(lease->next, one);
     Py_XSETREF(lease->held_from, Py_NewRef(end));
-    /* InputPipe._drop(item) */
-    field_set(item, F.it_live, Py_NewRef(Py_False));
-    PyObject *r = PyObject_CallMethodNoArgs(view, s_release);
-    if (r == NULL && !PyErr_ExceptionMatches(PyExc_BufferError))
-        goto fail;
-    PyErr_Clear();          /* someone holds an export of it; the slot still goes back */
-    Py_XDECREF(r);
-    if (key != Py_None) {
-        PyObject *k = Py_NewRef(key);
-        int rc = PyDict_Contains(held, item);       /* held.pop(item, None) */
-        if (rc > 0)
-            rc = PyDict_DelItem(held, item);
-        if (rc >= 0)
-            rc = give_back(slots, k);
-        Py_DECREF(k);
-        if (rc < 0)
-            goto fail;
-    }
+    int rc = drop_item(inp, item);
     Py_DECREF(item);
-    if (field_set_ssize(inp, F.i_unread, unread - length) < 0)
+    if (rc < 0)
         return NULL;
     /* the buffer is empty: the next read starts afresh */
     field_set(inp, F.i_buffer, Py_NewRef(Py_None));
     field_set(inp, F.i_examined_all, Py_NewRef(Py_True));
     return field_set_ssize(inp, F.i_handed, -1) < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+/* ------------------------------------------------------------- level 2 */
+
+/* lease.give_back(keys): InputPipe._drop_tokens done here when that is what
+ * it is (every key a RingItem), else called.  0 or -1. */
+static int
+lease_give_back(PyObject *give, PyObject *keys)
+{
+    if (give != NULL && PyMethod_Check(give) && PyMethod_GET_FUNCTION(give) == fn_drop_tokens
+            && Py_IS_TYPE(PyMethod_GET_SELF(give), in_type) && PyList_CheckExact(keys)) {
+        Py_ssize_t n = PyList_GET_SIZE(keys), i;
+        for (i = 0; i < n && Py_IS_TYPE(PyList_GET_ITEM(keys, i), item_type); i++)
+            ;
+        if (i == n) {
+            PyObject *inp = Py_NewRef(PyMethod_GET_SELF(give));
+            int rc = 0;
+            Py_INCREF(keys);
+            for (i = 0; i < PyList_GET_SIZE(keys) && rc == 0; i++)
+                rc = drop_item(inp, PyList_GET_ITEM(keys, i));
+            Py_DECREF(keys);
+            Py_DECREF(inp);
+            return rc;
+        }
+    }
+    if (give == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "give_back");
+        return -1;
+    }
+    return call_ok(PyObject_CallOneArg(give, keys));
+}
+
+/* An owning sequence whose fields are what the C code expects. */
+static int
+plain_owner(SeqObject *seq)
+{
+    LeaseObject *lease = (LeaseObject *)seq->slots;
+    return seq->owns == Py_True && seq->segs != NULL && PyList_CheckExact(seq->segs)
+        && seq->offs != NULL && PyList_CheckExact(seq->offs)
+        && PyList_GET_SIZE(seq->offs) == PyList_GET_SIZE(seq->segs) + 1
+        && lease != NULL && Py_IS_TYPE((PyObject *)lease, &SlotLeaseType)
+        && lease->next != NULL && PyLong_CheckExact(lease->next)
+        && lease->held_from != NULL && PyLong_CheckExact(lease->held_from)
+        && lease->keys != NULL && PyList_CheckExact(lease->keys)
+        && PyList_GET_SIZE(lease->keys) == PyList_GET_SIZE(seq->segs);
+}
+
+/* BufferSequence.advance(n) */
+static PyObject *
+seq_advance(PyObject *self, PyObject *arg)
+{
+    SeqObject *seq = (SeqObject *)self;
+    Py_ssize_t start, stop, n, first, last, nsegs, off;
+    if (!PyLong_CheckExact(arg) || !plain_owner(seq) || seq_bounds(seq, &start, &stop) < 0
+            || seq_check_alive(seq) < 0 || (n = PyLong_AsSsize_t(arg)) < 0 || n > stop - start
+            || (first = PyLong_AsSsize_t(((LeaseObject *)seq->slots)->next)) < 0) {
+        PyErr_Clear();              /* the reference raises what is wrong */
+        return call_ref(ref_seq_advance, self, &arg, 1);
+    }
+    LeaseObject *lease = (LeaseObject *)seq->slots;
+    Py_ssize_t consumed = start + n;
+    PyObject *pc = PyLong_FromSsize_t(consumed);
+    if (pc == NULL)
+        return NULL;
+    Py_XSETREF(seq->start, pc);
+    nsegs = PyList_GET_SIZE(seq->segs);
+    last = first;
+    while (last < nsegs) {
+        off = PyLong_AsSsize_t(PyList_GET_ITEM(seq->offs, last + 1));
+        if (off == -1 && PyErr_Occurred())
+            return NULL;
+        if (off > consumed)
+            break;
+        if (PyList_SetItem(seq->segs, last, Py_NewRef(empty_view)) < 0)
+            return NULL;
+        last++;
+    }
+    if (last > first) {
+        PyObject *nx = PyLong_FromSsize_t(last);
+        PyObject *keys = PyList_GetSlice(lease->keys, first, last);
+        if (nx == NULL || keys == NULL) {
+            Py_XDECREF(nx);
+            Py_XDECREF(keys);
+            return NULL;
+        }
+        Py_XSETREF(lease->next, nx);
+        Py_XSETREF(lease->held_from, Py_NewRef(PyList_GET_ITEM(seq->offs, last)));
+        PyObject *give = Py_XNewRef(lease->give_back);
+        int rc = lease_give_back(give, keys);
+        Py_XDECREF(give);
+        Py_DECREF(keys);
+        if (rc < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* BufferSequence.release() */
+static PyObject *
+seq_release(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    SeqObject *seq = (SeqObject *)self;
+    if (!plain_owner(seq))
+        return call_ref(ref_seq_release, self, NULL, 0);
+    LeaseObject *lease = (LeaseObject *)seq->slots;
+    Py_ssize_t held_from = PyLong_AsSsize_t(lease->held_from);
+    Py_ssize_t first = PyLong_AsSsize_t(lease->next);
+    if ((held_from == -1 || first == -1) && PyErr_Occurred())
+        return NULL;
+    if (held_from == PY_SSIZE_T_MAX)
+        Py_RETURN_NONE;                         /* released already */
+    /* retire(seq) */
+    Py_ssize_t nsegs = PyList_GET_SIZE(seq->segs);
+    if (first > nsegs)
+        first = nsegs;
+    PyObject *keys = PyList_GetSlice(lease->keys, first, nsegs);
+    PyObject *nx = PyLong_FromSsize_t(nsegs);
+    if (keys == NULL || nx == NULL) {
+        Py_XDECREF(keys);
+        Py_XDECREF(nx);
+        return NULL;
+    }
+    Py_XSETREF(lease->next, nx);
+    Py_XSETREF(lease->held_from, Py_NewRef(int_released));
+    for (Py_ssize_t i = first; i < nsegs; i++) {
+        if (PyList_SetItem(seq->segs, i, Py_NewRef(empty_view)) < 0) {
+            Py_DECREF(keys);
+            return NULL;
+        }
+    }
+    int rc = 0;
+    if (PyList_GET_SIZE(keys)) {
+        PyObject *give = Py_XNewRef(lease->give_back);
+        rc = lease_give_back(give, keys);
+        Py_XDECREF(give);
+    }
+    Py_DECREF(keys);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Connection.get_sequence with InputPipe.sequence: the snapshot's items as
+ * one owning sequence. */
+static PyObject *
+c_get_sequence(PyObject *self, PyObject *snapshot)
+{
+    PyObject *owner = FIELD(self, F.owner), *inp = FIELD(self, F.in), *items, *slots;
+    Py_ssize_t head, pos, upto, count, i;
+    if (owner == NULL || !PyLong_CheckExact(owner)
+            || PyLong_AsUnsignedLong(owner) != PyThread_get_thread_ident()
+            || inp == NULL || !Py_IS_TYPE(inp, in_type) || !PyTuple_Check(snapshot)
+            || PyTuple_GET_SIZE(snapshot) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(snapshot, 0))
+            || (items = FIELD(inp, F.i_items)) == NULL || !PyList_CheckExact(items)
+            || (slots = FIELD(inp, F.i_slots)) == NULL
+            || field_ssize(inp, F.i_head, &head) || field_ssize(inp, F.i_ipos, &pos)
+            || (upto = PyLong_AsSsize_t(PyTuple_GET_ITEM(snapshot, 0))) < 0) {
+        PyErr_Clear();
+        return call_ref(ref_c_get_sequence, self, &snapshot, 1);
+    }
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    count = upto - head < n - pos ? upto - head : n - pos;
+    if (count <= 0 || pos < 0)
+        return call_ref(ref_c_get_sequence, self, &snapshot, 1);
+    int over = over_mark(inp, slots);
+    if (over != 0) {
+        if (over < 0)
+            return NULL;
+        return call_ref(ref_c_get_sequence, self, &snapshot, 1);    /* copies */
+    }
+    for (i = pos; i < pos + count; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        Py_buffer *b;
+        if (!Py_IS_TYPE(item, item_type) || FIELD(item, F.it_view) == NULL
+                || (b = plain_buffer(FIELD(item, F.it_view), 0)) == NULL || !b->readonly
+                || b->ndim != 1 || (b->format != NULL && strcmp(b->format, "B") != 0))
+            return call_ref(ref_c_get_sequence, self, &snapshot, 1);
+    }
+    PyObject *segs = PyList_New(count), *offs = PyList_New(count + 1);
+    PyObject *keys = PyList_GetSlice(items, pos, pos + count);
+    PyObject *give = PyObject_GetAttr(inp, s_drop_tokens);
+    SeqObject *seq = NULL;
+    LeaseObject *lease = NULL;
+    PyObject *zero = PyLong_FromLong(0);
+    if (segs == NULL || offs == NULL || keys == NULL || give == NULL || zero == NULL)
+        goto fail;
+    PyList_SET_ITEM(offs, 0, Py_NewRef(zero));
+    Py_ssize_t total = 0;
+    for (i = 0; i < count; i++) {
+        PyObject *view = FIELD(PyList_GET_ITEM(keys, i), F.it_view);
+        PyObject *mv = PyMemoryView_FromObject(view);     /* as _readonly_bytes_view */
+        if (mv == NULL)
+            goto fail;
+        PyList_SET_ITEM(segs, i, mv);
+        total += PyMemoryView_GET_BUFFER(mv)->len;
+        PyObject *o = PyLong_FromSsize_t(total);
+        if (o == NULL)
+            goto fail;
+        PyList_SET_ITEM(offs, i + 1, o);
+    }
+    lease = (LeaseObject *)SlotLeaseType.tp_alloc(&SlotLeaseType, 0);
+    seq = (SeqObject *)seq_type->tp_alloc(seq_type, 0);
+    if (lease == NULL || seq == NULL)
+        goto fail;
+    lease->keys = Py_NewRef(keys);
+    lease->give_back = Py_NewRef(give);
+    lease->next = Py_NewRef(zero);
+    lease->held_from = Py_NewRef(zero);
+    seq->segs = Py_NewRef(segs);
+    seq->offs = Py_NewRef(offs);
+    seq->start = Py_NewRef(zero);
+    seq->stop = PyLong_FromSsize_t(total);
+    seq->slots = Py_NewRef((PyObject *)lease);
+    seq->owns = Py_NewRef(Py_True);
+    if (seq->stop == NULL)
+        goto fail;
+    /* take() for each: the items leave the queue */
+    if (pos + count == n) {
+        if (PyList_SetSlice(items, 0, n, NULL) < 0 || field_set_ssize(inp, F.i_ipos, 0) < 0)
+            goto fail;
+    } else if (field_set_ssize(inp, F.i_ipos, pos + count) < 0) {
+        goto fail;
+    }
+    if (field_set_ssize(inp, F.i_head, head + count) < 0)
+        goto fail;
+    field_set(inp, F.i_buffer, Py_NewRef((PyObject *)seq));
+    field_set(inp, F.i_movable, Py_NewRef(Py_False));   /* the caller holds it */
+    Py_DECREF(segs);
+    Py_DECREF(offs);
+    Py_DECREF(keys);
+    Py_DECREF(give);
+    Py_DECREF(zero);
+    Py_DECREF(lease);
+    return (PyObject *)seq;
 fail:
-    Py_DECREF(item);
+    Py_XDECREF(segs);
+    Py_XDECREF(offs);
+    Py_XDECREF(keys);
+    Py_XDECREF(give);
+    Py_XDECREF(zero);
+    Py_XDECREF(lease);
+    Py_XDECREF(seq);
     return NULL;
 }
 
@@ -1195,6 +1463,16 @@ static PyMethodDef c_methods[] = {
      "Next item up to snapshot.tail, or None when the batch is drained (C fast path)."},
     {"return_ring", (PyCFunction)c_return_ring, METH_O,
      "Give item's slot back to the kernel; its view dies now (C fast path)."},
+    {"get_sequence", (PyCFunction)c_get_sequence, METH_O,
+     "Drain the items of snapshot into one owning BufferSequence (C fast path)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMethodDef seq_methods[] = {
+    {"advance", (PyCFunction)seq_advance, METH_O,
+     "Consume n bytes from the front; fully consumed slots go back (C fast path)."},
+    {"release", (PyCFunction)seq_release, METH_NOARGS,
+     "Give every slot still held back (C fast path)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1211,7 +1489,10 @@ static PyObject **in_refs[] = {&ref_i_try_read, &ref_i_advance_to};
 _Static_assert(sizeof(in_refs) / sizeof(in_refs[0]) == N_METHODS(in_methods),
                "one reference slot per InputPipe method");
 static PyObject **c_refs[] = {&ref_c_write, &ref_c_kick_send, &ref_c_on_send, &ref_c_on_recv,
-                              &ref_c_try_get_ring, &ref_c_return_ring};
+                              &ref_c_try_get_ring, &ref_c_return_ring, &ref_c_get_sequence};
+static PyObject **seq_refs[] = {&ref_seq_advance, &ref_seq_release};
+_Static_assert(sizeof(seq_refs) / sizeof(seq_refs[0]) == N_METHODS(seq_methods),
+               "one reference slot per BufferSequence method");
 _Static_assert(sizeof(pc_refs) / sizeof(pc_refs[0]) == N_METHODS(pc_methods),
                "one reference slot per ProtocolConnection method");
 _Static_assert(sizeof(c_refs) / sizeof(c_refs[0]) == N_METHODS(c_methods),
@@ -1377,6 +1658,26 @@ sp_bind_connection(PyObject *Py_UNUSED(module), PyObject *args)
         }
         return NULL;
     }
+    fn_drop_tokens = PyObject_GetAttrString((PyObject *)cls[5], "_drop_tokens");
+    if (fn_drop_tokens == NULL || !PyFunction_Check(fn_drop_tokens)
+            || install_methods(seq_type, seq_methods, seq_refs, N_METHODS(seq_methods)) < 0) {
+        if (fn_drop_tokens != NULL && !PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "InputPipe._drop_tokens is not a function");
+        Py_CLEAR(fn_drop_tokens);
+        for (int i = 0; i < N_METHODS(pc_methods); i++) {
+            (void)PyObject_SetAttrString((PyObject *)cls[0], pc_methods[i].ml_name, *pc_refs[i]);
+            Py_CLEAR(*pc_refs[i]);
+        }
+        for (int i = 0; i < N_METHODS(c_methods); i++) {
+            (void)PyObject_SetAttrString((PyObject *)base, c_methods[i].ml_name, *c_refs[i]);
+            Py_CLEAR(*c_refs[i]);
+        }
+        for (int i = 0; i < N_METHODS(in_methods); i++) {
+            (void)PyObject_SetAttrString((PyObject *)cls[5], in_methods[i].ml_name, *in_refs[i]);
+            Py_CLEAR(*in_refs[i]);
+        }
+        return NULL;
+    }
     result_type = (PyTypeObject *)Py_NewRef((PyObject *)result);
     empty_seq = Py_NewRef(empty);
     PyTypeObject **types[9] = {&conn_type, &out_type, &seg_type, &pool_type, &traffic_type,
@@ -1402,6 +1703,9 @@ sp_connection_reference(PyObject *Py_UNUSED(module), PyObject *args)
     } else if (strcmp(which, "InputPipe") == 0) {
         defs = in_methods;
         refs = in_refs;
+    } else if (strcmp(which, "BufferSequence") == 0) {
+        defs = seq_methods;
+        refs = seq_refs;
     }
     for (int i = 0; defs[i].ml_name != NULL; i++) {
         if (strcmp(defs[i].ml_name, name) == 0 && *refs[i] != NULL)

@@ -13,7 +13,9 @@ counters, errors and the close.  A second script does the same for level 1
 on a plain ``Connection``: receives, reads and ring items taken, echoed and
 returned (twice, too), sends completed, pause, resume and close; a third
 for ``PipeReader``: reads, advances in range and out, buffers used after
-they were consumed, cancel, complete and close.
+they were consumed, cancel, complete and close; a fourth for level 2:
+owning sequences taken, advanced, released, sliced, echoed, and slices used
+after their bytes went back.
 
 With ``ZERG_NO_EXTENSIONS=1`` the classes must carry the Python methods
 only, and the comparison runs in a child process with the extension.
@@ -41,10 +43,11 @@ from zerg._errors import WriteBufferFullError
 from zerg._inputpipe import InputPipe
 from zerg._protocol import Protocol
 
-REPLACED = {InputPipe: ("try_read", "advance_to"),
+REPLACED = {BufferSequence: ("advance", "release"),
+            InputPipe: ("try_read", "advance_to"),
             ProtocolConnection: ("on_recv", "write", "send_pending", "on_send"),
             Connection: ("write", "_kick_send", "on_send", "on_recv", "try_get_ring",
-                         "return_ring")}
+                         "return_ring", "get_sequence")}
 
 
 @contextlib.contextmanager
@@ -253,6 +256,70 @@ def test_c_level1_agrees_with_the_reference(script: list[tuple[str, Any]]) -> No
                 assert type(cls.__dict__[name]).__name__ == "function", (cls, name)
 
 
+level2_step = st.one_of(
+    st.tuples(st.just("recv"), st.binary(min_size=1, max_size=SLOT)),
+    st.tuples(st.just("seq"), st.none()),
+    st.tuples(st.just("advance"), st.integers(0, 3 * SLOT)),
+    st.tuples(st.just("release"), st.none()),
+    st.tuples(st.just("slice"), st.integers(0, 3 * SLOT)),
+    st.tuples(st.just("old"), st.integers(0, 10)),
+    st.tuples(st.just("echo"), st.none()),
+    st.tuples(st.just("close"), st.none()),
+)
+
+
+def play_level2(script: list[tuple[str, Any]]) -> list[Any]:
+    """Level 2 (owning BufferSequence) on a plain Connection."""
+    host = FakeHost()
+    conn = make(host)
+    trace: list[Any] = []
+    seqs: list[Any] = []
+    slices: list[Any] = []
+    for op, arg in script:
+        try:
+            if op == "recv":
+                if conn.id in host.sinks and len(host.slots.free) > 0:
+                    host.deliver(conn, arg)
+            elif op == "seq":
+                if conn.has_data or conn.is_closed:
+                    snap = host.loop.run_until_complete(conn.read())
+                    seq = conn.get_sequence(snap)
+                    seqs.append(seq)
+                    trace.append(("seq", seq.tobytes(), len(seq)))
+            elif op == "advance" and seqs:
+                seqs[-1].advance(arg)
+            elif op == "release" and seqs:
+                seqs[-1].release()
+            elif op == "slice" and seqs:
+                slices.append(seqs[-1][arg:])
+            elif op == "old" and slices:
+                trace.append(("old", slices[arg % len(slices)].tobytes()))
+            elif op == "echo" and seqs:
+                conn.write(seqs[-1])
+            elif op == "close":
+                conn.close()
+        except Exception as exc:
+            trace.append((op, "raised", type(exc).__name__, str(exc)))
+        trace.append((op, conn.slots_held, conn.pending_write_bytes, conn.is_closed,
+                      sorted(host.slots.lent), [len(q) for q in seqs[-2:]]))
+    host.close()
+    return trace
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(level2_step, max_size=40))
+def test_c_level2_agrees_with_the_reference(script: list[tuple[str, Any]]) -> None:
+    if _native.speedups is not None:
+        fast = play_level2(script)
+        with reference_methods():
+            ref = play_level2(script)
+        assert fast == ref
+    else:
+        for cls, names in REPLACED.items():
+            for name in names:
+                assert type(cls.__dict__[name]).__name__ == "function", (cls, name)
+
+
 reader_step = st.one_of(
     st.tuples(st.just("recv"), st.binary(min_size=1, max_size=SLOT)),
     st.tuples(st.just("read"), st.none()),
@@ -361,7 +428,8 @@ def test_the_comparison_runs_with_the_extension() -> None:
          f"{here}::test_c_connection_agrees_with_the_reference",
          f"{here}::test_c_level1_agrees_with_the_reference",
          f"{here}::test_c_pipereader_agrees_with_the_reference",
+         f"{here}::test_c_level2_agrees_with_the_reference",
          f"{here}::test_the_comparison_runs_with_the_extension"],
         env=env, cwd=here.parent.parent, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "4 passed" in out.stdout
+    assert "5 passed" in out.stdout
