@@ -87,7 +87,7 @@ static PyObject *ref_on_recv, *ref_write, *ref_send_pending, *ref_on_send;
 static PyObject *ref_c_write, *ref_c_kick_send, *ref_c_on_send, *ref_c_on_recv,
     *ref_c_try_get_ring, *ref_c_return_ring;
 static PyObject *ref_i_try_read, *ref_i_advance_to;
-static PyObject *ref_c_get_sequence, *ref_seq_advance, *ref_seq_release;
+static PyObject *ref_c_get_sequence, *ref_seq_advance, *ref_seq_release, *ref_seq_iter;
 static PyObject *fn_drop_tokens;    /* InputPipe._drop_tokens, the function */
 
 static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
@@ -1323,6 +1323,48 @@ seq_release(PyObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* BufferSequence.__iter__: the window's bytes as fresh memoryviews, one per
+ * segment it touches (BufferSequence._pieces(start, stop, fresh=True)). */
+static PyObject *
+seq_iter(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    SeqObject *seq = (SeqObject *)self;
+    Py_ssize_t a, b, nsegs, k;
+    if (seq->segs == NULL || !PyList_CheckExact(seq->segs) || seq->offs == NULL
+            || !PyList_CheckExact(seq->offs)
+            || PyList_GET_SIZE(seq->offs) != PyList_GET_SIZE(seq->segs) + 1
+            || seq_bounds(seq, &a, &b) < 0 || seq_check_alive(seq) < 0) {
+        PyErr_Clear();              /* the reference raises what is wrong */
+        return call_ref(ref_seq_iter, self, NULL, 0);
+    }
+    PyObject *pieces = PyList_New(0);
+    if (pieces == NULL)
+        return NULL;
+    nsegs = PyList_GET_SIZE(seq->segs);
+    for (k = 0; k < nsegs && a < b; k++) {
+        Py_ssize_t s = PyLong_AsSsize_t(PyList_GET_ITEM(seq->offs, k));
+        Py_ssize_t e = PyLong_AsSsize_t(PyList_GET_ITEM(seq->offs, k + 1));
+        if ((s == -1 || e == -1) && PyErr_Occurred())
+            goto fail;
+        if (e <= a || e == s)
+            continue;               /* before the window, or an empty segment */
+        Py_ssize_t lo = a - s, hi = (b < e ? b : e) - s;
+        PyObject *piece = PySequence_GetSlice(PyList_GET_ITEM(seq->segs, k), lo, hi);
+        if (piece == NULL || PyList_Append(pieces, piece) < 0) {
+            Py_XDECREF(piece);
+            goto fail;
+        }
+        Py_DECREF(piece);
+        a = e;
+    }
+    PyObject *it = PyObject_GetIter(pieces);
+    Py_DECREF(pieces);
+    return it;
+fail:
+    Py_DECREF(pieces);
+    return NULL;
+}
+
 /* Connection.get_sequence with InputPipe.sequence: the snapshot's items as
  * one owning sequence. */
 static PyObject *
@@ -1473,6 +1515,8 @@ static PyMethodDef seq_methods[] = {
      "Consume n bytes from the front; fully consumed slots go back (C fast path)."},
     {"release", (PyCFunction)seq_release, METH_NOARGS,
      "Give every slot still held back (C fast path)."},
+    {"__iter__", (PyCFunction)seq_iter, METH_NOARGS,
+     "The bytes as fresh memoryviews, one per segment (C fast path)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1490,7 +1534,7 @@ _Static_assert(sizeof(in_refs) / sizeof(in_refs[0]) == N_METHODS(in_methods),
                "one reference slot per InputPipe method");
 static PyObject **c_refs[] = {&ref_c_write, &ref_c_kick_send, &ref_c_on_send, &ref_c_on_recv,
                               &ref_c_try_get_ring, &ref_c_return_ring, &ref_c_get_sequence};
-static PyObject **seq_refs[] = {&ref_seq_advance, &ref_seq_release};
+static PyObject **seq_refs[] = {&ref_seq_advance, &ref_seq_release, &ref_seq_iter};
 _Static_assert(sizeof(seq_refs) / sizeof(seq_refs[0]) == N_METHODS(seq_methods),
                "one reference slot per BufferSequence method");
 _Static_assert(sizeof(pc_refs) / sizeof(pc_refs[0]) == N_METHODS(pc_methods),

@@ -43,7 +43,7 @@ from zerg._errors import WriteBufferFullError
 from zerg._inputpipe import InputPipe
 from zerg._protocol import Protocol
 
-REPLACED = {BufferSequence: ("advance", "release"),
+REPLACED = {BufferSequence: ("advance", "release", "__iter__"),
             InputPipe: ("try_read", "advance_to"),
             ProtocolConnection: ("on_recv", "write", "send_pending", "on_send"),
             Connection: ("write", "_kick_send", "on_send", "on_recv", "try_get_ring",
@@ -264,6 +264,7 @@ level2_step = st.one_of(
     st.tuples(st.just("slice"), st.integers(0, 3 * SLOT)),
     st.tuples(st.just("old"), st.integers(0, 10)),
     st.tuples(st.just("echo"), st.none()),
+    st.tuples(st.just("iter"), st.integers(0, 10)),
     st.tuples(st.just("close"), st.none()),
 )
 
@@ -296,6 +297,9 @@ def play_level2(script: list[tuple[str, Any]]) -> list[Any]:
                 trace.append(("old", slices[arg % len(slices)].tobytes()))
             elif op == "echo" and seqs:
                 conn.write(seqs[-1])
+            elif op == "iter" and (seqs or slices):
+                pick = (seqs + slices)[arg % len(seqs + slices)]
+                trace.append(("iter", [bytes(part) for part in pick]))
             elif op == "close":
                 conn.close()
         except Exception as exc:
