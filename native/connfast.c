@@ -396,30 +396,31 @@ write_fast(PyObject *self, PyObject *data, int protocol)
     return 1;
 }
 
+/* write(data): the fast path, else the reference ref. */
 static PyObject *
-pc_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+write_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, int protocol,
+            PyObject *ref)
 {
     if (nargs == 1) {
-        int r = write_fast(self, args[0], 1);
+        int r = write_fast(self, args[0], protocol);
         if (r < 0)
             return NULL;
         if (r > 0)
             Py_RETURN_NONE;
     }
-    return call_ref(ref_write, self, args, nargs);
+    return call_ref(ref, self, args, nargs);
+}
+
+static PyObject *
+pc_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return write_entry(self, args, nargs, 1, ref_write);
 }
 
 static PyObject *
 c_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs == 1) {
-        int r = write_fast(self, args[0], 0);
-        if (r < 0)
-            return NULL;
-        if (r > 0)
-            Py_RETURN_NONE;
-    }
-    return call_ref(ref_c_write, self, args, nargs);
+    return write_entry(self, args, nargs, 0, ref_c_write);
 }
 
 /* Connection._kick_send */
@@ -505,26 +506,28 @@ fail:
     return -1;
 }
 
-PyObject *
-pc_on_send(PyObject *self, PyObject *arg)
+/* on_send(res): the fast path, else the reference ref. */
+static PyObject *
+on_send_entry(PyObject *self, PyObject *arg, int protocol, PyObject *ref)
 {
-    int r = on_send_fast(self, arg, 1);
+    int r = on_send_fast(self, arg, protocol);
     if (r < 0)
         return NULL;
     if (r == 0)
-        return call_ref(ref_on_send, self, &arg, 1);
+        return call_ref(ref, self, &arg, 1);
     Py_RETURN_NONE;
+}
+
+PyObject *
+pc_on_send(PyObject *self, PyObject *arg)
+{
+    return on_send_entry(self, arg, 1, ref_on_send);
 }
 
 PyObject *
 c_on_send(PyObject *self, PyObject *arg)
 {
-    int r = on_send_fast(self, arg, 0);
-    if (r < 0)
-        return NULL;
-    if (r == 0)
-        return call_ref(ref_c_on_send, self, &arg, 1);
-    Py_RETURN_NONE;
+    return on_send_entry(self, arg, 0, ref_c_on_send);
 }
 
 
@@ -1213,6 +1216,17 @@ lease_give_back(PyObject *give, PyObject *keys)
     return call_ok(PyObject_CallOneArg(give, keys));
 }
 
+/* Hand keys (a new list, stolen) to the lease's give_back. 0 or -1. */
+static int
+give_keys(LeaseObject *lease, PyObject *keys)
+{
+    PyObject *give = Py_XNewRef(lease->give_back);     /* it may replace itself */
+    int rc = lease_give_back(give, keys);
+    Py_XDECREF(give);
+    Py_DECREF(keys);
+    return rc;
+}
+
 /* An owning sequence whose fields are what the C code expects. */
 static int
 plain_owner(SeqObject *seq)
@@ -1268,11 +1282,7 @@ seq_advance(PyObject *self, PyObject *arg)
         }
         Py_XSETREF(lease->next, nx);
         Py_XSETREF(lease->held_from, Py_NewRef(PyList_GET_ITEM(seq->offs, last)));
-        PyObject *give = Py_XNewRef(lease->give_back);
-        int rc = lease_give_back(give, keys);
-        Py_XDECREF(give);
-        Py_DECREF(keys);
-        if (rc < 0)
+        if (give_keys(lease, keys) < 0)
             return NULL;
     }
     Py_RETURN_NONE;
@@ -1311,16 +1321,11 @@ seq_release(PyObject *self, PyObject *Py_UNUSED(ignored))
             return NULL;
         }
     }
-    int rc = 0;
-    if (PyList_GET_SIZE(keys)) {
-        PyObject *give = Py_XNewRef(lease->give_back);
-        rc = lease_give_back(give, keys);
-        Py_XDECREF(give);
+    if (PyList_GET_SIZE(keys) == 0) {
+        Py_DECREF(keys);
+        Py_RETURN_NONE;
     }
-    Py_DECREF(keys);
-    if (rc < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return give_keys(lease, keys) < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 /* BufferSequence.__iter__: the window's bytes as fresh memoryviews, one per

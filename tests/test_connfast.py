@@ -25,13 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+from fastpath_check import agree, assert_methods, run_with_extension, swapped
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_core import SLOT, FakeHost, make
@@ -55,16 +52,12 @@ def reference_methods() -> Iterator[None]:
     """The Python methods back in the classes for the duration."""
     sp = _native.speedups
     assert sp is not None
-    saved = {(cls, name): cls.__dict__[name] for cls, names in REPLACED.items()
-             for name in names}
-    try:
+    with contextlib.ExitStack() as stack:
         for cls, names in REPLACED.items():
             for name in names:
-                setattr(cls, name, sp.connection_reference(cls.__name__, name))
+                stack.enter_context(
+                    swapped(cls, name, sp.connection_reference(cls.__name__, name)))
         yield
-    finally:
-        for (cls, name), method in saved.items():
-            setattr(cls, name, method)
 
 
 class Scripted(Protocol):
@@ -245,15 +238,7 @@ def play_level1(script: list[tuple[str, Any]]) -> list[Any]:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(level1_step, max_size=40))
 def test_c_level1_agrees_with_the_reference(script: list[tuple[str, Any]]) -> None:
-    if _native.speedups is not None:
-        fast = play_level1(script)
-        with reference_methods():
-            ref = play_level1(script)
-        assert fast == ref
-    else:
-        for cls, names in REPLACED.items():
-            for name in names:
-                assert type(cls.__dict__[name]).__name__ == "function", (cls, name)
+    agree(play_level1, script, reference_methods, REPLACED)
 
 
 level2_step = st.one_of(
@@ -313,15 +298,7 @@ def play_level2(script: list[tuple[str, Any]]) -> list[Any]:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(level2_step, max_size=40))
 def test_c_level2_agrees_with_the_reference(script: list[tuple[str, Any]]) -> None:
-    if _native.speedups is not None:
-        fast = play_level2(script)
-        with reference_methods():
-            ref = play_level2(script)
-        assert fast == ref
-    else:
-        for cls, names in REPLACED.items():
-            for name in names:
-                assert type(cls.__dict__[name]).__name__ == "function", (cls, name)
+    agree(play_level2, script, reference_methods, REPLACED)
 
 
 reader_step = st.one_of(
@@ -387,53 +364,18 @@ def play_reader(script: list[tuple[str, Any]]) -> list[Any]:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(reader_step, max_size=40))
 def test_c_pipereader_agrees_with_the_reference(script: list[tuple[str, Any]]) -> None:
-    if _native.speedups is not None:
-        fast = play_reader(script)
-        with reference_methods():
-            ref = play_reader(script)
-        assert fast == ref
-    else:
-        for cls, names in REPLACED.items():
-            for name in names:
-                assert type(cls.__dict__[name]).__name__ == "function", (cls, name)
-
-
-def compare(script: list[tuple[str, Any]], plan: list[tuple[int, str]]) -> None:
-    fast = play(script, plan)
-    with reference_methods():
-        ref = play(script, plan)
-    assert fast == ref
+    agree(play_reader, script, reference_methods, REPLACED)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(step, max_size=40), plans)
 def test_c_connection_agrees_with_the_reference(script: list[tuple[str, Any]],
                                                 plan: list[tuple[int, str]]) -> None:
-    if _native.speedups is not None:
-        compare(script, plan)
-    else:
-        # The reference runs: no C method in the classes.
-        for cls, names in REPLACED.items():
-            for name in names:
-                assert type(cls.__dict__[name]).__name__ == "function", (cls, name)
+    agree(lambda s: play(*s), (script, plan), reference_methods, REPLACED)
 
 
 def test_the_comparison_runs_with_the_extension() -> None:
-    """Under ZERG_NO_EXTENSIONS=1 the comparison above runs in a child with it."""
-    if _native.speedups is not None:
-        for cls, names in REPLACED.items():
-            for name in names:
-                assert type(cls.__dict__[name]).__name__ == "method_descriptor", (cls, name)
-        return
-    env = dict(os.environ, ZERG_NO_EXTENSIONS="")
-    here = Path(__file__).resolve()
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         f"{here}::test_c_connection_agrees_with_the_reference",
-         f"{here}::test_c_level1_agrees_with_the_reference",
-         f"{here}::test_c_pipereader_agrees_with_the_reference",
-         f"{here}::test_c_level2_agrees_with_the_reference",
-         f"{here}::test_the_comparison_runs_with_the_extension"],
-        env=env, cwd=here.parent.parent, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "5 passed" in out.stdout
+    """Under ZERG_NO_EXTENSIONS=1 the comparisons above run in a child with it."""
+    assert_methods(REPLACED)
+    if _native.speedups is None:
+        run_with_extension(__file__, passed=5)

@@ -18,14 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from fastpath_check import agree, assert_methods, run_with_extension, swapped
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,15 +37,11 @@ var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="-")
 @contextlib.contextmanager
 def reference_methods() -> Iterator[None]:
     """asyncio's methods back (the classes inherit them again) for the duration."""
-    saved = {(cls, name): cls.__dict__[name] for cls, names in REPLACED.items()
-             for name in names}
-    try:
-        for cls, name in saved:
-            delattr(cls, name)
+    with contextlib.ExitStack() as stack:
+        for cls, names in REPLACED.items():
+            for name in names:
+                stack.enter_context(swapped(cls, name, None))
         yield
-    finally:
-        for (cls, name), method in saved.items():
-            setattr(cls, name, method)
 
 
 step = st.tuples(st.sampled_from(["soon", "soon", "ctx", "raise", "cancel", "chain", "future"]),
@@ -106,15 +99,7 @@ def play(script: list[tuple[str, int]]) -> list[Any]:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(step, max_size=25))
 def test_c_scheduling_agrees_with_asyncio(script: list[tuple[str, int]]) -> None:
-    if _native.speedups is None:
-        for cls, names in REPLACED.items():     # the reference runs: asyncio's methods
-            for name in names:
-                assert name not in cls.__dict__, (cls, name)
-        return
-    fast = play(script)
-    with reference_methods():
-        ref = play(script)
-    assert fast == ref
+    agree(play, script, reference_methods, REPLACED)
 
 
 def test_closed_loop_and_debug_mode_take_asyncios_path() -> None:
@@ -135,15 +120,6 @@ def test_closed_loop_and_debug_mode_take_asyncios_path() -> None:
 
 def test_the_comparison_runs_with_the_extension() -> None:
     """Under ZERG_NO_EXTENSIONS=1 the comparison above runs in a child with it."""
-    if _native.speedups is not None:
-        for cls, names in REPLACED.items():
-            for name in names:
-                assert type(cls.__dict__[name]).__name__ == "method_descriptor", (cls, name)
-        return
-    env = dict(os.environ, ZERG_NO_EXTENSIONS="")
-    here = Path(__file__).resolve()
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here)],
-        env=env, cwd=here.parent.parent, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "3 passed" in out.stdout
+    assert_methods(REPLACED)
+    if _native.speedups is None:
+        run_with_extension(__file__, passed=3)
