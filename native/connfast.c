@@ -1687,44 +1687,39 @@ sp_bind_connection(PyObject *Py_UNUSED(module), PyObject *args)
         if (slot_offset(cls[field_specs[i].cls], field_specs[i].name, field_specs[i].off) < 0)
             return NULL;
     }
-    if (install_methods(cls[0], pc_methods, pc_refs, N_METHODS(pc_methods)) < 0)
-        return NULL;
-    if (install_methods(base, c_methods, c_refs, N_METHODS(c_methods)) < 0) {
-        for (int i = 0; i < N_METHODS(pc_methods); i++) {
-            (void)PyObject_SetAttrString((PyObject *)cls[0], pc_methods[i].ml_name, *pc_refs[i]);
-            Py_CLEAR(*pc_refs[i]);
-        }
-        return NULL;
-    }
-    if (install_methods(cls[5], in_methods, in_refs, N_METHODS(in_methods)) < 0) {
-        for (int i = 0; i < N_METHODS(pc_methods); i++) {
-            (void)PyObject_SetAttrString((PyObject *)cls[0], pc_methods[i].ml_name, *pc_refs[i]);
-            Py_CLEAR(*pc_refs[i]);
-        }
-        for (int i = 0; i < N_METHODS(c_methods); i++) {
-            (void)PyObject_SetAttrString((PyObject *)base, c_methods[i].ml_name, *c_refs[i]);
-            Py_CLEAR(*c_refs[i]);
-        }
-        return NULL;
-    }
     fn_drop_tokens = PyObject_GetAttrString((PyObject *)cls[5], "_drop_tokens");
-    if (fn_drop_tokens == NULL || !PyFunction_Check(fn_drop_tokens)
-            || install_methods(seq_type, seq_methods, seq_refs, N_METHODS(seq_methods)) < 0) {
-        if (fn_drop_tokens != NULL && !PyErr_Occurred())
+    if (fn_drop_tokens == NULL || !PyFunction_Check(fn_drop_tokens)) {
+        if (fn_drop_tokens != NULL)
             PyErr_SetString(PyExc_TypeError, "InputPipe._drop_tokens is not a function");
         Py_CLEAR(fn_drop_tokens);
-        for (int i = 0; i < N_METHODS(pc_methods); i++) {
-            (void)PyObject_SetAttrString((PyObject *)cls[0], pc_methods[i].ml_name, *pc_refs[i]);
-            Py_CLEAR(*pc_refs[i]);
+        return NULL;
+    }
+    struct {
+        PyTypeObject *cls;
+        PyMethodDef *defs;
+        PyObject ***refs;
+        int n;
+    } groups[] = {
+        {cls[0], pc_methods, pc_refs, N_METHODS(pc_methods)},
+        {base, c_methods, c_refs, N_METHODS(c_methods)},
+        {cls[5], in_methods, in_refs, N_METHODS(in_methods)},
+        {seq_type, seq_methods, seq_refs, N_METHODS(seq_methods)},
+    };
+    int ngroups = (int)(sizeof(groups) / sizeof(groups[0]));
+    for (int g = 0; g < ngroups; g++) {
+        if (install_methods(groups[g].cls, groups[g].defs, groups[g].refs, groups[g].n) == 0)
+            continue;
+        PyObject *exc = fetch_exception();
+        while (g-- > 0) {           /* all or nothing: put the references back */
+            for (int i = 0; i < groups[g].n; i++) {
+                (void)PyObject_SetAttrString((PyObject *)groups[g].cls, groups[g].defs[i].ml_name,
+                                             *groups[g].refs[i]);
+                Py_CLEAR(*groups[g].refs[i]);
+            }
         }
-        for (int i = 0; i < N_METHODS(c_methods); i++) {
-            (void)PyObject_SetAttrString((PyObject *)base, c_methods[i].ml_name, *c_refs[i]);
-            Py_CLEAR(*c_refs[i]);
-        }
-        for (int i = 0; i < N_METHODS(in_methods); i++) {
-            (void)PyObject_SetAttrString((PyObject *)cls[5], in_methods[i].ml_name, *in_refs[i]);
-            Py_CLEAR(*in_refs[i]);
-        }
+        Py_CLEAR(fn_drop_tokens);
+        if (exc != NULL)
+            restore_exception(exc);
         return NULL;
     }
     result_type = (PyTypeObject *)Py_NewRef((PyObject *)result);

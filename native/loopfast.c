@@ -244,10 +244,13 @@ sp_bind_loop(PyObject *Py_UNUSED(module), PyObject *args)
     if (install_methods(loop, loop_methods, loop_refs, N_METHODS(loop_methods)) < 0)
         return NULL;
     if (install_methods(handle, handle_methods, handle_refs, N_METHODS(handle_methods)) < 0) {
+        PyObject *exc = fetch_exception();
         for (int i = 0; i < N_METHODS(loop_methods); i++) {
             (void)PyObject_DelAttrString((PyObject *)loop, loop_methods[i].ml_name);
             Py_CLEAR(*loop_refs[i]);
         }
+        if (exc != NULL)
+            restore_exception(exc);
         return NULL;
     }
     loop_type = (PyTypeObject *)Py_NewRef((PyObject *)loop);

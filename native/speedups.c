@@ -620,6 +620,16 @@ fetch_exception(void)
 #endif
 }
 
+void
+restore_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
 static int
 handle_failure(DispatcherObject *self, unsigned i)
 {

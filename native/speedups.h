@@ -79,6 +79,8 @@ int seq_drop_single(SeqObject *self);
 /* The exception being raised, normalized, with its traceback; the error
  * indicator is cleared.  NULL if none. */
 PyObject *fetch_exception(void);
+/* Raise exc again (a reference from fetch_exception, stolen). */
+void restore_exception(PyObject *exc);
 
 /* Fields of Python classes with __slots__, by offset (connfast.c). */
 #define FIELD(o, off) (*(PyObject **)((char *)(o) + (off)))
