@@ -28,6 +28,7 @@ import errno
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from fastpath_check import agree, assert_methods, run_with_extension, swapped
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -374,8 +375,34 @@ def test_c_connection_agrees_with_the_reference(script: list[tuple[str, Any]],
     agree(lambda s: play(*s), (script, plan), reference_methods, REPLACED)
 
 
+def test_binding_again_changes_nothing_and_other_classes_are_refused() -> None:
+    """bind_connection runs once per process (zerg._connection's import)."""
+    assert_methods(REPLACED)
+    sp = _native.speedups
+    if sp is None:
+        return                  # nothing is bound here; the child run checks this
+    from zerg._connection import ProtocolConnection as PC
+    from zerg._inputpipe import EMPTY_SEQ, ReadResult, RingItem
+    from zerg._outputpipe import OutputPipe
+    from zerg._ring import Ring, RingSubmitter
+    from zerg._seam import Traffic
+    from zerg._slab import SlabPool, WriteSegment
+
+    args = [Connection, PC, OutputPipe, WriteSegment, SlabPool, Traffic, InputPipe,
+            RingSubmitter, Ring, RingItem, ReadResult, EMPTY_SEQ]
+    before = {name: PC.__dict__[name] for name in REPLACED[PC]}
+    sp.bind_connection(*args)
+    assert {name: PC.__dict__[name] for name in REPLACED[PC]} == before
+
+    class Other(PC):
+        __slots__ = ()
+
+    with pytest.raises(RuntimeError, match="already bound"):
+        sp.bind_connection(Connection, Other, *args[2:])
+
+
 def test_the_comparison_runs_with_the_extension() -> None:
     """Under ZERG_NO_EXTENSIONS=1 the comparisons above run in a child with it."""
     assert_methods(REPLACED)
     if _native.speedups is None:
-        run_with_extension(__file__, passed=5)
+        run_with_extension(__file__, passed=6)
