@@ -91,7 +91,7 @@ static PyObject *ref_c_get_sequence, *ref_seq_advance, *ref_seq_release, *ref_se
 static PyObject *fn_drop_tokens;    /* InputPipe._drop_tokens, the function */
 
 static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
-    *s_maybe_resume_protocol, *s_maybe_finish, *s_kick_send, *s_new_segment,
+    *s_maybe_resume_protocol, *s_maybe_finish, *s_new_segment,
     *s_wake_flushers, *s_check, *s_now, *s_view, *s_give_back, *s_send_what, *s_sends,
     *s_bytes_out, *s_done, *s_set_result, *s_pause, *s_maybe_resume, *s_move_off, *s_release,
     *s_max_read_buffer, *s_max_held_slots, *s_out, *s_drop_tokens, *s_pull;
@@ -1776,7 +1776,7 @@ connfast_init(PyObject *module)
         {&s_failed, "_failed"}, {&s_settle, "_settle"}, {&s_pause_writing, "_pause_writing"},
         {&s_maybe_resume_writing, "_maybe_resume_writing"},
         {&s_maybe_resume_protocol, "_maybe_resume_protocol"},
-        {&s_maybe_finish, "_maybe_finish"}, {&s_kick_send, "_kick_send"},
+        {&s_maybe_finish, "_maybe_finish"},
         {&s_new_segment, "_new_segment"}, {&s_wake_flushers, "_wake_flushers"},
         {&s_check, "check"}, {&s_now, "now"}, {&s_view, "view"}, {&s_give_back, "give_back"},
         {&s_send_what, "send"}, {&s_sends, "sends"}, {&s_bytes_out, "bytes_out"},

@@ -186,13 +186,9 @@ class Connection:
             return _new_tuple(RingSnapshot, (tail, False))
         if inp.ended or self._state != OPEN or self._stopping:
             return _new_tuple(RingSnapshot, (inp.tail, True))
-        if self._in.paused:
+        if inp.paused:
             self._maybe_resume()
-        # As InputPipe.arm_waiter, less its relief (nothing is untaken here).
-        if inp.waiter is not None:
-            raise RuntimeError("read() called while another read() is waiting on this connection")
-        fut = self._loop.create_future()
-        inp.waiter = fut
+        fut = inp.arm_waiter()
         try:
             await fut
         finally:
