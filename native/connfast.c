@@ -78,7 +78,8 @@ static struct {
     Py_ssize_t i_slots, i_plain, i_held, i_items, i_ipos, i_head, i_tail, i_unread, i_waiter,
         i_opts, i_mark, it_key, it_live, it_bid, it_length, it_view;
     /* InputPipe, PipeReader's side */
-    Py_ssize_t i_completed, i_handed, i_cancel, i_ended, i_buffer, i_movable, i_examined_all;
+    Py_ssize_t i_completed, i_handed, i_cancel, i_ended, i_buffer, i_movable, i_examined_all,
+        i_loop;
 } F;
 
 /* The replaced Python methods: the reference paths (ref_c_*: Connection's,
@@ -86,7 +87,7 @@ static struct {
 static PyObject *ref_on_recv, *ref_write, *ref_send_pending, *ref_on_send;
 static PyObject *ref_c_write, *ref_c_kick_send, *ref_c_on_send, *ref_c_on_recv,
     *ref_c_try_get_ring, *ref_c_return_ring;
-static PyObject *ref_i_try_read, *ref_i_advance_to;
+static PyObject *ref_i_try_read, *ref_i_advance_to, *ref_i_arm_waiter;
 static PyObject *ref_c_get_sequence, *ref_seq_advance, *ref_seq_release, *ref_seq_iter;
 static PyObject *fn_drop_tokens;    /* InputPipe._drop_tokens, the function */
 
@@ -94,7 +95,8 @@ static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
     *s_maybe_resume_protocol, *s_maybe_finish, *s_new_segment,
     *s_wake_flushers, *s_check, *s_now, *s_view, *s_give_back, *s_send_what, *s_sends,
     *s_bytes_out, *s_done, *s_set_result, *s_pause, *s_maybe_resume, *s_move_off, *s_release,
-    *s_max_read_buffer, *s_max_held_slots, *s_out, *s_drop_tokens, *s_pull;
+    *s_max_read_buffer, *s_max_held_slots, *s_out, *s_drop_tokens, *s_pull, *s_create_future,
+    *s_relieve;
 
 /* Call a reference function with self first. */
 static PyObject *
@@ -1078,6 +1080,24 @@ in_try_read(PyObject *inp, PyObject *arg)
     return res;
 }
 
+/* InputPipe.arm_waiter(): the future a waiting read awaits. */
+static PyObject *
+in_arm_waiter(PyObject *inp, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *loop = FIELD(inp, F.i_loop);
+    if (FIELD(inp, F.i_waiter) != Py_None || loop == NULL)
+        return call_ref(ref_i_arm_waiter, inp, NULL, 0);    /* raises what is wrong */
+    PyObject *fut = PyObject_CallMethodNoArgs(loop, s_create_future);
+    if (fut == NULL)
+        return NULL;
+    field_set(inp, F.i_waiter, Py_NewRef(fut));
+    if (FIELD(inp, F.i_paused) == Py_True && call_method(inp, s_relieve, NULL, NULL) < 0) {
+        Py_DECREF(fut);
+        return NULL;
+    }
+    return fut;
+}
+
 /* InputPipe._drop(item): the application is done with item; its view dies
  * and its slot goes back (unless it was moved off the ring).  0 or -1. */
 static int
@@ -1530,11 +1550,13 @@ static PyMethodDef in_methods[] = {
      "Like read but never waits: None when it would have to (C fast path)."},
     {"advance_to", (PyCFunction)(void (*)(void))in_advance_to, METH_FASTCALL,
      "Consume bytes of the last buffer (C fast path)."},
+    {"arm_waiter", (PyCFunction)in_arm_waiter, METH_NOARGS,
+     "The future a read waits on (C fast path)."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyObject **pc_refs[] = {&ref_on_recv, &ref_write, &ref_send_pending, &ref_on_send};
-static PyObject **in_refs[] = {&ref_i_try_read, &ref_i_advance_to};
+static PyObject **in_refs[] = {&ref_i_try_read, &ref_i_advance_to, &ref_i_arm_waiter};
 _Static_assert(sizeof(in_refs) / sizeof(in_refs[0]) == N_METHODS(in_methods),
                "one reference slot per InputPipe method");
 static PyObject **c_refs[] = {&ref_c_write, &ref_c_kick_send, &ref_c_on_send, &ref_c_on_recv,
@@ -1622,7 +1644,7 @@ static const struct field_spec field_specs[] = {
     {8, "length", &F.it_length}, {8, "view", &F.it_view},
     {5, "completed", &F.i_completed}, {5, "_handed", &F.i_handed}, {5, "_cancel", &F.i_cancel},
     {5, "ended", &F.i_ended}, {5, "buffer", &F.i_buffer}, {5, "buffer_movable", &F.i_movable},
-    {5, "_examined_all", &F.i_examined_all},
+    {5, "_examined_all", &F.i_examined_all}, {5, "_loop", &F.i_loop},
 };
 
 int
@@ -1785,6 +1807,7 @@ connfast_init(PyObject *module)
         {&s_release, "release"}, {&s_max_read_buffer, "max_read_buffer"},
         {&s_max_held_slots, "max_held_slots"}, {&s_out, "out"},
         {&s_drop_tokens, "_drop_tokens"}, {&s_pull, "_pull"},
+        {&s_create_future, "create_future"}, {&s_relieve, "relieve"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].s);

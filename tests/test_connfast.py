@@ -23,6 +23,7 @@ only, and the comparison runs in a child process with the extension.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 from collections.abc import Iterator
@@ -42,7 +43,7 @@ from zerg._inputpipe import InputPipe
 from zerg._protocol import Protocol
 
 REPLACED = {BufferSequence: ("advance", "release", "__iter__"),
-            InputPipe: ("try_read", "advance_to"),
+            InputPipe: ("try_read", "advance_to", "arm_waiter"),
             ProtocolConnection: ("on_recv", "write", "send_pending", "on_send"),
             Connection: ("write", "_kick_send", "on_send", "on_recv", "try_get_ring",
                          "return_ring", "get_sequence")}
@@ -176,6 +177,7 @@ async def _tick() -> None:
 level1_step = st.one_of(
     st.tuples(st.just("recv"), st.binary(min_size=1, max_size=SLOT)),
     st.tuples(st.just("take"), st.none()),
+    st.tuples(st.just("wait"), st.binary(min_size=1, max_size=SLOT)),
     st.tuples(st.just("return"), st.integers(0, 20)),
     st.tuples(st.just("return-again"), st.integers(0, 20)),
     st.tuples(st.just("echo"), st.integers(0, 20)),
@@ -207,6 +209,20 @@ def play_level1(script: list[tuple[str, Any]]) -> list[Any]:
                     while (item := conn.try_get_ring(snap)) is not None:
                         trace.append(("item", item.buffer_id >= 0, item.view.tobytes()))
                         taken.append(item)
+            elif op == "wait" and not conn.has_data and not conn.is_closed:
+                # read() waits (arm_waiter); a second read() meanwhile is refused;
+                # the bytes arrive and wake it.
+                first = host.loop.create_task(conn.read())
+                host.loop.run_until_complete(asyncio.sleep(0))
+                second = host.loop.create_task(conn.read())
+                host.loop.run_until_complete(asyncio.sleep(0))
+                trace.append(("second", type(second.exception()).__name__))
+                if conn.id in host.sinks and len(host.slots.free) > 0:
+                    host.deliver(conn, arg)
+                else:
+                    conn.close()
+                snap = host.loop.run_until_complete(first)
+                trace.append(("woken", snap.tail, snap.is_closed))
             elif op == "return" and taken:
                 item = taken.pop(arg % len(taken))
                 conn.return_ring(item)

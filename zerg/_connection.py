@@ -1090,7 +1090,7 @@ if speedups is not None:
     # The common case of ProtocolConnection's on_recv (with _deliver), write,
     # send_pending and on_send, and of Connection's write, _kick_send, on_send,
     # on_recv (with InputPipe.push), try_get_ring and return_ring, and of
-    # InputPipe's try_read and advance_to (PipeReader), in C
+    # InputPipe's try_read, advance_to and arm_waiter (PipeReader), in C
     # (native/connfast.c), working on these classes' __slots__; the methods
     # stay the reference and every rare path's code.
     speedups.bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment,
