@@ -123,51 +123,94 @@ plans = st.lists(st.tuples(st.integers(0, 2 * SLOT),
                                             "words"])), max_size=20)
 
 
+class Player:
+    """One scripted run through the sans-IO seam: each ``(op, arg)`` goes to
+    the method ``op_<op>`` (dashes as underscores); what it raises is
+    recorded, then the state a user can see (``state``)."""
+
+    def __init__(self, host: FakeHost, conn: Connection) -> None:
+        self.host = host
+        self.conn = conn
+        self.trace: list[Any] = []
+        self.wire = bytearray()
+
+    def run(self, script: list[tuple[str, Any]]) -> list[Any]:
+        for op, arg in script:
+            step = getattr(self, "op_" + op.replace("-", "_"))    # an unknown op fails here
+            try:
+                step(arg)
+            except Exception as exc:
+                self.trace.append((op, "raised", type(exc).__name__, str(exc)))
+            self.trace.append((op, *self.state()))
+        self.trace.append(("wire", bytes(self.wire)))
+        self.trace.extend(self.final())
+        self.host.close()
+        return self.trace
+
+    def state(self) -> tuple[Any, ...]:
+        conn, host = self.conn, self.host
+        return (conn.pending_write_bytes, conn.slots_held, conn.bytes_in, conn.bytes_out,
+                conn.is_closed, host.traffic.sends, host.traffic.bytes_out,
+                len(host.submitter.sends), sorted(host.slots.lent))
+
+    def final(self) -> list[Any]:
+        return []
+
+    # -- the kernel and the peer
+    def op_recv(self, data: bytes) -> None:
+        if self.conn.id in self.host.sinks and len(self.host.slots.free) > 0:
+            self.host.deliver(self.conn, data)
+
+    def op_complete(self, take: int | None) -> None:
+        if self.host.submitter.sends:
+            self.wire += self.host.complete_send(self.conn, take)
+
+    # -- the application
+    def op_pause(self, _: None) -> None:
+        self.conn.pause_reading()
+
+    def op_resume(self, _: None) -> None:
+        self.conn.resume_reading()
+        self.host.loop.run_until_complete(_tick())
+
+    def op_close(self, _: None) -> None:
+        self.conn.close()
+
+
+class ProtocolPlayer(Player):
+    """The Protocol path: ``Scripted`` consumes and answers as its plan says."""
+
+    def __init__(self, plan: list[tuple[int, str]]) -> None:
+        host = FakeHost(max_write_buffer=2048)
+        self.proto = Scripted(list(plan))
+        super().__init__(host, make(host, ProtocolConnection, self.proto))
+        self.conn.set_write_buffer_limits(high=1024)
+
+    def final(self) -> list[Any]:
+        host = self.host
+        return [("proto", self.proto.trace),
+                ("failures", [type(e).__name__ for e in host.failures]),
+                ("pool", host.pool.segments_in_use)]
+
+    def op_pump(self, _: None) -> None:
+        for sink in self.host.dirty:
+            sink.send_pending()
+        self.host.dirty.clear()
+
+    def op_fail_send(self, res: int) -> None:
+        if self.host.submitter.sends:
+            self.host.submitter.sends.pop(0)
+            self.conn.on_send(res)
+
+    def op_write(self, data: bytes) -> None:
+        self.conn.write(data)
+
+    def op_abort(self, _: None) -> None:
+        self.conn.abort()
+
+
 def play(script: list[tuple[str, Any]], plan: list[tuple[int, str]]) -> list[Any]:
-    host = FakeHost(max_write_buffer=2048)
-    proto = Scripted(list(plan))
-    conn = make(host, ProtocolConnection, proto)
-    conn.set_write_buffer_limits(high=1024)
-    trace: list[Any] = []
-    wire = bytearray()
-    for op, arg in script:
-        try:
-            if op == "recv":
-                if conn.id in host.sinks and len(host.slots.free) > 0:
-                    host.deliver(conn, arg)
-            elif op == "pump":
-                for sink in host.dirty:
-                    sink.send_pending()
-                host.dirty.clear()
-            elif op == "complete":
-                if host.submitter.sends:
-                    wire += host.complete_send(conn, arg)
-            elif op == "fail-send":
-                if host.submitter.sends:
-                    host.submitter.sends.pop(0)
-                    conn.on_send(arg)
-            elif op == "write":
-                conn.write(arg)
-            elif op == "pause":
-                conn.pause_reading()
-            elif op == "resume":
-                conn.resume_reading()
-                host.loop.run_until_complete(_tick())
-            elif op == "close":
-                conn.close()
-            elif op == "abort":
-                conn.abort()
-        except Exception as exc:
-            trace.append((op, "raised", type(exc).__name__, str(exc)))
-        trace.append((op, conn.pending_write_bytes, conn.slots_held, conn.bytes_in,
-                      conn.bytes_out, conn.is_closed, host.traffic.sends,
-                      host.traffic.bytes_out, len(host.submitter.sends)))
-    trace.append(("wire", bytes(wire)))
-    trace.append(("proto", proto.trace))
-    trace.append(("failures", [type(e).__name__ for e in host.failures]))
-    trace.append(("lent", sorted(host.slots.lent), host.pool.segments_in_use))
-    host.close()
-    return trace
+    return ProtocolPlayer(plan).run(script)
 
 
 async def _tick() -> None:
@@ -189,67 +232,65 @@ level1_step = st.one_of(
 )
 
 
+class Level1Player(Player):
+    """Level 1 (ring items) on a plain Connection."""
+
+    def __init__(self) -> None:
+        host = FakeHost(max_write_buffer=2048)
+        super().__init__(host, make(host))
+        self.taken: list[Any] = []
+        self.returned: list[Any] = []
+
+    def state(self) -> tuple[Any, ...]:
+        return (*super().state(), self.conn.has_data)
+
+    def op_take(self, _: None) -> None:
+        conn = self.conn
+        if conn.has_data or conn.is_closed:
+            snap = self.host.loop.run_until_complete(conn.read())
+            self.trace.append(("snap", snap.tail, snap.is_closed))
+            while (item := conn.try_get_ring(snap)) is not None:
+                self.trace.append(("item", item.buffer_id >= 0, item.view.tobytes()))
+                self.taken.append(item)
+
+    def op_wait(self, data: bytes) -> None:
+        """read() waits (arm_waiter); a second read() meanwhile is refused;
+        the bytes arrive and wake it."""
+        conn, loop = self.conn, self.host.loop
+        if conn.has_data or conn.is_closed:
+            return
+        first = loop.create_task(conn.read())
+        loop.run_until_complete(asyncio.sleep(0))
+        second = loop.create_task(conn.read())
+        loop.run_until_complete(asyncio.sleep(0))
+        self.trace.append(("second", type(second.exception()).__name__))
+        if conn.id in self.host.sinks and len(self.host.slots.free) > 0:
+            self.host.deliver(conn, data)
+        else:
+            conn.close()
+        snap = loop.run_until_complete(first)
+        self.trace.append(("woken", snap.tail, snap.is_closed))
+
+    def op_return(self, k: int) -> None:
+        if self.taken:
+            item = self.taken.pop(k % len(self.taken))
+            self.conn.return_ring(item)
+            self.returned.append(item)
+
+    def op_return_again(self, k: int) -> None:
+        if self.returned:
+            self.conn.return_ring(self.returned[k % len(self.returned)])
+
+    def op_echo(self, k: int) -> None:
+        if self.taken:
+            self.conn.write(self.taken[k % len(self.taken)].view)
+
+    def op_flush(self, _: None) -> None:
+        self.conn.flush_nowait()
+
+
 def play_level1(script: list[tuple[str, Any]]) -> list[Any]:
-    """Level 1 (ring items) on a plain Connection, with the same scripted kernel."""
-    host = FakeHost(max_write_buffer=2048)
-    conn = make(host)
-    trace: list[Any] = []
-    wire = bytearray()
-    taken: list[Any] = []
-    returned: list[Any] = []
-    for op, arg in script:
-        try:
-            if op == "recv":
-                if conn.id in host.sinks and len(host.slots.free) > 0:
-                    host.deliver(conn, arg)
-            elif op == "take":
-                if conn.has_data or conn.is_closed:
-                    snap = host.loop.run_until_complete(conn.read())
-                    trace.append(("snap", snap.tail, snap.is_closed))
-                    while (item := conn.try_get_ring(snap)) is not None:
-                        trace.append(("item", item.buffer_id >= 0, item.view.tobytes()))
-                        taken.append(item)
-            elif op == "wait" and not conn.has_data and not conn.is_closed:
-                # read() waits (arm_waiter); a second read() meanwhile is refused;
-                # the bytes arrive and wake it.
-                first = host.loop.create_task(conn.read())
-                host.loop.run_until_complete(asyncio.sleep(0))
-                second = host.loop.create_task(conn.read())
-                host.loop.run_until_complete(asyncio.sleep(0))
-                trace.append(("second", type(second.exception()).__name__))
-                if conn.id in host.sinks and len(host.slots.free) > 0:
-                    host.deliver(conn, arg)
-                else:
-                    conn.close()
-                snap = host.loop.run_until_complete(first)
-                trace.append(("woken", snap.tail, snap.is_closed))
-            elif op == "return" and taken:
-                item = taken.pop(arg % len(taken))
-                conn.return_ring(item)
-                returned.append(item)
-            elif op == "return-again" and returned:
-                conn.return_ring(returned[arg % len(returned)])
-            elif op == "echo" and taken:
-                conn.write(taken[arg % len(taken)].view)
-            elif op == "flush":
-                conn.flush_nowait()
-            elif op == "complete":
-                if host.submitter.sends:
-                    wire += host.complete_send(conn, arg)
-            elif op == "pause":
-                conn.pause_reading()
-            elif op == "resume":
-                conn.resume_reading()
-            elif op == "close":
-                conn.close()
-        except Exception as exc:
-            trace.append((op, "raised", type(exc).__name__, str(exc)))
-        trace.append((op, conn.pending_write_bytes, conn.slots_held, conn.bytes_in,
-                      conn.bytes_out, conn.is_closed, conn.has_data, host.traffic.sends,
-                      len(host.submitter.sends), sorted(host.slots.lent)))
-    trace.append(("wire", bytes(wire)))
-    host.close()
-    return trace
+    return Level1Player().run(script)
 
 
 @settings(max_examples=300, deadline=None)
@@ -271,45 +312,54 @@ level2_step = st.one_of(
 )
 
 
-def play_level2(script: list[tuple[str, Any]]) -> list[Any]:
+class Level2Player(Player):
     """Level 2 (owning BufferSequence) on a plain Connection."""
-    host = FakeHost()
-    conn = make(host)
-    trace: list[Any] = []
-    seqs: list[Any] = []
-    slices: list[Any] = []
-    for op, arg in script:
-        try:
-            if op == "recv":
-                if conn.id in host.sinks and len(host.slots.free) > 0:
-                    host.deliver(conn, arg)
-            elif op == "seq":
-                if conn.has_data or conn.is_closed:
-                    snap = host.loop.run_until_complete(conn.read())
-                    seq = conn.get_sequence(snap)
-                    seqs.append(seq)
-                    trace.append(("seq", seq.tobytes(), len(seq)))
-            elif op == "advance" and seqs:
-                seqs[-1].advance(arg)
-            elif op == "release" and seqs:
-                seqs[-1].release()
-            elif op == "slice" and seqs:
-                slices.append(seqs[-1][arg:])
-            elif op == "old" and slices:
-                trace.append(("old", slices[arg % len(slices)].tobytes()))
-            elif op == "echo" and seqs:
-                conn.write(seqs[-1])
-            elif op == "iter" and (seqs or slices):
-                pick = (seqs + slices)[arg % len(seqs + slices)]
-                trace.append(("iter", [bytes(part) for part in pick]))
-            elif op == "close":
-                conn.close()
-        except Exception as exc:
-            trace.append((op, "raised", type(exc).__name__, str(exc)))
-        trace.append((op, conn.slots_held, conn.pending_write_bytes, conn.is_closed,
-                      sorted(host.slots.lent), [len(q) for q in seqs[-2:]]))
-    host.close()
-    return trace
+
+    def __init__(self) -> None:
+        host = FakeHost()
+        super().__init__(host, make(host))
+        self.seqs: list[Any] = []
+        self.slices: list[Any] = []
+
+    def state(self) -> tuple[Any, ...]:
+        return (*super().state(), [len(q) for q in self.seqs[-2:]])
+
+    def op_seq(self, _: None) -> None:
+        conn = self.conn
+        if conn.has_data or conn.is_closed:
+            snap = self.host.loop.run_until_complete(conn.read())
+            seq = conn.get_sequence(snap)
+            self.seqs.append(seq)
+            self.trace.append(("seq", seq.tobytes(), len(seq)))
+
+    def op_advance(self, n: int) -> None:
+        if self.seqs:
+            self.seqs[-1].advance(n)
+
+    def op_release(self, _: None) -> None:
+        if self.seqs:
+            self.seqs[-1].release()
+
+    def op_slice(self, start: int) -> None:
+        if self.seqs:
+            self.slices.append(self.seqs[-1][start:])
+
+    def op_old(self, k: int) -> None:
+        if self.slices:
+            self.trace.append(("old", self.slices[k % len(self.slices)].tobytes()))
+
+    def op_echo(self, _: None) -> None:
+        if self.seqs:
+            self.conn.write(self.seqs[-1])
+
+    def op_iter(self, k: int) -> None:
+        both = self.seqs + self.slices
+        if both:
+            self.trace.append(("iter", [bytes(part) for part in both[k % len(both)]]))
+
+
+def play_level2(script: list[tuple[str, Any]]) -> list[Any]:
+    return Level2Player().run(script)
 
 
 @settings(max_examples=300, deadline=None)
@@ -327,55 +377,51 @@ reader_step = st.one_of(
     st.tuples(st.just("cancel"), st.none()),
     st.tuples(st.just("pause"), st.none()),
     st.tuples(st.just("resume"), st.none()),
-    st.tuples(st.just("complete"), st.none()),
+    st.tuples(st.just("reader-complete"), st.none()),
     st.tuples(st.just("close"), st.none()),
 )
 
 
-def play_reader(script: list[tuple[str, Any]]) -> list[Any]:
+class ReaderPlayer(Player):
     """PipeReader on a plain Connection: reads, advances (in range and out),
-    windows used after they were consumed, cancel, complete, close."""
-    from zerg.adapters import PipeReader
+    buffers used after they were consumed, cancel, complete, close."""
 
-    host = FakeHost()
-    conn = make(host)
-    reader = PipeReader(conn)
-    trace: list[Any] = []
-    results: list[Any] = []
-    for op, arg in script:
-        try:
-            if op == "recv":
-                if conn.id in host.sinks and len(host.slots.free) > 0:
-                    host.deliver(conn, arg)
-            elif op == "read":
-                res = reader.try_read()
-                if res is not None:
-                    results.append(res)
-                    trace.append(("result", res.buffer.tobytes(), res.is_completed,
-                                  res.is_canceled))
-            elif op == "advance":
-                reader.advance_to(*arg)
-            elif op == "advance-all" and results:
-                n = len(results[-1].buffer)
-                reader.advance_to(n, n)
-            elif op == "old" and results:
-                trace.append(("old", results[arg % len(results)].buffer.tobytes()))
-            elif op == "cancel":
-                reader.cancel_pending_read()
-            elif op == "pause":
-                conn.pause_reading()
-            elif op == "resume":
-                conn.resume_reading()
-            elif op == "complete":
-                reader.complete()
-            elif op == "close":
-                conn.close()
-        except Exception as exc:
-            trace.append((op, "raised", type(exc).__name__, str(exc)))
-        trace.append((op, conn.slots_held, conn.bytes_in, conn.is_closed,
-                      sorted(host.slots.lent)))
-    host.close()
-    return trace
+    def __init__(self) -> None:
+        from zerg.adapters import PipeReader
+
+        host = FakeHost()
+        super().__init__(host, make(host))
+        self.reader = PipeReader(self.conn)
+        self.results: list[Any] = []
+
+    def op_read(self, _: None) -> None:
+        res = self.reader.try_read()
+        if res is not None:
+            self.results.append(res)
+            self.trace.append(("result", res.buffer.tobytes(), res.is_completed,
+                               res.is_canceled))
+
+    def op_advance(self, arg: tuple[int, int]) -> None:
+        self.reader.advance_to(*arg)
+
+    def op_advance_all(self, _: None) -> None:
+        if self.results:
+            n = len(self.results[-1].buffer)
+            self.reader.advance_to(n, n)
+
+    def op_old(self, k: int) -> None:
+        if self.results:
+            self.trace.append(("old", self.results[k % len(self.results)].buffer.tobytes()))
+
+    def op_cancel(self, _: None) -> None:
+        self.reader.cancel_pending_read()
+
+    def op_reader_complete(self, _: None) -> None:
+        self.reader.complete()
+
+
+def play_reader(script: list[tuple[str, Any]]) -> list[Any]:
+    return ReaderPlayer().run(script)
 
 
 @settings(max_examples=300, deadline=None)
