@@ -400,6 +400,8 @@ typedef struct {
     unsigned *flags;
     unsigned short *bid;
     unsigned long long cqes;
+    PyObject **slot_keys;       /* the int of each slot key, made once (plain slots) */
+    unsigned nslot_keys;
 } DispatcherObject;
 
 static PyObject *str_on_recv, *str_on_recv_end, *str_on_send;
@@ -438,6 +440,15 @@ Dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->res = PyMem_Calloc(batch, sizeof(int));
     self->flags = PyMem_Calloc(batch, sizeof(unsigned));
     self->bid = PyMem_Calloc(batch, sizeof(unsigned short));
+    if (!((RecvSlotsObject *)slots)->incremental) {
+        /* Keys are slot ids: their ints are made once, not per message. */
+        self->nslot_keys = ((RecvSlotsObject *)slots)->total;
+        self->slot_keys = PyMem_Calloc(self->nslot_keys, sizeof(PyObject *));
+        if (self->slot_keys == NULL) {
+            Py_DECREF(self);
+            return PyErr_NoMemory();
+        }
+    }
     if (!self->op || !self->key || !self->res || !self->flags || !self->bid) {
         Py_DECREF(self);
         return PyErr_NoMemory();
@@ -481,6 +492,11 @@ Dispatcher_dealloc(DispatcherObject *self)
     PyMem_Free(self->res);
     PyMem_Free(self->flags);
     PyMem_Free(self->bid);
+    if (self->slot_keys != NULL) {
+        for (unsigned i = 0; i < self->nslot_keys; i++)
+            Py_XDECREF(self->slot_keys[i]);
+        PyMem_Free(self->slot_keys);
+    }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -523,7 +539,14 @@ dispatch_one(DispatcherObject *self, unsigned i)
                     if (slots_give_back_key((RecvSlotsObject *)self->slots, slot_key) < 0)
                         goto done_sink;
                 } else {
-                    pk = PyLong_FromUnsignedLong(slot_key);
+                    if (slot_key < self->nslot_keys) {
+                        PyObject **cached = &self->slot_keys[slot_key];
+                        if (*cached == NULL)
+                            *cached = PyLong_FromUnsignedLong(slot_key);
+                        pk = Py_XNewRef(*cached);
+                    } else {
+                        pk = PyLong_FromUnsignedLong(slot_key);
+                    }
                     pres = PyLong_FromLong(res);
                     if (pk == NULL || pres == NULL)
                         goto done_sink;
