@@ -753,6 +753,9 @@ attr_ssize(PyObject *o, PyObject *name, Py_ssize_t *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+static int drop_item(PyObject *inp, PyObject *item);
+static int over_mark(PyObject *inp, PyObject *slots);
+
 /* Connection.on_recv with InputPipe.push: a RingItem for the slot, held,
  * queued, and the waiting read woken. */
 PyObject *
@@ -839,13 +842,12 @@ static PyObject *
 c_try_get_ring(PyObject *self, PyObject *snapshot)
 {
     PyObject *inp = FIELD(self, F.in), *items, *slots;
-    Py_ssize_t head, pos, mark, upto;
+    Py_ssize_t head, pos, upto;
     if (inp == NULL || !Py_IS_TYPE(inp, in_type) || !PyTuple_Check(snapshot)
             || PyTuple_GET_SIZE(snapshot) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(snapshot, 0))
             || (items = FIELD(inp, F.i_items)) == NULL || !PyList_CheckExact(items)
             || (slots = FIELD(inp, F.i_slots)) == NULL
-            || field_ssize(inp, F.i_head, &head) || field_ssize(inp, F.i_ipos, &pos)
-            || field_ssize(inp, F.i_mark, &mark))
+            || field_ssize(inp, F.i_head, &head) || field_ssize(inp, F.i_ipos, &pos))
         return call_ref(ref_c_try_get_ring, self, &snapshot, 1);
     upto = PyLong_AsSsize_t(PyTuple_GET_ITEM(snapshot, 0));
     if (upto == -1 && PyErr_Occurred())
@@ -865,16 +867,8 @@ c_try_get_ring(PyObject *self, PyObject *snapshot)
     if (field_set_ssize(inp, F.i_ipos, pos) < 0 || field_set_ssize(inp, F.i_head, head + 1) < 0)
         goto fail;
     if (FIELD(item, F.it_key) != NULL && FIELD(item, F.it_key) != Py_None) {
-        long long out;
-        if (Py_IS_TYPE(slots, &RecvSlotsType)) {
-            out = ((RecvSlotsObject *)slots)->out;
-        } else {
-            Py_ssize_t v;
-            if (attr_ssize(slots, s_out, &v) < 0)
-                goto fail;
-            out = v;
-        }
-        if (out > (long long)mark && call_method(inp, s_move_off, item, NULL) < 0)
+        int over = over_mark(inp, slots);
+        if (over < 0 || (over && call_method(inp, s_move_off, item, NULL) < 0))
             goto fail;      /* the ring is nearly all held: hand out a copy */
     }
     return item;
@@ -888,7 +882,7 @@ static PyObject *
 c_return_ring(PyObject *self, PyObject *item)
 {
     PyObject *owner = FIELD(self, F.owner), *inp = FIELD(self, F.in), *held, *key, *view;
-    Py_ssize_t unread, length;
+    Py_ssize_t unread, length;     /* checked to be ints here; drop_item uses them */
     if (owner == NULL || !PyLong_CheckExact(owner) || PyLong_AsUnsignedLong(owner)
                 != PyThread_get_thread_ident()
             || inp == NULL || !Py_IS_TYPE(inp, in_type) || !Py_IS_TYPE(item, item_type)
@@ -906,23 +900,7 @@ c_return_ring(PyObject *self, PyObject *item)
         return NULL;
     if (!has)
         return call_ref(ref_c_return_ring, self, &item, 1);
-    Py_INCREF(item);
-    if (PyDict_DelItem(held, item) < 0 || give_back(FIELD(inp, F.i_slots), key) < 0) {
-        Py_DECREF(item);
-        return NULL;
-    }
-    field_set(item, F.it_live, Py_NewRef(Py_False));
-    PyObject *r = PyObject_CallMethodNoArgs(view, s_release);
-    if (r == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_BufferError)) {
-            Py_DECREF(item);
-            return NULL;
-        }
-        PyErr_Clear();      /* someone holds an export of it; the slot still goes back */
-    }
-    Py_XDECREF(r);
-    Py_DECREF(item);
-    if (field_set_ssize(inp, F.i_unread, unread - length) < 0)
+    if (drop_item(inp, item) < 0)       /* InputPipe.give_back_item's drop */
         return NULL;
     if (FIELD(inp, F.i_paused) == Py_True && call_method(self, s_maybe_resume, NULL, NULL) < 0)
         return NULL;
@@ -1044,17 +1022,9 @@ in_try_read(PyObject *inp, PyObject *arg)
     if (buf != NULL && buf != Py_None) {
         if (!PyObject_TypeCheck(buf, &SequenceCoreType))
             return call_ref(ref_i_try_read, inp, &arg, 1);   /* not reached in practice */
-        SeqObject *src = (SeqObject *)buf;
-        SeqObject *w = (SeqObject *)Py_TYPE(src)->tp_alloc(Py_TYPE(src), 0);
-        if (w == NULL)
+        view = seq_window((SeqObject *)buf);
+        if (view == NULL)
             return NULL;
-        w->segs = Py_XNewRef(src->segs);
-        w->offs = Py_XNewRef(src->offs);
-        w->start = Py_XNewRef(src->start);
-        w->stop = Py_XNewRef(src->stop);
-        w->slots = Py_XNewRef(src->slots);
-        w->owns = Py_NewRef(Py_False);
-        view = (PyObject *)w;
     } else {
         view = Py_NewRef(empty_seq);
     }
@@ -1149,7 +1119,6 @@ in_advance_to(PyObject *inp, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t handed, consumed, examined, start, stop, unread, length;
     PyObject *buf = FIELD(inp, F.i_buffer), *held = FIELD(inp, F.i_held);
-    (void)unread;
     PyObject *slots = FIELD(inp, F.i_slots);
     if (nargs < 1 || nargs > 2 || !PyLong_CheckExact(args[0])
             || (nargs == 2 && args[1] != Py_None && !PyLong_CheckExact(args[1]))
@@ -1448,21 +1417,7 @@ c_get_sequence(PyObject *self, PyObject *snapshot)
             goto fail;
         PyList_SET_ITEM(offs, i + 1, o);
     }
-    lease = (LeaseObject *)SlotLeaseType.tp_alloc(&SlotLeaseType, 0);
-    seq = (SeqObject *)seq_type->tp_alloc(seq_type, 0);
-    if (lease == NULL || seq == NULL)
-        goto fail;
-    lease->keys = Py_NewRef(keys);
-    lease->give_back = Py_NewRef(give);
-    lease->next = Py_NewRef(zero);
-    lease->held_from = Py_NewRef(zero);
-    seq->segs = Py_NewRef(segs);
-    seq->offs = Py_NewRef(offs);
-    seq->start = Py_NewRef(zero);
-    seq->stop = PyLong_FromSsize_t(total);
-    seq->slots = Py_NewRef((PyObject *)lease);
-    seq->owns = Py_NewRef(Py_True);
-    if (seq->stop == NULL)
+    if (seq_new_owning(segs, offs, keys, give, &seq, &lease) < 0)
         goto fail;
     /* take() for each: the items leave the queue */
     if (pos + count == n) {

@@ -1019,61 +1019,64 @@ new_seq(PyTypeObject *tp)
     return (SeqObject *)tp->tp_alloc(tp, 0);
 }
 
+int
+seq_new_owning(PyObject *segs, PyObject *offs, PyObject *keys, PyObject *give_back,
+               SeqObject **seq_out, LeaseObject **lease_out)
+{
+    if (seq_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_sequence() was not called");
+        return -1;
+    }
+    Py_ssize_t nsegs = PyList_GET_SIZE(segs);
+    LeaseObject *lease = (LeaseObject *)SlotLeaseType.tp_alloc(&SlotLeaseType, 0);
+    SeqObject *seq = new_seq(seq_type);
+    PyObject *zero = PyLong_FromLong(0);
+    if (lease == NULL || seq == NULL || zero == NULL) {
+        Py_XDECREF(lease);
+        Py_XDECREF(seq);
+        Py_XDECREF(zero);
+        return -1;
+    }
+    lease->keys = Py_NewRef(keys);
+    lease->give_back = Py_NewRef(give_back);
+    lease->next = Py_NewRef(zero);
+    lease->held_from = Py_NewRef(zero);
+    seq->segs = Py_NewRef(segs);
+    seq->offs = Py_NewRef(offs);
+    seq->start = zero;
+    seq->stop = Py_NewRef(PyList_GET_ITEM(offs, nsegs));
+    seq->slots = Py_NewRef((PyObject *)lease);
+    seq->owns = Py_NewRef(Py_True);
+    *seq_out = seq;
+    *lease_out = lease;
+    return 0;
+}
+
 /* The owning sequence of one receive slot and its lease (view: read-only,
  * format 'B', 1-D): 0 and two new references, or -1 with an exception. */
 int
 seq_make_single(PyObject *view, PyObject *key, PyObject *give_back, SeqObject **seq_out,
                 LeaseObject **lease_out)
 {
-    if (seq_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "bind_sequence() was not called");
-        return -1;
-    }
     Py_ssize_t n = PyObject_Length(view);
     if (n < 0)
         return -1;
-    LeaseObject *lease = (LeaseObject *)SlotLeaseType.tp_alloc(&SlotLeaseType, 0);
-    if (lease == NULL)
-        return -1;
-    lease->give_back = Py_NewRef(give_back);
-    lease->next = PyLong_FromLong(0);
-    lease->held_from = PyLong_FromLong(0);
-    if (lease->next == NULL || lease->held_from == NULL)
-        goto fail_lease;
-    lease->keys = PyList_New(1);
-    if (lease->keys == NULL)
-        goto fail_lease;
-    PyList_SET_ITEM(lease->keys, 0, Py_NewRef(key));
-    SeqObject *seq = new_seq(seq_type);
-    if (seq == NULL)
-        goto fail_lease;
-    seq->segs = PyList_New(1);
-    if (seq->segs == NULL)
-        goto fail_seq;
-    PyList_SET_ITEM(seq->segs, 0, Py_NewRef(view));
-    seq->offs = PyList_New(2);
-    if (seq->offs == NULL)
-        goto fail_seq;
+    PyObject *segs = PyList_New(1), *offs = PyList_New(2), *keys = PyList_New(1);
     PyObject *zero = PyLong_FromSsize_t(0), *end = PyLong_FromSsize_t(n);
-    if (zero == NULL || end == NULL) {
-        Py_XDECREF(zero);
-        Py_XDECREF(end);
-        goto fail_seq;
+    int rc = -1;
+    if (segs != NULL && offs != NULL && keys != NULL && zero != NULL && end != NULL) {
+        PyList_SET_ITEM(segs, 0, Py_NewRef(view));
+        PyList_SET_ITEM(offs, 0, Py_NewRef(zero));
+        PyList_SET_ITEM(offs, 1, Py_NewRef(end));
+        PyList_SET_ITEM(keys, 0, Py_NewRef(key));
+        rc = seq_new_owning(segs, offs, keys, give_back, seq_out, lease_out);
     }
-    PyList_SET_ITEM(seq->offs, 0, zero);
-    PyList_SET_ITEM(seq->offs, 1, end);
-    seq->start = Py_NewRef(zero);
-    seq->stop = Py_NewRef(end);
-    seq->slots = Py_NewRef((PyObject *)lease);
-    seq->owns = Py_NewRef(Py_True);
-    *seq_out = seq;
-    *lease_out = lease;
-    return 0;
-fail_seq:
-    Py_DECREF(seq);
-fail_lease:
-    Py_DECREF(lease);
-    return -1;
+    Py_XDECREF(segs);
+    Py_XDECREF(offs);
+    Py_XDECREF(keys);
+    Py_XDECREF(zero);
+    Py_XDECREF(end);
+    return rc;
 }
 
 /* leased_single(view, key, give_back) -> (seq, lease). */
@@ -1157,13 +1160,9 @@ sp_drop_single(PyObject *Py_UNUSED(module), PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* window(seq): seq[:] without the slice arithmetic (no validity check). */
-static PyObject *
-sp_window(PyObject *Py_UNUSED(module), PyObject *arg)
+PyObject *
+seq_window(SeqObject *src)
 {
-    if (check_seq(arg) < 0)
-        return NULL;
-    SeqObject *src = (SeqObject *)arg;
     SeqObject *view = new_seq(Py_TYPE(src));
     if (view == NULL)
         return NULL;
@@ -1174,6 +1173,15 @@ sp_window(PyObject *Py_UNUSED(module), PyObject *arg)
     view->slots = Py_XNewRef(src->slots);
     view->owns = Py_NewRef(Py_False);
     return (PyObject *)view;
+}
+
+/* window(seq): seq[:] without the slice arithmetic (no validity check). */
+static PyObject *
+sp_window(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    if (check_seq(arg) < 0)
+        return NULL;
+    return seq_window((SeqObject *)arg);
 }
 
 /* ---------------------------------------------------- allocation count */

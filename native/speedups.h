@@ -72,9 +72,16 @@ int slots_give_back_key(RecvSlotsObject *self, unsigned long key);
 /* BufferSequence */
 int seq_bounds(SeqObject *self, Py_ssize_t *a, Py_ssize_t *b);
 int seq_check_alive(SeqObject *self);
+/* The owning sequence over segs (offs: their chain offsets, one more than
+ * segs; keys: where each lives) and its lease: 0 and two new references, or
+ * -1 with an exception.  The lists are shared, not copied. */
+int seq_new_owning(PyObject *segs, PyObject *offs, PyObject *keys, PyObject *give_back,
+                   SeqObject **seq, LeaseObject **lease);
 int seq_make_single(PyObject *view, PyObject *key, PyObject *give_back, SeqObject **seq,
                     LeaseObject **lease);
 int seq_drop_single(SeqObject *self);
+/* seq[:] sharing seq's chain and lease, not owning (no validity check). */
+PyObject *seq_window(SeqObject *src);
 
 /* The exception being raised, normalized, with its traceback; the error
  * indicator is cleared.  NULL if none. */
