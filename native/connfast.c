@@ -1097,10 +1097,12 @@ drop_item(PyObject *inp, PyObject *item)
     else
         rc = -1;
     if (rc == 0 && key != Py_None) {
-        rc = PyDict_Contains(held, item);           /* held.pop(item, None) */
-        if (rc > 0)
-            rc = PyDict_DelItem(held, item);
-        if (rc >= 0)
+        rc = PyDict_DelItem(held, item);            /* held.pop(item, None): one lookup */
+        if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
+            PyErr_Clear();
+            rc = 0;
+        }
+        if (rc == 0)
             rc = give_back(slots, key);
     }
     if (rc >= 0)
