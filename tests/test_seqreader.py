@@ -34,6 +34,7 @@ class Model:
 
     def run(self, op: str, arg: Any) -> Any:
         d, p = self.data, self.pos
+        op = {"bytes_to": "to", "bytes": "exact"}.get(op, op)  # the copying forms
         if op == "advance":
             n = min(arg, len(d) - p)
             self.pos += n
@@ -97,6 +98,10 @@ def real(r: SequenceReader, op: str, arg: Any) -> Any:
     if op == "exact":
         got = r.try_read_exact(arg)
         return None if got is None else got.tobytes()
+    if op == "bytes_to":
+        return r.try_read_bytes_to(arg[0], advance_past=arg[1])
+    if op == "bytes":
+        return r.try_read_bytes(arg)
     if op == "int":
         return r.try_read_int(arg[0], arg[1], signed=arg[2])
     if op == "byte":
@@ -113,6 +118,8 @@ ops = st.lists(st.one_of(
     st.tuples(st.just("is_next"), st.tuples(needles, st.booleans())),
     st.tuples(st.just("to"), st.tuples(needles, st.booleans())),
     st.tuples(st.just("exact"), st.integers(0, 12)),
+    st.tuples(st.just("bytes_to"), st.tuples(needles, st.booleans())),
+    st.tuples(st.just("bytes"), st.integers(0, 12)),
     st.tuples(st.just("int"), st.tuples(st.integers(1, 9), st.sampled_from(["big", "little"]),
                                         st.booleans())),
     st.tuples(st.just("byte"), st.none()),

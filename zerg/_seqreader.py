@@ -8,8 +8,10 @@ unless rewound, and reads that either succeed whole or leave the position
 where it was.
 
 Operations: ``consumed``/``remaining``/``end``; ``advance``/``rewind``;
-``is_next``; ``try_read_to``/``try_read_exact``/``try_read_int``/
-``try_read_byte``; ``skip``.  Every ``try_*`` returns None when the bytes it
+``is_next``; ``try_read_to``/``try_read_exact`` (zero-copy slices) and their copying
+forms ``try_read_bytes_to``/``try_read_bytes`` (one ``bytes``, cheaper than a
+slice for a short token the parser keeps); ``try_read_int``/``try_read_byte``;
+``skip``.  Every ``try_*`` returns None when the bytes it
 needs have not all arrived yet, and then leaves the position unchanged.
 ``examined`` is the furthest offset any operation looked at: pass
 ``(reader.consumed, reader.examined)`` to ``PipeReader.advance_to`` so the
@@ -148,6 +150,19 @@ class SequenceReader:
         piece = seq[pos:i]
         self._pos = i + len(delim) if advance_past else i
         return piece
+
+    def try_read_bytes_to(self, delimiter: BytesLike, advance_past: bool = True) -> bytes | None:
+        """``try_read_to`` for short tokens a parser keeps (a length line, a
+        key, a header name): the bytes before the delimiter as one ``bytes``
+        copy instead of a view.  None when no delimiter has arrived yet."""
+        piece = self.try_read_to(delimiter, advance_past)
+        return None if piece is None else piece.tobytes()
+
+    def try_read_bytes(self, n: int) -> bytes | None:
+        """``try_read_exact`` as one ``bytes`` copy (for short values a parser
+        keeps), or None if fewer than ``n`` bytes arrived."""
+        piece = self.try_read_exact(n)
+        return None if piece is None else piece.tobytes()
 
     def try_read_exact(self, n: int) -> BufferSequence | None:
         """The next ``n`` bytes (a zero-copy slice), or None if fewer arrived."""
