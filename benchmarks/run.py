@@ -62,7 +62,7 @@ READY_TIMEOUT: Final = 30.0
 NOISY: Final = 0.25         # other processes' CPUs (of the pinned two) that make a run noisy
 STOP_TIMEOUT: Final = 5.0
 
-Kind = Literal["echo", "http", "idle"]
+Kind = Literal["echo", "http", "idle", "resp"]
 Json = dict[str, Any]
 
 
@@ -76,7 +76,7 @@ class Server:
 
     name: str
     label: str
-    protocol: Literal["echo", "http"]
+    protocol: Literal["echo", "http", "resp"]
     argv: tuple[str, ...]
     c_source: Path | None = None        # built into bin/ first
     probe: str | None = None            # Python code that must exit 0, else skip
@@ -86,7 +86,7 @@ class Server:
 
     @property
     def zerg(self) -> bool:
-        return self.name.startswith(("zerg_", "http_zerg"))
+        return self.name.startswith(("zerg_", "http_zerg", "resp_zerg"))
 
 
 def _py(script: Path) -> tuple[str, ...]:
@@ -160,6 +160,14 @@ SERVERS: Final[tuple[Server, ...]] = (
     Server("http_granian", "granian RSGI, 1 runtime thread", "http",
            _py(SERVERS_DIR / "http_granian.py"), probe="import granian.server.embed",
            skip_note="granian not installed (pip install -e '.[bench]')"),
+    # ---- RESP (Redis protocol): examples/resp.py beside redis-server itself.
+    Server("resp_zerg", "zerg examples/resp.py", "resp", _py(ROOT / "examples" / "resp.py")),
+    Server("resp_zerg_py", "zerg examples/resp.py" + _REF, "resp",
+           _py_reference(ROOT / "examples" / "resp.py")),
+    Server("resp_redis", "redis-server (C, one thread)", "resp",
+           _py(SERVERS_DIR / "resp_redis.py"), probe="import shutil, sys; "
+           "sys.exit(shutil.which('redis-server') is None)",
+           skip_note="redis-server not installed (apt install redis-server)"),
 )
 BY_NAME: Final[dict[str, Server]] = {s.name: s for s in SERVERS}     # + the @base twins
 
@@ -201,6 +209,10 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
              100, 16, 0, baseline="http_uvloop", reference=None),
     Scenario("H2", "http", "HTTP/1.1 plaintext (wrk), 100 connections, no pipelining",
              100, 1, 0, baseline="http_uvloop", reference=None),
+    Scenario("R1", "resp", "RESP GET+SET (redis-benchmark), 50 connections, pipelined 16",
+             50, 16, 3, baseline="resp_redis", reference=None),
+    Scenario("R2", "resp", "RESP GET+SET (redis-benchmark), 50 connections, no pipelining",
+             50, 1, 3, baseline="resp_redis", reference=None),
     Scenario("C1", "idle", "10,000 idle connections: server RSS per connection",
              10_000, 1, 64),
 )
@@ -210,13 +222,14 @@ BY_SCENARIO: Final = {s.name: s for s in SCENARIOS}
 METRIC: Final[dict[Kind, tuple[str, bool]]] = {
     "echo": ("msgs_per_s", True),
     "http": ("msgs_per_s", True),
+    "resp": ("msgs_per_s", True),
     "idle": ("rss_per_conn_bytes", False),
 }
 
 
 def servers_for(sc: Scenario) -> list[Server]:
     """The scenario's servers, each @base twin right after its original."""
-    proto = "http" if sc.kind == "http" else "echo"
+    proto = sc.kind if sc.kind in ("http", "resp") else "echo"
     twins = (BY_NAME.get(s.name + bl.SUFFIX) for s in SERVERS)
     return [x for s, t in zip(SERVERS, twins, strict=True) if s.protocol == proto
             for x in (s, t) if x is not None]
@@ -431,8 +444,52 @@ def measure_http(sc: Scenario, srv: RunningServer, st: Settings) -> Json:
     return data
 
 
+_RB_CSV: Final = re.compile(r'^"(\w+)","([\d.]+)"', re.M)
+
+
+def _redis_benchmark(sc: Scenario, port: int, requests: int, st: Settings) -> dict[str, float]:
+    """One redis-benchmark run of GET and SET; requests/s of each test."""
+    argv = _pinned(st.client_cpu, [
+        "redis-benchmark", "-h", HOST, "-p", str(port), "-t", "get,set", "-c", str(sc.conns),
+        "-P", str(sc.depth), "-d", str(sc.size), "-n", str(requests), "--csv",
+    ])
+    res = subprocess.run(argv, capture_output=True, timeout=300, check=False, cwd=ROOT)
+    out = res.stdout.decode(errors="replace")
+    rps = {m.group(1).lower(): float(m.group(2)) for m in _RB_CSV.finditer(out)}
+    if res.returncode != 0 or set(rps) != {"get", "set"}:
+        raise RuntimeError(f"redis-benchmark exit {res.returncode}: {out[-300:]!r} "
+                           f"{res.stderr.decode(errors='replace')[-300:]!r}")
+    return rps
+
+
+def measure_resp(sc: Scenario, srv: RunningServer, st: Settings) -> Json:
+    """redis-benchmark has no duration option: a warm-up run sizes the measured one."""
+    warm = _redis_benchmark(sc, srv.port, 20_000, st)
+    per_test = max(10_000, int(min(warm.values()) * st.duration / 2))
+    t0, c0 = time.monotonic(), _cpu_ticks(srv.pid)
+    rps = _redis_benchmark(sc, srv.port, per_test, st)
+    t1, c1 = time.monotonic(), _cpu_ticks(srv.pid)
+    reqs = 2 * per_test
+    busy = sum(per_test / r for r in rps.values())      # seconds spent in the two tests
+    data: Json = {
+        "mode": "resp", "conns": sc.conns, "pipeline": sc.depth, "duration_s": busy,
+        "msgs": reqs, "msgs_per_s": reqs / busy, "get_per_s": rps["get"],
+        "set_per_s": rps["set"], "errors": 0,
+    }
+    if c0 is not None and c1 is not None:
+        tck = os.sysconf("SC_CLK_TCK")
+        user, sys_ = (c1[0] - c0[0]) / tck, (c1[1] - c0[1]) / tck
+        data.update({
+            "server_cpu_user_s": user, "server_cpu_sys_s": sys_,
+            "server_cpu_util": (user + sys_) / (t1 - t0),
+            "cpu_us_per_msg": {"user": user * 1e6 / reqs, "sys": sys_ * 1e6 / reqs,
+                               "total": (user + sys_) * 1e6 / reqs},
+        })
+    return data
+
+
 MEASURE: Final[dict[Kind, Callable[[Scenario, RunningServer, Settings], Json]]] = {
-    "echo": measure_echo, "http": measure_http, "idle": measure_idle,
+    "echo": measure_echo, "http": measure_http, "idle": measure_idle, "resp": measure_resp,
 }
 
 
@@ -727,7 +784,7 @@ def table(sc: Scenario, summary: Json, names: list[str], skipped: dict[str, str]
                   f"vs {base} | vs C server | errors |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     else:
-        unit = "req" if sc.kind == "http" else "msg"
+        unit = "req" if sc.kind in ("http", "resp") else "msg"
         lines += [f"| server | {unit}s/s | MB/s | p50 µs | p99 µs | CPU µs/{unit} (user+sys) | "
                   f"vs {base} | vs C server | server CPU | other load | errors |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -749,8 +806,8 @@ def table(sc: Scenario, summary: Json, names: list[str], skipped: dict[str, str]
         else:
             cpu = (f"{m['cpu_us_per_msg_total']:.2f} ({m['cpu_us_per_msg_user']:.2f}+"
                    f"{m['cpu_us_per_msg_sys']:.2f})" if "cpu_us_per_msg_total" in m else "—")
-            p50 = None if sc.kind == "http" else m.get("p50_us")
-            p99 = None if sc.kind == "http" else m.get("p99_us")
+            p50 = None if sc.kind in ("http", "resp") else m.get("p50_us")
+            p99 = None if sc.kind in ("http", "resp") else m.get("p99_us")
             lines.append(f"| {label} | {_fmt(m.get('msgs_per_s'))} | "
                          f"{_fmt(m.get('mb_per_s'), '.1f')} | {_fmt(p50)} | {_fmt(p99)} | {cpu} | "
                          f"{_fmt(rb, '.2f')}{'x' if rb is not None else ''} | "
@@ -767,6 +824,10 @@ def table(sc: Scenario, summary: Json, names: list[str], skipped: dict[str, str]
         lines.append("Latency: not reported (wrk's latency under pipelining is per batch and "
                      "unreliable; throughput and CPU per request are the measures of both "
                      "HTTP scenarios). No C peer: the C server speaks only echo.")
+    if sc.kind == "resp":
+        lines.append("redis-benchmark runs GET, then SET (3-byte values), the same number of "
+                     "each; req/s is both over the time of both. No latency: redis-benchmark's "
+                     "is per pipelined batch.")
     if sc.kind == "idle":
         lines.append("Lower is better: ratios are this server's bytes per connection over the "
                      "peer's. Each connection did one 64 B echo round trip, then stayed idle.")
