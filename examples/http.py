@@ -27,10 +27,10 @@ connections); a connection that receives nothing for ``--idle-timeout`` seconds
 (an idle keep-alive connection, a stalled body) is closed by the engine
 (``ReactorConfig.idle_timeout_s``; 0 disables it).
 
-The parser (``parse_request``) works on any ``zerg.BufferSequence``: it finds
-the end of the header block across segment boundaries without copying, never
-rescans bytes it already examined, copies only the bounded header block to
-split it, and hands the body on as a zero-copy slice.
+The parser (``parse_request``) reads a ``zerg.SequenceReader`` over the
+``PipeReader`` buffer: one ``try_read_bytes_to(b"\\n")`` per header line (across
+segment boundaries, copying only that line), and the body as a zero-copy slice
+(``try_read_exact``).
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ _TARGET = re.compile(rb"[\x21-\x7e]+")
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
 _DIGITS = re.compile(rb"[0-9]{1,19}")
 _CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")    # control characters, HTAB excepted
-_head_end: Final = re.compile(rb"\n\r?\n").search    # bound once, like those below
-_token: Final = _TOKEN.fullmatch      # bound once: called for every field
+_token: Final = _TOKEN.fullmatch      # bound once: called for every field, like those below
 _ctl: Final = _CTL.search
 _digits: Final = _DIGITS.fullmatch
 _CONTENT_LENGTH, _HOST, _CONNECTION, _TRANSFER_ENCODING = range(4)
@@ -81,10 +80,10 @@ class Request:
     headers: list[tuple[bytes, bytes]]
     body: zerg.BufferSequence
     keep_alive: bool
-    size: int                   # bytes of the whole request in the buffer
 
 
 _NO_BODY: Final = zerg.BufferSequence()    # shared by every request without a body
+NEED_HEAD: Final = 0    # parse_request: the header section has not all arrived
 
 
 class HttpError(Exception):
@@ -93,58 +92,37 @@ class HttpError(Exception):
         self.status = status
 
 
-def parse_request(buf: zerg.BufferSequence, pos: int, scanned: int,
-                  view: memoryview | None = None) -> Request | int:
-    """Parse the request starting at ``pos``.
+def _incomplete(sr: zerg.SequenceReader, start: int) -> int:
+    """The header section ends beyond the bytes: 431 if it is already too long, else
+    NEED_HEAD with ``sr`` back at the request's start."""
+    if sr.consumed + sr.remaining - start > MAX_HEADER + 2:
+        raise HttpError(431, "header block too large")
+    sr.rewind(sr.consumed - start)
+    return NEED_HEAD
 
-    Returns the ``Request``, or, when it is incomplete, how many bytes from
-    ``pos`` were examined (pass it back as ``scanned`` so nothing is rescanned):
-    all of them (``len(buf) - pos``) while the header section is incomplete,
-    fewer once only the body is missing.
-    Raises ``HttpError`` for a request that must be refused.
 
-    ``view``: ``buf.first`` when ``buf.is_single_segment`` (the caller asks
-    once per read, not per request).  The header search and the copy of the
-    header block then run on that memoryview directly -- the same bytes,
-    without a sequence method per step, which is most of the parser's time
-    on small pipelined requests.  Without it, the sequence's own ``find``
-    works across segment boundaries.
+def parse_request(sr: zerg.SequenceReader) -> Request | int:
+    """Parse the request at ``sr``'s position.
+
+    Returns the ``Request`` with ``sr`` moved past it (the body a zero-copy slice), or,
+    when it has not all arrived, an int with ``sr`` left where it was: ``NEED_HEAD`` while
+    the header section is incomplete, else how many body bytes are missing.  Raises
+    ``HttpError`` for a request that must be refused.
+
+    The head is read line by line (``try_read_bytes_to(b"\\n")``, one copy per line, the
+    search resuming where the last line ended).  An incomplete head is parsed again when
+    more bytes come: at most ``MAX_HEADER`` bytes per read, which is cheaper than the
+    bookkeeping to avoid it.
     """
-    # The header section ends with an empty line: "\n\r\n" when lines end with
-    # CRLF, "\n\n" when they end with a bare LF, whichever comes first.  Search
-    # on from where the last attempt stopped, less two bytes in case the
-    # terminator was split.
-    start = pos + max(scanned - 2, 0)
-    limit = pos + MAX_HEADER + 3
-    if view is not None:
-        end = _head_end(view, start, limit)
-        if end is None:
-            if len(buf) - pos > MAX_HEADER + 2:
-                raise HttpError(431, "header block too large")
-            return len(buf) - pos
-        nl, body_at = end.span()
-        head = view[pos:nl + 1].tobytes()
-    else:
-        nl = buf.find(b"\n\r\n", start, limit)      # the LF that ends the last field line
-        body_at = nl + 3
-        if nl < 0:
-            nl = buf.find(b"\n\n", start, limit)
-            body_at = nl + 2
-            if nl < 0:
-                if len(buf) - pos > MAX_HEADER + 2:
-                    raise HttpError(431, "header block too large")
-                return len(buf) - pos
-        head = buf[pos:nl + 1].tobytes()
-        if (lf := head.find(b"\n\n", start - pos)) >= 0:  # an earlier end, bare LFs
-            head = head[:lf + 1]
-            nl = pos + lf
-            body_at = nl + 2
-    # CRLF line ends, or bare LF ones throughout (then a CR anywhere is a bare
-    # CR).  A CR or LF left inside a line is refused below, with every other
-    # control character, by the patterns of the request line and field values.
-    crlf = len(head) > 1 and head[-2] == 13            # ends with CR LF
-    lines = head[:-2].split(b"\r\n") if crlf else head[:-1].split(b"\n")
-    parts = lines[0].split(b" ")
+    start = sr.consumed
+    line = sr.try_read_bytes_to(b"\n")
+    if line is None:
+        return _incomplete(sr, start)
+    # CRLF line ends, or bare LF ones throughout; whatever the request line uses.  A CR
+    # left in a line (a bare CR, or a mix) is refused below with every other control
+    # character, by the patterns of the request line and the field values.
+    crlf = line[-1:] == b"\r"
+    parts = (line[:-1] if crlf else line).split(b" ")
     if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not _TARGET.fullmatch(parts[1]):
         raise HttpError(400, "malformed request line")
     method, target, version = parts
@@ -152,14 +130,24 @@ def parse_request(buf: zerg.BufferSequence, pos: int, scanned: int,
         if _VERSION.fullmatch(version):
             raise HttpError(505, "unsupported HTTP version")
         raise HttpError(400, "malformed HTTP version")
-    if len(lines) - 1 > MAX_HEADERS:
-        raise HttpError(431, "too many header fields")
     headers: list[tuple[bytes, bytes]] = []
     length = 0
     seen_length = False
     hosts = 0
     close = keep = False
-    for line in lines[1:]:
+    while True:
+        line = sr.try_read_bytes_to(b"\n")
+        if line is None:
+            return _incomplete(sr, start)
+        if crlf:
+            if line[-1:] != b"\r":
+                raise HttpError(400, "mixed line ends")
+            line = line[:-1]
+        if not line:
+            break
+        if sr.consumed - start > MAX_HEADER + 2 or len(headers) == MAX_HEADERS:
+            raise HttpError(431, "header block too large" if len(headers) < MAX_HEADERS
+                            else "too many header fields")
         name, sep, value = line.partition(b":")
         value = value.strip(b" \t")
         if not sep or not _token(name) or _ctl(value):
@@ -181,15 +169,22 @@ def parse_request(buf: zerg.BufferSequence, pos: int, scanned: int,
             keep = keep or b"keep-alive" in options
         else:
             raise HttpError(501, "Transfer-Encoding is not supported")
+    if sr.consumed - start > MAX_HEADER + 2:
+        raise HttpError(431, "header block too large")
     if hosts > 1 or (hosts == 0 and version == b"HTTP/1.1"):
         raise HttpError(400, "an HTTP/1.1 request needs exactly one Host")
     if length > MAX_BODY:
         raise HttpError(413, "body too large")
-    if len(buf) - body_at < length:
-        return nl + 1 - pos         # next time the search starts right at the terminator
+    if length:
+        body = sr.try_read_exact(length)
+        if body is None:
+            missing = length - sr.remaining
+            sr.rewind(sr.consumed - start)
+            return missing
+    else:
+        body = _NO_BODY
     keep_alive = not close and (version == b"HTTP/1.1" or keep)
-    body = buf[body_at:body_at + length] if length else _NO_BODY
-    return Request(method, target, version, headers, body, keep_alive, body_at + length - pos)
+    return Request(method, target, version, headers, body, keep_alive)
 
 
 class _Date:
@@ -308,7 +303,6 @@ async def handle(conn: zerg.Connection, header_timeout: float = HEADER_TIMEOUT) 
     reader = PipeReader(conn)
     high_water = conn.get_write_buffer_limits()[1]
     loop = conn.loop
-    scanned = 0
     deadline: float | None = None   # set while a request's header section is incomplete
     try:
         while True:
@@ -322,31 +316,28 @@ async def handle(conn: zerg.Connection, header_timeout: float = HEADER_TIMEOUT) 
                     conn.write(error_response(408, "request header timeout"))
                     return
             buf = result.buffer
-            view = buf.first if buf.is_single_segment else None
+            sr = zerg.SequenceReader(buf)
             out = Replies()
             room = high_water - conn.pending_write_bytes
-            pos = 0
             close = backlog = head_wait = False
-            while pos < len(buf):
+            while not sr.end:
                 if out.size > room:     # past the high-water mark: send, then parse on
                     backlog = True
                     break
                 try:
-                    parsed = parse_request(buf, pos, scanned, view)
+                    parsed = parse_request(sr)
                 except HttpError as err:
                     out.write(error_response(err.status, str(err)))
                     close = True
                     break
                 if isinstance(parsed, int):     # incomplete: wait for more bytes
-                    scanned = parsed
-                    head_wait = parsed == len(buf) - pos
+                    head_wait = parsed == NEED_HEAD
                     break
-                scanned = 0
                 respond(out, parsed)
-                pos += parsed.size
                 if not parsed.keep_alive:
                     close = True
                     break
+            pos = sr.consumed
             # The header deadline runs from a request's first bytes until its
             # header section is complete.
             if not head_wait:

@@ -6,14 +6,15 @@
 Enough Redis for redis-cli and redis-benchmark: PING ECHO SET GET DEL EXISTS INCR MGET MSET
 COMMAND CONFIG QUIT, on one in-memory dict per process whose keys expire lazily.
 
-The parser (the part worth copying) walks the zero-copy ``BufferSequence`` that
-``PipeReader.read()`` returns with ``find(sep, start)`` and slices, and copies out only the
-arguments, which the store must own anyway.  It is resumable: an argument is consumed as soon
-as it is copied and the half-read command waits in a small state object, so nothing is parsed
-twice (a 1M-argument command costs O(its bytes)) and a large value streams into a bytearray
-instead of pinning receive slots until it is whole (enough of those would drain the buffer
-ring).  When the bytes end mid-line, ``advance_to(consumed, len(buf))`` marks all of them
-examined: the next read() waits for more, and the line search resumes where it stopped.
+The parser (the part worth copying) reads the zero-copy ``BufferSequence`` that
+``PipeReader.read()`` returns through a ``zerg.SequenceReader``: a length line is one
+``try_read_bytes_to(b"\n")``, a value one ``try_read_bytes(n)``; nothing else is copied.  It
+is resumable: the arguments read so far and what comes next live in a small state object, so
+a command whose bytes end mid-way goes on where it stopped at the next read (a 1M-argument
+command costs O(its bytes)), and a large value streams into a bytearray instead of pinning
+receive slots until it is whole (enough of those would drain the buffer ring).  When the
+bytes end mid-command, ``advance_to(consumed, len(buf))`` marks all of them examined: the
+next read() waits for more.
 
 Pipelining: the handler parses and executes one command at a time and stages its reply with
 ``conn.write()``.  Once the staged replies pass the connection's high-water mark
@@ -47,9 +48,12 @@ Command = list[bytes]
 _INT64: Final = re.compile(rb"-?(0|[1-9][0-9]{0,18})")  # what INCR accepts, like Redis
 
 
-def _length(digits: bytes, limit: int) -> int:
-    """A RESP length: ASCII digits only (no sign, space or '_'), at most ``limit``; else -1."""
-    if digits.isdigit() and len(digits) <= 18 and (n := int(digits)) <= limit:
+def _length(line: bytes, limit: int) -> int:
+    """The n of a ``*<n>\r`` or ``$<n>\r`` line: ASCII digits only (no sign, space or
+    '_'), at most ``limit``; else -1."""
+    digits = line[1:-1]
+    if line[-1:] == b"\r" and digits.isdigit() and len(digits) <= 18 and (
+            n := int(digits)) <= limit:
         return n
     return -1
 
@@ -68,89 +72,86 @@ class RespParser:
         self._want = 0  # arguments still due; 0 = between commands
         self._bulk = -1  # length of the bulk body that comes next; -1 = a line comes next
         self._part: bytearray | None = None  # body so far of a large, incomplete bulk
-        self._scan = 0  # where the line-end search resumes, counted from `consumed`
+        self._scan = 0  # bytes of the next line an earlier read searched in vain
 
-    def feed(self, buf: zerg.BufferSequence, pos: int) -> tuple[Command | None, int]:
-        """Parse on from ``pos`` to the end of the next complete command.
-
-        Returns ``(command, where it ends)``, or ``(None, consumed)`` when ``buf`` ends first:
-        the bytes up to ``consumed`` are in the parser's state, the rest must come again with
-        more.  Raises ProtocolError.
-        """
-        end = len(buf)
-        while pos < end:
+    def next_command(self, sr: zerg.SequenceReader) -> Command | None:
+        """The next complete command from ``sr``, or None when ``sr`` ends first: what it
+        read of the command is in the parser's state, the rest must come with more bytes.
+        Raises ProtocolError."""
+        while True:
             n = self._bulk
             if n >= 0:  # a bulk body and its \r\n are next
-                if self._part is not None or (n >= SPILL and end - pos < n + 2):
-                    pos, value = self._spill(buf, pos, end)
+                if self._part is not None or (n >= SPILL and sr.remaining < n + 2):
+                    value = self._spill(sr)
                     if value is None:
-                        continue
-                elif end - pos < n + 2:
-                    return None, pos  # wait for the rest of the body
+                        return None
+                elif sr.remaining < n + 2:
+                    return None  # wait for the rest of the body
                 else:
-                    body = buf[pos : pos + n + 2].tobytes()  # one copy: the body and its \r\n
-                    if body[n:] != b"\r\n":
+                    value = sr.try_read_bytes(n) or b""  # (never None: the bytes are here)
+                    if not sr.is_next(b"\r\n", advance=True):
                         raise ProtocolError("bulk length does not match the data")
-                    value = body[:n]
-                    pos += n + 2
-                if (command := self._arg(value)) is not None:
-                    return command, pos
+                self._bulk = -1
+                self._args.append(value)
+                self._want -= 1
+                if self._want == 0:
+                    command, self._args = self._args, []
+                    return command
                 continue
-            inline = self._want == 0 and buf[pos] != 0x2A  # not '*': "PING\r\n" (telnet)
-            sep = b"\n" if inline else b"\r\n"
-            eol = buf.find(sep, pos + self._scan)  # never rescans what a read examined
-            if eol < 0:
-                if end - pos > MAX_INLINE:
-                    raise ProtocolError("too big inline request" if inline else
-                                        "too big count string")
-                # Resume the search there; the last byte may be the '\r' of a split "\r\n".
-                self._scan = max(end - pos - len(sep) + 1, 0)
-                return None, pos
-            self._scan = 0
-            line = buf[pos:eol].tobytes()
-            pos = eol + len(sep)
-            if inline:
-                if words := line.split():  # split() also drops the '\r'
-                    return words, pos
-            elif self._want == 0:  # "*<count>" starts a command; *0 and *-1 are ignored
-                count = _length(line[1:], MAX_ARGS)
-                if count < 0 and line != b"*-1":
+            line = self._line(sr)
+            if line is None:
+                return None
+            if self._want == 0:
+                if line[:1] != b"*":  # an inline command: "PING\r\n" (telnet)
+                    if words := line.split():  # split() also drops the '\r'
+                        return words
+                    continue
+                count = _length(line, MAX_ARGS)  # "*<count>" starts a command
+                if count < 0 and line != b"*-1\r":  # *0 and *-1 are ignored
                     raise ProtocolError("invalid multibulk length")
                 self._want = max(count, 0)
             elif line[:1] != b"$":  # a nested array ('*') lands here too
                 raise ProtocolError(f"expected '$', got {_show(line[:1])}")
-            elif (n := _length(line[1:], MAX_BULK)) < 0:
+            elif (n := _length(line, MAX_BULK)) < 0:
                 raise ProtocolError("invalid bulk length")
             else:
                 self._bulk = n
-        return None, pos
 
-    def _spill(self, buf: zerg.BufferSequence, pos: int, end: int) -> tuple[int, bytes | None]:
+    def _line(self, sr: zerg.SequenceReader) -> bytes | None:
+        """The next line with its '\r' (if any), or None until its '\n' arrives."""
+        if self._scan:  # its first bytes were searched before: look on from there
+            end = sr.sequence.find(b"\n", sr.consumed + self._scan)
+            line = None if end < 0 else sr.try_read_bytes(end + 1 - sr.consumed)
+            line = line and line[:-1]
+        else:
+            line = sr.try_read_bytes_to(b"\n")
+        if line is None:
+            if sr.remaining > MAX_INLINE:
+                inline = self._want == 0 and not sr.is_next(b"*")
+                raise ProtocolError("too big inline request" if inline else
+                                    "too big count string")
+            self._scan = sr.remaining  # never search these bytes again
+            return None
+        self._scan = 0
+        return line
+
+    def _spill(self, sr: zerg.SequenceReader) -> bytes | None:
         """Copy what is here of a large bulk body into ``_part`` and consume it; the value
         once it is whole."""
         part = self._part
         if part is None:
             part = self._part = bytearray()
-        take = min(self._bulk + 2 - len(part), end - pos)
-        for segment in buf[pos : pos + take]:  # memoryviews over the receive slots
+        take = min(self._bulk + 2 - len(part), sr.remaining)
+        for segment in sr.unread[:take]:  # memoryviews over the receive slots
             part += segment
+        sr.advance(take)
         if len(part) < self._bulk + 2:
-            return pos + take, None
+            return None
         self._part = None
         if part[-2:] != b"\r\n":
             raise ProtocolError("bulk length does not match the data")
         del part[-2:]
-        return pos + take, bytes(part)
-
-    def _arg(self, value: bytes) -> Command | None:
-        """Add an argument; the command once it is complete."""
-        self._bulk = -1
-        self._args.append(value)
-        self._want -= 1
-        if self._want:
-            return None
-        command, self._args = self._args, []
-        return command
+        return bytes(part)
 
 
 # -- the store and the commands ------------------------------------------------------------
@@ -337,8 +338,7 @@ async def handle(conn: zerg.Connection) -> None:
     try:
         while True:
             result = await reader.read()
-            buf = result.buffer
-            pos = 0
+            sr = zerg.SequenceReader(result.buffer)
             error: ProtocolError | None = None
             big = b""  # a reply larger than the high-water mark: sent in pieces below
             incomplete = closing = False
@@ -346,7 +346,7 @@ async def handle(conn: zerg.Connection) -> None:
             # the high-water mark; then send them, and parse on from there.
             while conn.pending_write_bytes <= high_water and not (big or closing):
                 try:
-                    args, pos = parser.feed(buf, pos)
+                    args = parser.next_command(sr)
                 except ProtocolError as exc:  # answered after the commands before it
                     error = exc
                     break
@@ -363,7 +363,8 @@ async def handle(conn: zerg.Connection) -> None:
             # The commands own their bytes: the slots go back before the replies are sent.
             # After an incomplete command everything was examined and the next read() waits
             # for more bytes; otherwise it returns the unparsed commands at once.
-            reader.advance_to(pos, len(buf) if incomplete else pos)
+            done = sr.consumed
+            reader.advance_to(done, len(result.buffer) if incomplete else done)
             if error is not None:
                 conn.write(_err(f"Protocol error: {error}"))
             piece = memoryview(big)

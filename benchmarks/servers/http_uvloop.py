@@ -5,8 +5,7 @@ by path, and every received chunk is wrapped in a ``zerg.BufferSequence``, so
 ``parse_request``, ``respond`` and ``response_head`` are literally the same
 code on both sides; only the transport differs (uvloop here, zerg there).
 As there, all replies to one received chunk leave in one write, and the bytes
-of an incomplete request wait for the next chunk (``scanned`` avoids
-rescanning them).
+of an incomplete request wait for the next chunk.
 """
 
 from __future__ import annotations
@@ -39,8 +38,7 @@ def _load_example() -> ModuleType:
 
 
 _http: Final = _load_example()
-parse_request: Final[Callable[[zerg.BufferSequence, int, int, memoryview | None], Any]] = (
-    _http.parse_request)
+parse_request: Final[Callable[[zerg.SequenceReader], Any]] = _http.parse_request
 respond: Final[Callable[[Any, Any], None]] = _http.respond
 response_head: Final[Callable[[int, int, bool], bytes]] = _http.response_head
 HttpError: Final[type[Exception]] = _http.HttpError
@@ -59,24 +57,21 @@ class _Out:
 
 
 class Http(asyncio.Protocol):
-    __slots__ = ("pending", "scanned", "transport")
+    __slots__ = ("pending", "transport")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)   # uvloop's is no subclass
         self.pending = b""
-        self.scanned = 0
 
     def data_received(self, data: bytes) -> None:
         if self.pending:
             data = self.pending + data
-        buf = zerg.BufferSequence(data)
-        view = memoryview(data)             # one segment: what the zerg side passes
+        sr = zerg.SequenceReader(zerg.BufferSequence(data))
         out = _Out()
-        pos = 0
         close = False
-        while pos < len(buf):
+        while not sr.end:
             try:
-                parsed = parse_request(buf, pos, self.scanned, view)
+                parsed = parse_request(sr)
             except HttpError as err:
                 msg = f"{err}\n".encode()
                 out.write(response_head(getattr(err, "status", 400), len(msg), False))
@@ -84,14 +79,12 @@ class Http(asyncio.Protocol):
                 close = True
                 break
             if isinstance(parsed, int):
-                self.scanned = parsed
                 break
-            self.scanned = 0
             respond(out, parsed)
-            pos += parsed.size
             if not parsed.keep_alive:
                 close = True
                 break
+        pos = sr.consumed
         self.pending = data[pos:] if pos < len(data) and not close else b""
         if out.chunks:
             self.transport.write(b"".join(out.chunks))
