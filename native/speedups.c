@@ -15,7 +15,9 @@
  *   - SequenceCore and SlotLease (zerg._buffers.BufferSequence's storage and
  *     lease), with the chain operations of the hot path (leased_single,
  *     single_view, drop_single, window), len/bool and the buffer protocol
- *     (the reference uses __buffer__, 3.12+).
+ *     (the reference uses __buffer__, 3.12+); SequenceCore's reading methods
+ *     (getitem, find, tobytes, ...) are in seqfast.c, the C SequenceReader
+ *     in readerfast.c.
  * ZERG_NO_EXTENSIONS=1 selects the references; the suite runs against both.
  *
  * The ring: this module is built from the same uringshim.c as zerg._uring,
@@ -844,6 +846,11 @@ static PyBufferProcs Seq_as_buffer = {
 
 static PySequenceMethods Seq_as_sequence = {
     .sq_length = (lenfunc)Seq_length,
+    .sq_contains = seqfast_contains,
+};
+
+static PyMappingMethods Seq_as_mapping = {
+    .mp_subscript = seqfast_subscript,
 };
 
 static PyNumberMethods Seq_as_number = {
@@ -865,14 +872,18 @@ PyTypeObject SequenceCoreType = {
     .tp_name = "zerg._speedups.SequenceCore",
     .tp_basicsize = sizeof(SeqObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Storage, len/bool and the buffer protocol of zerg.BufferSequence.",
+    .tp_doc = "Storage, len/bool, the buffer protocol and the reading methods (seqfast.c) "
+              "of zerg.BufferSequence.",
     .tp_new = PyType_GenericNew,
     .tp_dealloc = (destructor)Seq_dealloc,
     .tp_traverse = (traverseproc)Seq_traverse,
     .tp_clear = (inquiry)Seq_clear,
     .tp_members = Seq_members,
+    .tp_methods = seqfast_methods,
+    .tp_getset = seqfast_getset,
     .tp_as_buffer = &Seq_as_buffer,
     .tp_as_sequence = &Seq_as_sequence,
+    .tp_as_mapping = &Seq_as_mapping,
     .tp_as_number = &Seq_as_number,
 };
 
@@ -1010,6 +1021,9 @@ sp_bind_sequence(PyObject *Py_UNUSED(module), PyObject *args)
     }
     Py_XSETREF(seq_type, (PyTypeObject *)Py_NewRef(tp));
     Py_XSETREF(empty_view, Py_NewRef(empty));
+    /* the reading methods in C, the Python ones kept (seqfast.c) */
+    if (seqfast_bind((PyTypeObject *)tp) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -1301,7 +1315,8 @@ PyInit__speedups(void)
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL)
         return NULL;
-    if (connfast_init(m) < 0 || loopfast_init(m) < 0) {
+    if (connfast_init(m) < 0 || loopfast_init(m) < 0 || seqfast_init(m) < 0
+            || readerfast_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

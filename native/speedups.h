@@ -2,7 +2,9 @@
  * speedups.h -- what the parts of zerg._speedups share (not a public API).
  *
  * speedups.c holds the receive slots, the dispatcher and the BufferSequence
- * core; connfast.c the connection fast path, which works on those objects.
+ * core; connfast.c the connection fast path, which works on those objects;
+ * seqfast.c the sequence's reading methods and the chain access they share
+ * with readerfast.c, the C SequenceReader.
  * Everything here has hidden visibility (-fvisibility=hidden): nothing
  * leaves the module.
  */
@@ -82,6 +84,138 @@ int seq_make_single(PyObject *view, PyObject *key, PyObject *give_back, SeqObjec
 int seq_drop_single(SeqObject *self);
 /* seq[:] sharing seq's chain and lease, not owning (no validity check). */
 PyObject *seq_window(SeqObject *src);
+
+/* ------------------------------------------------- chain access (seqfast.c)
+ *
+ * A sequence's window read straight from its fields: the segments' bytes by
+ * pointer, no Python object per segment.  Every accessor checks what it
+ * reads -- exact lists and ints, a live, contiguous, 1-byte-item memoryview
+ * whose length is what the offsets say -- and answers CHAIN_ODD (no
+ * exception set) when something is not in that shape, so no byte outside a
+ * buffer is ever read.  Callers then take a slow path (the Python reference)
+ * or raise.  The references in a Chain are borrowed: use one only while no
+ * Python code can run (no calls out, no allocation of GC objects).
+ */
+typedef struct {
+    PyObject *segs, *offs;      /* borrowed: exact lists, len(offs) == len(segs) + 1 */
+    Py_ssize_t nsegs;
+    Py_ssize_t start, stop;     /* the window, chain coordinates */
+} Chain;
+
+enum { CHAIN_ERR = -1, CHAIN_OK = 0, CHAIN_ODD = 1 };
+
+static inline int
+chain_load(SeqObject *seq, Chain *c)
+{
+    PyObject *segs = seq->segs, *offs = seq->offs;
+    if (segs == NULL || offs == NULL || !PyList_CheckExact(segs) || !PyList_CheckExact(offs)
+            || seq->start == NULL || seq->stop == NULL || !PyLong_CheckExact(seq->start)
+            || !PyLong_CheckExact(seq->stop)
+            || PyList_GET_SIZE(offs) != PyList_GET_SIZE(segs) + 1)
+        return CHAIN_ODD;
+    c->start = PyLong_AsSsize_t(seq->start);
+    c->stop = PyLong_AsSsize_t(seq->stop);
+    if ((c->start == -1 || c->stop == -1) && PyErr_Occurred()) {
+        PyErr_Clear();
+        return CHAIN_ODD;
+    }
+    if (c->start < 0 || c->stop < c->start)
+        return CHAIN_ODD;
+    c->segs = segs;
+    c->offs = offs;
+    c->nsegs = PyList_GET_SIZE(segs);
+    return CHAIN_OK;
+}
+
+/* offs[k] (0 <= k <= nsegs) as a C integer: CHAIN_OK or CHAIN_ODD. */
+static inline int
+chain_off(const Chain *c, Py_ssize_t k, Py_ssize_t *v)
+{
+    PyObject *o = PyList_GET_ITEM(c->offs, k);
+    if (!PyLong_CheckExact(o))
+        return CHAIN_ODD;
+    *v = PyLong_AsSsize_t(o);
+    if (*v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return CHAIN_ODD;
+    }
+    return CHAIN_OK;
+}
+
+/* The segment holding chain offset pos, as BufferSequence._locate
+ * (bisect_right(offs, pos) - 1; 0 for a one-segment chain). */
+static inline int
+chain_locate(const Chain *c, Py_ssize_t pos, Py_ssize_t *k)
+{
+    if (c->nsegs == 1) {
+        *k = 0;
+        return CHAIN_OK;
+    }
+    Py_ssize_t lo = 0, hi = c->nsegs + 1, v;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (chain_off(c, mid, &v) != CHAIN_OK)
+            return CHAIN_ODD;
+        if (pos < v)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    *k = lo - 1;
+    return (*k >= 0 && *k < c->nsegs) ? CHAIN_OK : CHAIN_ODD;
+}
+
+/* Segment k (0 <= k < nsegs): its bytes p, and where it starts and ends in
+ * the chain (s, e).  CHAIN_ODD unless it is a live, C-contiguous memoryview
+ * of e - s one-byte items. */
+static inline int
+chain_seg(const Chain *c, Py_ssize_t k, const char **p, Py_ssize_t *s, Py_ssize_t *e)
+{
+    if (k < 0 || k >= c->nsegs || chain_off(c, k, s) != CHAIN_OK
+            || chain_off(c, k + 1, e) != CHAIN_OK || *e < *s)
+        return CHAIN_ODD;
+    PyObject *mv = PyList_GET_ITEM(c->segs, k);
+    if (!PyMemoryView_Check(mv))
+        return CHAIN_ODD;
+    PyMemoryViewObject *m = (PyMemoryViewObject *)mv;
+    if ((m->flags & _Py_MEMORYVIEW_RELEASED) || (m->mbuf->flags & _Py_MANAGED_BUFFER_RELEASED))
+        return CHAIN_ODD;
+    Py_buffer *b = &m->view;
+    if (b->len != *e - *s || b->ndim != 1 || b->itemsize != 1 || b->suboffsets != NULL
+            || (b->strides != NULL && b->strides[0] != 1))
+        return CHAIN_ODD;
+    *p = (const char *)b->buf;
+    return CHAIN_OK;
+}
+
+/* Chain range [a, b) of c (start <= a <= b <= stop): */
+/* the lowest offset >= a where needle (m >= 1 bytes) lies wholly in [a, b), or -1; */
+int chain_find(const Chain *c, const char *needle, Py_ssize_t m, Py_ssize_t a, Py_ssize_t b,
+               Py_ssize_t *at);
+/* copied to dst (b - a bytes); */
+int chain_copy(const Chain *c, char *dst, Py_ssize_t a, Py_ssize_t b);
+/* compared with p (b - a bytes): *eq is 1 when equal. */
+int chain_equal(const Chain *c, Py_ssize_t a, Py_ssize_t b, const char *p, int *eq);
+/* ... each CHAIN_OK, CHAIN_ODD, or CHAIN_ERR with an exception (memory). */
+
+/* seq[a - start : b - start] for chain offsets start <= a <= b <= stop: a new
+ * non-owning BufferSequence sharing seq's chain and lease (no check). */
+PyObject *seq_slice(SeqObject *seq, Py_ssize_t a, Py_ssize_t b);
+/* A bytes object with chain range [a, b); NULL with an exception, or NULL
+ * without one when the chain is odd. */
+PyObject *chain_bytes(const Chain *c, Py_ssize_t a, Py_ssize_t b);
+
+/* The methods SequenceCore carries in C (seqfast.c); bind_sequence puts them
+ * in the BufferSequence class in place of the Python ones. */
+extern PyMethodDef seqfast_methods[];
+extern PyGetSetDef seqfast_getset[];
+PyObject *seqfast_subscript(PyObject *self, PyObject *key);
+int seqfast_contains(PyObject *self, PyObject *sub);
+int seqfast_bind(PyTypeObject *cls);
+int seqfast_init(PyObject *module);
+
+/* the C SequenceReader (readerfast.c) */
+int readerfast_init(PyObject *module);
 
 /* The exception being raised, normalized, with its traceback; the error
  * indicator is cleared.  NULL if none. */

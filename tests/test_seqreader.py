@@ -1,5 +1,11 @@
 """SequenceReader (issue 14): every operation agrees with the same operation on
-``bytes``, for random bytes cut into random segments."""
+``bytes``, for random bytes cut into random segments.
+
+Every test runs against both implementations: the Python reference
+(``zerg._seqreader.PySequenceReader``) and ``zerg.SequenceReader`` (the C
+reader when the extension is loaded, the reference otherwise).
+``tests/test_readerfast.py`` compares the two with each other.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,11 @@ from hypothesis import strategies as st
 
 import zerg
 from zerg import BufferSequence, SequenceReader
+from zerg._native import speedups
+from zerg._seqreader import PySequenceReader
+
+READERS = [pytest.param(PySequenceReader, id="reference"),
+           pytest.param(SequenceReader, id="C" if speedups is not None else "same")]
 
 small = st.lists(st.sampled_from(b"ab\r\n\x00\xff"), max_size=60).map(bytes)
 data_st = st.one_of(small, st.binary(max_size=60))
@@ -127,12 +138,14 @@ ops = st.lists(st.one_of(
 ), max_size=25)
 
 
+@pytest.mark.parametrize("reader", READERS)
 @settings(max_examples=400, deadline=None)
-@given(cut(), ops)
-def test_every_operation_agrees_with_bytes(case: tuple[BufferSequence, bytes],
+@given(case=cut(), program=ops)
+def test_every_operation_agrees_with_bytes(reader: type[SequenceReader],
+                                           case: tuple[BufferSequence, bytes],
                                            program: list[tuple[str, Any]]) -> None:
     seq, data = case
-    r = SequenceReader(seq)
+    r = reader(seq)
     m = Model(data)
     for op, arg in program:
         before = r.consumed
@@ -148,7 +161,9 @@ def test_every_operation_agrees_with_bytes(case: tuple[BufferSequence, bytes],
 
 
 def test_a_failed_search_is_not_repeated_from_the_start() -> None:
-    """try_read_to remembers how far a failed search looked."""
+    """try_read_to remembers how far a failed search looked: the reference
+    calls the sequence's find, which a subclass can count (the C reader reads
+    the chain instead; the next test shows the same property for both)."""
     calls: list[int] = []
 
     class Counting(BufferSequence):
@@ -157,7 +172,7 @@ def test_a_failed_search_is_not_repeated_from_the_start() -> None:
             return super().find(sub, start, end)
 
     seq = Counting([b"x" * 1000, b"y" * 1000])
-    r = SequenceReader(seq)
+    r = PySequenceReader(seq)
     assert r.try_read_to(b"\r\n") is None
     assert r.try_read_to(b"\r\n") is None
     assert calls == [0, 1999]                           # the second resumed at the end
@@ -166,8 +181,58 @@ def test_a_failed_search_is_not_repeated_from_the_start() -> None:
     assert r.try_read_to(b"\r\n") is None and calls[-1] == 1999
 
 
-def test_argument_errors_name_the_problem() -> None:
-    r = SequenceReader(BufferSequence(b"abc"))
+@pytest.mark.parametrize("reader", READERS)
+def test_a_failed_search_resumes_where_it_stopped(reader: type[SequenceReader]) -> None:
+    """The same property, seen by both implementations: bytes that change
+    under the sequence (its memory is the caller's, like a memoryview's) in
+    the part a failed search already looked at are not searched again; a new
+    delimiter, a fresh reader, or a position before the failed search's start
+    search everything."""
+    backing = bytearray(b"x" * 1000 + b"y" * 1000)
+    seq = BufferSequence([memoryview(backing)[:1000], memoryview(backing)[1000:]])
+    r = reader(seq)
+    assert r.try_read_to(b"\r\n") is None and r.examined == 2000
+    backing[10:12] = b"\r\n"             # looked at already: not seen again
+    backing[1998:2000] = b"\r\n"         # ends where the failed search stopped: seen before
+    assert r.try_read_to(b"\r\n") is None
+    r.advance(5)                          # from a later position: still resumes
+    assert r.try_read_bytes_to(b"\r\n") is None and r.consumed == 5
+    assert r.try_read_bytes_to(b"x\r") == b"xxxx"        # another delimiter: a new search
+    assert reader(seq).try_read_bytes_to(b"\r\n") == b"x" * 10
+    r = reader(seq)
+    r.advance(20)
+    assert r.try_read_to(b"\r\n", advance_past=False) is not None and r.consumed == 1998
+    assert r.try_read_to(b"zz") is None
+    r.rewind(1998)                        # before where the failed search started
+    backing[30:32] = b"zz"
+    assert r.try_read_bytes_to(b"zz") == bytes(backing[:30])
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_reads_that_fail_move_nothing(reader: type[SequenceReader]) -> None:
+    """A read that raises (the bytes went back, a bad byteorder) leaves the
+    position and the result of the next read as they were."""
+    from zerg._buffers import SlotLease, leased
+
+    owner = leased([memoryview(b"ab\r\ncd")], SlotLease([1], lambda keys: None))
+    r = reader(owner[:])
+    with pytest.raises(ValueError, match="byteorder"):
+        r.try_read_int(2, "middle")  # type: ignore[arg-type]
+    assert r.consumed == 0
+    owner.release()
+    for read in (lambda: r.try_read_exact(2), lambda: r.try_read_byte(),
+                 lambda: r.try_read_int(1), lambda: r.try_read_bytes(1),
+                 lambda: r.try_read_to(b"\r\n"), lambda: r.try_read_bytes_to(b"\r\n"),
+                 lambda: r.is_next(b"ab"), lambda: r.skip(b"a"), lambda: r.unread):
+        with pytest.raises(ValueError, match="after release"):
+            read()
+        assert r.consumed == 0
+    assert r.remaining == 6 and not r.end and r.skip(b"") == 0
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_argument_errors_name_the_problem(reader: type[SequenceReader]) -> None:
+    r = reader(BufferSequence(b"abc"))
     with pytest.raises(ValueError, match="advance"):
         r.advance(4)
     with pytest.raises(ValueError, match="rewind"):
@@ -178,7 +243,9 @@ def test_argument_errors_name_the_problem() -> None:
         r.try_read_int(0)
     with pytest.raises(ValueError, match="n must be"):
         r.try_read_exact(-1)
-    with pytest.raises(TypeError, match="BufferSequence"):
-        SequenceReader(b"abc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="bytes must be in range"):
+        r.skip(256)
+    with pytest.raises(TypeError, match="BufferSequence, not bytes"):
+        reader(b"abc")  # type: ignore[arg-type]
     assert zerg.SequenceReader is SequenceReader
-    assert "consumed=0" in repr(r)
+    assert repr(r) == "<SequenceReader consumed=0 remaining=3>"

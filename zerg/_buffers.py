@@ -36,6 +36,11 @@
 #     functions at the bottom: they are this module's internal API, used by the input pipe.
 #   - Returned slots have their chain entry replaced by an empty memoryview, so the chain
 #     stops referencing slot memory as soon as the slot is gone.
+#   - This module is the reference. With the extension, the reading methods a parser runs
+#     (__getitem__, __contains__, __bytes__, tobytes, find, index, startswith, first,
+#     contiguous) are C (native/seqfast.c): bind_sequence() below puts the C base's
+#     descriptors in the class in place of the Python functions, which
+#     zerg._speedups.sequence_reference(name) keeps for the tests that compare them.
 #
 # Warnings (lifetimes):
 #   - A sequence from get_sequence() borrows receive slots. Its bytes are valid until the
@@ -620,7 +625,12 @@ class BufferSequence(_ExportBase):
             slots.give_back(keys)
 
 def _readonly_bytes_view(obj: BytesLike) -> memoryview:
+    """A read-only, format 'B', 1-D, C-contiguous view of obj's bytes.  A
+    non-contiguous buffer (a strided view) is copied once: the searches (``re``
+    here, memchr in C) and the C methods read a segment as one block."""
     mv = memoryview(obj)
+    if not mv.c_contiguous:
+        return memoryview(mv.tobytes())
     if mv.format != "B" or mv.ndim != 1:
         mv = mv.cast("B")
     return mv if mv.readonly else mv.toreadonly()

@@ -23,16 +23,28 @@ is); ``try_read_int`` copies only its ``length`` bytes, ``is_next`` only
 reads (a failed ``try_read_to`` remembers how far it looked).
 
 Threading: like the sequence it reads.
+
+Implementations: this module's class is the reference.  With the C
+extension, ``zerg.SequenceReader`` (and this module's ``SequenceReader``) is
+``zerg._speedups.SequenceReader`` (native/readerfast.c), which reads the
+sequence's chain of segments directly -- a search within one segment is one
+memchr/memmem, the copying reads build their bytes straight from the
+segments -- with the same results, errors and messages; the Python class
+stays importable as ``PySequenceReader`` and the tests drive both with the
+same operations (the multidict/yarl convention).  Only a subclass of
+BufferSequence that overrides ``find``/``__getitem__``/``startswith`` can tell
+them apart: this class calls those methods, the C one reads the chain.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from zerg._buffers import BufferSequence, BytesLike
+from zerg._native import speedups
 
-__all__ = ["SequenceReader"]
+__all__ = ["PySequenceReader", "SequenceReader"]
 
 _SKIPPERS: Final[dict[bytes, re.Pattern[bytes]]] = {}
 
@@ -172,8 +184,9 @@ class SequenceReader:
         if len(self._seq) - pos < n:
             self._look(len(self._seq))
             return None
+        piece = self._seq[pos:pos + n]      # may raise (bytes gone): then nothing moved
         self._pos = pos + n
-        return self._seq[pos:pos + n]
+        return piece
 
     def try_read_int(self, length: int, byteorder: Literal["little", "big"] = "big", *,
                      signed: bool = False) -> int | None:
@@ -186,16 +199,18 @@ class SequenceReader:
             self._look(len(self._seq))
             return None
         raw = self._seq[pos:pos + length].tobytes()
+        value = int.from_bytes(raw, byteorder, signed=signed)  # a bad byteorder moves nothing
         self._pos = pos + length
-        return int.from_bytes(raw, byteorder, signed=signed)
+        return value
 
     def try_read_byte(self) -> int | None:
         """The next byte, or None at the end."""
         pos = self._pos
         if pos >= len(self._seq):
             return None
+        value = self._seq[pos]
         self._pos = pos + 1
-        return self._seq[pos]
+        return value
 
     def skip(self, byte_values: BytesLike | int) -> int:
         """Move past every leading byte that is one of ``byte_values`` (bytes, or
@@ -220,3 +235,10 @@ class SequenceReader:
 
     def __repr__(self) -> str:
         return f"<SequenceReader consumed={self._pos} remaining={self.remaining}>"
+
+
+PySequenceReader = SequenceReader
+"""The pure-Python reference, whichever ``SequenceReader`` is."""
+
+if speedups is not None and not TYPE_CHECKING:
+    SequenceReader = speedups.SequenceReader  # the C reader, same behaviour
