@@ -68,7 +68,7 @@ static struct {
         traffic, send;
     /* OutputPipe */
     Py_ssize_t o_pending, o_max, o_pause_at, o_budget, o_cur, o_staged, o_granted, o_pool,
-        o_exc, o_sending, o_bytes_out, o_flush_w, o_drain_w;
+        o_exc, o_sending, o_bytes_out, o_flush_w, o_drain_w, o_refused, o_over_budget;
     /* WriteSegment */
     Py_ssize_t s_view, s_fill, s_sent, s_jumbo, s_resident, s_ptr, s_off;
     /* SlabPool, Traffic, InputPipe, RingSubmitter, Ring */
@@ -86,7 +86,7 @@ static struct {
  * the others ProtocolConnection's). */
 static PyObject *ref_on_recv, *ref_write, *ref_send_pending, *ref_on_send;
 static PyObject *ref_c_write, *ref_c_kick_send, *ref_c_on_send, *ref_c_on_recv,
-    *ref_c_try_get_ring, *ref_c_return_ring;
+    *ref_c_try_get_ring, *ref_c_return_ring, *ref_c_flush;
 static PyObject *ref_i_try_read, *ref_i_advance_to, *ref_i_arm_waiter;
 static PyObject *ref_c_get_sequence, *ref_seq_advance, *ref_seq_release, *ref_seq_iter;
 static PyObject *fn_drop_tokens;    /* InputPipe._drop_tokens, the function */
@@ -435,6 +435,146 @@ c_kick_send(PyObject *self, PyObject *Py_UNUSED(ignored))
     if (kick_send(self, out) < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* -- flush() without a coroutine
+ *
+ * Most flushes need no wait (flush() is asyncio's drain(): it waits only above
+ * the pause mark), yet `async def flush` costs a coroutine object and a frame
+ * per call.  The C flush starts the send and returns `done_coro`: a coroutine
+ * that is finished before it starts.  It is stateless, so one instance serves
+ * every call: each send() ends it at once with None, as a fresh coroutine
+ * whose body returns at once would.  It has __await__, send, throw and close,
+ * so asyncio.iscoroutine() (collections.abc.Coroutine's check) accepts it and
+ * create_task() runs it.  Every flush that may wait takes the Python method,
+ * decided before anything changes.
+ */
+
+typedef struct {
+    PyObject_HEAD
+} DoneObject;
+
+static PyObject *
+done_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static PySendResult
+done_am_send(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(arg), PyObject **result)
+{
+    *result = Py_NewRef(Py_None);
+    return PYGEN_RETURN;
+}
+
+static PyObject *
+done_iternext(PyObject *Py_UNUSED(self))
+{
+    return NULL;                    /* StopIteration with None, without an object */
+}
+
+static PyObject *
+done_send(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(arg))
+{
+    PyErr_SetNone(PyExc_StopIteration);
+    return NULL;
+}
+
+/* throw(exc) / throw(type[, value[, tb]]): raised as is, as by a coroutine
+ * that has not started. */
+static PyObject *
+done_throw(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_Format(PyExc_TypeError, "throw expected 1 to 3 arguments, got %zd", nargs);
+        return NULL;
+    }
+    PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None;
+    PyObject *tb = nargs > 2 ? args[2] : Py_None;
+    if (tb != Py_None && !PyTraceBack_Check(tb)) {
+        PyErr_SetString(PyExc_TypeError, "throw() third argument must be a traceback object");
+        return NULL;
+    }
+    if (PyExceptionInstance_Check(typ)) {
+        if (val != Py_None) {
+            PyErr_SetString(PyExc_TypeError, "instance exception may not have a separate value");
+            return NULL;
+        }
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    } else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val);
+    } else {
+        PyErr_Format(PyExc_TypeError, "exceptions must be classes or instances deriving from "
+                     "BaseException, not %s", Py_TYPE(typ)->tp_name);
+        return NULL;
+    }
+    if (tb != Py_None) {
+        PyObject *exc = fetch_exception();
+        if (exc != NULL) {
+            (void)PyException_SetTraceback(exc, tb);
+            restore_exception(exc);
+        }
+    }
+    return NULL;
+}
+
+static PyObject *
+done_close(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(ignored))
+{
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef done_methods[] = {
+    {"send", (PyCFunction)done_send, METH_O, "Ends at once: StopIteration (None)."},
+    {"throw", (PyCFunction)(void (*)(void))done_throw, METH_FASTCALL,
+     "Raises the exception, as a coroutine that has not started would."},
+    {"close", (PyCFunction)done_close, METH_NOARGS, "Nothing to close."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods done_as_async = {
+    .am_await = done_await,
+    .am_send = done_am_send,
+};
+
+static PyTypeObject DoneType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zerg._speedups.FinishedCoroutine",
+    .tp_basicsize = sizeof(DoneObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "What Connection.flush() returns when it need not wait: a coroutine that "
+              "is finished before it starts (one shared instance).",
+    .tp_as_async = &done_as_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = done_iternext,
+    .tp_methods = done_methods,
+};
+
+static PyObject *done_coro;         /* the one FinishedCoroutine */
+
+/* Connection.flush: start the send; the finished coroutine unless it must
+ * wait (above the pause mark, after a refused write, over the memory budget)
+ * or fail (a send error, closed, another thread): then the Python method. */
+static PyObject *
+c_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *owner = FIELD(self, F.owner), *out = FIELD(self, F.out);
+    Py_ssize_t state, pending, pause_at;
+    if (!Py_IS_TYPE(self, base_type) || owner == NULL || !PyLong_CheckExact(owner)
+            || field_ssize(self, F.state, &state) || state != 0
+            || out == NULL || !Py_IS_TYPE(out, out_type) || FIELD(out, F.o_exc) != Py_None
+            || FIELD(out, F.o_refused) != Py_False || FIELD(out, F.o_over_budget) != Py_False
+            || field_ssize(out, F.o_pending, &pending)
+            || field_ssize(out, F.o_pause_at, &pause_at) || pending > pause_at)
+        return call_ref(ref_c_flush, self, NULL, 0);
+    unsigned long tid = PyLong_AsUnsignedLong(owner);
+    if (tid == (unsigned long)-1 && PyErr_Occurred())
+        PyErr_Clear();              /* the reference raises the right error */
+    if (tid != PyThread_get_thread_ident())
+        return call_ref(ref_c_flush, self, NULL, 0);
+    if (pending && kick_send(self, out) < 0)
+        return NULL;
+    return Py_NewRef(done_coro);
 }
 
 /* Connection.on_send (protocol: ProtocolConnection's, which then resumes a
@@ -1489,6 +1629,8 @@ static PyMethodDef c_methods[] = {
      "Give item's slot back to the kernel; its view dies now (C fast path)."},
     {"get_sequence", (PyCFunction)c_get_sequence, METH_O,
      "Drain the items of snapshot into one owning BufferSequence (C fast path)."},
+    {"flush", (PyCFunction)c_flush, METH_NOARGS,
+     "Send everything staged; a finished coroutine unless it must wait (C fast path)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1517,7 +1659,8 @@ static PyObject **in_refs[] = {&ref_i_try_read, &ref_i_advance_to, &ref_i_arm_wa
 _Static_assert(sizeof(in_refs) / sizeof(in_refs[0]) == N_METHODS(in_methods),
                "one reference slot per InputPipe method");
 static PyObject **c_refs[] = {&ref_c_write, &ref_c_kick_send, &ref_c_on_send, &ref_c_on_recv,
-                              &ref_c_try_get_ring, &ref_c_return_ring, &ref_c_get_sequence};
+                              &ref_c_try_get_ring, &ref_c_return_ring, &ref_c_get_sequence,
+                              &ref_c_flush};
 static PyObject **seq_refs[] = {&ref_seq_advance, &ref_seq_release, &ref_seq_iter};
 _Static_assert(sizeof(seq_refs) / sizeof(seq_refs[0]) == N_METHODS(seq_methods),
                "one reference slot per BufferSequence method");
@@ -1584,7 +1727,8 @@ static const struct field_spec field_specs[] = {
     {1, "_staged", &F.o_staged}, {1, "_granted", &F.o_granted}, {1, "_pool", &F.o_pool},
     {1, "write_exc", &F.o_exc}, {1, "sending", &F.o_sending},
     {1, "bytes_out", &F.o_bytes_out}, {1, "_flush_waiters", &F.o_flush_w},
-    {1, "_drain_waiters", &F.o_drain_w},
+    {1, "_drain_waiters", &F.o_drain_w}, {1, "refused", &F.o_refused},
+    {1, "over_budget", &F.o_over_budget},
     {2, "view", &F.s_view}, {2, "fill", &F.s_fill}, {2, "sent", &F.s_sent},
     {2, "jumbo", &F.s_jumbo}, {2, "resident", &F.s_resident}, {2, "ptr", &F.s_ptr},
     {2, "off", &F.s_off},
@@ -1771,5 +1915,12 @@ connfast_init(PyObject *module)
         if (*names[i].slot == NULL)
             return -1;
     }
+    if (PyType_Ready(&DoneType) < 0)
+        return -1;
+    done_coro = (PyObject *)PyObject_New(DoneObject, &DoneType);
+    if (done_coro == NULL)
+        return -1;
+    if (PyModule_AddObjectRef(module, "finished_coroutine", done_coro) < 0)
+        return -1;
     return PyModule_AddFunctions(module, connfast_functions);
 }

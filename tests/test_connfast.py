@@ -24,6 +24,7 @@ only, and the comparison runs in a child process with the extension.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import contextlib
 import errno
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ import pytest
 from fastpath_check import agree, assert_methods, run_with_extension, swapped
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_core import SLOT, FakeHost, make
+from test_core import SLOT, FakeHost, finish, make
 
 from zerg import _native
 from zerg._buffers import BufferSequence
@@ -46,7 +47,7 @@ REPLACED = {BufferSequence: ("advance", "release", "__iter__"),
             InputPipe: ("try_read", "advance_to", "arm_waiter"),
             ProtocolConnection: ("on_recv", "write", "send_pending", "on_send"),
             Connection: ("write", "_kick_send", "on_send", "on_recv", "try_get_ring",
-                         "return_ring", "get_sequence")}
+                         "return_ring", "get_sequence", "flush")}
 
 
 @contextlib.contextmanager
@@ -225,6 +226,7 @@ level1_step = st.one_of(
     st.tuples(st.just("return-again"), st.integers(0, 20)),
     st.tuples(st.just("echo"), st.integers(0, 20)),
     st.tuples(st.just("flush"), st.none()),
+    st.tuples(st.just("await-flush"), st.none()),
     st.tuples(st.just("complete"), st.one_of(st.none(), st.integers(1, 300))),
     st.tuples(st.just("pause"), st.none()),
     st.tuples(st.just("resume"), st.none()),
@@ -287,6 +289,20 @@ class Level1Player(Player):
 
     def op_flush(self, _: None) -> None:
         self.conn.flush_nowait()
+
+    def op_await_flush(self, _: None) -> None:
+        """``await conn.flush()`` as a task: whether it ended at its first step,
+        and how (a wait is canceled, as a handler that gives up would)."""
+        loop = self.host.loop
+        task = loop.create_task(self.conn.flush())
+        loop.run_until_complete(asyncio.sleep(0))
+        if not task.done():
+            task.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+            self.trace.append(("flush", "waited", task.cancelled()))
+        else:
+            exc = task.exception()
+            self.trace.append(("flush", "done", None if exc is None else repr(exc)))
 
 
 def play_level1(script: list[tuple[str, Any]]) -> list[Any]:
@@ -463,8 +479,44 @@ def test_binding_again_changes_nothing_and_other_classes_are_refused() -> None:
         sp.bind_connection(Connection, Other, *args[2:])
 
 
+def test_a_flush_that_need_not_wait_is_a_finished_coroutine() -> None:
+    """What the C flush returns is a coroutine to asyncio (create_task, wait_for,
+    gather take it), ends at its first step with None, and raises what is thrown
+    into it; one instance serves every call."""
+    host = FakeHost()
+    conn = make(host)
+    conn.write(b"hello")
+    coro = conn.flush()
+    assert asyncio.iscoroutine(coro) and isinstance(coro, collections.abc.Coroutine)
+    with pytest.raises(StopIteration) as stop:
+        coro.send(None)
+    assert stop.value.value is None
+    assert len(host.submitter.sends) == 1                   # but the send started
+    loop = host.loop
+    assert loop.run_until_complete(loop.create_task(conn.flush())) is None
+    assert loop.run_until_complete(asyncio.wait_for(conn.flush(), 1)) is None
+
+    async def both() -> list[None]:
+        return list(await asyncio.gather(conn.flush(), conn.flush()))
+
+    assert loop.run_until_complete(both()) == [None, None]
+    with pytest.raises(KeyError, match="thrown"):
+        conn.flush().throw(KeyError("thrown"))
+    with pytest.raises(TypeError):
+        coro = conn.flush()
+        try:
+            coro.throw(KeyError("x"), "a separate value")  # type: ignore[call-overload]
+        finally:
+            coro.close()
+    conn.flush().close()
+    if _native.speedups is not None:
+        assert conn.flush() is conn.flush() is _native.speedups.finished_coroutine
+    finish(host, conn)
+    host.close()
+
+
 def test_the_comparison_runs_with_the_extension() -> None:
     """Under ZERG_NO_EXTENSIONS=1 the comparisons above run in a child with it."""
     assert_methods(REPLACED)
     if _native.speedups is None:
-        run_with_extension(__file__, passed=6)
+        run_with_extension(__file__, passed=7)

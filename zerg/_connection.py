@@ -483,6 +483,11 @@ class Connection:
         connection closes are sent before the fd closes.  To wait until the
         kernel took every byte, ``await wait_sent()``.  Raises the error of a
         failed send.
+
+        With the C extension a flush that need not wait returns a shared
+        coroutine that is finished before it starts (no coroutine object and
+        frame per message); asyncio takes it like any coroutine
+        (``create_task``, ``wait_for``, ``gather``).
         """
         if _get_ident() != self._owner:
             self._foreign_thread()
