@@ -78,62 +78,94 @@ class RespParser:
         """The next complete command from ``sr``, or None when ``sr`` ends first: what it
         read of the command is in the parser's state, the rest must come with more bytes.
         Raises ProtocolError."""
+        args = self._args
         while True:
-            n = self._bulk
-            if n >= 0:  # a bulk body and its \r\n are next
-                if self._part is not None or (n >= SPILL and sr.remaining < n + 2):
-                    value = self._spill(sr)
-                    if value is None:
-                        return None
-                elif sr.remaining < n + 2:
-                    return None  # wait for the rest of the body
-                else:
-                    value = sr.try_read_bytes(n) or b""  # (never None: the bytes are here)
-                    if not sr.is_next(b"\r\n", advance=True):
-                        raise ProtocolError("bulk length does not match the data")
-                self._bulk = -1
-                self._args.append(value)
-                self._want -= 1
-                if self._want == 0:
-                    command, self._args = self._args, []
-                    return command
-                continue
-            line = self._line(sr)
-            if line is None:
-                return None
-            if self._want == 0:
-                if line[:1] != b"*":  # an inline command: "PING\r\n" (telnet)
-                    if words := line.split():  # split() also drops the '\r'
-                        return words
-                    continue
-                count = _length(line, MAX_ARGS)  # "*<count>" starts a command
-                if count < 0 and line != b"*-1\r":  # *0 and *-1 are ignored
-                    raise ProtocolError("invalid multibulk length")
-                self._want = max(count, 0)
-            elif line[:1] != b"$":  # a nested array ('*') lands here too
-                raise ProtocolError(f"expected '$', got {_show(line[:1])}")
-            elif (n := _length(line, MAX_BULK)) < 0:
-                raise ProtocolError("invalid bulk length")
+            if self._bulk >= 0:  # a body that did not fit in an earlier read
+                value = self._body(sr)
+                if value is None:
+                    return None
             else:
-                self._bulk = n
+                line = sr.try_read_bytes_to(b"\n") if not self._scan else self._line(sr)
+                if line is None:
+                    self._no_line(sr)
+                    return None
+                if self._want == 0:  # "*<count>\r" starts a command (as _start, inline)
+                    digits = line[1:-1]
+                    if (line[:1] == b"*" and line[-1:] == b"\r" and digits.isdigit()
+                            and len(digits) <= 7 and 0 < (count := int(digits)) <= MAX_ARGS):
+                        self._want = count
+                        continue
+                    self._start(line)  # the rest: *0, *-1, inline commands, errors
+                    if self._want < 0:  # an inline command: "PING\r\n" (telnet)
+                        self._want = 0
+                        if words := line.split():  # split() also drops the '\r'
+                            return words
+                    continue
+                if line[:1] != b"$":  # a nested array ('*') lands here too
+                    raise ProtocolError(f"expected '$', got {_show(line[:1])}")
+                # "$<n>\r" (as _length, inline: this runs for every argument)
+                digits = line[1:-1]
+                if (line[-1:] != b"\r" or not digits.isdigit() or len(digits) > 18
+                        or (n := int(digits)) > MAX_BULK):
+                    raise ProtocolError("invalid bulk length")
+                if sr.remaining < n + 2:  # not all here: wait, or stream it (_body)
+                    self._bulk = n
+                    continue
+                value = sr.try_read_bytes(n) or b""  # (never None: the bytes are here)
+                if not sr.is_next(b"\r\n", True):
+                    raise ProtocolError("bulk length does not match the data")
+            args.append(value)
+            self._want -= 1
+            if self._want == 0:
+                self._args = []
+                return args
+
+    def _start(self, line: bytes) -> None:
+        """A line between commands: ``*<count>`` sets the arguments due (*0 and *-1 are
+        ignored); anything else is an inline command (-1)."""
+        if line[:1] != b"*":
+            self._want = -1
+            return
+        count = _length(line, MAX_ARGS)
+        if count < 0 and line != b"*-1\r":
+            raise ProtocolError("invalid multibulk length")
+        self._want = max(count, 0)
+
+    def _body(self, sr: zerg.SequenceReader) -> bytes | None:
+        """The bulk body due (``_bulk`` bytes and \r\n), or None until it is here; a large
+        one is copied out as it arrives (``_spill``)."""
+        n = self._bulk
+        if self._part is None and (n < SPILL or sr.remaining >= n + 2):
+            if sr.remaining < n + 2:
+                return None
+            value = sr.try_read_bytes(n) or b""  # (never None: the bytes are here)
+            if not sr.is_next(b"\r\n", True):
+                raise ProtocolError("bulk length does not match the data")
+        else:
+            spilled = self._spill(sr)
+            if spilled is None:
+                return None
+            value = spilled
+        self._bulk = -1
+        return value
+
+    def _no_line(self, sr: zerg.SequenceReader) -> None:
+        """No complete line: refuse one already too long, else remember how far the
+        search looked (never search these bytes again)."""
+        if sr.remaining > MAX_INLINE:
+            inline = self._want == 0 and not sr.is_next(b"*")
+            raise ProtocolError("too big inline request" if inline else "too big count string")
+        self._scan = sr.remaining
 
     def _line(self, sr: zerg.SequenceReader) -> bytes | None:
-        """The next line with its '\r' (if any), or None until its '\n' arrives."""
-        if self._scan:  # its first bytes were searched before: look on from there
-            end = sr.sequence.find(b"\n", sr.consumed + self._scan)
-            line = None if end < 0 else sr.try_read_bytes(end + 1 - sr.consumed)
-            line = line and line[:-1]
-        else:
-            line = sr.try_read_bytes_to(b"\n")
-        if line is None:
-            if sr.remaining > MAX_INLINE:
-                inline = self._want == 0 and not sr.is_next(b"*")
-                raise ProtocolError("too big inline request" if inline else
-                                    "too big count string")
-            self._scan = sr.remaining  # never search these bytes again
+        """The next line, its search resumed where an earlier read's stopped (``_scan``
+        bytes of it were searched): a slowly dripped line costs O(its bytes)."""
+        end = sr.sequence.find(b"\n", sr.consumed + self._scan)
+        if end < 0:
             return None
         self._scan = 0
-        return line
+        line = sr.try_read_bytes(end + 1 - sr.consumed)
+        return line and line[:-1]
 
     def _spill(self, sr: zerg.SequenceReader) -> bytes | None:
         """Copy what is here of a large bulk body into ``_part`` and consume it; the value
@@ -207,6 +239,11 @@ def cmd_ping(a: Command) -> bytes:
     if len(a) > 2:
         return _arity("ping")
     return b"+PONG\r\n" if len(a) == 1 else _bulk(a[1])
+
+
+def cmd_get(a: Command) -> bytes:
+    value = _lookup(a[1])
+    return NIL if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
 
 
 def cmd_set(a: Command) -> bytes:
@@ -297,7 +334,7 @@ def cmd_config(a: Command) -> bytes:
 COMMANDS: Final[dict[bytes, tuple[Callable[[Command], bytes], int]]] = {
     b"ping": (cmd_ping, -1),
     b"echo": (lambda a: _bulk(a[1]), 2),
-    b"get": (lambda a: _bulk(_lookup(a[1])), 2),
+    b"get": (cmd_get, 2),
     b"set": (cmd_set, -3),
     b"del": (cmd_del, -2),
     b"exists": (lambda a: b":%d\r\n" % sum(_lookup(k) is not None for k in a[1:]), -2),
