@@ -346,12 +346,16 @@ COMMANDS: Final[dict[bytes, tuple[Callable[[Command], bytes], int]]] = {
 }
 
 
+# The names as clients send them (redis-benchmark and most clients: upper case) and as
+# listed: found without lower(); any other spelling is lowered first.
+_BY_NAME: Final = {**COMMANDS, **{name.upper(): entry for name, entry in COMMANDS.items()}}
+
+
 def execute(a: Command) -> bytes | None:
     """The reply to one command; None for QUIT (reply +OK, then close)."""
-    name = a[0].lower()
-    entry = COMMANDS.get(name)
+    entry = _BY_NAME.get(a[0]) or COMMANDS.get(a[0].lower())
     if entry is None:
-        if name == b"quit":
+        if a[0].lower() == b"quit":
             return None
         shown = ""
         for arg in a[1:]:  # like Redis: quote arguments until 128 characters are shown
@@ -361,7 +365,7 @@ def execute(a: Command) -> bytes | None:
         return _err(f"unknown command {_show(a[0])}, with args beginning with: {shown}")
     fn, arity = entry
     if (len(a) != arity) if arity >= 0 else (len(a) < -arity):
-        return _arity(name.decode("latin-1"))
+        return _arity(a[0].lower().decode("latin-1"))
     return fn(a)
 
 
@@ -381,7 +385,8 @@ async def handle(conn: zerg.Connection) -> None:
             incomplete = closing = False
             # Answer command by command until the bytes run out or the staged replies pass
             # the high-water mark; then send them, and parse on from there.
-            while conn.pending_write_bytes <= high_water and not (big or closing):
+            room = high_water - conn.pending_write_bytes  # what this batch may stage
+            while room >= 0 and not (big or closing):
                 try:
                     args = parser.next_command(sr)
                 except ProtocolError as exc:  # answered after the commands before it
@@ -397,6 +402,7 @@ async def handle(conn: zerg.Connection) -> None:
                     big = reply
                 else:
                     conn.write(reply)
+                    room -= len(reply)
             # The commands own their bytes: the slots go back before the replies are sent.
             # After an incomplete command everything was examined and the next read() waits
             # for more bytes; otherwise it returns the unparsed commands at once.
