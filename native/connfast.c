@@ -65,7 +65,7 @@ static struct {
     /* Connection, ProtocolConnection */
     Py_ssize_t state, in, out, buf, reading_paused, slots, give_back, data_received, host,
         last_rx, unread, bytes_in, owner, dirty, want_send, writing_paused, sub, fd, ud_send,
-        traffic, send;
+        traffic, send, stopping;
     /* OutputPipe */
     Py_ssize_t o_pending, o_max, o_pause_at, o_budget, o_cur, o_staged, o_granted, o_pool,
         o_exc, o_sending, o_bytes_out, o_flush_w, o_drain_w, o_refused, o_over_budget;
@@ -79,7 +79,7 @@ static struct {
         i_opts, i_mark, it_key, it_live, it_bid, it_length, it_view;
     /* InputPipe, PipeReader's side */
     Py_ssize_t i_completed, i_handed, i_cancel, i_ended, i_buffer, i_movable, i_examined_all,
-        i_loop;
+        i_loop, i_backlog;
 } F;
 
 /* The replaced Python methods: the reference paths (ref_c_*: Connection's,
@@ -1208,6 +1208,330 @@ in_arm_waiter(PyObject *inp, PyObject *Py_UNUSED(ignored))
     return fut;
 }
 
+/* -- PipeReader.read() without a Python coroutine
+ *
+ * `await reader.read()` is PipeInput.read, an `async def`: a coroutine object
+ * and a frame per read, resumed through Python when the bytes come.  The C
+ * read returns a ReadCoro, a coroutine in C that runs the same steps as that
+ * method (the reference, kept in the class):
+ *
+ *   START        backlog (the last read was cut for fairness): clear it and
+ *                yield once (asyncio.sleep(0)), -> AFTER_SLEEP
+ *   AFTER_SLEEP  try_read(closed); a result ends it
+ *   ARM          paused: conn._maybe_resume(); arm the waiter and yield its
+ *                future (marked _asyncio_future_blocking, as Future.__await__
+ *                does), -> WAITING
+ *   WAITING      resumed: waiter = None, the future's result (raises what it
+ *                holds), try_read(closed or discarding); a result ends it,
+ *                else ARM again
+ *
+ * throw() and close() while WAITING clear the waiter first, as the method's
+ * `finally` does; so does deallocation of an unfinished one.  It has
+ * __await__, send, throw and close (am_send for the interpreter), so asyncio
+ * takes it for a coroutine (create_task, wait_for).
+ */
+
+enum { RD_START, RD_AFTER_SLEEP, RD_WAITING, RD_DONE };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *pipe;             /* the PipeInput */
+    PyObject *fut;              /* the future awaited (WAITING), else NULL */
+    int state;
+} ReadCoroObject;
+
+static PyTypeObject *pi_type;       /* zerg._connection.PipeInput (bind_pipe_input) */
+static Py_ssize_t pi_conn, pi_in;
+static PyObject *ref_pi_read;
+static PyObject *s_blocking, *s_result;
+
+/* try_read's flag: conn._state != OPEN or conn._stopping [or inp.discarding]. */
+static PyObject *
+read_try(PyObject *conn, PyObject *inp, int after_wait)
+{
+    Py_ssize_t state;
+    if (field_ssize(conn, F.state, &state)) {
+        PyErr_SetString(PyExc_SystemError, "zerg: Connection._state is not an int");
+        return NULL;
+    }
+    int closed = state != 0;
+    if (!closed && after_wait) {
+        closed = FIELD(inp, F.i_discarding) == NULL ? -1
+                 : PyObject_IsTrue(FIELD(inp, F.i_discarding));
+    }
+    if (closed == 0)
+        closed = FIELD(conn, F.stopping) == NULL ? -1 : PyObject_IsTrue(FIELD(conn, F.stopping));
+    if (closed < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_SystemError, "zerg: a connection field is unset");
+        return NULL;
+    }
+    return in_try_read(inp, closed ? Py_True : Py_False);
+}
+
+/* The waiter is done with: inp.waiter = None (the method's `finally`). */
+static void
+read_unarm(ReadCoroObject *self)
+{
+    PyObject *inp = FIELD(self->pipe, pi_in);
+    if (inp != NULL && Py_IS_TYPE(inp, in_type))
+        field_set(inp, F.i_waiter, Py_NewRef(Py_None));
+    Py_CLEAR(self->fut);
+}
+
+static PySendResult
+read_step(ReadCoroObject *self, PyObject *arg, PyObject **presult)
+{
+    PyObject *conn = FIELD(self->pipe, pi_conn), *inp = FIELD(self->pipe, pi_in), *res;
+    PySendResult ret = PYGEN_ERROR;
+    *presult = NULL;
+    if (self->state == RD_DONE) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return PYGEN_ERROR;
+    }
+    if (self->state == RD_START && arg != Py_None) {
+        PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started coroutine");
+        return PYGEN_ERROR;
+    }
+    if (conn == NULL || inp == NULL || !Py_IS_TYPE(inp, in_type)) {
+        PyErr_SetString(PyExc_SystemError, "zerg: the PipeInput lost its connection");
+        self->state = RD_DONE;
+        return PYGEN_ERROR;
+    }
+    Py_INCREF(conn);                /* Python code runs below (_maybe_resume, ...) */
+    Py_INCREF(inp);
+    int after_wait = 0;
+    if (self->state == RD_START) {
+        int backlog = FIELD(inp, F.i_backlog) == NULL ? -1
+                      : PyObject_IsTrue(FIELD(inp, F.i_backlog));
+        if (backlog < 0)
+            goto fail;
+        if (backlog) {
+            field_set(inp, F.i_backlog, Py_NewRef(Py_False));
+            self->state = RD_AFTER_SLEEP;
+            *presult = Py_NewRef(Py_None);      /* a bare yield: asyncio.sleep(0) */
+            ret = PYGEN_NEXT;
+            goto out;
+        }
+    } else if (self->state == RD_WAITING) {
+        PyObject *fut = Py_NewRef(self->fut);
+        read_unarm(self);
+        PyObject *r = PyObject_CallMethodNoArgs(fut, s_result);
+        Py_DECREF(fut);
+        if (r == NULL)
+            goto fail;
+        Py_DECREF(r);
+        after_wait = 1;
+    }
+    for (;;) {
+        res = read_try(conn, inp, after_wait);
+        if (res == NULL)
+            goto fail;
+        if (res != Py_None) {
+            self->state = RD_DONE;
+            *presult = res;
+            ret = PYGEN_RETURN;
+            goto out;
+        }
+        Py_DECREF(res);
+        if (after_wait)             /* woken with nothing new (a wake-up): wait again */
+            after_wait = 0;
+        int paused = FIELD(inp, F.i_paused) == NULL ? -1 : PyObject_IsTrue(FIELD(inp, F.i_paused));
+        if (paused < 0 || (paused && call_method(conn, s_maybe_resume, NULL, NULL) < 0))
+            goto fail;
+        PyObject *fut = in_arm_waiter(inp, NULL);
+        if (fut == NULL)
+            goto fail;
+        if (PyObject_SetAttr(fut, s_blocking, Py_True) < 0) {
+            field_set(inp, F.i_waiter, Py_NewRef(Py_None));
+            Py_DECREF(fut);
+            goto fail;
+        }
+        self->fut = Py_NewRef(fut);
+        self->state = RD_WAITING;
+        *presult = fut;
+        ret = PYGEN_NEXT;
+        goto out;
+    }
+fail:
+    self->state = RD_DONE;
+    ret = PYGEN_ERROR;
+out:
+    Py_DECREF(conn);
+    Py_DECREF(inp);
+    return ret;
+}
+
+static PySendResult
+read_am_send(PyObject *self, PyObject *arg, PyObject **presult)
+{
+    return read_step((ReadCoroObject *)self, arg, presult);
+}
+
+/* The result as StopIteration(value) (a tuple value must not become args). */
+static PyObject *
+read_finish(PySendResult r, PyObject *value)
+{
+    if (r == PYGEN_NEXT)
+        return value;
+    if (r == PYGEN_RETURN) {
+        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, value);
+        Py_DECREF(value);
+        if (stop != NULL) {
+            PyErr_SetObject(PyExc_StopIteration, stop);
+            Py_DECREF(stop);
+        }
+    }
+    return NULL;
+}
+
+static PyObject *
+read_iternext(PyObject *self)
+{
+    PyObject *value;
+    PySendResult r = read_step((ReadCoroObject *)self, Py_None, &value);
+    return read_finish(r, value);
+}
+
+static PyObject *
+read_send(PyObject *self, PyObject *arg)
+{
+    PyObject *value;
+    PySendResult r = read_step((ReadCoroObject *)self, arg, &value);
+    return read_finish(r, value);
+}
+
+static PyObject *
+read_throw(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    ReadCoroObject *self = (ReadCoroObject *)op;
+    if (self->state == RD_WAITING)
+        read_unarm(self);
+    self->state = RD_DONE;
+    return done_throw(op, args, nargs);
+}
+
+static PyObject *
+read_close(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    ReadCoroObject *self = (ReadCoroObject *)op;
+    if (self->state == RD_WAITING)
+        read_unarm(self);
+    self->state = RD_DONE;
+    Py_RETURN_NONE;
+}
+
+static int
+read_traverse(ReadCoroObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->pipe);
+    Py_VISIT(self->fut);
+    return 0;
+}
+
+static int
+read_clear(ReadCoroObject *self)
+{
+    Py_CLEAR(self->fut);
+    Py_CLEAR(self->pipe);
+    return 0;
+}
+
+static void
+read_dealloc(ReadCoroObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->state == RD_WAITING && self->pipe != NULL) {
+        PyObject *exc = fetch_exception();      /* as close() would, at any time */
+        read_unarm(self);
+        if (exc != NULL)
+            restore_exception(exc);
+    }
+    read_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyMethodDef read_methods[] = {
+    {"send", (PyCFunction)read_send, METH_O, "Resume the read (None)."},
+    {"throw", (PyCFunction)(void (*)(void))read_throw, METH_FASTCALL,
+     "Raise the exception where the read waits (its waiter is cleared first)."},
+    {"close", (PyCFunction)read_close, METH_NOARGS, "Abandon the read; its waiter is cleared."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods read_as_async = {
+    .am_await = done_await,         /* returns self */
+    .am_send = read_am_send,
+};
+
+static PyTypeObject ReadCoroType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zerg._speedups.ReadCoroutine",
+    .tp_basicsize = sizeof(ReadCoroObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "What PipeReader.read() returns with the C extension: PipeInput.read as a "
+              "coroutine in C.",
+    .tp_dealloc = (destructor)read_dealloc,
+    .tp_traverse = (traverseproc)read_traverse,
+    .tp_clear = (inquiry)read_clear,
+    .tp_as_async = &read_as_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = read_iternext,
+    .tp_methods = read_methods,
+};
+
+/* PipeInput.read */
+static PyObject *
+pi_read(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *conn = FIELD(self, pi_conn), *inp = FIELD(self, pi_in);
+    if (!Py_IS_TYPE(self, pi_type) || conn == NULL || !Py_IS_TYPE(conn, base_type)
+            || inp == NULL || !Py_IS_TYPE(inp, in_type))
+        return call_ref(ref_pi_read, self, NULL, 0);
+    ReadCoroObject *rc = PyObject_GC_New(ReadCoroObject, &ReadCoroType);
+    if (rc == NULL)
+        return NULL;
+    rc->pipe = Py_NewRef(self);
+    rc->fut = NULL;
+    rc->state = RD_START;
+    PyObject_GC_Track(rc);
+    return (PyObject *)rc;
+}
+
+static PyMethodDef pi_methods[] = {
+    {"read", (PyCFunction)pi_read, METH_NOARGS,
+     "Every unconsumed byte; waits only when all of it was examined (C fast path)."},
+    {NULL, NULL, 0, NULL},
+};
+static PyObject **pi_refs[] = {&ref_pi_read};
+
+/* bind_pipe_input(PipeInput): after bind_connection, PipeInput.read in C. */
+static PyObject *
+sp_bind_pipe_input(PyObject *Py_UNUSED(module), PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "bind_pipe_input: a class is needed");
+        return NULL;
+    }
+    if (pi_type != NULL) {
+        if ((PyTypeObject *)cls != pi_type) {
+            PyErr_SetString(PyExc_RuntimeError, "bind_pipe_input: already bound to another class");
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (base_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_pipe_input: bind_connection() first");
+        return NULL;
+    }
+    if (slot_offset((PyTypeObject *)cls, "_conn", &pi_conn) < 0
+            || slot_offset((PyTypeObject *)cls, "_in", &pi_in) < 0
+            || install_methods((PyTypeObject *)cls, pi_methods, pi_refs, N_METHODS(pi_methods)) < 0)
+        return NULL;
+    pi_type = (PyTypeObject *)Py_NewRef(cls);
+    Py_RETURN_NONE;
+}
+
 /* InputPipe._drop(item): the application is done with item; its view dies
  * and its slot goes back (unless it was moved off the ring).  0 or -1. */
 static int
@@ -1746,6 +2070,7 @@ static const struct field_spec field_specs[] = {
     {5, "completed", &F.i_completed}, {5, "_handed", &F.i_handed}, {5, "_cancel", &F.i_cancel},
     {5, "ended", &F.i_ended}, {5, "buffer", &F.i_buffer}, {5, "buffer_movable", &F.i_movable},
     {5, "_examined_all", &F.i_examined_all}, {5, "_loop", &F.i_loop},
+    {0, "_stopping", &F.stopping}, {5, "backlog", &F.i_backlog},
 };
 
 int
@@ -1873,6 +2198,9 @@ sp_connection_reference(PyObject *Py_UNUSED(module), PyObject *args)
     } else if (strcmp(which, "BufferSequence") == 0) {
         defs = seq_methods;
         refs = seq_refs;
+    } else if (strcmp(which, "PipeInput") == 0) {
+        defs = pi_methods;
+        refs = pi_refs;
     }
     for (int i = 0; defs[i].ml_name != NULL; i++) {
         if (strcmp(defs[i].ml_name, name) == 0 && *refs[i] != NULL)
@@ -1887,6 +2215,8 @@ static PyMethodDef connfast_functions[] = {
      "bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment, SlabPool, "
      "Traffic, InputPipe, RingSubmitter, Ring, RingItem, ReadResult, empty_sequence): put "
      "the C fast path in the connection classes and InputPipe."},
+    {"bind_pipe_input", (PyCFunction)sp_bind_pipe_input, METH_O,
+     "bind_pipe_input(PipeInput): PipeInput.read in C (after bind_connection)."},
     {"connection_reference", (PyCFunction)sp_connection_reference, METH_VARARGS,
      "connection_reference(class_name, name): the Python method the C one replaced."},
     {NULL, NULL, 0, NULL},
@@ -1909,13 +2239,14 @@ connfast_init(PyObject *module)
         {&s_max_held_slots, "max_held_slots"}, {&s_out, "out"},
         {&s_drop_tokens, "_drop_tokens"}, {&s_pull, "_pull"},
         {&s_create_future, "create_future"}, {&s_relieve, "relieve"},
+        {&s_blocking, "_asyncio_future_blocking"}, {&s_result, "result"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].s);
         if (*names[i].slot == NULL)
             return -1;
     }
-    if (PyType_Ready(&DoneType) < 0)
+    if (PyType_Ready(&DoneType) < 0 || PyType_Ready(&ReadCoroType) < 0)
         return -1;
     done_coro = (PyObject *)PyObject_New(DoneObject, &DoneType);
     if (done_coro == NULL)

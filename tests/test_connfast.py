@@ -38,12 +38,13 @@ from test_core import SLOT, FakeHost, finish, make
 
 from zerg import _native
 from zerg._buffers import BufferSequence
-from zerg._connection import Connection, ProtocolConnection
+from zerg._connection import Connection, PipeInput, ProtocolConnection
 from zerg._errors import WriteBufferFullError
 from zerg._inputpipe import InputPipe
 from zerg._protocol import Protocol
 
 REPLACED = {BufferSequence: ("advance", "release", "__iter__"),
+            PipeInput: ("read",),
             InputPipe: ("try_read", "advance_to", "arm_waiter"),
             ProtocolConnection: ("on_recv", "write", "send_pending", "on_send"),
             Connection: ("write", "_kick_send", "on_send", "on_recv", "try_get_ring",
@@ -387,6 +388,8 @@ def test_c_level2_agrees_with_the_reference(script: list[tuple[str, Any]]) -> No
 reader_step = st.one_of(
     st.tuples(st.just("recv"), st.binary(min_size=1, max_size=SLOT)),
     st.tuples(st.just("read"), st.none()),
+    st.tuples(st.just("await-read"), st.binary(min_size=1, max_size=SLOT)),
+    st.tuples(st.just("give-up"), st.none()),
     st.tuples(st.just("advance"), st.tuples(st.integers(0, 3 * SLOT), st.integers(0, 3 * SLOT))),
     st.tuples(st.just("advance-all"), st.none()),
     st.tuples(st.just("old"), st.integers(0, 10)),
@@ -413,9 +416,43 @@ class ReaderPlayer(Player):
     def op_read(self, _: None) -> None:
         res = self.reader.try_read()
         if res is not None:
-            self.results.append(res)
-            self.trace.append(("result", res.buffer.tobytes(), res.is_completed,
-                               res.is_canceled))
+            self._record(res)
+
+    def _record(self, res: Any) -> None:
+        self.results.append(res)
+        self.trace.append(("result", res.buffer.tobytes(), res.is_completed, res.is_canceled))
+
+    def op_await_read(self, data: bytes) -> None:
+        """``await reader.read()`` as a task: it ends at once when bytes are
+        unexamined, else it waits and these bytes (or a close) wake it."""
+        loop, conn = self.host.loop, self.conn
+        task = loop.create_task(self.reader.read())
+        loop.run_until_complete(asyncio.sleep(0))
+        if not task.done():
+            self.trace.append("waits")
+            if conn.id in self.host.sinks and len(self.host.slots.free) > 0:
+                self.host.deliver(conn, data)
+            else:
+                conn.close()
+            loop.run_until_complete(asyncio.wait([task]))
+        if task.exception() is not None:
+            self.trace.append(("raised", repr(task.exception())))
+        else:
+            self._record(task.result())
+
+    def op_give_up(self, _: None) -> None:
+        """A read that waits is canceled (a handler's timeout): its waiter goes,
+        so the next read may wait again."""
+        loop = self.host.loop
+        task = loop.create_task(self.reader.read())
+        loop.run_until_complete(asyncio.sleep(0))
+        if task.done():
+            if task.exception() is None:
+                self._record(task.result())
+            return
+        task.cancel()
+        loop.run_until_complete(asyncio.wait([task]))
+        self.trace.append(("gave up", task.cancelled(), self.conn._in.waiter is None))
 
     def op_advance(self, arg: tuple[int, int]) -> None:
         self.reader.advance_to(*arg)
@@ -515,8 +552,43 @@ def test_a_flush_that_need_not_wait_is_a_finished_coroutine() -> None:
     host.close()
 
 
+def test_a_read_is_a_coroutine_that_lets_go_of_its_waiter() -> None:
+    """PipeReader.read() (C or Python) is a coroutine to asyncio; closed, thrown
+    into or dropped while it waits, it clears the waiter, so the next read may
+    wait; sent into after it ended, it refuses."""
+    from zerg.adapters import PipeReader
+
+    host = FakeHost()
+    conn = make(host)
+    reader = PipeReader(conn)
+    for end in ("close", "throw", "drop"):
+        coro = reader.read()
+        assert asyncio.iscoroutine(coro)
+        fut = coro.send(None)                       # nothing received: it waits
+        assert isinstance(fut, asyncio.Future) and conn._in.waiter is fut
+        if end == "close":
+            coro.close()
+        elif end == "throw":
+            with pytest.raises(TimeoutError):
+                coro.throw(TimeoutError())
+        else:
+            del coro
+        assert conn._in.waiter is None, end
+    host.deliver(conn, b"ping")
+    coro = reader.read()
+    with pytest.raises(StopIteration) as stop:
+        coro.send(None)                             # bytes there: ends at once
+    assert stop.value.value.buffer.tobytes() == b"ping"
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        coro.send(None)
+    reader.advance_to(4)
+    reader.complete()
+    finish(host, conn)
+    host.close()
+
+
 def test_the_comparison_runs_with_the_extension() -> None:
     """Under ZERG_NO_EXTENSIONS=1 the comparisons above run in a child with it."""
     assert_methods(REPLACED)
     if _native.speedups is None:
-        run_with_extension(__file__, passed=7)
+        run_with_extension(__file__, passed=8)

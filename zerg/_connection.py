@@ -1101,3 +1101,4 @@ if speedups is not None:
     speedups.bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment,
                              SlabPool, Traffic, InputPipe, RingSubmitter, Ring, RingItem,
                              ReadResult, EMPTY_SEQ)
+    speedups.bind_pipe_input(PipeInput)     # PipeReader.read: a coroutine in C
