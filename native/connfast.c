@@ -1235,15 +1235,72 @@ enum { RD_START, RD_AFTER_SLEEP, RD_WAITING, RD_DONE };
 
 typedef struct {
     PyObject_HEAD
-    PyObject *pipe;             /* the PipeInput */
+    PyObject *pipe;             /* the PipeInput, or the Connection (ring) */
     PyObject *fut;              /* the future awaited (WAITING), else NULL */
     int state;
+    int ring;                   /* Connection.read (level 1), not PipeInput.read */
 } ReadCoroObject;
 
-static PyTypeObject *pi_type;       /* zerg._connection.PipeInput (bind_pipe_input) */
+static PyTypeObject *pi_type;       /* zerg._connection.PipeInput (bind_reads) */
+static PyTypeObject *snap_type;     /* zerg.RingSnapshot (bind_reads) */
 static Py_ssize_t pi_conn, pi_in;
-static PyObject *ref_pi_read;
-static PyObject *s_blocking, *s_result;
+static PyObject *ref_pi_read, *ref_c_read;
+static PyObject *s_blocking, *s_result, *s_read_chunk_items;
+
+/* Level 1's snapshot, as Connection.read makes it: items waiting (at most a
+ * chunk of them; the rest wait for the next read, after a fairness yield),
+ * or the end; NULL without an error when it must wait (!after_wait), or a
+ * new reference, or NULL with an error. */
+static PyObject *
+ring_snapshot(PyObject *conn, PyObject *inp, int after_wait)
+{
+    Py_ssize_t head, tail, state, chunk;
+    int closed;
+    if (field_ssize(inp, F.i_head, &head) || field_ssize(inp, F.i_tail, &tail)
+            || field_ssize(conn, F.state, &state)) {
+        PyErr_SetString(PyExc_SystemError, "zerg: InputPipe.head/tail or _state not an int");
+        return NULL;
+    }
+    if (head < tail) {
+        PyObject *opts = FIELD(inp, F.i_opts), *c;
+        if (opts == NULL || (c = PyObject_GetAttr(opts, s_read_chunk_items)) == NULL)
+            return NULL;
+        chunk = PyLong_AsSsize_t(c);
+        Py_DECREF(c);
+        if (chunk == -1 && PyErr_Occurred())
+            return NULL;
+        if (tail - head > chunk) {
+            tail = head + chunk;
+            field_set(inp, F.i_backlog, Py_NewRef(Py_True));
+        }
+        closed = 0;
+    } else {
+        closed = FIELD(inp, F.i_ended) == NULL ? -1 : PyObject_IsTrue(FIELD(inp, F.i_ended));
+        if (closed == 0)
+            closed = state != 0;
+        if (closed == 0)
+            closed = FIELD(conn, F.stopping) == NULL ? -1
+                     : PyObject_IsTrue(FIELD(conn, F.stopping));
+        if (closed < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_SystemError, "zerg: a connection field is unset");
+            return NULL;
+        }
+        if (!closed && !after_wait)
+            return NULL;                /* wait */
+    }
+    PyObject *t = PyLong_FromSsize_t(tail);
+    if (t == NULL)
+        return NULL;
+    PyObject *snap = snap_type->tp_alloc(snap_type, 2);
+    if (snap == NULL) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(snap, 0, t);
+    PyTuple_SET_ITEM(snap, 1, Py_NewRef(closed ? Py_True : Py_False));
+    return snap;
+}
 
 /* try_read's flag: conn._state != OPEN or conn._stopping [or inp.discarding]. */
 static PyObject *
@@ -1273,7 +1330,7 @@ read_try(PyObject *conn, PyObject *inp, int after_wait)
 static void
 read_unarm(ReadCoroObject *self)
 {
-    PyObject *inp = FIELD(self->pipe, pi_in);
+    PyObject *inp = FIELD(self->pipe, self->ring ? F.in : pi_in);
     if (inp != NULL && Py_IS_TYPE(inp, in_type))
         field_set(inp, F.i_waiter, Py_NewRef(Py_None));
     Py_CLEAR(self->fut);
@@ -1282,7 +1339,8 @@ read_unarm(ReadCoroObject *self)
 static PySendResult
 read_step(ReadCoroObject *self, PyObject *arg, PyObject **presult)
 {
-    PyObject *conn = FIELD(self->pipe, pi_conn), *inp = FIELD(self->pipe, pi_in), *res;
+    PyObject *conn = self->ring ? self->pipe : FIELD(self->pipe, pi_conn);
+    PyObject *inp = FIELD(self->pipe, self->ring ? F.in : pi_in), *res;
     PySendResult ret = PYGEN_ERROR;
     *presult = NULL;
     if (self->state == RD_DONE) {
@@ -1324,7 +1382,15 @@ read_step(ReadCoroObject *self, PyObject *arg, PyObject **presult)
         after_wait = 1;
     }
     for (;;) {
-        res = read_try(conn, inp, after_wait);
+        if (self->ring) {           /* level 1: one wait at most, then a snapshot */
+            res = ring_snapshot(conn, inp, after_wait);
+            if (res == NULL && PyErr_Occurred())
+                goto fail;
+            if (res == NULL)
+                res = Py_NewRef(Py_None);
+        } else {
+            res = read_try(conn, inp, after_wait);
+        }
         if (res == NULL)
             goto fail;
         if (res != Py_None) {
@@ -1469,8 +1535,8 @@ static PyTypeObject ReadCoroType = {
     .tp_name = "zerg._speedups.ReadCoroutine",
     .tp_basicsize = sizeof(ReadCoroObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "What PipeReader.read() returns with the C extension: PipeInput.read as a "
-              "coroutine in C.",
+    .tp_doc = "What PipeReader.read() and Connection.read() return with the C extension: "
+              "PipeInput.read and Connection.read as coroutines in C.",
     .tp_dealloc = (destructor)read_dealloc,
     .tp_traverse = (traverseproc)read_traverse,
     .tp_clear = (inquiry)read_clear,
@@ -1494,6 +1560,26 @@ pi_read(PyObject *self, PyObject *Py_UNUSED(ignored))
     rc->pipe = Py_NewRef(self);
     rc->fut = NULL;
     rc->state = RD_START;
+    rc->ring = 0;
+    PyObject_GC_Track(rc);
+    return (PyObject *)rc;
+}
+
+/* Connection.read (level 1) */
+static PyObject *
+c_read(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *inp = FIELD(self, F.in);
+    if (snap_type == NULL || !Py_IS_TYPE(self, base_type) || inp == NULL
+            || !Py_IS_TYPE(inp, in_type))
+        return call_ref(ref_c_read, self, NULL, 0);
+    ReadCoroObject *rc = PyObject_GC_New(ReadCoroObject, &ReadCoroType);
+    if (rc == NULL)
+        return NULL;
+    rc->pipe = Py_NewRef(self);
+    rc->fut = NULL;
+    rc->state = RD_START;
+    rc->ring = 1;
     PyObject_GC_Track(rc);
     return (PyObject *)rc;
 }
@@ -1504,31 +1590,48 @@ static PyMethodDef pi_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 static PyObject **pi_refs[] = {&ref_pi_read};
+static PyMethodDef read_c_methods[] = {
+    {"read", (PyCFunction)c_read, METH_NOARGS,
+     "Wait until received slots are waiting or the stream ended (C fast path)."},
+    {NULL, NULL, 0, NULL},
+};
+static PyObject **read_c_refs[] = {&ref_c_read};
 
-/* bind_pipe_input(PipeInput): after bind_connection, PipeInput.read in C. */
+/* bind_reads(PipeInput, RingSnapshot): after bind_connection, PipeInput.read
+ * and Connection.read in C. */
 static PyObject *
-sp_bind_pipe_input(PyObject *Py_UNUSED(module), PyObject *cls)
+sp_bind_reads(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    if (!PyType_Check(cls)) {
-        PyErr_SetString(PyExc_TypeError, "bind_pipe_input: a class is needed");
+    PyTypeObject *cls, *snap;
+    if (!PyArg_ParseTuple(args, "O!O!:bind_reads", &PyType_Type, &cls, &PyType_Type, &snap))
         return NULL;
-    }
     if (pi_type != NULL) {
-        if ((PyTypeObject *)cls != pi_type) {
-            PyErr_SetString(PyExc_RuntimeError, "bind_pipe_input: already bound to another class");
+        if (cls != pi_type || snap != snap_type) {
+            PyErr_SetString(PyExc_RuntimeError, "bind_reads: already bound to other classes");
             return NULL;
         }
         Py_RETURN_NONE;
     }
     if (base_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "bind_pipe_input: bind_connection() first");
+        PyErr_SetString(PyExc_RuntimeError, "bind_reads: bind_connection() first");
         return NULL;
     }
-    if (slot_offset((PyTypeObject *)cls, "_conn", &pi_conn) < 0
-            || slot_offset((PyTypeObject *)cls, "_in", &pi_in) < 0
-            || install_methods((PyTypeObject *)cls, pi_methods, pi_refs, N_METHODS(pi_methods)) < 0)
+    if (!PyType_IsSubtype(snap, &PyTuple_Type) || snap->tp_basicsize != PyTuple_Type.tp_basicsize) {
+        PyErr_SetString(PyExc_TypeError, "bind_reads: RingSnapshot must be a NamedTuple");
         return NULL;
-    pi_type = (PyTypeObject *)Py_NewRef(cls);
+    }
+    if (slot_offset(cls, "_conn", &pi_conn) < 0 || slot_offset(cls, "_in", &pi_in) < 0
+            || install_methods(cls, pi_methods, pi_refs, N_METHODS(pi_methods)) < 0)
+        return NULL;
+    if (install_methods(base_type, read_c_methods, read_c_refs, N_METHODS(read_c_methods)) < 0) {
+        PyObject *exc = fetch_exception();      /* all or nothing */
+        (void)PyObject_SetAttrString((PyObject *)cls, "read", ref_pi_read);
+        Py_CLEAR(ref_pi_read);
+        restore_exception(exc);
+        return NULL;
+    }
+    pi_type = (PyTypeObject *)Py_NewRef((PyObject *)cls);
+    snap_type = (PyTypeObject *)Py_NewRef((PyObject *)snap);
     Py_RETURN_NONE;
 }
 
@@ -2201,6 +2304,9 @@ sp_connection_reference(PyObject *Py_UNUSED(module), PyObject *args)
     } else if (strcmp(which, "PipeInput") == 0) {
         defs = pi_methods;
         refs = pi_refs;
+    } else if (strcmp(name, "read") == 0) {     /* Connection.read */
+        defs = read_c_methods;
+        refs = read_c_refs;
     }
     for (int i = 0; defs[i].ml_name != NULL; i++) {
         if (strcmp(defs[i].ml_name, name) == 0 && *refs[i] != NULL)
@@ -2215,8 +2321,9 @@ static PyMethodDef connfast_functions[] = {
      "bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment, SlabPool, "
      "Traffic, InputPipe, RingSubmitter, Ring, RingItem, ReadResult, empty_sequence): put "
      "the C fast path in the connection classes and InputPipe."},
-    {"bind_pipe_input", (PyCFunction)sp_bind_pipe_input, METH_O,
-     "bind_pipe_input(PipeInput): PipeInput.read in C (after bind_connection)."},
+    {"bind_reads", (PyCFunction)sp_bind_reads, METH_VARARGS,
+     "bind_reads(PipeInput, RingSnapshot): PipeInput.read and Connection.read in C "
+     "(after bind_connection)."},
     {"connection_reference", (PyCFunction)sp_connection_reference, METH_VARARGS,
      "connection_reference(class_name, name): the Python method the C one replaced."},
     {NULL, NULL, 0, NULL},
@@ -2240,6 +2347,7 @@ connfast_init(PyObject *module)
         {&s_drop_tokens, "_drop_tokens"}, {&s_pull, "_pull"},
         {&s_create_future, "create_future"}, {&s_relieve, "relieve"},
         {&s_blocking, "_asyncio_future_blocking"}, {&s_result, "result"},
+        {&s_read_chunk_items, "read_chunk_items"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].s);

@@ -48,7 +48,7 @@ REPLACED = {BufferSequence: ("advance", "release", "__iter__"),
             InputPipe: ("try_read", "advance_to", "arm_waiter"),
             ProtocolConnection: ("on_recv", "write", "send_pending", "on_send"),
             Connection: ("write", "_kick_send", "on_send", "on_recv", "try_get_ring",
-                         "return_ring", "get_sequence", "flush")}
+                         "return_ring", "get_sequence", "flush", "read")}
 
 
 @contextlib.contextmanager
@@ -228,6 +228,7 @@ level1_step = st.one_of(
     st.tuples(st.just("echo"), st.integers(0, 20)),
     st.tuples(st.just("flush"), st.none()),
     st.tuples(st.just("await-flush"), st.none()),
+    st.tuples(st.just("give-up"), st.none()),
     st.tuples(st.just("complete"), st.one_of(st.none(), st.integers(1, 300))),
     st.tuples(st.just("pause"), st.none()),
     st.tuples(st.just("resume"), st.none()),
@@ -290,6 +291,19 @@ class Level1Player(Player):
 
     def op_flush(self, _: None) -> None:
         self.conn.flush_nowait()
+
+    def op_give_up(self, _: None) -> None:
+        """A level-1 read that waits is canceled: its waiter goes, so the next
+        read may wait again; one that need not wait gives its snapshot."""
+        loop = self.host.loop
+        task = loop.create_task(self.conn.read())
+        loop.run_until_complete(asyncio.sleep(0))
+        if not task.done():
+            task.cancel()
+            loop.run_until_complete(asyncio.wait([task]))
+            self.trace.append(("gave up", task.cancelled(), self.conn._in.waiter is None))
+        elif task.exception() is None:
+            self.trace.append(("snapshot", tuple(task.result())))
 
     def op_await_flush(self, _: None) -> None:
         """``await conn.flush()`` as a task: whether it ended at its first step,

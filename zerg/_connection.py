@@ -1101,4 +1101,5 @@ if speedups is not None:
     speedups.bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment,
                              SlabPool, Traffic, InputPipe, RingSubmitter, Ring, RingItem,
                              ReadResult, EMPTY_SEQ)
-    speedups.bind_pipe_input(PipeInput)     # PipeReader.read: a coroutine in C
+    # Level 1's read and PipeReader's: coroutines written in C.
+    speedups.bind_reads(PipeInput, RingSnapshot)
