@@ -1546,6 +1546,21 @@ static PyTypeObject ReadCoroType = {
     .tp_methods = read_methods,
 };
 
+/* A read coroutine, not started, of a PipeInput (ring 0) or a Connection. */
+static PyObject *
+read_coro_new(PyObject *owner, int ring)
+{
+    ReadCoroObject *rc = PyObject_GC_New(ReadCoroObject, &ReadCoroType);
+    if (rc == NULL)
+        return NULL;
+    rc->pipe = Py_NewRef(owner);
+    rc->fut = NULL;
+    rc->state = RD_START;
+    rc->ring = ring;
+    PyObject_GC_Track(rc);
+    return (PyObject *)rc;
+}
+
 /* PipeInput.read */
 static PyObject *
 pi_read(PyObject *self, PyObject *Py_UNUSED(ignored))
@@ -1554,15 +1569,7 @@ pi_read(PyObject *self, PyObject *Py_UNUSED(ignored))
     if (!Py_IS_TYPE(self, pi_type) || conn == NULL || !Py_IS_TYPE(conn, base_type)
             || inp == NULL || !Py_IS_TYPE(inp, in_type))
         return call_ref(ref_pi_read, self, NULL, 0);
-    ReadCoroObject *rc = PyObject_GC_New(ReadCoroObject, &ReadCoroType);
-    if (rc == NULL)
-        return NULL;
-    rc->pipe = Py_NewRef(self);
-    rc->fut = NULL;
-    rc->state = RD_START;
-    rc->ring = 0;
-    PyObject_GC_Track(rc);
-    return (PyObject *)rc;
+    return read_coro_new(self, 0);
 }
 
 /* Connection.read (level 1) */
@@ -1573,15 +1580,7 @@ c_read(PyObject *self, PyObject *Py_UNUSED(ignored))
     if (snap_type == NULL || !Py_IS_TYPE(self, base_type) || inp == NULL
             || !Py_IS_TYPE(inp, in_type))
         return call_ref(ref_c_read, self, NULL, 0);
-    ReadCoroObject *rc = PyObject_GC_New(ReadCoroObject, &ReadCoroType);
-    if (rc == NULL)
-        return NULL;
-    rc->pipe = Py_NewRef(self);
-    rc->fut = NULL;
-    rc->state = RD_START;
-    rc->ring = 1;
-    PyObject_GC_Track(rc);
-    return (PyObject *)rc;
+    return read_coro_new(self, 1);
 }
 
 static PyMethodDef pi_methods[] = {
