@@ -7,7 +7,7 @@ STAMP := $(VENV)/.stamp-install
 SOURCES := pyproject.toml setup.py native/uringshim.c native/uringshim.h native/uringshim_compat.h native/build_shim.py native/speedups.c native/speedups.h native/connfast.c native/loopfast.c native/seqfast.c native/readerfast.c
 TEST_TOOLS := curl:curl wrk:wrk redis-benchmark:redis-tools redis-server:redis-server
 
-.PHONY: demo test lint bench docs soak clean install
+.PHONY: demo test lint bench docs soak clean install wheel test-matrix
 
 install: $(STAMP)
 
@@ -44,6 +44,16 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/allocations.py
 
+# The sdist and one repaired (manylinux) wheel per CPython found (3.11-3.13, pyenv or PATH)
+# in dist/; each wheel's native modules are checked not to link liburing dynamically.
+wheel: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[release]' --config-settings editable_mode=compat
+	$(BIN)/python scripts/wheels.py
+
+# The suite against each installed wheel of dist/, per interpreter, both implementations.
+test-matrix: wheel
+	$(BIN)/nox -f noxfile.py
+
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W -b html docs docs/_build/html
 
@@ -51,4 +61,4 @@ soak: $(STAMP)
 	$(BIN)/python scripts/soak.py --duration $${SOAK_SECONDS:-600}
 
 clean:
-	rm -rf build *.egg-info zerg/_uring*.so zerg/_speedups*.so docs/_build
+	rm -rf build dist *.egg-info zerg/_uring*.so zerg/_speedups*.so docs/_build

@@ -49,8 +49,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PACKAGE_DIR = REPO / "zerg"
+import zerg
+
+# The package under test: this tree's, or the installed one (make test-matrix).
+PACKAGE_DIR = Path(zerg.__file__).resolve().parent
 
 # Underscore names that belong to stdlib objects zerg uses, not to zerg modules.
 # Keep this short: every entry is a public protocol that merely starts with "_".

@@ -18,10 +18,11 @@ from collections.abc import Callable
 
 import pytest
 
+import zerg
 from zerg._ring import CQE_F_BUFFER, KEY_LIMIT, Op, Ring, encode
 from zerg._uring import ffi, lib
 
-STUB = pathlib.Path(__file__).resolve().parent.parent / "zerg" / "_uring.pyi"
+STUB = pathlib.Path(zerg.__file__).resolve().parent / "_uring.pyi"   # as installed, or here
 WAITS = ["zu_submit_and_wait", "zu_enter_ext"]
 SECOND = 1_000_000_000
 
