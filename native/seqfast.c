@@ -576,20 +576,38 @@ empty_memoryview(void)
     return view;
 }
 
+/* The chain and where its first byte lies (segment k, spanning chain offsets
+ * [s, e)): 0; 1 when empty (*empty: the empty view, or NULL with an error);
+ * 2 when the reference must answer; -1 with an error. */
+static int
+first_segment(PyObject *self, Chain *c, Py_ssize_t *k, Py_ssize_t *s, Py_ssize_t *e,
+              PyObject **empty)
+{
+    const char *p;
+    int rc = enter(self, c);
+    if (rc < 0)
+        return -1;
+    if (rc == 0 && c->start == c->stop) {
+        *empty = empty_memoryview();
+        return 1;
+    }
+    if (rc > 0 || chain_locate(c, c->start, k) != CHAIN_OK
+            || chain_seg(c, *k, &p, s, e) != CHAIN_OK || c->start < *s)
+        return 2;
+    return 0;
+}
+
 static PyObject *
 Seq_first(PyObject *self, void *Py_UNUSED(closure))
 {
     Chain c;
     Py_ssize_t k, s, e;
-    const char *p;
-    int rc = enter(self, &c);
-    if (rc < 0)
-        return NULL;
-    if (rc == 0 && c.start == c.stop)
-        return empty_memoryview();
-    if (rc > 0 || chain_locate(&c, c.start, &k) != CHAIN_OK
-            || chain_seg(&c, k, &p, &s, &e) != CHAIN_OK || c.start < s)
-        return call_ref(R_FIRST, self, NULL, 0, NULL);
+    PyObject *empty = NULL;
+    switch (first_segment(self, &c, &k, &s, &e, &empty)) {
+    case -1: return NULL;
+    case 1: return empty;
+    case 2: return call_ref(R_FIRST, self, NULL, 0, NULL);
+    }
     return seg_view(&c, k, c.start - s, (c.stop < e ? c.stop : e) - s);
 }
 
@@ -598,15 +616,12 @@ Seq_contiguous(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     Chain c;
     Py_ssize_t k, s, e;
-    const char *p;
-    int rc = enter(self, &c);
-    if (rc < 0)
-        return NULL;
-    if (rc == 0 && c.start == c.stop)
-        return empty_memoryview();
-    if (rc > 0 || chain_locate(&c, c.start, &k) != CHAIN_OK
-            || chain_seg(&c, k, &p, &s, &e) != CHAIN_OK || c.start < s)
-        return call_ref(R_CONTIGUOUS, self, NULL, 0, NULL);
+    PyObject *empty = NULL;
+    switch (first_segment(self, &c, &k, &s, &e, &empty)) {
+    case -1: return NULL;
+    case 1: return empty;
+    case 2: return call_ref(R_CONTIGUOUS, self, NULL, 0, NULL);
+    }
     if (c.stop <= e)
         return seg_view(&c, k, c.start - s, c.stop - s);
     PyObject *copy = chain_bytes(&c, c.start, c.stop);
