@@ -411,6 +411,23 @@ def _wrk(sc: Scenario, port: int, seconds: int, st: Settings) -> str:
     return out
 
 
+def _server_cpu(c0: tuple[int, int] | None, c1: tuple[int, int] | None, seconds: float,
+                msgs: int) -> Json:
+    """The server's CPU over a measurement (ticks before/after), per message; {} when
+    /proc could not tell."""
+    if c0 is None or c1 is None:
+        return {}
+    tck = os.sysconf("SC_CLK_TCK")
+    user, sys_ = (c1[0] - c0[0]) / tck, (c1[1] - c0[1]) / tck
+    n = max(msgs, 1)
+    return {
+        "server_cpu_user_s": user, "server_cpu_sys_s": sys_,
+        "server_cpu_util": (user + sys_) / seconds,
+        "cpu_us_per_msg": {"user": user * 1e6 / n, "sys": sys_ * 1e6 / n,
+                           "total": (user + sys_) * 1e6 / n},
+    }
+
+
 def measure_http(sc: Scenario, srv: RunningServer, st: Settings) -> Json:
     seconds = max(1, round(st.duration))
     _wrk(sc, srv.port, max(1, round(st.warmup)), st)        # warm-up, not counted
@@ -431,16 +448,7 @@ def measure_http(sc: Scenario, srv: RunningServer, st: Settings) -> Json:
         "msgs": reqs, "msgs_per_s": reqs / secs, "mb_per_s": read_bytes / secs / 1e6,
         "errors": errors, "wrk_output": out,
     }
-    if c0 is not None and c1 is not None:
-        tck = os.sysconf("SC_CLK_TCK")
-        user, sys_ = (c1[0] - c0[0]) / tck, (c1[1] - c0[1]) / tck
-        data.update({
-            "server_cpu_user_s": user, "server_cpu_sys_s": sys_,
-            "server_cpu_util": (user + sys_) / (t1 - t0),
-            "cpu_us_per_msg": {"user": user * 1e6 / max(reqs, 1),
-                               "sys": sys_ * 1e6 / max(reqs, 1),
-                               "total": (user + sys_) * 1e6 / max(reqs, 1)},
-        })
+    data.update(_server_cpu(c0, c1, t1 - t0, reqs))
     return data
 
 
@@ -476,15 +484,7 @@ def measure_resp(sc: Scenario, srv: RunningServer, st: Settings) -> Json:
         "msgs": reqs, "msgs_per_s": reqs / busy, "get_per_s": rps["get"],
         "set_per_s": rps["set"], "errors": 0,
     }
-    if c0 is not None and c1 is not None:
-        tck = os.sysconf("SC_CLK_TCK")
-        user, sys_ = (c1[0] - c0[0]) / tck, (c1[1] - c0[1]) / tck
-        data.update({
-            "server_cpu_user_s": user, "server_cpu_sys_s": sys_,
-            "server_cpu_util": (user + sys_) / (t1 - t0),
-            "cpu_us_per_msg": {"user": user * 1e6 / reqs, "sys": sys_ * 1e6 / reqs,
-                               "total": (user + sys_) * 1e6 / reqs},
-        })
+    data.update(_server_cpu(c0, c1, t1 - t0, reqs))
     return data
 
 
