@@ -14,6 +14,7 @@ from zerg._config import AcceptorConfig, EngineOptions, ReactorConfig
 from zerg._connection import Connection, PipeInput, PipeOutput, RingItem, RingSnapshot
 from zerg._engine import Engine, run
 from zerg._errors import UnsupportedKernelError, WriteBufferFullError
+from zerg._listen import systemd_listen_fds
 from zerg._probe import KernelFeatures, probe
 from zerg._protocol import Protocol
 from zerg._reactor import ReactorStats
@@ -45,6 +46,7 @@ __all__ = [
     "new_event_loop",
     "probe",
     "run",
+    "systemd_listen_fds",
 ]
 
 __version__ = "0.1.0"

@@ -213,6 +213,18 @@ class EngineOptions:
     worker_threads: int = 64
     """Threads that run plain ``def handler(conn)`` handlers (one per connection
     at a time; further connections wait for a free thread)."""
+    unix_path: str | None = None
+    """Listen on a UNIX stream socket at this path instead of ``ip:port``.  A
+    stale socket file (nothing accepts there) is replaced; a live one, or any
+    other file, is an error.  The file is removed when the engine closes.
+    With ``workers > 1`` the workers share this one socket."""
+    listen_fd: int | None = None
+    """Serve an already-open stream socket (TCP or UNIX) instead of binding
+    one: an fd passed in, or one systemd passed (``zerg.systemd_listen_fds()``).
+    The engine works on a duplicate, so the caller's fd stays open, and on stop
+    it stops accepting without shutting the socket down (others may hold it).
+    A socket that is bound but not listening yet gets ``listen(backlog)``.
+    ``ip``/``port`` are not used; with ``workers > 1`` the workers share it."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.ip, str):
@@ -236,12 +248,25 @@ class EngineOptions:
         _check_bool("reuse_port", self.reuse_port)
         _check_int("worker_threads", self.worker_threads, 1, 4096)
         _check_int("workers", self.workers, 1, 1024)
+        if self.unix_path is not None:
+            if not isinstance(self.unix_path, str) or not self.unix_path or "\0" in self.unix_path:
+                raise ValueError(f"unix_path must be a file path, got {self.unix_path!r}")
+            if len(os.fsencode(self.unix_path)) > _UNIX_PATH_MAX:
+                raise ValueError(f"unix_path is {len(os.fsencode(self.unix_path))} bytes long; "
+                                 f"a UNIX socket path has at most {_UNIX_PATH_MAX}")
+        if self.listen_fd is not None:
+            _check_int("listen_fd", self.listen_fd, 0, 1 << 30)
+            if self.unix_path is not None:
+                raise ValueError("give unix_path or listen_fd, not both")
         want_v6 = self.acceptor.ip_version != "ipv4"
         if (addr.version == 6) != want_v6:
             raise ValueError(
                 f"ip {self.ip!r} is IPv{addr.version} but acceptor.ip_version is "
                 f"{self.acceptor.ip_version!r}"
             )
+
+
+_UNIX_PATH_MAX = 107     # sizeof(sockaddr_un.sun_path) - 1 on Linux
 
 
 def _default_write_memory() -> int:

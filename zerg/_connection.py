@@ -267,13 +267,15 @@ class Connection:
         return self._in.head < self._in.tail
 
     @property
-    def peername(self) -> tuple[str, int] | tuple[str, int, int, int] | None:
-        """The peer's address, as ``socket.getpeername()`` gives it (None once closed)."""
+    def peername(self) -> tuple[str, int] | tuple[str, int, int, int] | str | None:
+        """The peer's address, as ``socket.getpeername()`` gives it: ``(ip, port)``,
+        or for a UNIX socket its path (usually ``""``: clients rarely bind one);
+        None once closed."""
         if self._state == CLOSED:
             return None
         sock = socket.socket(fileno=self.fd)
         try:
-            addr: tuple[str, int] | tuple[str, int, int, int] = sock.getpeername()
+            addr: tuple[str, int] | tuple[str, int, int, int] | str = sock.getpeername()
             return addr
         except OSError:
             return None

@@ -14,10 +14,11 @@ stop accepting, close connections, give back every slot, close ring and fds.
 from __future__ import annotations
 
 import concurrent.futures
-import errno
+import dataclasses
 import functools
 import inspect
 import logging
+import os
 import signal
 import socket
 import threading
@@ -27,6 +28,7 @@ from typing import Any, Self, cast
 
 from zerg._acceptor import Acceptor, AcceptorStats
 from zerg._config import EngineOptions
+from zerg._listen import open_listener
 from zerg._probe import probe, require
 from zerg._protocol import Protocol
 from zerg._reactor import Reactor, ReactorStats
@@ -78,6 +80,7 @@ class Engine:
             raise TypeError(f"options must be an EngineOptions, got {type(options).__name__}")
         self.options = options
         self._sock: socket.socket | None = None
+        self._shared = False    # a UNIX socket or one from outside (zerg._listen)
         self._reactors: list[Reactor] = []
         self._acceptor: Acceptor | None = None
         self._lock = threading.Lock()
@@ -89,44 +92,30 @@ class Engine:
 
     # ------------------------------------------------------------- binding
     def listen(self) -> None:
-        """Bind and listen now; ``port`` then gives the real port."""
+        """Bind and listen now (or take the socket ``listen_fd`` names); ``port``
+        then gives the real port."""
         if self._sock is not None:
             return
-        opts = self.options
-        v6 = opts.acceptor.ip_version != "ipv4"
-        sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if opts.reuse_port or opts.workers > 1:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if v6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY,
-                                1 if opts.acceptor.ip_version == "ipv6" else 0)
-            # Accepted sockets inherit TCP_NODELAY from the listener on Linux.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                sock.bind((opts.ip, opts.port))
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise OSError(errno.EADDRINUSE,
-                                  f"port {opts.port} on {opts.ip} is already in use") from None
-                raise OSError(exc.errno, f"cannot bind {opts.ip}:{opts.port}: "
-                                         f"{exc.strerror}") from None
-            if opts.workers == 1:
-                sock.listen(opts.backlog)
-            # With workers > 1 this socket only reserves the port (bound, not
-            # listening); each worker listens on its own SO_REUSEPORT socket.
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
+        self._sock, self._shared = open_listener(self.options)
 
     @property
     def port(self) -> int:
-        """The bound port (call ``listen()`` first)."""
+        """The bound TCP port (call ``listen()`` first)."""
         if self._sock is None:
             raise RuntimeError("Engine.port is known after listen()")
+        if self._sock.family == socket.AF_UNIX:
+            raise RuntimeError(f"Engine.port: this engine listens on the UNIX socket "
+                               f"{self.address!r}, not on a TCP port")
         return int(self._sock.getsockname()[1])
+
+    @property
+    def address(self) -> str | tuple[str, int] | tuple[str, int, int, int]:
+        """Where the engine listens, as ``getsockname()`` gives it: ``(ip, port)``,
+        or the path of a UNIX socket (call ``listen()`` first)."""
+        if self._sock is None:
+            raise RuntimeError("Engine.address is known after listen()")
+        addr: str | tuple[str, int] | tuple[str, int, int, int] = self._sock.getsockname()
+        return addr
 
     # ------------------------------------------------------------- serving
     def serve(self, handler: Handler) -> None:
@@ -231,7 +220,14 @@ class Engine:
                 reactor0.ring.close()
 
     def _serve_workers(self, handler: Handler) -> None:
-        pool = WorkerPool(self.options, self.port, functools.partial(_run_worker, handler))
+        opts = self.options
+        assert self._sock is not None
+        if self._shared:    # a UNIX socket or one from outside: every worker inherits it
+            each = dataclasses.replace(opts, listen_fd=self._sock.fileno(), unix_path=None,
+                                       workers=1)
+        else:               # a TCP port: every worker binds its own SO_REUSEPORT socket
+            each = dataclasses.replace(opts, port=self.port, reuse_port=True, workers=1)
+        pool = WorkerPool(opts, each, functools.partial(_run_worker, handler))
         self._workers = pool
         restore = self._install_signals()
         try:
@@ -310,8 +306,10 @@ class Engine:
         """Refuse new connections now: a listening socket shut down drops its
         backlog (those peers get a reset) and answers new SYNs with RST."""
         sock = self._sock
-        if sock is None or self.options.workers > 1:
-            return              # the supervisor's socket only reserves the port
+        if sock is None or self.options.workers > 1 or self.options.listen_fd is not None:
+            # The supervisor's socket only reserves the port, or serves the workers; a
+            # socket from outside is shared with its owner (the reactors stop accepting).
+            return
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -327,8 +325,15 @@ class Engine:
 
     def _close_socket(self) -> None:
         sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
+        if sock is None:
+            return
+        sock.close()
+        path = self.options.unix_path
+        if path is not None:            # the socket file this engine made
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def close(self) -> None:
         """Stop serving (if running) and release the listening socket."""

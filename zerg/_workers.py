@@ -15,7 +15,6 @@ only if those threads hold no locks the workers need.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -32,9 +31,11 @@ _POLL_S = 0.05
 class WorkerPool:
     """Forks and supervises the worker processes of one ``Engine.serve``."""
 
-    def __init__(self, options: EngineOptions, port: int,
+    def __init__(self, options: EngineOptions, each: EngineOptions,
                  run_worker: Callable[[EngineOptions, int], None]) -> None:
-        self.options = dataclasses.replace(options, port=port, reuse_port=True, workers=1)
+        """``each``: what every worker serves with (its own SO_REUSEPORT port, or the
+        shared socket's fd it inherits)."""
+        self.options = each
         self.count = options.workers
         self._run_worker = run_worker
         self.pids: dict[int, int] = {}         # pid -> worker index
