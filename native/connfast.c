@@ -1624,9 +1624,11 @@ sp_bind_reads(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     if (install_methods(base_type, read_c_methods, read_c_refs, N_METHODS(read_c_methods)) < 0) {
         PyObject *exc = fetch_exception();      /* all or nothing */
-        (void)PyObject_SetAttrString((PyObject *)cls, "read", ref_pi_read);
+        if (PyObject_SetAttrString((PyObject *)cls, "read", ref_pi_read) < 0)
+            PyErr_Clear();
         Py_CLEAR(ref_pi_read);
-        restore_exception(exc);
+        if (exc != NULL)
+            restore_exception(exc);
         return NULL;
     }
     pi_type = (PyTypeObject *)Py_NewRef((PyObject *)cls);
