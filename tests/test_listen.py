@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -210,4 +211,82 @@ def test_workers_share_one_unix_socket(tmp_path: Path) -> None:
                 msg = b"worker round %d" % i
                 s.sendall(msg)
                 assert recv_exact(s, len(msg)) == msg
+    assert not path.exists()
+
+
+def test_rolling_restart_under_load_loses_no_request() -> None:
+    """workers=2 on one shared TCP socket (a bound fd passed in), wrk opening a
+    connection per request all along: restart_workers() (SIGHUP) replaces both
+    workers one at a time and wrk sees no error of any kind."""
+    http = load_example("http")
+    own = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    own.bind(("127.0.0.1", 0))
+    port = own.getsockname()[1]
+    try:
+        with serving(http.handle, listen_fd=own.fileno(), workers=2) as srv:
+            engine = srv.engine
+            wait_for(lambda: len(engine.worker_pids()) == 2, timeout=10)
+            before = set(engine.worker_pids())
+            wrk = subprocess.Popen(
+                ["wrk", "-t1", "-c8", "-d5s", "-H", "Connection: close",
+                 f"http://127.0.0.1:{port}/"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            time.sleep(1.0)
+            engine.restart_workers()
+            wait_for(lambda: len(engine.worker_pids()) == 2
+                     and not before & set(engine.worker_pids()), timeout=20,
+                     what="both workers replaced")
+            out, _ = wrk.communicate(timeout=60)
+            after = set(engine.worker_pids())
+    finally:
+        own.close()
+    assert wrk.returncode == 0, out
+    assert "Socket errors" not in out and "Non-2xx" not in out, out
+    done = int(out.split(" requests in ")[0].split()[-1])
+    assert done > 1000, out
+    assert len(after) == 2 and not before & after
+
+
+SUPERVISOR = textwrap.dedent('''
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    import zerg
+    from test_listen import echo
+    zerg.run(echo, zerg.EngineOptions(unix_path=sys.argv[2], workers=2,
+                                      shutdown_timeout_s=1.0))
+''')
+
+
+def _children(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (from /proc: no procps needed)."""
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue                            # exited meanwhile
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+def test_sighup_replaces_the_workers_of_a_supervisor(tmp_path: Path) -> None:
+    """SIGHUP to a supervisor (zerg.run in a main thread): every worker is
+    replaced, the socket keeps serving; SIGTERM then stops everything."""
+    path = tmp_path / "hup.sock"
+    proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(Path(__file__).parent),
+                             str(path)], cwd=REPO)
+    try:
+        wait_for(lambda: len(_children(proc.pid)) == 2 and path.exists(), timeout=15,
+                 what="two workers")
+        before = _children(proc.pid)
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(_children(proc.pid)) == 2 and not before & _children(proc.pid),
+                 timeout=20, what="both workers replaced")
+        with unix_connect(path) as s:
+            s.sendall(b"after SIGHUP")
+            assert recv_exact(s, 12) == b"after SIGHUP"
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
     assert not path.exists()

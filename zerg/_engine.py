@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any, Self, cast
@@ -229,7 +230,7 @@ class Engine:
             each = dataclasses.replace(opts, port=self.port, reuse_port=True, workers=1)
         pool = WorkerPool(opts, each, functools.partial(_run_worker, handler))
         self._workers = pool
-        restore = self._install_signals()
+        restore = self._install_signals(hup=pool.request_restart)
         try:
             if self._stop_requested:
                 pool.stop()
@@ -237,6 +238,19 @@ class Engine:
         finally:
             restore()
             self._workers = None
+
+    def restart_workers(self) -> None:
+        """Replace the worker processes one at a time (``workers > 1``; what SIGHUP
+        does): each replacement serves before the worker it replaces stops, and
+        that one drains gracefully.  Over a socket every worker shares
+        (``unix_path``, ``listen_fd``) no connection is lost; with a TCP port each
+        worker listens on its own ``SO_REUSEPORT`` socket, whose queued connections
+        the kernel resets when it closes unless ``net.ipv4.tcp_migrate_req=1``.
+        Safe from any thread and from signal handlers; ignored when not serving
+        workers."""
+        pool = self._workers
+        if pool is not None:
+            pool.request_restart()
 
     def worker_pids(self) -> list[int]:
         """Pids of the running worker processes (``workers > 1``)."""
@@ -264,15 +278,19 @@ class Engine:
             log.exception("zerg reactor %d failed", index)
             self.stop()
 
-    def _install_signals(self) -> Callable[[], None]:
+    def _install_signals(self, hup: Callable[[], None] | None = None) -> Callable[[], None]:
+        """SIGINT/SIGTERM stop; with ``hup``, SIGHUP calls it (a rolling restart)."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
         previous: dict[int, Any] = {}
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            self.stop()
+            if signum == signal.SIGHUP and hup is not None:
+                hup()
+            else:
+                self.stop()
 
-        for sig in _SIGNALS:
+        for sig in (*_SIGNALS, signal.SIGHUP) if hup is not None else _SIGNALS:
             try:
                 previous[sig] = signal.signal(sig, on_signal)
             except (ValueError, OSError):
@@ -375,8 +393,22 @@ def run(handler: Handler, options: EngineOptions | None = None) -> None:
         engine.serve(handler)
 
 
-def _run_worker(handler: Handler, options: EngineOptions, index: int) -> None:
-    """Body of one worker process (see ``zerg._workers``)."""
+def _run_worker(handler: Handler, options: EngineOptions, index: int, ready: int) -> None:
+    """Body of one worker process (see ``zerg._workers``): serve, and write one
+    byte to ``ready`` once the reactors run (the supervisor's rolling restart
+    waits for it before it stops the worker this one replaces)."""
     with Engine(options) as engine:
         engine.listen()
+
+        def announce() -> None:
+            # stats() lists the reactors once they exist (each arms its accept as it
+            # runs; a connection that comes first waits in the listen queue).
+            while not (engine.is_serving and engine.stats()):
+                time.sleep(0.005)
+            try:
+                os.write(ready, b"r")
+            finally:
+                os.close(ready)
+
+        threading.Thread(target=announce, name="zerg-ready", daemon=True).start()
         engine.serve(handler)

@@ -48,6 +48,7 @@ _UD_CANCEL = encode(Op.CANCEL)
 _RECV, _SEND, _POLL, _ACCEPT, _MSG = Op.RECV, Op.SEND, Op.POLL, Op.ACCEPT, Op.MSG
 
 _ACCEPT_BACKOFF_S = 0.05
+_FRESH_S = 0.5      # stopping: how long a just-accepted connection may take to speak
 _TRIM_EVERY_S = 1.0
 _TRIM_RESERVE_BYTES = 2 << 20      # free write memory kept resident for the next burst
 _monotonic = time.monotonic
@@ -206,6 +207,7 @@ class Reactor:
         self._stop_event: asyncio.Event | None = None
         self._drained: asyncio.Event | None = None
         self._accept_armed = False
+        self._accept_closed = False     # stopping: accept no more (the armed one is canceled)
         self.running = False
         # counters
         self.accepted = 0
@@ -292,16 +294,16 @@ class Reactor:
         (``request_stop``: idle ones close, handlers in the middle of a request
         finish it); running handlers get ``shutdown_timeout_s``; then what is
         left closes (staged bytes still sent) and, failing that, is aborted."""
-        self._stopping = True
         deadline = self.loop.time() + self._grace
+        self._accept_closed = True
         if self._accept_armed:
             self.ring.check(lib.zu_prep_cancel(self._ptr, _UD_ACCEPT, _UD_CANCEL),
                             "cancel accept")
-        for conn in list(self.conns.values()):
-            try:
-                conn.request_stop()
-            except Exception as exc:
-                self._completion_failed(_RECV, conn.id, exc)
+        told: set[int] = set()
+        self._tell_stop(told, spoken_only=True)
+        await self._await_first_bytes(deadline)
+        self._stopping = True
+        self._tell_stop(told, spoken_only=False)
         await self._start.drain(self._grace)
         for conn in list(self.conns.values()):
             conn.close()
@@ -322,6 +324,35 @@ class Reactor:
                 log.error("zerg reactor %d: %d connection(s) did not drain",
                           self.index, len(self.conns))
         self._flush_returns()
+
+    def _tell_stop(self, told: set[int], spoken_only: bool) -> None:
+        """``request_stop`` to each connection not told yet (with ``spoken_only``,
+        only those that received something)."""
+        for conn in list(self.conns.values()):
+            if conn.id in told or (spoken_only and conn.bytes_in == 0):
+                continue
+            told.add(conn.id)
+            try:
+                conn.request_stop()
+            except Exception as exc:
+                self._completion_failed(_RECV, conn.id, exc)
+
+    async def _await_first_bytes(self, deadline: float) -> None:
+        """Before idle connections are told to close: a connection accepted in the
+        last _FRESH_S that has not sent a byte yet is a request on its way (clients
+        send right after connecting; a rolling restart stops a worker while
+        connections still come in), and so is one whose accept completes now.  Wait
+        until each of them sent something, at most _FRESH_S, so none is taken for an
+        idle keep-alive connection and closed unanswered (the others were told to
+        stop already: a handler in the middle of a request sees ``stopping``)."""
+        end = min(deadline, self.loop.time() + _FRESH_S)
+        while self.loop.time() < end:
+            recent = self.now - _FRESH_S
+            if not self._accept_armed and not any(
+                    c.bytes_in == 0 and (since := c.idle_since()) is not None and since > recent
+                    for c in self.conns.values()):
+                return
+            await asyncio.sleep(0.005)
 
     def _close_loop(self) -> None:
         loop = self.loop
@@ -347,7 +378,7 @@ class Reactor:
 
     # -------------------------------------------------------------- accepts
     def _arm_accept(self) -> None:
-        if self._stopping or self._listen_fd is None:
+        if self._stopping or self._accept_closed or self._listen_fd is None:
             return
         self.ring.check(lib.zu_prep_accept_multishot(self._ptr, self._listen_fd, _UD_ACCEPT),
                         "accept")
@@ -364,7 +395,7 @@ class Reactor:
                 log.debug("zerg reactor %d: accept error %s", self.index, os.strerror(-res))
         if not flags & CQE_F_MORE:
             self._accept_armed = False
-            if self._stopping:
+            if self._stopping or self._accept_closed:
                 return
             if res < 0 and res != -errno.EAGAIN:
                 self.loop.call_later(_ACCEPT_BACKOFF_S, self._arm_accept)

@@ -82,6 +82,10 @@ class CompletionSink(Protocol):
     def idle_since(self) -> float | None:
         """When it last received (loop time), or None if it is not open."""
 
+    @property
+    def bytes_in(self) -> int:
+        """Bytes received so far (0: a client that has not sent anything yet)."""
+
     def request_stop(self) -> None:
         """The reactor is stopping: finish what is in progress, close when idle."""
 

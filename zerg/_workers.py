@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import time
 from collections.abc import Callable
@@ -26,13 +27,14 @@ from zerg._config import EngineOptions
 log = logging.getLogger("zerg")
 
 _POLL_S = 0.05
+_READY_TIMEOUT_S = 30.0     # a new worker of a rolling restart must serve by then
 
 
 class WorkerPool:
     """Forks and supervises the worker processes of one ``Engine.serve``."""
 
     def __init__(self, options: EngineOptions, each: EngineOptions,
-                 run_worker: Callable[[EngineOptions, int], None]) -> None:
+                 run_worker: Callable[[EngineOptions, int, int], None]) -> None:
         """``each``: what every worker serves with (its own SO_REUSEPORT port, or the
         shared socket's fd it inherits)."""
         self.options = each
@@ -40,37 +42,107 @@ class WorkerPool:
         self._run_worker = run_worker
         self.pids: dict[int, int] = {}         # pid -> worker index
         self.restarts = 0
+        self.replaced = 0                       # workers replaced by rolling restarts
         self._stopping = False
+        self._roll_requested = False
+        self._retiring: set[int] = set()        # old workers draining after a replacement
 
     def stop(self) -> None:
         """Signal-safe: only sets a flag that the supervising loop polls."""
         self._stopping = True
 
-    def _spawn(self, index: int) -> None:
+    def request_restart(self) -> None:
+        """Signal-safe (SIGHUP): replace every worker, one at a time."""
+        self._roll_requested = True
+
+    def _spawn(self, index: int) -> int:
+        """Fork worker ``index``; returns the read end of its ready pipe (one byte
+        once it serves; end of file if it died first)."""
+        ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:                            # the worker
             code = 0
             try:
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                os.close(ready_r)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
-                self._run_worker(self.options, index)
+                self._run_worker(self.options, index, ready_w)
             except BaseException:
                 log.exception("zerg worker %d failed", index)
                 code = 1
             finally:
                 os._exit(code)
+        os.close(ready_w)
         self.pids[pid] = index
+        return ready_r
 
     def run(self) -> None:
         """Start the workers and supervise them until ``stop()``."""
         for i in range(self.count):
-            self._spawn(i)
+            os.close(self._spawn(i))
         try:
             while not self._stopping:
                 self._reap(restart=True)
+                if self._roll_requested:
+                    self._roll()
                 time.sleep(_POLL_S)
         finally:
             self._shutdown()
+
+    def _roll(self) -> None:
+        """A rolling restart: for each worker, start its replacement, wait until it
+        serves, then stop the old one gracefully (it drains), and only then go on.
+        Over a shared socket (``unix_path``/``listen_fd``) no connection is lost:
+        the old worker stops accepting and its queue is the others' too."""
+        self._roll_requested = False
+        for pid, index in sorted(self.pids.items(), key=lambda item: item[1]):
+            if self._stopping:
+                return
+            if pid not in self.pids:
+                continue                        # died meanwhile: already replaced
+            new = self._spawn(index)
+            if not self._wait_ready(new):
+                log.error("zerg: the new worker %d did not start; rolling restart stopped, "
+                          "the old one (pid %d) keeps serving", index, pid)
+                return
+            self._retire(pid)
+            self.replaced += 1
+        log.info("zerg: rolling restart done: %d workers replaced", len(self.pids))
+
+    def _wait_ready(self, ready: int) -> bool:
+        """True once the worker behind ``ready`` serves; False if it exits first or
+        takes longer than _READY_TIMEOUT_S (then it is stopped)."""
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        try:
+            while time.monotonic() < deadline and not self._stopping:
+                readable, _, _ = select.select([ready], [], [], _POLL_S)
+                if readable:
+                    return os.read(ready, 1) == b"r"
+            return False
+        finally:
+            os.close(ready)
+
+    def _retire(self, pid: int) -> None:
+        """Stop one worker gracefully (SIGTERM: it drains) and wait for it."""
+        self._retiring.add(pid)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + self.options.shutdown_timeout_s + 3.0
+        while pid in self.pids and time.monotonic() < deadline:
+            self._reap(restart=True)            # and any other worker that died
+            time.sleep(0.01)
+        if pid in self.pids:
+            log.error("zerg worker pid %d did not stop; killing it", pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            while pid in self.pids:
+                self._reap(restart=True)
+                time.sleep(0.01)
+        self._retiring.discard(pid)
 
     def _reap(self, restart: bool) -> None:
         while self.pids:
@@ -82,13 +154,13 @@ class WorkerPool:
             if pid == 0:
                 return
             index = self.pids.pop(pid, None)
-            if index is None:
-                continue
+            if index is None or pid in self._retiring:
+                continue                        # a replaced worker that finished draining
             if restart and not self._stopping:
                 log.error("zerg worker %d (pid %d) died (%s); restarting it",
                           index, pid, _describe(status))
                 self.restarts += 1
-                self._spawn(index)
+                os.close(self._spawn(index))
 
     def _shutdown(self) -> None:
         for pid in list(self.pids):
