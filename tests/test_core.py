@@ -138,6 +138,9 @@ class FakeHost:
         self.failures.append(exc)
         sink.abort()
 
+    def proxied_peer(self, conn_id: int) -> tuple[str, int] | None:
+        return None                                 # no PROXY protocol here
+
     # -- playing the kernel ------------------------------------------------
     def deliver(self, sink: CompletionSink, data: bytes) -> None:
         sink.on_recv(self.slots.fill(data), len(data))

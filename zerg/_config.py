@@ -218,6 +218,16 @@ class EngineOptions:
     stale socket file (nothing accepts there) is replaced; a live one, or any
     other file, is an error.  The file is removed when the engine closes.
     With ``workers > 1`` the workers share this one socket."""
+    proxy_protocol: bool = False
+    """Every connection starts with a PROXY protocol header (v1 or v2: haproxy's
+    ``send-proxy``/``send-proxy-v2``, nginx ``proxy_protocol on``); it is read
+    before the handler starts, and ``conn.peername`` is the client it names.  A
+    connection whose header is missing, malformed or later than
+    ``proxy_header_timeout_s`` is closed and counted (``ReactorStats.proxy_rejected``).
+    Only for listeners that nothing but the balancer can reach: the header is
+    taken on trust."""
+    proxy_header_timeout_s: float = 5.0
+    """How long a new connection may take to send its PROXY header."""
     listen_fd: int | None = None
     """Serve an already-open stream socket (TCP or UNIX) instead of binding
     one: an fd passed in, or one systemd passed (``zerg.systemd_listen_fds()``).
@@ -248,6 +258,8 @@ class EngineOptions:
         _check_bool("reuse_port", self.reuse_port)
         _check_int("worker_threads", self.worker_threads, 1, 4096)
         _check_int("workers", self.workers, 1, 1024)
+        _check_bool("proxy_protocol", self.proxy_protocol)
+        _check_float("proxy_header_timeout_s", self.proxy_header_timeout_s, 0.001, 3600.0)
         if self.unix_path is not None:
             if not isinstance(self.unix_path, str) or not self.unix_path or "\0" in self.unix_path:
                 raise ValueError(f"unix_path must be a file path, got {self.unix_path!r}")

@@ -270,9 +270,13 @@ class Connection:
     def peername(self) -> tuple[str, int] | tuple[str, int, int, int] | str | None:
         """The peer's address, as ``socket.getpeername()`` gives it: ``(ip, port)``,
         or for a UNIX socket its path (usually ``""``: clients rarely bind one);
-        None once closed."""
+        behind a balancer with ``EngineOptions.proxy_protocol``, the client its
+        PROXY header named; None once closed."""
         if self._state == CLOSED:
             return None
+        proxied = self._host.proxied_peer(self.id)     # EngineOptions.proxy_protocol
+        if proxied is not None:
+            return proxied
         sock = socket.socket(fileno=self.fd)
         try:
             addr: tuple[str, int] | tuple[str, int, int, int] | str = sock.getpeername()

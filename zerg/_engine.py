@@ -177,7 +177,8 @@ class Engine:
         single = n == 1
         reactor0 = Reactor(0, opts.reactor, _strategy(handler, executor),
                            listen_fd=fd if single else None,
-                           shutdown_timeout_s=opts.shutdown_timeout_s)
+                           shutdown_timeout_s=opts.shutdown_timeout_s,
+                           proxy_timeout_s=self._proxy_timeout())
         reactors = [reactor0]
         threads: list[threading.Thread] = []
         errors: list[BaseException] = []
@@ -219,6 +220,11 @@ class Engine:
                 t.join()
             if not reactor0.ring.closed:
                 reactor0.ring.close()
+
+    def _proxy_timeout(self) -> float | None:
+        """The PROXY header timeout the reactors apply, None without proxy_protocol."""
+        opts = self.options
+        return opts.proxy_header_timeout_s if opts.proxy_protocol else None
 
     def _serve_workers(self, handler: Handler) -> None:
         opts = self.options
@@ -263,7 +269,8 @@ class Engine:
         try:
             reactor = Reactor(index, self.options.reactor, _strategy(handler, executor),
                               listen_fd=None,
-                              shutdown_timeout_s=self.options.shutdown_timeout_s)
+                              shutdown_timeout_s=self.options.shutdown_timeout_s,
+                              proxy_timeout_s=self._proxy_timeout())
         except BaseException as exc:
             errors.append(exc)
             ready.set()

@@ -25,6 +25,7 @@ import asyncio
 import errno
 import logging
 import os
+import socket
 import threading
 import time
 from asyncio import format_helpers
@@ -33,6 +34,9 @@ from dataclasses import dataclass
 
 from zerg._config import PipeOptions, ReactorConfig
 from zerg._native import speedups
+from zerg._proxyproto import MAX_HEADER as MAX_PROXY_HEADER
+from zerg._proxyproto import Address, ProxyHeaderError
+from zerg._proxyproto import parse as parse_proxy_header
 from zerg._ratelog import ErrorLog
 from zerg._recvslots import RecvSlots
 from zerg._ring import CQE_F_BUFFER, CQE_F_MORE, Op, Ring, RingSubmitter, encode
@@ -52,6 +56,17 @@ _FRESH_S = 0.5      # stopping: how long a just-accepted connection may take to 
 _TRIM_EVERY_S = 1.0
 _TRIM_RESERVE_BYTES = 2 << 20      # free write memory kept resident for the next burst
 _monotonic = time.monotonic
+
+
+class _HeaderWait:
+    """An accepted connection waiting for its PROXY header."""
+
+    __slots__ = ("buf", "sock", "timer")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""                  # header bytes taken so far
+        self.timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +111,9 @@ class ReactorStats:
     """``io_uring_enter`` calls made to submit-and-wait (about one per loop iteration)."""
     slots_held: int = 0
     """Receive slots connections hold right now (taken by handlers or waiting for them)."""
+    proxy_rejected: int = 0
+    """Connections closed because their PROXY protocol header was missing, malformed
+    or late (``EngineOptions.proxy_protocol``)."""
 
 
 class Handle(asyncio.Handle):
@@ -156,9 +174,16 @@ class Reactor:
         *,
         listen_fd: int | None,
         shutdown_timeout_s: float,
+        proxy_timeout_s: float | None = None,
     ) -> None:
         self.index = index
         self.cfg = cfg
+        # PROXY protocol (proxy_timeout_s not None): accepted fds waiting for their
+        # header, and the client address of each connection that had one.
+        self._proxy_timeout = proxy_timeout_s
+        self._header_waits: dict[int, _HeaderWait] = {}
+        self._peers: dict[int, Address] = {}
+        self.proxy_rejected = 0
         self.thread_id = threading.get_ident()
         self._start = start
         self._listen_fd = listen_fd
@@ -233,6 +258,8 @@ class Reactor:
     def closed(self, sink: CompletionSink) -> None:
         if self.conns.pop(sink.id, None) is not None:
             self.closed_count += 1
+        if self._peers:
+            self._peers.pop(sink.id, None)
         if self._stopping and not self.conns and self._drained is not None:
             self._drained.set()
 
@@ -296,6 +323,8 @@ class Reactor:
         left closes (staged bytes still sent) and, failing that, is aborted."""
         deadline = self.loop.time() + self._grace
         self._accept_closed = True
+        for fd in list(self._header_waits):   # no header yet: nothing to drain
+            self._end_header_wait(fd).close()
         if self._accept_armed:
             self.ring.check(lib.zu_prep_cancel(self._ptr, _UD_ACCEPT, _UD_CANCEL),
                             "cancel accept")
@@ -403,13 +432,77 @@ class Reactor:
                 self._arm_accept()
 
     def _new_connection(self, fd: int) -> None:
-        if self._stopping or len(self.conns) >= self.cfg.max_connections:
+        if (self._stopping
+                or len(self.conns) + len(self._header_waits) >= self.cfg.max_connections):
             os.close(fd)
             self.rejected += 1
             return
+        if self._proxy_timeout is not None:
+            self._await_proxy_header(fd)
+        else:
+            self._open(fd, None)
+
+    # ------------------------------------------------------ PROXY protocol
+    def _await_proxy_header(self, fd: int) -> None:
+        """Read the PROXY header of a new connection before it starts: the loop
+        watches the fd; the header is peeked, and only its own bytes are consumed,
+        so the connection's receives start right after it."""
+        assert self._proxy_timeout is not None
+        wait = _HeaderWait(socket.socket(fileno=fd))
+        self._header_waits[fd] = wait
+        wait.timer = self.loop.call_later(self._proxy_timeout, self._proxy_failed, fd,
+                                          f"no PROXY header within {self._proxy_timeout}s")
+        self.loop.add_reader(fd, self._on_header_bytes, fd)
+
+    def _on_header_bytes(self, fd: int) -> None:
+        wait = self._header_waits.get(fd)
+        if wait is None:
+            return
+        try:
+            peek = wait.sock.recv(MAX_PROXY_HEADER - len(wait.buf),
+                                  socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            if not peek:
+                raise ProxyHeaderError("closed before its PROXY header")
+            got = parse_proxy_header(wait.buf + peek)
+            if got is None:             # all of it belongs to the header: take it
+                wait.buf += wait.sock.recv(len(peek), socket.MSG_DONTWAIT)
+                return
+            length, peer = got
+            rest = length - len(wait.buf)
+            if rest and len(wait.sock.recv(rest, socket.MSG_DONTWAIT)) != rest:
+                raise ProxyHeaderError("the PROXY header vanished while being read")
+        except BlockingIOError:
+            return
+        except (OSError, ProxyHeaderError) as exc:
+            self._proxy_failed(fd, str(exc))
+            return
+        self._end_header_wait(fd).detach()
+        self._open(fd, peer)
+
+    def _end_header_wait(self, fd: int) -> socket.socket:
+        wait = self._header_waits.pop(fd)
+        self.loop.remove_reader(fd)
+        if wait.timer is not None:
+            wait.timer.cancel()
+        return wait.sock
+
+    def _proxy_failed(self, fd: int, why: str) -> None:
+        if fd not in self._header_waits:
+            return
+        self.proxy_rejected += 1
+        log.debug("zerg reactor %d: closing fd %d: %s", self.index, fd, why)
+        self._end_header_wait(fd).close()
+
+    def proxied_peer(self, conn_id: int) -> Address | None:
+        """The client a PROXY header named for this connection, if any."""
+        return self._peers.get(conn_id)
+
+    def _open(self, fd: int, peer: Address | None) -> None:
         cid = self._next_id
         self._next_id += 1
         self.accepted += 1
+        if peer is not None:
+            self._peers[cid] = peer
         try:
             self._start.start(self, cid, fd)
         except Exception as exc:
@@ -600,4 +693,5 @@ class Reactor:
             receive_paused=sum(1 for c in list(self.conns.values()) if c.is_receiving_paused),
             shared_slot_cqes=slots.shared_cqes,
             waits=0 if self.ring.closed else lib.zu_enter_calls(self.ring.ptr),
+            proxy_rejected=self.proxy_rejected,
         )

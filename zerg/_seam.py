@@ -204,6 +204,9 @@ class ConnectionHost(Protocol):
     def sink_failed(self, sink: CompletionSink, exc: BaseException) -> None:
         """A callback of ``sink``'s raised: log it and abort the connection."""
 
+    def proxied_peer(self, conn_id: int) -> tuple[str, int] | tuple[str, int, int, int] | None:
+        """The client address a PROXY protocol header gave the connection, if any."""
+
 
 class ProtocolCallbacks(Protocol):
     """What ``ProtocolConnection`` calls on the application's ``zerg.Protocol``
