@@ -7,13 +7,14 @@ import asyncio
 import functools
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import echo_handler, recv_exact, serving
+from conftest import echo_handler, recv_exact, serving, wait_for
 
 import zerg
 
@@ -336,3 +337,65 @@ def test_a_loop_run_on_another_thread_fails_loudly() -> None:
     loop.close()
     assert errors and isinstance(errors[0], OSError)
     assert "File exists" in str(errors[0]) and "io_uring_enter" in str(errors[0])
+
+
+def test_every_close_is_counted_by_its_reason() -> None:
+    """ReactorStats.closed_by: peer EOF, peer reset, handler done, abort, idle
+    timeout, and the connections the stop closed."""
+    async def handler(conn: zerg.Connection) -> None:
+        snap = await conn.read()
+        if snap.is_closed:
+            return                              # peer EOF / reset / stop: the end
+        data = b""
+        while (item := conn.try_get_ring(snap)) is not None:
+            data += item.view.tobytes()
+            conn.return_ring(item)
+        if data == b"abort":
+            conn.abort()
+        elif data == b"done":
+            conn.write(b"bye")
+            await conn.flush()
+            return                              # the handler returns: "closed"
+        await asyncio.sleep(60)                 # "idle": the idle timeout ends it
+
+    reactor = zerg.ReactorConfig(idle_timeout_s=0.3)
+    with serving(handler, reactor=reactor, shutdown_timeout_s=1.0) as srv:
+        eof = srv.connect()
+        eof.shutdown(socket.SHUT_WR)
+        reset = srv.connect()
+        reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        reset.close()                           # an RST
+        done = srv.connect()
+        done.sendall(b"done")
+        aborted = srv.connect()
+        aborted.sendall(b"abort")
+        idle = srv.connect()
+        idle.sendall(b"sleep")
+        wait_for(lambda: sum(s.closed for s in srv.engine.stats()) == 5, timeout=5,
+                 what="five closes")
+        stopped = srv.connect()
+        stopped.sendall(b"sleep")
+        time.sleep(0.1)
+        srv.stop()
+        for s in (eof, done, aborted, idle, stopped):
+            s.close()
+    by: dict[str, int] = {}
+    for st in srv.engine.stats():
+        for reason, n in st.closed_by.items():
+            by[reason] = by.get(reason, 0) + n
+    assert by == {"peer_eof": 1, "peer_reset": 1, "closed": 1, "abort": 1, "idle_timeout": 1,
+                  "stop": 1}, by
+
+
+def test_a_peer_that_stops_reading_is_closed_for_a_limit() -> None:
+    async def handler(conn: zerg.Connection) -> None:
+        conn.write(b"x" * (8 << 20))            # far more than the socket buffers hold
+        conn.close()                            # the peer never reads: close_timeout_s
+
+    reactor = zerg.ReactorConfig(close_timeout_s=0.3, max_write_buffer=16 << 20)
+    with serving(handler, reactor=reactor) as srv:
+        s = srv.connect()
+        wait_for(lambda: sum(st.closed for st in srv.engine.stats()) == 1, timeout=5,
+                 what="the close deadline")
+        assert srv.engine.stats()[0].closed_by == {"limit": 1}
+        s.close()

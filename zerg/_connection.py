@@ -100,6 +100,13 @@ class Connection:
     """Bytes received."""
     context: Any
     """Free for the application (e.g. a Protocol's per-connection state)."""
+    close_reason: str | None
+    """Why the connection ended, once it is ending (the first cause wins):
+    ``peer_eof`` (the peer shut down), ``peer_reset``, ``idle_timeout``,
+    ``stop`` (the engine stopped), ``abort``, ``limit`` (a peer that stopped
+    reading outlived ``close_timeout_s``), ``closed`` (the application closed
+    it, or its handler returned).  Counted per reactor in
+    ``ReactorStats.closed_by``."""
 
     __slots__ = (
         "__weakref__",
@@ -122,6 +129,7 @@ class Connection:
         "_ud_recv",
         "_ud_send",
         "bytes_in",
+        "close_reason",
         "context",
         "fd",
         "id",
@@ -150,6 +158,7 @@ class Connection:
         self._faces: tuple[PipeInput, PipeOutput] | None = None
         self.context = None
         self.bytes_in = 0
+        self.close_reason: str | None = None
 
     def __repr__(self) -> str:
         state = ("open", "closing", "closed")[self._state]
@@ -371,7 +380,10 @@ class Connection:
         elif action is RecvAction.PARK:
             self._host.slots.park(self)
         elif action is RecvAction.EOF:
-            self._on_eof(-res if res < 0 and res != -errno.ECANCELED else 0)
+            error = -res if res < 0 and res != -errno.ECANCELED else 0
+            if self.close_reason is None:
+                self.close_reason = "peer_reset" if error else "peer_eof"
+            self._on_eof(error)
         elif action is RecvAction.FINISHED:
             self._maybe_finish()
         self._in.paused = self._recv in _PAUSED_STATES
@@ -632,6 +644,8 @@ class Connection:
             self._foreign_thread()
         if self._state != OPEN:
             return
+        if self.close_reason is None:
+            self.close_reason = "closed"
         self._state = CLOSING
         inp = self._in
         inp.wake()
@@ -650,6 +664,7 @@ class Connection:
     def _close_deadline(self) -> None:
         self._close_timer = None
         if self._state == CLOSING:
+            self.close_reason = "limit"     # the peer stopped reading our bytes
             self.abort()
 
     def abort(self) -> None:
@@ -660,6 +675,8 @@ class Connection:
             self._foreign_thread()
         if self._state == CLOSED:
             return
+        if self.close_reason is None:
+            self.close_reason = "abort"
         self._linger_zero()
         out = self._out
         if out.write_exc is None:       # first, so the close below sends nothing

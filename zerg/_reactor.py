@@ -30,7 +30,7 @@ import threading
 import time
 from asyncio import format_helpers
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from zerg._config import PipeOptions, ReactorConfig
 from zerg._native import speedups
@@ -111,6 +111,9 @@ class ReactorStats:
     """``io_uring_enter`` calls made to submit-and-wait (about one per loop iteration)."""
     slots_held: int = 0
     """Receive slots connections hold right now (taken by handlers or waiting for them)."""
+    closed_by: dict[str, int] = field(default_factory=dict)
+    """Connections closed, by ``Connection.close_reason`` (``peer_eof``,
+    ``peer_reset``, ``idle_timeout``, ``stop``, ``abort``, ``limit``, ``closed``)."""
     proxy_rejected: int = 0
     """Connections closed because their PROXY protocol header was missing, malformed
     or late (``EngineOptions.proxy_protocol``)."""
@@ -184,6 +187,7 @@ class Reactor:
         self._header_waits: dict[int, _HeaderWait] = {}
         self._peers: dict[int, Address] = {}
         self.proxy_rejected = 0
+        self.closed_by: dict[str, int] = {}
         self.thread_id = threading.get_ident()
         self._start = start
         self._listen_fd = listen_fd
@@ -258,6 +262,8 @@ class Reactor:
     def closed(self, sink: CompletionSink) -> None:
         if self.conns.pop(sink.id, None) is not None:
             self.closed_count += 1
+            reason = sink.close_reason or "closed"
+            self.closed_by[reason] = self.closed_by.get(reason, 0) + 1
         if self._peers:
             self._peers.pop(sink.id, None)
         if self._stopping and not self.conns and self._drained is not None:
@@ -361,6 +367,8 @@ class Reactor:
             if conn.id in told or (spoken_only and conn.bytes_in == 0):
                 continue
             told.add(conn.id)
+            if conn.close_reason is None:
+                conn.close_reason = "stop"
             try:
                 conn.request_stop()
             except Exception as exc:
@@ -543,6 +551,8 @@ class Reactor:
                 if (since := c.idle_since()) is not None and since < limit]
         for conn in idle:
             self.idle_closed += 1
+            if conn.close_reason is None:
+                conn.close_reason = "idle_timeout"
             log.debug("zerg reactor %d: closing %r, idle for %.1fs", self.index, conn, timeout)
             conn.close()
         self._schedule_idle_sweep()
@@ -694,4 +704,5 @@ class Reactor:
             shared_slot_cqes=slots.shared_cqes,
             waits=0 if self.ring.closed else lib.zu_enter_calls(self.ring.ptr),
             proxy_rejected=self.proxy_rejected,
+            closed_by=dict(self.closed_by),
         )

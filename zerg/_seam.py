@@ -86,6 +86,10 @@ class CompletionSink(Protocol):
     def bytes_in(self) -> int:
         """Bytes received so far (0: a client that has not sent anything yet)."""
 
+    close_reason: str | None
+    """Why it ended (the first cause wins; the reactor sets ``idle_timeout`` and
+    ``stop``): counted by reason when it is closed."""
+
     def request_stop(self) -> None:
         """The reactor is stopping: finish what is in progress, close when idle."""
 
