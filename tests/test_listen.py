@@ -290,3 +290,22 @@ def test_sighup_replaces_the_workers_of_a_supervisor(tmp_path: Path) -> None:
         proc.terminate()
         assert proc.wait(20) == 0
     assert not path.exists()
+
+
+def test_the_supervisor_reports_every_workers_stats(tmp_path: Path) -> None:
+    path = tmp_path / "stats.sock"
+    with serving(echo, unix_path=str(path), workers=2) as srv:
+        engine = srv.engine
+        wait_for(lambda: {st.worker for st in engine.stats()} == {0, 1}, timeout=10,
+                 what="both workers' stats")
+        for i in range(10):
+            with unix_connect(path) as s:
+                s.sendall(b"%d" % i)
+                assert recv_exact(s, 1) == b"%d" % i
+        wait_for(lambda: sum(st.accepted for st in engine.stats()) == 10
+                 and sum(st.closed_by.get("peer_eof", 0) for st in engine.stats()) == 10,
+                 timeout=10, what="ten connections counted")
+        assert sum(st.bytes_in for st in engine.stats()) == 10
+    final = srv.engine.stats()                  # what the workers last reported
+    assert {st.worker for st in final} == {0, 1}
+    assert sum(st.accepted for st in final) == 10

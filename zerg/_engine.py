@@ -17,6 +17,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import inspect
+import json
 import logging
 import os
 import signal
@@ -35,7 +36,7 @@ from zerg._protocol import Protocol
 from zerg._reactor import Reactor, ReactorStats
 from zerg._seam import StartStrategy
 from zerg._start import AsyncHandler, Handler, ProtocolStart, SyncHandler, TaskStart, ThreadStart
-from zerg._workers import WorkerPool
+from zerg._workers import REPORT_EVERY_S, WorkerPool
 
 log = logging.getLogger("zerg")
 
@@ -164,7 +165,8 @@ class Engine:
                 executor.shutdown(wait=False, cancel_futures=True)
             with self._lock:
                 self._serving = False
-                self._final_stats = [r.stats() for r in self._reactors]
+                if self.options.workers == 1:   # else _serve_workers kept the workers'
+                    self._final_stats = [r.stats() for r in self._reactors]
                 self._reactors = []
             self._close_socket()
 
@@ -243,6 +245,7 @@ class Engine:
             pool.run()
         finally:
             restore()
+            self._final_stats = [ReactorStats(**d) for d in pool.stats()]
             self._workers = None
 
     def restart_workers(self) -> None:
@@ -367,7 +370,12 @@ class Engine:
             self._close_socket()
 
     def stats(self) -> list[ReactorStats]:
-        """Counters per reactor (the last values once ``serve`` returned)."""
+        """Counters per reactor (the last values once ``serve`` returned).  With
+        ``workers > 1``, every worker's reactors as the workers last reported
+        them (twice a second; ``ReactorStats.worker`` says whose)."""
+        pool = self._workers
+        if pool is not None:
+            return [ReactorStats(**d) for d in pool.stats()]
         with self._lock:
             reactors = list(self._reactors)
         if reactors:
@@ -413,9 +421,24 @@ def _run_worker(handler: Handler, options: EngineOptions, index: int, ready: int
             while not (engine.is_serving and engine.stats()):
                 time.sleep(0.005)
             try:
-                os.write(ready, b"r")
-            finally:
-                os.close(ready)
+                os.write(ready, b"r\n")
+                while engine.is_serving:    # then the stats, for the supervisor's stats()
+                    _report(ready, engine)
+                    time.sleep(REPORT_EVERY_S)
+            except OSError:
+                pass                        # the supervisor is gone
 
         threading.Thread(target=announce, name="zerg-ready", daemon=True).start()
-        engine.serve(handler)
+        try:
+            engine.serve(handler)
+        finally:
+            try:
+                _report(ready, engine)      # the final counters, as this worker exits
+            except OSError:
+                pass
+            os.close(ready)
+
+
+def _report(fd: int, engine: Engine) -> None:
+    line = json.dumps([dataclasses.asdict(st) for st in engine.stats()])
+    os.write(fd, line.encode() + b"\n")

@@ -117,6 +117,8 @@ class ReactorStats:
     proxy_rejected: int = 0
     """Connections closed because their PROXY protocol header was missing, malformed
     or late (``EngineOptions.proxy_protocol``)."""
+    worker: int = 0
+    """The worker process (``workers > 1``: its index; else 0)."""
 
 
 class Handle(asyncio.Handle):

@@ -8,6 +8,11 @@ port, and supervises: a worker that dies is logged and replaced; ``stop()``,
 SIGINT or SIGTERM stop them all (SIGTERM, then SIGKILL after the grace
 period).
 
+Each worker reports on a pipe: one ``r`` line once it serves (a rolling
+restart waits for it), then its ``Engine.stats()`` as a JSON line every
+``REPORT_EVERY_S``; the supervisor keeps the latest of each, so
+``Engine.stats()`` in the supervisor lists every worker's reactors.
+
 Forking copies the caller's memory, so a handler may be any callable,
 closures included.  Fork from a process that already runs other threads
 only if those threads hold no locks the workers need.
@@ -15,12 +20,14 @@ only if those threads hold no locks the workers need.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 from zerg._config import EngineOptions
 
@@ -28,6 +35,7 @@ log = logging.getLogger("zerg")
 
 _POLL_S = 0.05
 _READY_TIMEOUT_S = 30.0     # a new worker of a rolling restart must serve by then
+REPORT_EVERY_S = 0.5       # how often a worker reports its stats
 
 
 class WorkerPool:
@@ -46,6 +54,8 @@ class WorkerPool:
         self._stopping = False
         self._roll_requested = False
         self._retiring: set[int] = set()        # old workers draining after a replacement
+        self._reports: dict[int, _Report] = {}   # pid -> its report pipe
+        self._latest: dict[int, list[dict[str, Any]]] = {}   # index -> its last stats
 
     def stop(self) -> None:
         """Signal-safe: only sets a flag that the supervising loop polls."""
@@ -56,8 +66,8 @@ class WorkerPool:
         self._roll_requested = True
 
     def _spawn(self, index: int) -> int:
-        """Fork worker ``index``; returns the read end of its ready pipe (one byte
-        once it serves; end of file if it died first)."""
+        """Fork worker ``index``; returns its pid.  Its report pipe is read by
+        ``_read_reports``."""
         ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:                            # the worker
@@ -73,16 +83,37 @@ class WorkerPool:
             finally:
                 os._exit(code)
         os.close(ready_w)
+        os.set_blocking(ready_r, False)
         self.pids[pid] = index
-        return ready_r
+        self._reports[pid] = _Report(ready_r)
+        return pid
+
+    def _read_reports(self) -> None:
+        """Take what the workers reported (non-blocking)."""
+        for pid, report in list(self._reports.items()):
+            self._take(pid, report)
+
+    def _take(self, pid: int, report: _Report) -> None:
+        report.read()
+        index = self.pids.get(pid)
+        if index is not None and report.latest:
+            self._latest[index] = report.latest
+
+    def stats(self) -> list[dict[str, Any]]:
+        """The latest stats each worker reported for its reactors (dicts of
+        ReactorStats' fields, ``worker`` set to the worker's index); after the
+        pool stopped, what each reported last, as it exited."""
+        return [{**st, "worker": index}
+                for index, stats in sorted(self._latest.items()) for st in stats]
 
     def run(self) -> None:
         """Start the workers and supervise them until ``stop()``."""
         for i in range(self.count):
-            os.close(self._spawn(i))
+            self._spawn(i)
         try:
             while not self._stopping:
                 self._reap(restart=True)
+                self._read_reports()
                 if self._roll_requested:
                     self._roll()
                 time.sleep(_POLL_S)
@@ -109,18 +140,19 @@ class WorkerPool:
             self.replaced += 1
         log.info("zerg: rolling restart done: %d workers replaced", len(self.pids))
 
-    def _wait_ready(self, ready: int) -> bool:
-        """True once the worker behind ``ready`` serves; False if it exits first or
-        takes longer than _READY_TIMEOUT_S (then it is stopped)."""
+    def _wait_ready(self, pid: int) -> bool:
+        """True once worker ``pid`` serves; False if it exits first or takes
+        longer than _READY_TIMEOUT_S."""
+        report = self._reports[pid]
         deadline = time.monotonic() + _READY_TIMEOUT_S
-        try:
-            while time.monotonic() < deadline and not self._stopping:
-                readable, _, _ = select.select([ready], [], [], _POLL_S)
-                if readable:
-                    return os.read(ready, 1) == b"r"
-            return False
-        finally:
-            os.close(ready)
+        while time.monotonic() < deadline and not self._stopping:
+            select.select([report.fd], [], [], _POLL_S)
+            report.read()
+            if report.ready:
+                return True
+            if report.closed:
+                return False
+        return False
 
     def _retire(self, pid: int) -> None:
         """Stop one worker gracefully (SIGTERM: it drains) and wait for it."""
@@ -153,6 +185,10 @@ class WorkerPool:
                 return
             if pid == 0:
                 return
+            report = self._reports.pop(pid, None)
+            if report is not None:
+                self._take(pid, report)         # its last report, written as it exited
+                report.close()
             index = self.pids.pop(pid, None)
             if index is None or pid in self._retiring:
                 continue                        # a replaced worker that finished draining
@@ -160,7 +196,7 @@ class WorkerPool:
                 log.error("zerg worker %d (pid %d) died (%s); restarting it",
                           index, pid, _describe(status))
                 self.restarts += 1
-                os.close(self._spawn(index))
+                self._spawn(index)
 
     def _shutdown(self) -> None:
         for pid in list(self.pids):
@@ -180,6 +216,47 @@ class WorkerPool:
             except (ProcessLookupError, ChildProcessError):
                 pass
         self.pids.clear()
+        for report in self._reports.values():
+            report.close()
+        self._reports.clear()
+
+
+class _Report:
+    """The supervisor's end of one worker's report pipe."""
+
+    __slots__ = ("buf", "closed", "fd", "latest", "ready")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.ready = False
+        self.closed = False
+        self.latest: list[dict[str, Any]] = []
+
+    def read(self) -> None:
+        while not self.closed:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self.close()
+                return
+            self.buf += chunk
+            *lines, self.buf = self.buf.split(b"\n")
+            for line in lines:
+                if line == b"r":
+                    self.ready = True
+                elif line:
+                    try:
+                        self.latest = json.loads(line)
+                    except ValueError:
+                        log.error("zerg: a worker reported garbage: %r", line[:100])
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
 
 
 def _describe(status: int) -> str:
