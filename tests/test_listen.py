@@ -14,23 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import recv_exact, serving, wait_for
+from conftest import echo_handler, recv_exact, serving, wait_for
 from examples_loader import load_example
 
 import zerg
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-async def echo(conn: zerg.Connection) -> None:
-    while True:
-        snap = await conn.read()
-        if snap.is_closed:
-            return
-        while (item := conn.try_get_ring(snap)) is not None:
-            conn.write(item.view)
-            conn.return_ring(item)
-        await conn.flush()
 
 
 def unix_connect(path: Path) -> socket.socket:
@@ -46,7 +35,7 @@ def test_unix_socket_serves_and_its_file_goes_away(tmp_path: Path) -> None:
 
     async def handler(conn: zerg.Connection) -> None:
         seen.append(conn.peername)
-        await echo(conn)
+        await echo_handler(conn)
 
     with serving(handler, unix_path=str(path)) as srv:
         assert srv.engine.address == str(path)
@@ -82,7 +71,7 @@ def test_a_stale_socket_file_is_replaced_and_a_live_one_refused(tmp_path: Path) 
     dead.bind(str(path))                        # a file nobody listens on
     dead.close()
     assert path.exists()
-    with serving(echo, unix_path=str(path)):
+    with serving(echo_handler, unix_path=str(path)):
         with unix_connect(path) as s:
             s.sendall(b"x")
             assert recv_exact(s, 1) == b"x"
@@ -133,7 +122,7 @@ def test_a_listening_fd_from_outside_is_served_and_left_open() -> None:
     own.bind(("127.0.0.1", 0))                  # bound, not listening
     port = own.getsockname()[1]
     try:
-        with serving(echo, listen_fd=own.fileno()) as srv:
+        with serving(echo_handler, listen_fd=own.fileno()) as srv:
             assert srv.engine.port == port
             with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
                 s.sendall(b"through an fd passed in")
@@ -162,7 +151,7 @@ SERVER = textwrap.dedent('''
     import os, sys
     sys.path.insert(0, sys.argv[1])
     import zerg
-    from test_listen import echo
+    from conftest import echo_handler as echo
     fds = zerg.systemd_listen_fds()
     left = [os.environ.get(k) for k in ("LISTEN_PID", "LISTEN_FDS")]
     print("fds", fds, "env left", left, flush=True)
@@ -203,7 +192,7 @@ def _shell_quote(text: str) -> str:
 
 def test_workers_share_one_unix_socket(tmp_path: Path) -> None:
     path = tmp_path / "w.sock"
-    with serving(echo, unix_path=str(path), workers=2) as srv:
+    with serving(echo_handler, unix_path=str(path), workers=2) as srv:
         wait_for(lambda: len(srv.engine.worker_pids()) == 2)
         time.sleep(0.3)                         # the workers' reactors arm their accepts
         for i in range(20):
@@ -251,7 +240,7 @@ SUPERVISOR = textwrap.dedent('''
     import sys
     sys.path.insert(0, sys.argv[1])
     import zerg
-    from test_listen import echo
+    from conftest import echo_handler as echo
     zerg.run(echo, zerg.EngineOptions(unix_path=sys.argv[2], workers=2,
                                       shutdown_timeout_s=1.0))
 ''')
@@ -294,7 +283,7 @@ def test_sighup_replaces_the_workers_of_a_supervisor(tmp_path: Path) -> None:
 
 def test_the_supervisor_reports_every_workers_stats(tmp_path: Path) -> None:
     path = tmp_path / "stats.sock"
-    with serving(echo, unix_path=str(path), workers=2) as srv:
+    with serving(echo_handler, unix_path=str(path), workers=2) as srv:
         engine = srv.engine
         wait_for(lambda: {st.worker for st in engine.stats()} == {0, 1}, timeout=10,
                  what="both workers' stats")

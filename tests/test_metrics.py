@@ -7,9 +7,9 @@ import socket
 import urllib.request
 from pathlib import Path
 
-from conftest import recv_exact, serving, wait_for
+from conftest import echo_handler, recv_exact, serving, wait_for
 from prometheus_client import CollectorRegistry, generate_latest
-from test_listen import echo, unix_connect
+from test_listen import unix_connect
 
 from zerg.metrics import ZergCollector, start_metrics_server
 
@@ -21,7 +21,7 @@ def _free_port() -> int:
 
 
 def test_the_collector_exposes_counters_gauges_and_close_reasons() -> None:
-    with serving(echo) as srv:
+    with serving(echo_handler) as srv:
         for i in range(3):
             with srv.connect() as s:
                 s.sendall(b"m%d" % i)
@@ -40,7 +40,7 @@ def test_the_collector_exposes_counters_gauges_and_close_reasons() -> None:
 
 def test_metrics_over_http_cover_every_worker(tmp_path: Path) -> None:
     path = tmp_path / "m.sock"
-    with serving(echo, unix_path=str(path), workers=2) as srv:
+    with serving(echo_handler, unix_path=str(path), workers=2) as srv:
         wait_for(lambda: {st.worker for st in srv.engine.stats()} == {0, 1}, timeout=10)
         with unix_connect(path) as s:
             s.sendall(b"x")
