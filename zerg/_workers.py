@@ -1,12 +1,15 @@
-"""Worker processes: one listener per process (``SO_REUSEPORT``), to use every core.
+"""Worker processes: N processes serve one listener, to use every core.
 
 Under the GIL one process runs Python on one core at a time; ``workers=N``
-forks N processes that each bind the same port with ``SO_REUSEPORT`` (the
-kernel spreads connections over them) and run their own reactors.  The
-calling process keeps only a bound, non-listening socket that reserves the
-port, and supervises: a worker that dies is logged and replaced; ``stop()``,
-SIGINT or SIGTERM stop them all (SIGTERM, then SIGKILL after the grace
-period).
+forks N processes that run their own reactors.  On a TCP port each worker
+binds the port with ``SO_REUSEPORT`` (the kernel spreads connections over
+them) and the calling process keeps only a bound, non-listening socket that
+reserves the port; over a UNIX socket or a socket from outside
+(``unix_path``, ``listen_fd``) every worker inherits the supervisor's one
+listening socket.  The calling process supervises: a worker that dies is
+logged and replaced; ``stop()``, SIGINT or SIGTERM stop them all (SIGTERM,
+then SIGKILL after the grace period); SIGHUP (``request_restart``) replaces
+them one at a time, each successor serving before its predecessor drains.
 
 Each worker reports on a pipe: one ``r`` line once it serves (a rolling
 restart waits for it), then its ``Engine.stats()`` as a JSON line every
@@ -96,8 +99,8 @@ class WorkerPool:
     def _take(self, pid: int, report: _Report) -> None:
         report.read()
         index = self.pids.get(pid)
-        if index is not None and report.latest:
-            self._latest[index] = report.latest
+        if index is not None and report.latest and pid not in self._retiring:
+            self._latest[index] = report.latest     # (not a replaced one's: its successor's)
 
     def stats(self) -> list[dict[str, Any]]:
         """The latest stats each worker reported for its reactors (dicts of
@@ -135,6 +138,7 @@ class WorkerPool:
             if not self._wait_ready(new):
                 log.error("zerg: the new worker %d did not start; rolling restart stopped, "
                           "the old one (pid %d) keeps serving", index, pid)
+                self._retire(new)               # if it hangs rather than died
                 return
             self._retire(pid)
             self.replaced += 1
