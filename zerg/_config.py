@@ -207,9 +207,12 @@ class EngineOptions:
     reuse_port: bool = False
     """Set ``SO_REUSEPORT`` so several processes can listen on one port."""
     workers: int = 1
-    """Processes, each with its own listener (``SO_REUSEPORT``) and reactors:
+    """Processes, each with its own reactors (and, on a TCP port, its own
+    ``SO_REUSEPORT`` listener; over ``unix_path``/``listen_fd`` they share one):
     the way to use every core under the GIL.  The calling process supervises
-    them: Ctrl-C / ``stop()`` stops all, a worker that dies is restarted."""
+    them: Ctrl-C / ``stop()`` stops all, a worker that dies is restarted,
+    SIGHUP (``Engine.restart_workers()``) replaces them one at a time, and
+    its ``Engine.stats()`` lists every worker's reactors."""
     worker_threads: int = 64
     """Threads that run plain ``def handler(conn)`` handlers (one per connection
     at a time; further connections wait for a free thread)."""
