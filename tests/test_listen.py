@@ -183,6 +183,8 @@ def test_systemd_socket_activation() -> None:
     finally:
         proc.terminate()
         assert proc.wait(15) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
         sock.close()
 
 

@@ -227,6 +227,8 @@ backend zerg
     for p in procs:
         p.terminate()
         p.wait(10)
+        if p.stderr is not None:
+            p.stderr.close()
 
 
 def test_behind_haproxy_the_peer_is_the_client_and_wrk_sees_no_error(
