@@ -261,6 +261,8 @@ def test_sigint_stops_serve_on_main_thread(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_asyncio_works_inside_handlers() -> None:

@@ -257,6 +257,8 @@ def stdlib_server(
         assert proc.wait(timeout=10) == 0
     finally:
         proc.kill()
+        proc.wait()
+        proc.stdout.close()
 
 
 @pytest.mark.parametrize("name", ["empty.bin", "one.bin", "big.bin"])
@@ -285,6 +287,7 @@ def test_stdlib_http_listing_and_404(stdlib_server: Served) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/missing", timeout=10)
     assert info.value.code == 404
+    info.value.close()                  # the error holds the response and its socket
 
 
 def test_stream_write_large_from_worker_thread_back_pressure() -> None:
