@@ -111,7 +111,11 @@ class Acceptor(threading.Thread):
                     if not f & CQE_F_MORE:
                         armed = False
                     if res < 0:
-                        if res != -errno.ECANCELED:
+                        if res == -errno.EINVAL:
+                            # The listener was shut down (Engine.stop): nothing to
+                            # accept any more; the stop flag follows at once.
+                            retry_at = 1 << 30
+                        elif res != -errno.ECANCELED:
                             log.warning("zerg acceptor: accept failed (%s); backing off",
                                         os.strerror(-res))
                             retry_at = 1      # wait one cq_timeout before re-arming
