@@ -331,8 +331,6 @@ class Reactor:
         left closes (staged bytes still sent) and, failing that, is aborted."""
         deadline = self.loop.time() + self._grace
         self._accept_closed = True
-        for fd in list(self._header_waits):   # no header yet: nothing to drain
-            self._end_header_wait(fd).close()
         if self._accept_armed:
             self.ring.check(lib.zu_prep_cancel(self._ptr, _UD_ACCEPT, _UD_CANCEL),
                             "cancel accept")
@@ -340,6 +338,8 @@ class Reactor:
         self._tell_stop(told, spoken_only=True)
         await self._await_first_bytes(deadline)
         self._stopping = True
+        for fd in list(self._header_waits):   # no PROXY header yet: nothing to drain
+            self._end_header_wait(fd).close()
         self._tell_stop(told, spoken_only=False)
         await self._start.drain(self._grace)
         for conn in list(self.conns.values()):
