@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -120,3 +123,15 @@ async def echo_handler(conn: zerg.Connection) -> None:
 def echo_server() -> Iterator[RunningServer]:
     with serving(echo_handler) as srv:
         yield srv
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A directory for UNIX socket files with a short path: a socket path has at
+    most 107 bytes, and pytest's tmp_path under a long TMPDIR (nox sets one) can
+    pass that on its own."""
+    path = Path(tempfile.mkdtemp(prefix="zs", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

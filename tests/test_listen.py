@@ -29,8 +29,8 @@ def unix_connect(path: Path) -> socket.socket:
     return s
 
 
-def test_unix_socket_serves_and_its_file_goes_away(tmp_path: Path) -> None:
-    path = tmp_path / "zerg.sock"
+def test_unix_socket_serves_and_its_file_goes_away(sock_dir: Path) -> None:
+    path = sock_dir / "zerg.sock"
     seen: list[object] = []
 
     async def handler(conn: zerg.Connection) -> None:
@@ -51,9 +51,9 @@ def test_unix_socket_serves_and_its_file_goes_away(tmp_path: Path) -> None:
     assert not path.exists()
 
 
-def test_curl_and_redis_cli_over_unix_sockets(tmp_path: Path) -> None:
+def test_curl_and_redis_cli_over_unix_sockets(sock_dir: Path) -> None:
     http, resp = load_example("http"), load_example("resp")
-    hpath, rpath = tmp_path / "http.sock", tmp_path / "redis.sock"
+    hpath, rpath = sock_dir / "http.sock", sock_dir / "redis.sock"
     with serving(http.handle, unix_path=str(hpath)), serving(resp.handle, unix_path=str(rpath)):
         out = subprocess.run(["curl", "-s", "--unix-socket", str(hpath), "http://zerg/"],
                              capture_output=True, text=True, timeout=30, check=True)
@@ -65,8 +65,8 @@ def test_curl_and_redis_cli_over_unix_sockets(tmp_path: Path) -> None:
                               timeout=30, check=True).stdout.strip() == "over unix"
 
 
-def test_a_stale_socket_file_is_replaced_and_a_live_one_refused(tmp_path: Path) -> None:
-    path = tmp_path / "s.sock"
+def test_a_stale_socket_file_is_replaced_and_a_live_one_refused(sock_dir: Path) -> None:
+    path = sock_dir / "s.sock"
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(str(path))                        # a file nobody listens on
     dead.close()
@@ -82,20 +82,20 @@ def test_a_stale_socket_file_is_replaced_and_a_live_one_refused(tmp_path: Path) 
         with unix_connect(path) as s:           # the live server was left alone
             s.sendall(b"y")
             assert recv_exact(s, 1) == b"y"
-    plain = tmp_path / "plain"
+    plain = sock_dir / "plain"
     plain.write_text("not a socket")
     with pytest.raises(FileExistsError, match="exists and is not a socket"):
         zerg.Engine(zerg.EngineOptions(unix_path=str(plain))).listen()
     assert plain.read_text() == "not a socket"
 
 
-def test_bad_options_name_the_problem(tmp_path: Path) -> None:
+def test_bad_options_name_the_problem(sock_dir: Path) -> None:
     with pytest.raises(ValueError, match="at most 107"):
         zerg.EngineOptions(unix_path="/tmp/" + "x" * 120)
     with pytest.raises(ValueError, match="unix_path must be a file path"):
         zerg.EngineOptions(unix_path="")
     with pytest.raises(ValueError, match="not both"):
-        zerg.EngineOptions(unix_path=str(tmp_path / "a"), listen_fd=3)
+        zerg.EngineOptions(unix_path=str(sock_dir / "a"), listen_fd=3)
     with pytest.raises(ValueError, match="listen_fd"):
         zerg.EngineOptions(listen_fd=-1)
     r, w = os.pipe()
@@ -192,8 +192,8 @@ def _shell_quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
-def test_workers_share_one_unix_socket(tmp_path: Path) -> None:
-    path = tmp_path / "w.sock"
+def test_workers_share_one_unix_socket(sock_dir: Path) -> None:
+    path = sock_dir / "w.sock"
     with serving(echo_handler, unix_path=str(path), workers=2) as srv:
         wait_for(lambda: len(srv.engine.worker_pids()) == 2)
         time.sleep(0.3)                         # the workers' reactors arm their accepts
@@ -261,10 +261,10 @@ def _children(pid: int) -> set[int]:
     return kids
 
 
-def test_sighup_replaces_the_workers_of_a_supervisor(tmp_path: Path) -> None:
+def test_sighup_replaces_the_workers_of_a_supervisor(sock_dir: Path) -> None:
     """SIGHUP to a supervisor (zerg.run in a main thread): every worker is
     replaced, the socket keeps serving; SIGTERM then stops everything."""
-    path = tmp_path / "hup.sock"
+    path = sock_dir / "hup.sock"
     proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, str(Path(__file__).parent),
                              str(path)], cwd=REPO)
     try:
@@ -283,8 +283,8 @@ def test_sighup_replaces_the_workers_of_a_supervisor(tmp_path: Path) -> None:
     assert not path.exists()
 
 
-def test_the_supervisor_reports_every_workers_stats(tmp_path: Path) -> None:
-    path = tmp_path / "stats.sock"
+def test_the_supervisor_reports_every_workers_stats(sock_dir: Path) -> None:
+    path = sock_dir / "stats.sock"
     with serving(echo_handler, unix_path=str(path), workers=2) as srv:
         engine = srv.engine
         wait_for(lambda: {st.worker for st in engine.stats()} == {0, 1}, timeout=10,

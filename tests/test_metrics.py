@@ -38,8 +38,8 @@ def test_the_collector_exposes_counters_gauges_and_close_reasons() -> None:
         assert "# TYPE zerg_receive_slots gauge" in text
 
 
-def test_metrics_over_http_cover_every_worker(tmp_path: Path) -> None:
-    path = tmp_path / "m.sock"
+def test_metrics_over_http_cover_every_worker(sock_dir: Path) -> None:
+    path = sock_dir / "m.sock"
     with serving(echo_handler, unix_path=str(path), workers=2) as srv:
         wait_for(lambda: {st.worker for st in srv.engine.stats()} == {0, 1}, timeout=10)
         with unix_connect(path) as s:
