@@ -48,25 +48,41 @@ search(const char *hay, Py_ssize_t n, const char *needle, Py_ssize_t m)
     return memmem(hay, (size_t)n, needle, (size_t)m);
 }
 
+/* The next run of chain range [*a, b) that lies in one segment: *p and *n
+ * (possibly 0 for an empty segment); *a and *k move past it.  Start with
+ * chain_locate(c, *a, k).  CHAIN_OK or CHAIN_ODD. */
+static inline int
+chain_run(const Chain *c, Py_ssize_t *k, Py_ssize_t *a, Py_ssize_t b, const char **p,
+          Py_ssize_t *n)
+{
+    Py_ssize_t s, e;
+    if (chain_seg(c, *k, p, &s, &e) != CHAIN_OK || *a < s)
+        return CHAIN_ODD;
+    Py_ssize_t hi = b < e ? b : e;
+    *n = hi > *a ? hi - *a : 0;
+    if (*n)
+        *p += *a - s;
+    *a += *n;
+    (*k)++;
+    return CHAIN_OK;
+}
+
 int
 chain_copy(const Chain *c, char *dst, Py_ssize_t a, Py_ssize_t b)
 {
-    Py_ssize_t k, s, e;
+    Py_ssize_t k, n;
     const char *p;
     if (a >= b)
         return CHAIN_OK;
     if (chain_locate(c, a, &k) != CHAIN_OK)
         return CHAIN_ODD;
     while (a < b) {
-        if (chain_seg(c, k, &p, &s, &e) != CHAIN_OK || a < s)
+        if (chain_run(c, &k, &a, b, &p, &n) != CHAIN_OK)
             return CHAIN_ODD;
-        Py_ssize_t hi = b < e ? b : e;
-        if (hi > a) {
-            memcpy(dst, p + (a - s), (size_t)(hi - a));
-            dst += hi - a;
-            a = hi;
+        if (n) {                        /* (an empty segment's pointer may be NULL) */
+            memcpy(dst, p, (size_t)n);
+            dst += n;
         }
-        k++;
     }
     return CHAIN_OK;
 }
@@ -74,7 +90,7 @@ chain_copy(const Chain *c, char *dst, Py_ssize_t a, Py_ssize_t b)
 int
 chain_equal(const Chain *c, Py_ssize_t a, Py_ssize_t b, const char *q, int *eq)
 {
-    Py_ssize_t k, s, e;
+    Py_ssize_t k, n;
     const char *p;
     *eq = 1;
     if (a >= b)
@@ -82,18 +98,13 @@ chain_equal(const Chain *c, Py_ssize_t a, Py_ssize_t b, const char *q, int *eq)
     if (chain_locate(c, a, &k) != CHAIN_OK)
         return CHAIN_ODD;
     while (a < b) {
-        if (chain_seg(c, k, &p, &s, &e) != CHAIN_OK || a < s)
+        if (chain_run(c, &k, &a, b, &p, &n) != CHAIN_OK)
             return CHAIN_ODD;
-        Py_ssize_t hi = b < e ? b : e;
-        if (hi > a) {
-            if (memcmp(q, p + (a - s), (size_t)(hi - a)) != 0) {
-                *eq = 0;
-                return CHAIN_OK;
-            }
-            q += hi - a;
-            a = hi;
+        if (n && memcmp(q, p, (size_t)n) != 0) {
+            *eq = 0;
+            return CHAIN_OK;
         }
-        k++;
+        q += n;
     }
     return CHAIN_OK;
 }
