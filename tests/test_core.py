@@ -134,6 +134,9 @@ class FakeHost:
         self.finished.append(sink.id)
         del self.sinks[sink.id]
 
+    def handshake_failed(self, sink: CompletionSink) -> None:
+        pass
+
     def sink_failed(self, sink: CompletionSink, exc: BaseException) -> None:
         self.failures.append(exc)
         sink.abort()

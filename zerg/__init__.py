@@ -21,6 +21,7 @@ from zerg._reactor import ReactorStats
 from zerg._seqreader import SequenceReader
 from zerg._standalone import new_event_loop
 from zerg._start import AsyncHandler, Handler, SyncHandler
+from zerg._tlsinfo import TlsInfo
 
 __all__ = [
     "AcceptorConfig",
@@ -41,6 +42,7 @@ __all__ = [
     "RingSnapshot",
     "SequenceReader",
     "SyncHandler",
+    "TlsInfo",
     "UnsupportedKernelError",
     "WriteBufferFullError",
     "new_event_loop",

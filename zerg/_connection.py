@@ -70,6 +70,7 @@ from zerg._slab import SlabPool, WriteSegment
 
 if TYPE_CHECKING:
     from zerg._seam import ConnectionHost, ProtocolCallbacks
+    from zerg._tlsinfo import TlsInfo
 
 __all__ = ["Connection", "PipeInput", "PipeOutput", "ProtocolConnection", "ReadResult",
            "RingItem", "RingSnapshot"]
@@ -294,6 +295,12 @@ class Connection:
             return None
         finally:
             sock.detach()
+
+    @property
+    def tls(self) -> TlsInfo | None:
+        """What the TLS handshake agreed (ALPN protocol, server name, peer
+        certificate, version, cipher), or None on a plain TCP connection."""
+        return None
 
     @property
     def error(self) -> OSError | None:

@@ -119,6 +119,15 @@ class ReactorStats:
     or late (``EngineOptions.proxy_protocol``)."""
     worker: int = 0
     """The worker process (``workers > 1``: its index; else 0)."""
+    tls_failed: int = 0
+    """TLS handshakes that failed or timed out (``EngineOptions.ssl``); only
+    that connection was closed."""
+    connected: int = 0
+    """Outbound connections opened by ``zerg.connect`` on this reactor."""
+    forwarded_bytes: int = 0
+    """Bytes sent by ``Connection.forward`` straight from receive slots."""
+    forward_copied_bytes: int = 0
+    """Bytes ``Connection.forward`` had to copy (0 on the zero-copy path)."""
 
 
 class Handle(asyncio.Handle):
@@ -189,6 +198,8 @@ class Reactor:
         self._header_waits: dict[int, _HeaderWait] = {}
         self._peers: dict[int, Address] = {}
         self.proxy_rejected = 0
+        self.tls_failed = 0
+        self.connected = 0
         self.closed_by: dict[str, int] = {}
         self.thread_id = threading.get_ident()
         self._start = start
@@ -270,6 +281,9 @@ class Reactor:
             self._peers.pop(sink.id, None)
         if self._stopping and not self.conns and self._drained is not None:
             self._drained.set()
+
+    def handshake_failed(self, sink: CompletionSink) -> None:
+        self.tls_failed += 1
 
     def sink_failed(self, sink: CompletionSink, exc: BaseException) -> None:
         self._errors.error("zerg: protocol callback raised for %r; aborting it", sink, exc=exc)
@@ -706,5 +720,9 @@ class Reactor:
             shared_slot_cqes=slots.shared_cqes,
             waits=0 if self.ring.closed else lib.zu_enter_calls(self.ring.ptr),
             proxy_rejected=self.proxy_rejected,
+            tls_failed=self.tls_failed,
+            connected=self.connected,
+            forwarded_bytes=self.traffic.forwarded,
+            forward_copied_bytes=self.traffic.forward_copied,
             closed_by=dict(self.closed_by),
         )

@@ -31,11 +31,13 @@ if TYPE_CHECKING:
 class Traffic:
     """Counters a reactor keeps and its connections bump (stats only)."""
 
-    __slots__ = ("bytes_out", "sends")
+    __slots__ = ("bytes_out", "forward_copied", "forwarded", "sends")
 
     def __init__(self) -> None:
         self.sends = 0
         self.bytes_out = 0
+        self.forwarded = 0          # Connection.forward: bytes sent from receive slots
+        self.forward_copied = 0     # ... and bytes it had to copy instead
 
 
 class CompletionSink(Protocol):
@@ -204,6 +206,9 @@ class ConnectionHost(Protocol):
 
     def closed(self, sink: CompletionSink) -> None:
         """``sink`` is fully closed: nothing of it is left in the kernel."""
+
+    def handshake_failed(self, sink: CompletionSink) -> None:
+        """A TLS handshake of ``sink`` failed or timed out (counted in stats)."""
 
     def sink_failed(self, sink: CompletionSink, exc: BaseException) -> None:
         """A callback of ``sink``'s raised: log it and abort the connection."""
