@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl as _stdlib_ssl
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -238,6 +239,17 @@ class EngineOptions:
     it stops accepting without shutting the socket down (others may hold it).
     A socket that is bound but not listening yet gets ``listen(backlog)``.
     ``ip``/``port`` are not used; with ``workers > 1`` the workers share it."""
+    ssl: _stdlib_ssl.SSLContext | None = None
+    """Serve TLS with this server context (e.g.
+    ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
+    ``load_cert_chain(...)``; ALPN, client certificates and SNI as configured
+    there).  Handlers and ``Protocol.connection_made`` run once the handshake
+    finished; ``conn.tls`` tells what it agreed.  A failed or late handshake
+    closes that connection only and counts in ``ReactorStats.tls_failed``.
+    Its ``sni_callback`` (if any) must be set before serving: zerg chains to
+    it to record the name the client asked for."""
+    tls_handshake_timeout_s: float = 10.0
+    """How long a new connection may take to finish its TLS handshake."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.ip, str):
@@ -273,6 +285,19 @@ class EngineOptions:
             _check_int("listen_fd", self.listen_fd, 0, 1 << 30)
             if self.unix_path is not None:
                 raise ValueError("give unix_path or listen_fd, not both")
+        if self.ssl is not None:
+            if not isinstance(self.ssl, _stdlib_ssl.SSLContext):
+                raise TypeError(
+                    f"ssl must be an ssl.SSLContext (e.g. ssl.create_default_context("
+                    f"ssl.Purpose.CLIENT_AUTH) with load_cert_chain(...)), got "
+                    f"{type(self.ssl).__name__}")
+            if self.ssl.protocol == _stdlib_ssl.PROTOCOL_TLS_CLIENT:
+                raise ValueError(
+                    "ssl is a client-side context (PROTOCOL_TLS_CLIENT, which "
+                    "ssl.create_default_context() makes by default); a server needs "
+                    "ssl.create_default_context(ssl.Purpose.CLIENT_AUTH) or "
+                    "ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)")
+        _check_float("tls_handshake_timeout_s", self.tls_handshake_timeout_s, 0.001, 3600.0)
         want_v6 = self.acceptor.ip_version != "ipv4"
         if (addr.version == 6) != want_v6:
             raise ValueError(

@@ -36,6 +36,7 @@ from zerg._protocol import Protocol
 from zerg._reactor import Reactor, ReactorStats
 from zerg._seam import StartStrategy
 from zerg._start import AsyncHandler, Handler, ProtocolStart, SyncHandler, TaskStart, ThreadStart
+from zerg._tls import TlsOptions, server_context
 from zerg._workers import REPORT_EVERY_S, WorkerPool
 
 log = logging.getLogger("zerg")
@@ -54,15 +55,15 @@ def _is_async_handler(handler: Callable[..., Any]) -> bool:
     return False
 
 
-def _strategy(handler: Handler,
-              executor: concurrent.futures.Executor | None) -> StartStrategy:
+def _strategy(handler: Handler, executor: concurrent.futures.Executor | None,
+              tls: TlsOptions | None) -> StartStrategy:
     """The start strategy for ``handler`` (one per reactor: it tracks that
-    reactor's running handlers)."""
+    reactor's running handlers); ``tls``: serve TLS (``EngineOptions.ssl``)."""
     if isinstance(handler, Protocol):
-        return ProtocolStart(handler)
+        return ProtocolStart(handler, tls)
     if executor is not None:
-        return ThreadStart(cast(SyncHandler, handler), executor)
-    return TaskStart(cast(AsyncHandler, handler))
+        return ThreadStart(cast(SyncHandler, handler), executor, tls)
+    return TaskStart(cast(AsyncHandler, handler), tls)
 
 
 class Engine:
@@ -177,7 +178,7 @@ class Engine:
         fd = self._sock.fileno()
         n = opts.reactor_count
         single = n == 1
-        reactor0 = Reactor(0, opts.reactor, _strategy(handler, executor),
+        reactor0 = Reactor(0, opts.reactor, _strategy(handler, executor, self._tls()),
                            listen_fd=fd if single else None,
                            shutdown_timeout_s=opts.shutdown_timeout_s,
                            proxy_timeout_s=self._proxy_timeout())
@@ -222,6 +223,13 @@ class Engine:
                 t.join()
             if not reactor0.ring.closed:
                 reactor0.ring.close()
+
+    def _tls(self) -> TlsOptions | None:
+        """What the strategies need to serve TLS, None without ``ssl``."""
+        opts = self.options
+        if opts.ssl is None:
+            return None
+        return server_context(opts.ssl, opts.tls_handshake_timeout_s)
 
     def _proxy_timeout(self) -> float | None:
         """The PROXY header timeout the reactors apply, None without proxy_protocol."""
@@ -270,7 +278,8 @@ class Engine:
                         executor: concurrent.futures.Executor | None, ready: threading.Event,
                         box: list[Reactor], errors: list[BaseException]) -> None:
         try:
-            reactor = Reactor(index, self.options.reactor, _strategy(handler, executor),
+            reactor = Reactor(index, self.options.reactor,
+                              _strategy(handler, executor, self._tls()),
                               listen_fd=None,
                               shutdown_timeout_s=self.options.shutdown_timeout_s,
                               proxy_timeout_s=self._proxy_timeout())

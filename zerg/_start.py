@@ -12,12 +12,22 @@ executors or Protocols, and no ``if protocol`` on the hot path.
 
 Either way the connection closes when the handler returns or raises; an
 exception is logged and never stops the reactor.
+
+Each strategy separates *making* the connection (``_make``: a plain one, or
+with ``tls`` a ``zerg._tls`` one whose handshake starts now) from *serving*
+it (``_serve``: run the handler, or ``connection_made``).  Over TLS serving
+waits for the handshake: a handler starts once ``conn.handshake`` is done and
+never for a connection whose handshake failed (that one is already closing
+and counted); a Protocol's ``connection_made`` is called by the TLS
+connection itself the moment the handshake finishes, before any byte is
+delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -27,6 +37,7 @@ from zerg._connection import Connection, ProtocolConnection
 from zerg._protocol import Protocol
 from zerg._ratelog import ErrorLog
 from zerg._seam import CompletionSink, ConnectionHost
+from zerg._tls import TlsConnection, TlsOptions, TlsProtocolConnection
 
 log = logging.getLogger("zerg")
 
@@ -42,22 +53,44 @@ async def _awaited(awaitable: Awaitable[None]) -> None:
 class _HandlerStart:
     """Shared by the task and thread strategies: tracks running handlers."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: TlsOptions | None = None) -> None:
         self._tasks: set[asyncio.Future[None]] = set()
         self._errors = ErrorLog()
+        self._tls = tls
 
     def _run(self, conn: Connection) -> asyncio.Future[None]:
         raise NotImplementedError
 
     def start(self, host: ConnectionHost, conn_id: int, fd: int) -> CompletionSink:
-        conn = Connection(host, conn_id, fd)
+        conn = self._make(host, conn_id, fd)
+        if isinstance(conn, TlsConnection):
+            conn.handshake.add_done_callback(functools.partial(self._handshaken, conn))
+        else:
+            self._serve(conn)
+        return conn
+
+    def _make(self, host: ConnectionHost, conn_id: int, fd: int) -> Connection:
+        """The connection, started (over TLS: its handshake under way)."""
+        tls = self._tls
+        conn = (Connection(host, conn_id, fd) if tls is None
+                else TlsConnection(host, conn_id, fd, tls.context, server_side=True,
+                                   handshake_timeout=tls.handshake_timeout))
         conn.start()
+        return conn
+
+    def _handshaken(self, conn: Connection, fut: asyncio.Future[None]) -> None:
+        """Serve ``conn`` if its handshake finished (a failed one is closing
+        and counted already; retrieving the exception keeps asyncio quiet)."""
+        if not fut.cancelled() and fut.exception() is None:
+            self._serve(conn)
+
+    def _serve(self, conn: Connection) -> None:
         try:
             task = self._run(conn)
         except Exception:
             log.exception("zerg: handler could not be started for %r", conn)
             conn.close()
-            return conn
+            return
         self._tasks.add(task)
 
         def done(t: asyncio.Future[None]) -> None:
@@ -69,7 +102,6 @@ class _HandlerStart:
             conn.close()
 
         task.add_done_callback(done)
-        return conn
 
     async def drain(self, timeout: float) -> None:
         if not self._tasks:
@@ -86,8 +118,8 @@ class _HandlerStart:
 class TaskStart(_HandlerStart):
     """``async def handler(conn)`` as a Task on the reactor's loop."""
 
-    def __init__(self, handler: AsyncHandler) -> None:
-        super().__init__()
+    def __init__(self, handler: AsyncHandler, tls: TlsOptions | None = None) -> None:
+        super().__init__(tls)
         self._handler = handler
 
     def _run(self, conn: Connection) -> asyncio.Future[None]:
@@ -101,8 +133,9 @@ class TaskStart(_HandlerStart):
 class ThreadStart(_HandlerStart):
     """A plain ``def handler(conn)`` on a worker thread of ``executor``."""
 
-    def __init__(self, handler: SyncHandler, executor: concurrent.futures.Executor) -> None:
-        super().__init__()
+    def __init__(self, handler: SyncHandler, executor: concurrent.futures.Executor,
+                 tls: TlsOptions | None = None) -> None:
+        super().__init__(tls)
         self._handler = handler
         self._executor = executor
         self._warned = False
@@ -129,17 +162,33 @@ class ThreadStart(_HandlerStart):
 class ProtocolStart:
     """A ``zerg.Protocol`` instance, called straight from completion dispatch."""
 
-    def __init__(self, protocol: Protocol) -> None:
+    def __init__(self, protocol: Protocol, tls: TlsOptions | None = None) -> None:
         self._protocol = protocol
+        self._tls = tls
 
     def start(self, host: ConnectionHost, conn_id: int, fd: int) -> CompletionSink:
-        conn = ProtocolConnection(host, conn_id, fd, self._protocol)
+        conn = self._make(host, conn_id, fd)
+        if not isinstance(conn, TlsProtocolConnection):
+            self._serve(conn)       # over TLS the connection calls connection_made itself
+        return conn
+
+    def _make(self, host: ConnectionHost, conn_id: int, fd: int) -> ProtocolConnection:
+        """The connection, started (over TLS: its handshake under way; it calls
+        ``connection_made`` the moment the handshake finished, before it
+        delivers a byte)."""
+        tls = self._tls
+        conn = (ProtocolConnection(host, conn_id, fd, self._protocol) if tls is None
+                else TlsProtocolConnection(host, conn_id, fd, self._protocol, tls.context,
+                                           server_side=True,
+                                           handshake_timeout=tls.handshake_timeout))
         conn.start()
+        return conn
+
+    def _serve(self, conn: ProtocolConnection) -> None:
         try:
             self._protocol.connection_made(conn)
         except Exception as exc:
             conn.fail_callback(exc)
-        return conn
 
     async def drain(self, timeout: float) -> None:
         """Protocol callbacks never outlive their completion: nothing to wait for."""
