@@ -56,9 +56,9 @@ slots_push_return(RecvSlotsObject *self, unsigned bid)
     return 0;
 }
 
-/* The application is done with key; 0 or -1 with an exception. */
-int
-slots_give_back_key(RecvSlotsObject *self, unsigned long key)
+/* The application is done with key, and no send reads its slot. */
+static int
+slots_release_key(RecvSlotsObject *self, unsigned long key)
 {
     if (!self->incremental) {
         if (slots_push_return(self, (unsigned)key) < 0)
@@ -80,6 +80,21 @@ slots_give_back_key(RecvSlotsObject *self, unsigned long key)
         }
     }
     return 0;
+}
+
+/* The application is done with key; 0 or -1 with an exception.  While a
+ * send reads the slot (pin) the give-back waits for the last unpin. */
+int
+slots_give_back_key(RecvSlotsObject *self, unsigned long key)
+{
+    if (self->npinned) {
+        unsigned long bid = self->incremental ? (key & SLOT_MASK) : key;
+        if (bid < self->total && self->pins[bid]) {
+            self->deferred[bid]++;
+            return 0;
+        }
+    }
+    return slots_release_key(self, key);
 }
 
 /* A receive completion with a buffer: 1 and *key to deliver, 0 for nothing
@@ -214,6 +229,8 @@ RecvSlots_dealloc(RecvSlotsObject *self)
     PyMem_Free(self->off);
     PyMem_Free(self->parts);
     PyMem_Free(self->done);
+    PyMem_Free(self->pins);
+    PyMem_Free(self->deferred);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -274,6 +291,71 @@ RecvSlots_give_back(RecvSlotsObject *self, PyObject *key)
     if (slots_give_back_key(self, k) < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* The slot of a key, checked; (unsigned long)-1 with an exception. */
+static unsigned long
+slots_bid(RecvSlotsObject *self, PyObject *key)
+{
+    unsigned long k = PyLong_AsUnsignedLong(key);
+    if (k == (unsigned long)-1 && PyErr_Occurred())
+        return k;
+    unsigned long bid = self->incremental ? (k & SLOT_MASK) : k;
+    if (bid >= self->total) {
+        PyErr_Format(PyExc_ValueError, "slot key %lu is outside the %u slots", k, self->total);
+        return (unsigned long)-1;
+    }
+    return bid;
+}
+
+static PyObject *
+RecvSlots_pin(RecvSlotsObject *self, PyObject *key)
+{
+    unsigned long bid = slots_bid(self, key);
+    if (bid == (unsigned long)-1)
+        return NULL;
+    if (self->pins == NULL) {
+        self->pins = PyMem_Calloc(self->total, sizeof(unsigned));
+        self->deferred = PyMem_Calloc(self->total, sizeof(unsigned));
+        if (self->pins == NULL || self->deferred == NULL) {
+            PyMem_Free(self->pins);
+            PyMem_Free(self->deferred);
+            self->pins = self->deferred = NULL;
+            return PyErr_NoMemory();
+        }
+    }
+    if (self->pins[bid]++ == 0)
+        self->npinned++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+RecvSlots_unpin(RecvSlotsObject *self, PyObject *key)
+{
+    unsigned long bid = slots_bid(self, key);
+    if (bid == (unsigned long)-1)
+        return NULL;
+    if (self->pins == NULL || self->pins[bid] == 0) {
+        PyErr_Format(PyExc_RuntimeError, "zerg bug: slot %lu unpinned more often than pinned",
+                     bid);
+        return NULL;
+    }
+    if (--self->pins[bid])
+        Py_RETURN_NONE;
+    self->npinned--;
+    unsigned n = self->deferred[bid];
+    self->deferred[bid] = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (slots_release_key(self, bid) < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+RecvSlots_get_pinned(RecvSlotsObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLong(self->npinned);
 }
 
 static PyObject *
@@ -337,6 +419,10 @@ static PyMethodDef RecvSlots_methods[] = {
     {"slot_of", (PyCFunction)RecvSlots_slot_of, METH_O, "The buffer-ring slot of a key."},
     {"give_back", (PyCFunction)RecvSlots_give_back, METH_O,
      "The application is done with key; it goes back at the next flush."},
+    {"pin", (PyCFunction)RecvSlots_pin, METH_O,
+     "A send reads key's memory: a give_back waits for unpin."},
+    {"unpin", (PyCFunction)RecvSlots_unpin, METH_O,
+     "The send that read key is over; deferred give-backs happen now."},
     {"flush", (PyCFunction)RecvSlots_flush, METH_NOARGS,
      "Return given-back slots to the kernel; the parked sinks that may re-arm."},
     {"park", (PyCFunction)RecvSlots_park, METH_O,
@@ -365,6 +451,7 @@ static PyGetSetDef RecvSlots_getset[] = {
      "Slots held by the application or waiting to go back.", NULL},
     {"keys_are_slots", (getter)RecvSlots_get_keys_are_slots, NULL,
      "slot_of(key) == key for every key.", NULL},
+    {"pinned", (getter)RecvSlots_get_pinned, NULL, "Slots a send still reads.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -394,6 +481,7 @@ typedef struct {
     PyObject *poll_fired;       /* callables of the reactor */
     PyObject *on_accept;
     PyObject *new_connection;
+    PyObject *on_connect;       /* on_connect(key, res): an outbound connect completed */
     PyObject *failed;           /* failed(op, key, exc) */
     unsigned batch;
     unsigned char *op;
@@ -412,14 +500,16 @@ static PyObject *
 Dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"ring_address", "owner", "batch", "slots", "conns", "poll_fired",
-                             "on_accept", "new_connection", "failed", NULL};
+                             "on_accept", "new_connection", "failed", "on_connect", NULL};
     unsigned long long addr;
     unsigned batch;
     PyObject *owner, *slots, *conns, *poll_fired, *on_accept, *new_connection, *failed;
+    PyObject *on_connect = Py_None;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KOIO!O!OOOO", kwlist, &addr, &owner, &batch,
-                                     &RecvSlotsType, &slots, &PyDict_Type, &conns, &poll_fired,
-                                     &on_accept, &new_connection, &failed))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KOIO!O!OOOO|O", kwlist, &addr, &owner,
+                                     &batch, &RecvSlotsType, &slots, &PyDict_Type, &conns,
+                                     &poll_fired, &on_accept, &new_connection, &failed,
+                                     &on_connect))
         return NULL;
     if (addr == 0 || batch == 0 || batch > 65536) {
         PyErr_SetString(PyExc_ValueError, "Dispatcher: bad ring address or batch");
@@ -435,6 +525,7 @@ Dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->poll_fired = Py_NewRef(poll_fired);
     self->on_accept = Py_NewRef(on_accept);
     self->new_connection = Py_NewRef(new_connection);
+    self->on_connect = Py_NewRef(on_connect);
     self->failed = Py_NewRef(failed);
     self->batch = batch;
     self->op = PyMem_Calloc(batch, sizeof(unsigned char));
@@ -467,6 +558,7 @@ Dispatcher_traverse(DispatcherObject *self, visitproc visit, void *arg)
     Py_VISIT(self->poll_fired);
     Py_VISIT(self->on_accept);
     Py_VISIT(self->new_connection);
+    Py_VISIT(self->on_connect);
     Py_VISIT(self->failed);
     return 0;
 }
@@ -480,6 +572,7 @@ Dispatcher_clear(DispatcherObject *self)
     Py_CLEAR(self->poll_fired);
     Py_CLEAR(self->on_accept);
     Py_CLEAR(self->new_connection);
+    Py_CLEAR(self->on_connect);
     Py_CLEAR(self->failed);
     return 0;
 }
@@ -612,6 +705,12 @@ dispatch_one(DispatcherObject *self, unsigned i)
         if (res < 0)
             return 0;
         r = PyObject_CallFunction(self->new_connection, "i", res);
+        rc = r == NULL ? -1 : 0;
+        goto done;
+    case OP_CONNECT:
+        if (self->on_connect == Py_None)
+            return 0;
+        r = PyObject_CallFunction(self->on_connect, "Ki", self->key[i], res);
         rc = r == NULL ? -1 : 0;
         goto done;
     default:                    /* OP_CANCEL, OP_POLL_REMOVE: nothing to do */

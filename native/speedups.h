@@ -21,7 +21,7 @@
 
 /* Ops, as zerg._ring.Op. */
 enum { OP_ACCEPT = 1, OP_RECV = 2, OP_SEND = 3, OP_CANCEL = 4, OP_POLL = 5,
-       OP_POLL_REMOVE = 6, OP_MSG = 7 };
+       OP_POLL_REMOVE = 6, OP_MSG = 7, OP_CONNECT = 8 };
 
 typedef struct {
     PyObject_HEAD
@@ -41,6 +41,9 @@ typedef struct {
     unsigned char *done;        /* incremental: the kernel moved on */
     PyObject *parked;           /* list of sinks waiting for slots */
     int relief;
+    unsigned *pins;             /* per slot: sends reading it (forward); made on first pin */
+    unsigned *deferred;         /* per slot: give-backs waiting for the last unpin */
+    unsigned npinned;           /* slots with pins */
 } RecvSlotsObject;
 
 typedef struct {

@@ -261,6 +261,19 @@ int zu_prep_msg_ring(zu_ring *r, int target_ring_fd, unsigned res,
     return 0;
 }
 
+int zu_prep_connect(zu_ring *r, int fd, const void *addr, unsigned addrlen,
+                    unsigned long long ud)
+{
+    int err;
+    struct io_uring_sqe *sqe = get_sqe(r, &err);
+
+    if (!sqe)
+        return err;
+    io_uring_prep_connect(sqe, fd, (const struct sockaddr *)addr, (socklen_t)addrlen);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
 int zu_prep_nop(zu_ring *r, unsigned long long ud)
 {
     int err;

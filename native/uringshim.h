@@ -61,6 +61,10 @@ int zu_prep_poll_remove(zu_ring *r, unsigned long long target,
 int zu_prep_msg_ring(zu_ring *r, int target_ring_fd, unsigned res,
                      unsigned long long data, unsigned long long ud);
 int zu_prep_nop(zu_ring *r, unsigned long long ud);
+/* connect(fd, addr): addr (a struct sockaddr of addrlen bytes) must stay
+ * valid until the completion (the kernel reads it when the SQE is issued). */
+int zu_prep_connect(zu_ring *r, int fd, const void *addr, unsigned addrlen,
+                    unsigned long long ud);
 
 /* Entering the kernel.  zu_submit only submits what is prepared.
  * zu_submit_and_wait submits and waits for min_complete CQEs at most

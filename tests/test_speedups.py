@@ -63,11 +63,12 @@ def _pair(incremental: bool) -> tuple[Any, Any, list[Ring]]:
 
 def _same(c: Any, py: Any) -> None:
     for name in ("out", "bytes_in", "shared_cqes", "in_use", "returns_pending",
-                 "keys_are_slots", "total", "slot_size"):
+                 "keys_are_slots", "total", "slot_size", "pinned"):
         assert getattr(c, name) == getattr(py, name), name
 
 
-ops = st.lists(st.tuples(st.sampled_from(["cqe", "cqe", "cqe", "give", "flush", "park"]),
+ops = st.lists(st.tuples(st.sampled_from(["cqe", "cqe", "cqe", "give", "flush", "park",
+                                          "pin", "unpin"]),
                          st.integers(-110, SLOT // 2), st.booleans(), st.integers(0, 1000)),
                max_size=60)
 
@@ -81,6 +82,7 @@ def test_c_and_python_recv_slots_agree(incremental: bool,
         kernel_free = list(range(SLOTS))     # slots the kernel may fill
         filling: int | None = None           # incremental: the slot the kernel is filling
         keys: list[int] = []                 # keys the application holds
+        pins: list[int] = []                 # keys a send reads (Connection.forward)
         used: dict[int, int] = {}            # incremental: bytes the kernel filled per slot
         sink = object()
         for op, res, more, pick in script:
@@ -113,12 +115,22 @@ def test_c_and_python_recv_slots_agree(incremental: bool,
                 key = keys.pop(pick % len(keys))
                 c.give_back(key)
                 py.give_back(key)
+            elif op == "pin" and keys:
+                key = keys[pick % len(keys)]
+                c.pin(key)
+                py.pin(key)
+                pins.append(key)
+            elif op == "unpin" and pins:
+                key = pins.pop(pick % len(pins))
+                c.unpin(key)
+                py.unpin(key)
             elif op == "flush":
                 before = c.in_use
                 got_c, got_py = c.flush(), py.flush()
                 assert got_c == got_py
-                # What went back is free for the kernel again.
-                held = {c.slot_of(k) for k in keys} | ({filling} if filling is not None else set())
+                # What went back is free for the kernel again; a pinned slot is not.
+                held = ({c.slot_of(k) for k in keys + pins}
+                        | ({filling} if filling is not None else set()))
                 kernel_free = [b for b in range(SLOTS) if b not in held]
                 assert c.in_use <= before
             elif op == "park":
@@ -129,10 +141,34 @@ def test_c_and_python_recv_slots_agree(incremental: bool,
         for key in keys:
             c.give_back(key)
             py.give_back(key)
+        if pins:
+            assert c.pinned == py.pinned > 0
+            c.flush()
+            py.flush()
+            _same(c, py)
+            assert c.in_use > 0           # the pinned slots stay out of the kernel's hands
+        for key in pins:
+            c.unpin(key)
+            py.unpin(key)
         assert c.flush() == py.flush()
         _same(c, py)
         if filling is None:
             assert c.in_use == 0
+    finally:
+        for ring in rings:
+            ring.close()
+
+
+def test_recv_slots_refuse_an_unpin_without_a_pin() -> None:
+    """Both accountings: unpinning more often than pinning is a zerg bug, said loudly."""
+    c, py, rings = _pair(False)
+    try:
+        for slots in (c, py):
+            key = slots.on_cqe(10, 0, 2)
+            slots.pin(key)
+            slots.unpin(key)
+            with pytest.raises(RuntimeError, match="unpinned more often than pinned"):
+                slots.unpin(key)
     finally:
         for ring in rings:
             ring.close()

@@ -757,6 +757,32 @@ def unconsumed(seq: BufferSequence) -> tuple[list[memoryview], list[Any]]:
     return held, retire(seq)
 
 
+def pieces(seq: BufferSequence) -> tuple[list[memoryview], list[Any]]:
+    """The bytes of ``seq`` (any sequence, owning or a slice of one) as the
+    memoryviews of its segments, trimmed to its window, each with the key of
+    the slot it lives in (None: private memory, or no lease at all).  Checked
+    (a consumed or released sequence raises); ``seq`` is left as it was."""
+    seq._check()
+    start, stop = seq._start, seq._stop
+    if start >= stop:
+        return [], []
+    offs = seq._offs
+    segs = seq._segs
+    lease = seq._slots
+    first = seq._locate(start)
+    views: list[memoryview] = []
+    keys: list[Any] = []
+    i = first
+    while i < len(segs) and offs[i] < stop:
+        seg = segs[i]
+        lo = start - offs[i] if i == first else 0
+        hi = min(len(seg), stop - offs[i])
+        views.append(seg if lo == 0 and hi == len(seg) else seg[lo:hi])
+        keys.append(None if lease is None else lease.keys[i])
+        i += 1
+    return views, keys
+
+
 def held_slots(seq: BufferSequence) -> int:
     """How many segments (slots) an owning sequence still holds."""
     slots = seq._slots

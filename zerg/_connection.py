@@ -49,6 +49,7 @@ from zerg._buffers import (
     held_slots,
     leased,
     leased_single,
+    pieces,
     retire,
     single_view,
     unconsumed,
@@ -60,6 +61,7 @@ from zerg._inputpipe import (
     ReadResult,
     RingItem,
     RingSnapshot,
+    slot_key_of,
 )
 from zerg._native import speedups
 from zerg._outputpipe import OutputPipe
@@ -479,6 +481,65 @@ class Connection:
                     out.write(segment)
         else:
             out.write(memoryview(data).cast("B"))
+
+    def forward(self, seq: BufferSequence) -> None:
+        """Stage ``seq``'s bytes for sending *without copying them*: the send
+        reads the receive slots they arrived in.
+
+        ``seq`` may be any sequence over received bytes -- a ``PipeReader``
+        buffer, a level-2 sequence, a ``Protocol``'s ``data_received``
+        argument, a slice of one -- from any connection of this reactor
+        (e.g. a proxy's other side).  Each slot is pinned: whoever gives it
+        back (the reader advancing past it, ``release()``, the other
+        connection closing) only marks it done, and it goes back to the
+        kernel when this send has taken it.  So the caller may consume
+        ``seq`` at once, as after ``write``.  Bytes kept off the ring (private
+        memory) are sent from where they are too.  Only what cannot be lent
+        safely is copied -- another reactor's slots, or a sequence the
+        application built over its own (possibly mutable) buffers -- and
+        counted in ``ReactorStats.forward_copied_bytes``.
+
+        Then ``await flush()`` (or, in a Protocol, nothing: it is sent with the
+        loop iteration), as after ``write``.  Raises ``ValueError`` for a
+        consumed or released sequence, ``WriteBufferFullError`` (nothing staged)
+        past ``max_write_buffer``, ``ConnectionError`` once closed.
+        """
+        if _get_ident() != self._owner:
+            self._foreign_thread()
+        if not isinstance(seq, BufferSequence):
+            raise TypeError(f"forward() takes a BufferSequence, not {type(seq).__name__}; "
+                            "use write() for other buffers")
+        self._check_writable()
+        views, keys = pieces(seq)
+        if not views:
+            return
+        host = self._host
+        slots = host.slots
+        region = host.pool.region
+        copied = 0
+        pinned: list[int] = []
+        for i, view in enumerate(views):
+            key = slot_key_of(keys[i])
+            keys[i] = key
+            if key is not None and view.obj is region:
+                slots.pin(key)              # a slot of this reactor: sent from the slot
+                pinned.append(key)
+            elif key is None and type(view.obj) is bytes:
+                pass                        # immutable memory kept off the ring: sent as is
+            else:                           # another reactor's slot, or memory that
+                data = memoryview(view.tobytes())   # may change or go back: copied
+                copied += len(data)
+                views[i] = data
+                keys[i] = None
+        try:
+            self._out.forward(views, keys, slots.unpin)
+        except BaseException:
+            for key in pinned:
+                slots.unpin(key)
+            raise
+        traffic = self._traffic
+        traffic.forward_copied += copied
+        traffic.forwarded += len(seq) - copied
 
     def get_buffer(self, size_hint: int = 0) -> memoryview:
         """Writable memory for at least ``max(size_hint, 1)`` bytes (at most one
@@ -920,6 +981,15 @@ class ProtocolConnection(Connection):
         if not self._dirty:
             self._dirty = True
             self._want_send(self)
+        if out.pending > out.pause_at and not self._writing_paused:
+            self._pause_writing()
+
+    def forward(self, seq: BufferSequence) -> None:
+        Connection.forward(self, seq)
+        if not self._dirty:
+            self._dirty = True
+            self._want_send(self)
+        out = self._out
         if out.pending > out.pause_at and not self._writing_paused:
             self._pause_writing()
 

@@ -125,6 +125,14 @@ class RingItem:
         return f"<RingItem buffer_id={self.buffer_id} length={self.length}>"
 
 
+def slot_key_of(token: object) -> int | None:
+    """The receive-slot key behind a lease token: this pipe's leases hold
+    ``RingItem``s, a Protocol sink's hold keys (None: private memory)."""
+    if type(token) is RingItem:
+        return token._key
+    return token if type(token) is int else None
+
+
 def _release_view(view: memoryview) -> None:
     try:
         view.release()

@@ -4,6 +4,9 @@ Operations: ``write(data)`` (one copy into slab segments), ``get_memory`` /
 ``advance`` (fill a segment in place), ``lend`` / ``enqueue`` (a
 ``BufferWriter`` fills private segments -- pool ones, or a jumbo one of its
 own for more than a segment -- and hands the chain over in order),
+``forward(views, keys, unpin)`` (send memory the pipe does not own, e.g.
+receive slots, without copying: ``LoanSegment``s, each handed back through
+``unpin`` once the kernel took it or it was dropped),
 ``flush_waiter`` (a future done when every staged byte was taken).
 
 Goals: bytes leave in the order they were written, nothing is dropped
@@ -29,11 +32,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from zerg._config import PipeOptions
 from zerg._errors import WriteBufferFullError
 from zerg._slab import SlabPool, WriteSegment
+from zerg._uring import ffi
 
 
 def send_error(code: int, conn_id: int) -> OSError:
@@ -68,6 +73,28 @@ def _pieces(seg: WriteSegment, limit: int) -> list[WriteSegment]:
     seg.fill -= last
     out.append(seg)
     return out
+
+
+class LoanSegment(WriteSegment):
+    """Staged bytes that live in memory the pipe borrows (``forward``): a
+    receive slot, pinned until the kernel took them, or a private buffer kept
+    alive by the view.  Sent like any segment; never written into, never
+    returned to the pool: ``done`` hands the slot key back instead."""
+
+    __slots__ = ("key", "unpin")
+
+    def __init__(self, view: memoryview, key: Any, unpin: Callable[[Any], None] | None) -> None:
+        super().__init__(ffi.from_buffer(view), 0, view, jumbo=True)
+        self.fill = len(view)
+        self.key = key          # the slot key to unpin, or None
+        self.unpin = unpin
+
+    def done(self) -> None:
+        """Sent or dropped: the memory is no longer read (idempotent)."""
+        unpin, self.unpin = self.unpin, None
+        self.view = self.ptr = None     # type: ignore[assignment]
+        if unpin is not None and self.key is not None:
+            unpin(self.key)
 
 
 class OutputPipe:
@@ -262,6 +289,35 @@ class OutputPipe:
             self._cur = None        # later writes go after these segments
             self._granted = 0
 
+    # ------------------------------------------------------------ forward
+    def forward(self, views: list[memoryview], keys: list[Any],
+                unpin: Callable[[Any], None]) -> None:
+        """Queue ``views`` for sending as they are, after everything staged
+        (``keys[i]``: the slot key ``views[i]`` lives in, pinned by the caller,
+        or None).  Each is handed back (``unpin(key)``) once sent or dropped.
+        Raises ``WriteBufferFullError`` first, taking nothing, past
+        ``max_write_buffer``; the caller unpins then."""
+        n = 0
+        for v in views:
+            if len(v) > _MAX_SEND:
+                raise ValueError(f"forward: one segment of {len(v)} bytes is over {_MAX_SEND}")
+            n += len(v)
+        if self.pending + n > self.max_write_buffer:
+            self.over_cap(n)
+        staged = self._staged
+        for view, key in zip(views, keys, strict=True):
+            staged.append(LoanSegment(view, key, unpin))
+        self.pending += n
+        self._cur = None            # later writes go after these bytes
+        self._granted = 0
+
+    def _release(self, seg: WriteSegment) -> None:
+        """``seg`` was sent or dropped: back to the pool, or a loan handed back."""
+        if type(seg) is LoanSegment:
+            seg.done()
+        else:
+            self._pool.release(seg)
+
     # -------------------------------------------------------------- sends
     def next_send(self) -> WriteSegment | None:
         """The segment to send from (its bytes ``sent:fill``), now in flight;
@@ -277,7 +333,7 @@ class OutputPipe:
             if seg is self._cur:
                 return None             # still being filled; nothing to send yet
             staged.pop(0)
-            self._pool.release(seg)
+            self._release(seg)
         return None
 
     def on_sent(self, res: int) -> bool:
@@ -314,7 +370,7 @@ class OutputPipe:
                     self._cur = None
             if seg is not None:
                 self._staged.remove(seg)
-                self._pool.release(seg)
+                self._release(seg)
         if self._staged and self.pending:
             if self._drain_waiters and self.pending <= self.resume_at:
                 self._wake(self._drain_waiters, None)
@@ -380,10 +436,9 @@ class OutputPipe:
         self._wake_flushers(exc)
 
     def _drop_staged(self) -> None:
-        pool = self._pool
         for seg in self._staged:
             if seg is not self.sending:
-                pool.release(seg)
+                self._release(seg)
         self._staged = [self.sending] if self.sending is not None else []
         self._cur = None
         self._granted = 0

@@ -14,6 +14,9 @@ Operations:
   - ``give_back(key)``: the application is done with ``key``.
   - ``flush()``: return the batch to the kernel (many ``buf_ring_add``, one tail
     store, in the shim) and report parked sinks that may re-arm now.
+  - ``pin(key)`` / ``unpin(key)``: a send (``Connection.forward``) reads the
+    slot; a ``give_back`` meanwhile is deferred until the last unpin, so the
+    kernel cannot refill memory a send still reads, whoever gives it back.
   - ``park(sink)``: a multishot recv ended with ``ENOBUFS``; re-arm it when
     slots are back.  Parking also asks for ring relief (``take_relief``): bytes
     waiting for their handler are moved off the ring by their connections.
@@ -48,8 +51,9 @@ _SLOT_MASK: Final = (1 << _OFFSET_SHIFT) - 1
 class RecvSlots:
     """Receive region, buffer-ring registration and slot accounting of one reactor."""
 
-    __slots__ = ("_parked", "_relief", "_ret_arr", "_returns", "bytes_in", "keys_are_slots",
-                 "out", "pool", "ptr", "recv_view", "shared_cqes", "slot_size", "total")
+    __slots__ = ("_deferred", "_parked", "_pins", "_relief", "_ret_arr", "_returns", "bytes_in",
+                 "keys_are_slots", "out", "pool", "ptr", "recv_view", "shared_cqes",
+                 "slot_size", "total")
 
     def __init__(self, ring: Ring, pool: SlabPool) -> None:
         self.pool = pool
@@ -65,6 +69,8 @@ class RecvSlots:
         self._ret_arr = ffi.new("unsigned short[]", self.total)
         self._parked: list[CompletionSink] = []
         self._relief = False
+        self._pins: dict[int, int] = {}         # slot -> sends reading it (forward)
+        self._deferred: dict[int, int] = {}     # slot -> give_backs held until unpinned
 
     @classmethod
     def create(cls, ring: Ring, pool: SlabPool, *, incremental: bool) -> RecvSlots:
@@ -101,9 +107,44 @@ class RecvSlots:
         return key
 
     def give_back(self, key: int) -> None:
-        """The application is done with ``key``; it goes back at the next flush."""
+        """The application is done with ``key``; it goes back at the next flush
+        (or, while a send reads its slot, at the last ``unpin``)."""
+        if self._pins and self._defer(key):
+            return
         self._returns.append(key)
         self.out -= 1
+
+    # ------------------------------------------------------------- pinning
+    def pin(self, key: int) -> None:
+        """A send reads ``key``'s memory: its slot may not go back until ``unpin``."""
+        bid = self.slot_of(key)
+        self._pins[bid] = self._pins.get(bid, 0) + 1
+
+    def unpin(self, key: int) -> None:
+        """The send that read ``key`` completed (or was dropped); give-backs
+        that came meanwhile happen now, if this was the last pin."""
+        bid = self.slot_of(key)
+        left = self._pins.get(bid, 0) - 1
+        if left < 0:
+            raise RuntimeError(f"zerg bug: slot {bid} unpinned more often than pinned")
+        if left:
+            self._pins[bid] = left
+            return
+        del self._pins[bid]
+        for _ in range(self._deferred.pop(bid, 0)):
+            self.give_back(key)
+
+    def _defer(self, key: int) -> bool:
+        bid = self.slot_of(key)
+        if bid not in self._pins:
+            return False
+        self._deferred[bid] = self._deferred.get(bid, 0) + 1
+        return True
+
+    @property
+    def pinned(self) -> int:
+        """Slots a send still reads (``Connection.forward``)."""
+        return len(self._pins)
 
     # ------------------------------------------------------------ batching
     @property
@@ -186,6 +227,8 @@ class IncrementalRecvSlots(RecvSlots):
         return key & _SLOT_MASK
 
     def give_back(self, key: int) -> None:
+        if self._pins and self._defer(key):
+            return
         bid = key & _SLOT_MASK
         parts = self._parts[bid] - 1
         self._parts[bid] = parts

@@ -37,6 +37,7 @@ class Op(enum.IntEnum):
     POLL = 5
     POLL_REMOVE = 6
     MSG = 7             # an fd handed over by the acceptor (IORING_OP_MSG_RING)
+    CONNECT = 8         # an outbound connect (zerg.connect)
 
 
 _OP_BITS: Final[int] = lib.ZU_UD_OP_BITS

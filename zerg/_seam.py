@@ -141,6 +141,12 @@ class ReceiveSlots(Protocol):
     def give_back(self, key: int) -> None:
         """Done with ``key``: it goes back to the kernel (exactly once)."""
 
+    def pin(self, key: int) -> None:
+        """A send reads ``key``'s memory: a ``give_back`` waits for ``unpin``."""
+
+    def unpin(self, key: int) -> None:
+        """The send that read ``key`` is over (deferred give-backs happen now)."""
+
     def park(self, sink: CompletionSink) -> None:
         """The receive of ``sink`` ended for lack of slots."""
 

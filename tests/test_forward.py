@@ -1,0 +1,223 @@
+"""Connection.forward: received bytes sent from their receive slots, no copy.
+
+Every test runs through real sockets on a real io_uring.  The ring is tiny
+(8 slots) so pinned slots are the scarce resource: a forward that gave a
+slot back before its send completed would let the kernel overwrite bytes in
+flight, and the byte-for-byte checks below would see it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+from conftest import serving
+
+import zerg
+from zerg.adapters import PipeReader
+
+TINY = zerg.ReactorConfig(buffer_ring_entries=8, recv_buffer_size=4096)
+
+
+def _echo_through(srv: Any, data: bytes, *, slow: bool = False) -> bytes:
+    """Send ``data`` and read back as many bytes (slowly: a peer that lags)."""
+    s = srv.connect()
+    if slow:    # a small window: the echo backs up into the server's pinned slots
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    got = bytearray()
+
+    def reader() -> None:
+        while len(got) < len(data):
+            chunk = s.recv(65536 if not slow else 4096)
+            if not chunk:
+                return
+            got.extend(chunk)
+            if slow:
+                time.sleep(0.0005)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    s.sendall(data)
+    t.join(30)
+    s.close()
+    return bytes(got)
+
+
+def _settled(srv: Any) -> Any:
+    """The reactor's stats once every connection closed and slots went back."""
+    deadline = time.monotonic() + 5
+    while True:
+        st = srv.engine.stats()[0]
+        if (st.connections == 0 and st.slots_in_use == 0) or time.monotonic() > deadline:
+            return st
+        time.sleep(0.01)
+
+
+class ForwardEcho(zerg.Protocol):
+    """Echo by forwarding: data_received's slots go straight to the send."""
+
+    def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
+        conn.forward(seq)
+
+
+async def forward_echo_reader(conn: zerg.Connection) -> None:
+    """Echo by forwarding a PipeReader's buffer, consuming it at once: the
+    slots must stay pinned until the send took them."""
+    reader = PipeReader(conn)
+    while True:
+        result = await reader.read()
+        buf = result.buffer
+        if buf:
+            conn.forward(buf)
+        reader.advance_to(len(buf))
+        await conn.flush()
+        if result.is_completed:
+            return
+
+
+async def forward_echo_sequence(conn: zerg.Connection) -> None:
+    """Level 2: forward the sequence, then release it before the send completes."""
+    while True:
+        snap = await conn.read()
+        if snap.is_closed:
+            return
+        seq = conn.get_sequence(snap)
+        conn.forward(seq)
+        seq.release()
+        await conn.flush()
+
+
+@pytest.mark.parametrize("handler", [ForwardEcho(), forward_echo_reader, forward_echo_sequence],
+                         ids=["protocol", "pipereader", "level2"])
+@pytest.mark.parametrize("slow", [False, True], ids=["fast-peer", "slow-peer"])
+def test_forward_through_an_8_slot_ring_keeps_every_byte(handler: Any, slow: bool) -> None:
+    data = os.urandom((512 << 10) if slow else (4 << 20))
+    with serving(handler, reactor=TINY) as srv:
+        assert _echo_through(srv, data, slow=slow) == data
+        st = _settled(srv)
+        assert st.slots_in_use == 0, "a pinned slot never went back"
+        assert st.forwarded_bytes == len(data)
+        assert st.forward_copied_bytes == 0
+
+
+def test_forward_between_two_connections_of_one_reactor() -> None:
+    """A relay: what one client sends, the other receives, from the same slots."""
+    waiting: list[zerg.Connection] = []
+    paired = threading.Event()
+
+    async def relay(conn: zerg.Connection) -> None:
+        if not waiting:
+            waiting.append(conn)
+            reader = PipeReader(conn)
+            while not (await reader.read()).is_completed:
+                pass                    # the first one only receives
+            return
+        dest = waiting.pop()
+        paired.set()
+        reader = PipeReader(conn)
+        while True:
+            result = await reader.read()
+            if result.buffer:
+                dest.forward(result.buffer)
+            reader.advance_to(len(result.buffer))
+            await dest.flush()
+            if result.is_completed:
+                dest.close()
+                return
+
+    data = os.urandom(2 << 20)
+    with serving(relay, reactor=TINY) as srv:
+        sink = srv.connect()
+        time.sleep(0.05)
+        src = srv.connect()
+        assert paired.wait(5)
+        got = bytearray()
+
+        def read_all() -> None:
+            while chunk := sink.recv(65536):
+                got.extend(chunk)
+
+        t = threading.Thread(target=read_all)
+        t.start()
+        src.sendall(data)
+        src.shutdown(socket.SHUT_WR)
+        t.join(30)
+        assert bytes(got) == data
+        src.close()
+        sink.close()
+        st = _settled(srv)
+        assert st.slots_in_use == 0
+        assert st.forwarded_bytes == len(data) and st.forward_copied_bytes == 0
+
+
+def test_forward_refuses_what_it_cannot_send_and_pins_nothing() -> None:
+    outcomes: dict[str, str] = {}
+
+    async def handler(conn: zerg.Connection) -> None:
+        snap = await conn.read()
+        seq = conn.get_sequence(snap)
+        try:
+            conn.forward(b"not a sequence")  # type: ignore[arg-type]
+        except TypeError as exc:
+            outcomes["type"] = str(exc)
+        conn.set_write_buffer_limits(high=16, low=0)
+        conn.write(b"x" * 1000)
+        big = zerg.BufferSequence(b"y" * conn.output.max_write_buffer)
+        try:
+            conn.forward(big)
+        except zerg.WriteBufferFullError as exc:
+            outcomes["full"] = str(exc)
+        await conn.wait_sent()
+        copy = zerg.BufferSequence(bytearray(b"own buffer\n"))
+        conn.forward(copy)                  # the application's own memory: copied
+        conn.forward(seq)
+        seq.release()
+        try:
+            conn.forward(seq)
+        except ValueError as exc:
+            outcomes["released"] = str(exc)
+        await conn.flush()
+        conn.close()
+        try:
+            conn.forward(zerg.BufferSequence(b"late"))
+        except ConnectionError as exc:
+            outcomes["closed"] = str(exc)
+
+    with serving(handler, reactor=TINY) as srv:
+        s = srv.connect()
+        s.sendall(b"hello")
+        got = bytearray()
+        while chunk := s.recv(65536):
+            got.extend(chunk)
+        s.close()
+        assert bytes(got) == b"x" * 1000 + b"own buffer\nhello"
+        st = _settled(srv)
+        assert st.slots_in_use == 0
+        assert st.forward_copied_bytes == len(b"own buffer\n")
+        assert st.forwarded_bytes == len(b"hello")
+    assert "BufferSequence" in outcomes["type"] and "write()" in outcomes["type"]
+    assert "max_write_buffer" in outcomes["full"]
+    assert "release()" in outcomes["released"]
+    assert "closed" in outcomes["closed"]
+
+
+def test_slots_pinned_by_an_aborted_send_go_back() -> None:
+    """A peer that resets while forwarded bytes are in flight: the send fails
+    or is dropped, and every pinned slot still goes back."""
+
+    with serving(ForwardEcho(), reactor=TINY) as srv:
+        for _ in range(5):
+            s = srv.connect()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            try:
+                s.sendall(os.urandom(256 << 10))    # nobody reads the echo
+            except OSError:
+                pass
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()                               # RST
+        st = _settled(srv)
+        assert st.connections == 0 and st.slots_in_use == 0
