@@ -11,6 +11,7 @@ from __future__ import annotations
 from zerg._acceptor import AcceptorStats
 from zerg._buffers import BufferSequence
 from zerg._config import AcceptorConfig, EngineOptions, ReactorConfig
+from zerg._connect import connect
 from zerg._connection import Connection, PipeInput, PipeOutput, RingItem, RingSnapshot
 from zerg._engine import Engine, run
 from zerg._errors import UnsupportedKernelError, WriteBufferFullError
@@ -45,6 +46,7 @@ __all__ = [
     "TlsInfo",
     "UnsupportedKernelError",
     "WriteBufferFullError",
+    "connect",
     "new_event_loop",
     "probe",
     "run",

@@ -50,12 +50,25 @@ log = logging.getLogger("zerg")
 _UD_ACCEPT = encode(Op.ACCEPT)
 _UD_CANCEL = encode(Op.CANCEL)
 _RECV, _SEND, _POLL, _ACCEPT, _MSG = Op.RECV, Op.SEND, Op.POLL, Op.ACCEPT, Op.MSG
+_CONNECT = Op.CONNECT
 
 _ACCEPT_BACKOFF_S = 0.05
 _FRESH_S = 0.5      # stopping: how long a just-accepted connection may take to speak
 _TRIM_EVERY_S = 1.0
 _TRIM_RESERVE_BYTES = 2 << 20      # free write memory kept resident for the next burst
 _monotonic = time.monotonic
+
+
+class _PendingConnect:
+    """An outbound connect in the kernel: its socket, the address the kernel
+    reads (kept alive until the completion), and who waits for it."""
+
+    __slots__ = ("addr", "fd", "fut")
+
+    def __init__(self, fd: int, addr: object, fut: asyncio.Future[int]) -> None:
+        self.fd = fd
+        self.addr = addr
+        self.fut = fut
 
 
 class _HeaderWait:
@@ -163,9 +176,11 @@ class ReactorLoop(asyncio.SelectorEventLoop):
         self.standalone = False     # made by zerg.new_event_loop: closing frees the ring
 
     def close(self) -> None:
-        """Close the loop; a standalone loop also frees its reactor's ring."""
+        """Close the loop; a standalone loop also closes the sockets of its
+        connections and frees its reactor's ring."""
         super().close()
         if self.standalone and not self.reactor.ring.closed:
+            self.reactor.release_fds()
             self.reactor.ring.close()
 
 
@@ -240,6 +255,7 @@ class Reactor:
         self.now = time.monotonic()
         self.idle_closed = 0
         self.conns: dict[int, CompletionSink] = {}
+        self._connects: dict[int, _PendingConnect] = {}    # outbound, in the kernel
         self._dirty: list[CompletionSink] = []
         # ConnectionHost.want_send: the list's own append (no Python frame).
         self.want_send: Callable[[CompletionSink], None] = self._dirty.append
@@ -265,7 +281,7 @@ class Reactor:
                 ring_address=ring.address, owner=ring, batch=cfg.batch_cqes,
                 slots=self.slots, conns=self.conns, poll_fired=self.selector.poll_fired,
                 on_accept=self._on_accept, new_connection=self._new_connection,
-                failed=self._completion_failed).run
+                failed=self._completion_failed, on_connect=self._on_connect).run
 
     # ------------------------------------------------------ ConnectionHost
     def opened(self, sink: CompletionSink) -> None:
@@ -422,12 +438,70 @@ class Reactor:
         ret = lib.zu_submit_and_wait(self._ptr, 0, 0)
         if ret < 0:
             log.error("zerg reactor %d: final submit failed: %s", self.index, os.strerror(-ret))
+        self.release_fds()
+
+    def release_fds(self) -> None:
+        """The loop is closed: close what did not drain (the ring closes next)."""
         for conn in list(self.conns.values()):
             try:
-                os.close(conn.fd)   # whatever did not drain; the ring closes next
+                os.close(conn.fd)
             except OSError:
                 pass
         self.conns.clear()
+        for pending in self._connects.values():
+            try:
+                os.close(pending.fd)
+            except OSError:
+                pass
+            if not pending.fut.done():
+                pending.fut.cancel()
+        self._connects.clear()
+
+    # ------------------------------------------------------------- connects
+    async def connect_fd(self, fd: int, sockaddr: bytes) -> int:
+        """Connect the socket ``fd`` to ``sockaddr`` (a ``struct sockaddr``)
+        with one io_uring request; returns the connection id its completions
+        will carry.  The fd stays the caller's until this returns; on error
+        (raised as the ``OSError`` subclass of the errno) or cancellation the
+        fd is closed here -- after the kernel let go of it."""
+        if self._stopping or self.ring.closed:
+            os.close(fd)
+            raise ConnectionAbortedError(errno.ECONNABORTED, "the reactor is stopping")
+        cid = self._next_id
+        self._next_id += 1
+        addr = ffi.new("char[]", sockaddr)
+        fut: asyncio.Future[int] = self.loop.create_future()
+        ud = encode(Op.CONNECT, cid)
+        try:
+            self.ring.check(lib.zu_prep_connect(self._ptr, fd, addr, len(sockaddr), ud),
+                            "connect")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._connects[cid] = _PendingConnect(fd, addr, fut)
+        try:
+            res = await fut
+        except asyncio.CancelledError:
+            if cid in self._connects:       # still in the kernel: the completion closes it
+                self.submitter.cancel(ud)
+            raise
+        if res < 0:
+            os.close(fd)
+            raise OSError(-res, os.strerror(-res))
+        self.connected += 1
+        return cid
+
+    def _on_connect(self, key: int, res: int) -> None:
+        pending = self._connects.pop(key, None)
+        if pending is None:
+            return
+        if pending.fut.done():              # given up (timeout, cancel): not ours to serve
+            try:
+                os.close(pending.fd)
+            except OSError:
+                pass
+            return
+        pending.fut.set_result(res)
 
     # -------------------------------------------------------------- accepts
     def _arm_accept(self) -> None:
@@ -675,6 +749,8 @@ class Reactor:
                         self._on_accept(ress[i], fls[i])
                     elif op == _MSG and ress[i] >= 0:
                         self._new_connection(ress[i])
+                    elif op == _CONNECT:
+                        self._on_connect(keys[i], ress[i])
                     # Op.CANCEL / Op.POLL_REMOVE need nothing.
                 except Exception as exc:    # zero-cost unless raised (3.11+)
                     self._completion_failed(op, keys[i], exc)
