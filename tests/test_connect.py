@@ -263,7 +263,7 @@ def test_connect_failures_raise_the_usual_errors_and_leak_nothing() -> None:
             await zerg.connect("127.0.0.1", 80, ssl=True)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="server_hostname"):
             await zerg.connect("127.0.0.1", 80, server_hostname="x")
-        with pytest.raises(TypeError, match="zerg.Protocol"):
+        with pytest.raises(TypeError, match=r"zerg\.Protocol"):
             await zerg.connect("127.0.0.1", 80, protocol=object())  # type: ignore[arg-type]
 
     try:
