@@ -68,7 +68,7 @@ static struct {
         traffic, send, stopping;
     /* OutputPipe */
     Py_ssize_t o_pending, o_max, o_pause_at, o_budget, o_cur, o_staged, o_granted, o_pool,
-        o_exc, o_sending, o_bytes_out, o_flush_w, o_drain_w, o_refused, o_over_budget;
+        o_exc, o_sending, o_bytes_out, o_flush_w, o_drain_w, o_refused, o_over_budget, o_eof;
     /* WriteSegment */
     Py_ssize_t s_view, s_fill, s_sent, s_jumbo, s_resident, s_ptr, s_off;
     /* SlabPool, Traffic, InputPipe, RingSubmitter, Ring */
@@ -334,7 +334,7 @@ write_fast(PyObject *self, PyObject *data, int protocol)
     Py_ssize_t state;
     if (owner == NULL || !PyLong_CheckExact(owner) || field_ssize(self, F.state, &state)
             || state != 0 || out == NULL || !Py_IS_TYPE(out, out_type)
-            || FIELD(out, F.o_exc) != Py_None)
+            || FIELD(out, F.o_exc) != Py_None || FIELD(out, F.o_eof) != Py_False)
         return 0;
     unsigned long tid = PyLong_AsUnsignedLong(owner);
     if (tid == (unsigned long)-1 && PyErr_Occurred()) {
@@ -2156,7 +2156,7 @@ static const struct field_spec field_specs[] = {
     {1, "write_exc", &F.o_exc}, {1, "sending", &F.o_sending},
     {1, "bytes_out", &F.o_bytes_out}, {1, "_flush_waiters", &F.o_flush_w},
     {1, "_drain_waiters", &F.o_drain_w}, {1, "refused", &F.o_refused},
-    {1, "over_budget", &F.o_over_budget},
+    {1, "over_budget", &F.o_over_budget}, {1, "eof", &F.o_eof},
     {2, "view", &F.s_view}, {2, "fill", &F.s_fill}, {2, "sent", &F.s_sent},
     {2, "jumbo", &F.s_jumbo}, {2, "resident", &F.s_resident}, {2, "ptr", &F.s_ptr},
     {2, "off", &F.s_off},

@@ -463,7 +463,7 @@ class Connection:
         if _get_ident() != self._owner:
             self._foreign_thread()
         out = self._out
-        if self._state or out.write_exc is not None:
+        if self._state or out.write_exc is not None or out.eof:
             self._check_writable()
         if isinstance(data, bytes):
             out.write(data)
@@ -675,6 +675,47 @@ class Connection:
             raise exc
         if self._state != OPEN:
             raise ConnectionError(f"connection {self.id} is closed")
+        if self._out.eof:
+            raise BrokenPipeError(errno.EPIPE, f"connection {self.id}: write_eof() was called; "
+                                  "it writes no more")
+
+    def write_eof(self) -> None:
+        """Close the write side once the staged bytes are sent (a TCP
+        half-close, asyncio's ``write_eof``): the peer reads the end of the
+        stream and may go on sending; this side goes on reading.  Later
+        writes raise ``BrokenPipeError``.  Idempotent; nothing to do once
+        closed."""
+        if _get_ident() != self._owner:
+            self._foreign_thread()
+        out = self._out
+        if self._state != OPEN or out.eof:
+            return
+        out.eof = True
+        if out.write_exc is not None:
+            return
+        if not out.pending:
+            self._shutdown_write()
+            return
+        self._kick_send()
+        out.flush_waiter().add_done_callback(self._eof_due)
+
+    def can_write_eof(self) -> bool:
+        """True: a TCP connection can half-close (``write_eof``)."""
+        return True
+
+    def _eof_due(self, fut: asyncio.Future[None]) -> None:
+        """Every byte staged before ``write_eof`` was sent: shut the write side."""
+        if not fut.cancelled() and fut.exception() is None and self._state != CLOSED:
+            self._shutdown_write()
+
+    def _shutdown_write(self) -> None:
+        sock = socket.socket(fileno=self.fd)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass            # reset meanwhile: the receive side reports it
+        finally:
+            sock.detach()
 
     def _kick_send(self) -> None:
         seg = self._out.next_send()
@@ -927,7 +968,7 @@ class PipeOutput:
     def enqueue(self, segs: list[WriteSegment]) -> None:
         """Queue lent, filled segments for sending, in order."""
         conn = self._conn
-        writable = conn._state == OPEN
+        writable = conn._state == OPEN and not self._out.eof
         self._out.enqueue(segs, writable)
         if not writable or self._out.write_exc is not None:
             conn._check_writable()
@@ -959,7 +1000,8 @@ class ProtocolConnection(Connection):
             self._foreign_thread()
         out = self._out
         try:
-            if type(data) is BufferSequence and not self._state and out.write_exc is None:
+            if (type(data) is BufferSequence and not self._state and out.write_exc is None
+                    and not out.eof):
                 view = single_view(data)        # the echo case: one slot, one copy
                 if view is None:
                     Connection.write(self, data)

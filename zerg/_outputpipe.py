@@ -113,6 +113,7 @@ class OutputPipe:
         "_pool",
         "_staged",
         "bytes_out",
+        "eof",
         "max_write_buffer",
         "over_budget",
         "pause_at",
@@ -144,6 +145,7 @@ class OutputPipe:
         self._flush_waiters: list[asyncio.Future[None]] | None = None
         self._drain_waiters: list[asyncio.Future[None]] | None = None
         self.write_exc: BaseException | None = None
+        self.eof = False                            # write_eof(): no more writes
         self._lent: set[WriteSegment] | None = None    # made on first use
         self._lent_bytes = 0                        # their sizes (for the budget)
         self.bytes_out = 0
