@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
 SOURCES := pyproject.toml setup.py native/uringshim.c native/uringshim.h native/uringshim_compat.h native/build_shim.py native/speedups.c native/speedups.h native/connfast.c native/loopfast.c native/seqfast.c native/readerfast.c
-TEST_TOOLS := curl:curl wrk:wrk redis-benchmark:redis-tools redis-server:redis-server haproxy:haproxy
+TEST_TOOLS := curl:curl wrk:wrk redis-benchmark:redis-tools redis-server:redis-server haproxy:haproxy \
+	openssl:openssl
 
 .PHONY: demo test lint bench docs soak clean install wheel test-matrix
 
@@ -15,7 +16,7 @@ $(STAMP): $(SOURCES) scripts/bootstrap.sh
 	PY=$(PY) VENV=$(VENV) ./scripts/bootstrap.sh
 	touch $(STAMP)
 
-# Real peers the tests drive (curl, wrk, redis-benchmark, redis-server, haproxy).
+# Real peers the tests drive (curl, wrk, redis-benchmark, redis-server, haproxy, openssl).
 $(VENV)/.stamp-testtools: $(STAMP)
 	PY=$(PY) VENV=$(VENV) APT_ONLY=1 EXTRA_APT="$(TEST_TOOLS)" ./scripts/bootstrap.sh
 	touch $@

@@ -29,7 +29,7 @@ from wheels import VERSIONS, find_python  # noqa: E402
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = False
 
-TEST_DEPS = ("pytest", "hypothesis", "mypy", "uvloop", "prometheus-client")
+TEST_DEPS = ("pytest", "hypothesis", "mypy", "uvloop", "prometheus-client", "trustme")
 
 
 def _interpreters() -> list[str]:

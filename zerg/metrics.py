@@ -44,6 +44,8 @@ _COUNTERS = {
                  "Connections closed at once (max_connections, or stopping)."),
     "proxy_rejected": ("zerg_proxy_rejected_total",
                        "Connections closed for a missing, malformed or late PROXY header."),
+    "tls_failed": ("zerg_tls_handshakes_failed_total",
+                   "TLS handshakes that failed or timed out (EngineOptions.ssl)."),
     "bytes_in": ("zerg_received_bytes_total", "Bytes received."),
     "bytes_out": ("zerg_sent_bytes_total", "Bytes the kernel took from sends."),
     "sends": ("zerg_sends_total", "Send requests submitted."),
