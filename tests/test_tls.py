@@ -481,6 +481,32 @@ def test_flooding_peer_pauses_the_receive(server_ctx: ssl.SSLContext,
     assert answer == [b"%d" % len(flood)] and checked == [True]
 
 
+def test_writes_at_max_write_buffer_spill_the_record_overhead(
+        server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> None:
+    """A write that fills max_write_buffer in plaintext is accepted; the record
+    overhead that does not fit follows (nothing lost, nothing duplicated)."""
+    cap = 65536
+    rounds = 16
+
+    async def fill(conn: zerg.Connection) -> None:
+        for i in range(rounds):
+            chunk = PATTERN[i * cap:(i + 1) * cap]
+            conn.write(chunk)               # 0 + cap <= cap: taken; its records are not
+            assert conn.pending_write_bytes > cap
+            await conn.flush()
+        stream = BufferWriter(conn)
+        mem = stream.get_memory(cap)
+        mem[:cap] = PATTERN[:cap]
+        stream.advance(cap)
+        await stream.wait_sent()
+
+    reactor = zerg.ReactorConfig(write_buffer_size=4096, max_write_buffer=cap)
+    with serving(fill, ssl=server_ctx, reactor=reactor) as srv, \
+            tls_connect(srv, client_ctx) as s:
+        assert recv_n(s, rounds * cap + cap) == PATTERN[:rounds * cap] + PATTERN[:cap]
+        assert s.recv(10) == b""
+
+
 # ------------------------------------------------------------------ real clients
 def test_openssl_s_client(server_ctx: ssl.SSLContext, ca_file: Path) -> None:
     openssl = shutil.which("openssl")

@@ -364,7 +364,7 @@ class _TlsState:
         self.timer: asyncio.TimerHandle | None = None
         self.state = OPEN
         self.info: TlsInfo | None = None
-        self.spill: list[bytes] = []    # encrypted, refused by the plain write: sent next
+        self.spill: list[memoryview] = []   # encrypted, refused by the plain write: next
         self.spill_bytes = 0
         self.spill_timer: asyncio.TimerHandle | None = None
         self.close_pending = False      # close() waits for the spill to go out
@@ -602,42 +602,56 @@ class _TlsLayer(Connection):
                 self._stage(session.encrypt(v[pos:pos + _ENCRYPT_CHUNK]))
 
     def _stage(self, cipher: bytes) -> None:
-        """Stage records with the plain connection's write: once encrypted
-        they must go out, so a refusal spills them instead of raising."""
+        """Stage records with the plain connection's write.  Once encrypted they
+        must go out, so what the plain write refuses (``max_write_buffer``:
+        the record overhead; ``max_write_memory``) is not an error: as much as
+        fits is staged, the rest spills and follows as soon as there is room."""
         if not cipher:
             return
         st = self._tls
-        if st.spill:
-            st.spill.append(cipher)
-            st.spill_bytes += len(cipher)
-            return
-        try:
-            super().write(cipher)
-        except WriteBufferFullError:
-            st.spill.append(cipher)
-            st.spill_bytes += len(cipher)
-            self._retry_spill()
+        if not st.spill:
+            try:
+                super().write(cipher)
+                return
+            except WriteBufferFullError:
+                pass
+        st.spill.append(memoryview(cipher))
+        st.spill_bytes += len(cipher)
+        self._drain_spill()
 
-    def _retry_spill(self) -> None:
-        st = self._tls
-        if st.spill_timer is None and st.state != CLOSED:
-            st.spill_timer = st.host.loop.call_later(_SPILL_RETRY_S, self._drain_spill)
+    def _take_some(self, data: memoryview) -> int:
+        """Stage as much of ``data`` as the plain write takes now; how much."""
+        room = self.output.max_write_buffer - super().pending_write_bytes
+        n = min(len(data), room)
+        if n <= 0:
+            return 0
+        try:
+            super().write(data if n == len(data) else data[:n])
+        except WriteBufferFullError:
+            return 0                    # the reactor's write memory: later
+        return n
 
     def _drain_spill(self) -> None:
-        """Stage spilled records while the plain write takes them."""
+        """Stage spilled records while the plain write takes them; retry soon
+        (and on ``flush``/``wait_sent``) while it does not."""
         st = self._tls
-        st.spill_timer = None
+        if st.spill_timer is not None:
+            st.spill_timer.cancel()
+            st.spill_timer = None
         spill = st.spill
-        while spill and st.state != CLOSED:
-            try:
-                super().write(spill[0])
-            except WriteBufferFullError:
-                self.flush_nowait()
-                self._retry_spill()
-                return
-            except OSError:
-                break               # the connection died: nothing more goes out
-            st.spill_bytes -= len(spill.pop(0))
+        try:
+            while spill and st.state != CLOSED:
+                head = spill[0]
+                n = self._take_some(head)
+                st.spill_bytes -= n
+                if n < len(head):
+                    spill[0] = head[n:]
+                    self.flush_nowait()
+                    st.spill_timer = st.host.loop.call_later(_SPILL_RETRY_S, self._drain_spill)
+                    return
+                spill.pop(0)
+        except OSError:
+            pass                        # the connection died: nothing more goes out
         spill.clear()
         st.spill_bytes = 0
         self.flush_nowait()
@@ -712,12 +726,23 @@ class _TlsLayer(Connection):
 
     async def flush(self) -> None:
         """``Connection.flush``; records spilled for lack of room go first."""
+        await self._unspill()
+        await super().flush()
+
+    async def wait_sent(self) -> None:
+        """``Connection.wait_sent``, spilled records included."""
+        await self._unspill()
+        await super().wait_sent()
+
+    async def _unspill(self) -> None:
         st = self._tls
-        while st.spill and st.state == OPEN:
+        while st.spill and st.state != CLOSED:
             self._drain_spill()
             if st.spill:
-                await super().wait_sent()
-        await super().flush()
+                if super().pending_write_bytes:
+                    await super().wait_sent()
+                else:                   # refused for the reactor's write memory
+                    await asyncio.sleep(_SPILL_RETRY_S)
 
     def forward(self, seq: BufferSequence) -> None:
         """Over TLS the bytes must be encrypted: ``write`` (one copy), never
