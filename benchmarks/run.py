@@ -83,6 +83,7 @@ class Server:
     skip_note: str = ""
     not_in: tuple[tuple[str, str], ...] = ()    # (scenario, why) pairs it sits out
     tree: Path | None = None            # zerg from this worktree (an @base twin), not ROOT
+    tls: bool = False                   # serves HTTPS: only in the scenarios with tls=True
 
     @property
     def zerg(self) -> bool:
@@ -153,6 +154,13 @@ SERVERS: Final[tuple[Server, ...]] = (
            _py_reference(ROOT / "examples" / "http.py")),
     Server("http_uvloop", "uvloop Protocol, same parser", "http",
            _py(SERVERS_DIR / "http_uvloop.py")),
+    # ---- HTTP/1.1 over TLS (T1): the same two, with the stdlib's ssl and one certificate recipe.
+    Server("http_zerg_tls", "zerg examples/http.py, EngineOptions.ssl", "http",
+           _py(SERVERS_DIR / "http_zerg_tls.py"), probe="import trustme",
+           skip_note="trustme not installed (pip install -e '.[dev]')", tls=True),
+    Server("http_uvloop_tls", "uvloop Protocol + ssl, same parser", "http",
+           _py(SERVERS_DIR / "http_uvloop_tls.py"), probe="import trustme",
+           skip_note="trustme not installed (pip install -e '.[dev]')", tls=True),
     # ---- HTTP servers a user would pick instead (installed by the [bench] extra).
     Server("http_uvicorn", "uvicorn + uvloop + httptools (ASGI)", "http",
            _py(SERVERS_DIR / "http_uvicorn.py"), probe="import uvicorn, httptools, uvloop",
@@ -184,7 +192,7 @@ def twin(server: Server, base: bl.Baseline) -> tuple[Server, Path]:
         argv = (*server.argv[:server.argv.index(sys.executable)], *argv)
     tw = Server(server.name + bl.SUFFIX, f"{server.label} [base {base.short}]", server.protocol,
                 argv, probe=server.probe,
-                skip_note=server.skip_note, not_in=server.not_in, tree=base.tree)
+                skip_note=server.skip_note, not_in=server.not_in, tree=base.tree, tls=server.tls)
     BY_NAME[tw.name] = tw
     return tw, script
 
@@ -199,6 +207,7 @@ class Scenario:
     size: int = 64
     baseline: str = "uvloop_protocol"   # "ratio to uvloop Protocol"
     reference: str | None = "c_uring"   # "ratio to C server"; must win (saturation check)
+    tls: bool = False                   # wrk over https://, against the tls=True servers
 
 
 SCENARIOS: Final[tuple[Scenario, ...]] = (
@@ -209,6 +218,8 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
              100, 16, 0, baseline="http_uvloop", reference=None),
     Scenario("H2", "http", "HTTP/1.1 plaintext (wrk), 100 connections, no pipelining",
              100, 1, 0, baseline="http_uvloop", reference=None),
+    Scenario("T1", "http", "HTTP/1.1 over TLS (wrk, https://), 100 connections, no pipelining",
+             100, 1, 0, baseline="http_uvloop_tls", reference=None, tls=True),
     Scenario("R1", "resp", "RESP GET+SET (redis-benchmark), 50 connections, pipelined 16",
              50, 16, 3, baseline="resp_redis", reference=None),
     Scenario("R2", "resp", "RESP GET+SET (redis-benchmark), 50 connections, no pipelining",
@@ -231,8 +242,8 @@ def servers_for(sc: Scenario) -> list[Server]:
     """The scenario's servers, each @base twin right after its original."""
     proto = sc.kind if sc.kind in ("http", "resp") else "echo"
     twins = (BY_NAME.get(s.name + bl.SUFFIX) for s in SERVERS)
-    return [x for s, t in zip(SERVERS, twins, strict=True) if s.protocol == proto
-            for x in (s, t) if x is not None]
+    return [x for s, t in zip(SERVERS, twins, strict=True)
+            if s.protocol == proto and s.tls == sc.tls for x in (s, t) if x is not None]
 
 
 # ---------------------------------------------------------------- processes
@@ -401,7 +412,7 @@ _UNITS: Final = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 <<
 def _wrk(sc: Scenario, port: int, seconds: int, st: Settings) -> str:
     argv = _pinned(st.client_cpu, [
         "wrk", "-t1", f"-c{sc.conns}", f"-d{seconds}s", "-s", str(HERE / "pipeline.lua"),
-        f"http://{HOST}:{port}/plaintext", "--", str(sc.depth),
+        f"{'https' if sc.tls else 'http'}://{HOST}:{port}/plaintext", "--", str(sc.depth),
     ])
     res = subprocess.run(argv, capture_output=True, timeout=seconds + 60, check=False, cwd=ROOT)
     out = res.stdout.decode(errors="replace")
