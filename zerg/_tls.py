@@ -53,9 +53,9 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn, cast
 
 from zerg._buffers import BufferSequence, BytesLike
 from zerg._connection import Connection, PipeOutput, ProtocolConnection
@@ -77,6 +77,11 @@ _READ_SIZE: Final = 65536            # most plaintext one SSLObject.read returns
 _ENCRYPT_CHUNK: Final = 256 * 1024  # plaintext encrypted at a time (bounds temporaries)
 _SPILL_RETRY_S: Final = 0.005
 _SNI_ATTR: Final = "zerg_server_name"
+_get_ident: Final = threading.get_ident
+_EMPTY_VIEW: Final = memoryview(b"")
+# Connection.pending_write_bytes's getter: the plain connection's staged + in-flight bytes.
+_base_pending: Final = cast(Callable[[Connection], int],
+                            Connection.__dict__["pending_write_bytes"].fget)
 
 OPEN: Final = 0
 CLOSING: Final = 1
@@ -236,12 +241,16 @@ class PlainSlots:
     connection under a TLS layer reads.  Each ``put`` is one "slot" (private
     memory, never the kernel's); ``park`` passes through to the real ring."""
 
-    __slots__ = ("_bufs", "_next", "_ring")
+    __slots__ = ("_bufs", "_next", "_ring", "out", "total")
 
     def __init__(self, ring: ReceiveSlots) -> None:
         self._ring = ring
         self._bufs: dict[int, bytes] = {}
         self._next = 0
+        # Plain attributes (read on hot paths): none of the ring's slots is held
+        # here, so nothing is ever worth moving off it.
+        self.out = 0
+        self.total = ring.total
 
     def put(self, data: bytes) -> int:
         """Keep ``data``; returns its key."""
@@ -254,12 +263,19 @@ class PlainSlots:
         data = self._bufs[key]
         return memoryview(data) if n == len(data) else memoryview(data)[:n]
 
+    @property
+    def recv_view(self) -> memoryview:
+        """Empty: no decrypted byte lives in the ring's memory (so ``forward``
+        of them copies)."""
+        return _EMPTY_VIEW
+
     def slot_of(self, key: int) -> int:
-        return -1                       # no slot of the ring
+        return key                      # a key of its own (level 1, which shows it, is refused)
 
     @property
     def keys_are_slots(self) -> bool:
-        return False
+        """True: so the plain connection's own receive path (C or not) takes them."""
+        return True
 
     def give_back(self, key: int) -> None:
         self._bufs.pop(key, None)
@@ -272,14 +288,6 @@ class PlainSlots:
 
     def park(self, sink: CompletionSink) -> None:
         self._ring.park(sink)
-
-    @property
-    def out(self) -> int:
-        return 0                        # none of the ring's slots: never worth moving off
-
-    @property
-    def total(self) -> int:
-        return self._ring.total
 
     @property
     def held(self) -> int:
@@ -348,9 +356,12 @@ class _TlsHost:
 class _TlsState:
     """Everything a TLS connection adds to a plain one (one slot of it)."""
 
-    __slots__ = ("close_pending", "early", "early_bytes", "granted", "handshake", "host",
-                 "info", "output", "owner", "plain", "ring", "scratch", "scratch_pos",
-                 "session", "spill", "spill_bytes", "spill_timer", "state", "timeout", "timer")
+    __slots__ = ("cap", "close_pending", "early", "early_bytes", "fast", "feed", "granted",
+                 "handshake", "host", "incoming", "info", "out_pending", "out_read", "output",
+                 "owner", "pause_at", "plain", "plain_on_recv", "plain_write", "refused",
+                 "ring", "scratch", "scratch_pos", "session", "spill", "spill_bytes",
+                 "spill_timer", "ssl_pending", "ssl_read", "ssl_write", "state", "timeout",
+                 "timer")
 
     def __init__(self, host: ConnectionHost, plain: PlainSlots, session: TlsSession,
                  handshake_timeout: float | None) -> None:
@@ -374,6 +385,54 @@ class _TlsState:
         self.scratch_pos = 0
         self.granted = 0
         self.output: _TlsPipeOutput | None = None
+        opts = host.options
+        self.cap = opts.max_write_buffer
+        self.pause_at = opts.write_pause_at     # set_write_buffer_limits keeps it current
+        self.refused = False            # a write was refused: the next flush takes its time
+        # The hot paths, bound once: established, open, nothing spilled or early.
+        self.fast = False
+        sslobj = session.sslobj
+        self.incoming = session.incoming
+        self.feed = session.incoming.write
+        self.ssl_read = sslobj.read
+        self.ssl_write = sslobj.write
+        self.ssl_pending = sslobj.pending
+        self.out_read = session.outgoing.read
+        self.out_pending = session.outgoing
+        # The plain connection's receive and write (bound by the connection).
+        self.plain_on_recv: Callable[[int, int], None] = _unbound
+        self.plain_write: Callable[[bytes], None] = _unbound
+
+    def update_fast(self) -> None:
+        self.fast = (self.state == OPEN and self.session.established
+                     and not self.session.peer_closed and not self.spill and not self.early)
+
+
+def _unbound(*args: Any) -> None:
+    raise RuntimeError("zerg bug: a TLS connection used before its setup finished")
+
+
+class _Done(Coroutine[Any, None, None]):
+    """A finished awaitable asyncio takes for a coroutine: what ``flush()``
+    returns when it need not wait (as the C flush returns), so a fast peer
+    costs no coroutine per message."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())         # type: ignore[return-value]
+
+    def send(self, value: None) -> Any:
+        raise StopIteration
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        raise typ if val is None else val
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+_DONE: Final = _Done()
 
 
 def _views(data: BytesLike | BufferSequence) -> list[memoryview]:
@@ -444,10 +503,42 @@ class _TlsLayer(Connection):
             ring.give_back(key)
             return
         try:
-            st.session.feed(ring.view(key, n))
+            st.feed(ring.view(key, n))
         finally:
             ring.give_back(key)
+        if st.fast:
+            # The common case: one whole record of application data.
+            try:
+                data = st.ssl_read(_READ_SIZE)
+            except ssl.SSLWantReadError:
+                return                  # the rest of a record is still on its way
+            except ssl.SSLError as exc:
+                self._tls_error(exc)
+                return
+            if data and not st.incoming.pending and not st.ssl_pending():
+                if st.out_pending.pending:
+                    self._send_output()
+                st.plain_on_recv(st.plain.put(data), len(data))
+                return
+            if data:                    # more records: the general path takes the rest
+                st.plain_on_recv(st.plain.put(data), len(data))
+                if st.state != OPEN:
+                    return
+            elif not st.session.peer_closed:
+                st.session.peer_closed = True       # b"": the peer's close_notify
+                st.update_fast()
+                if st.out_pending.pending:
+                    self._send_output()
+                self._end_input()
+                return
         self._pump()
+
+    def _tls_error(self, exc: ssl.SSLError) -> None:
+        """A bad record after the handshake: abort (no alert, no close_notify)."""
+        log.debug("zerg: TLS error on %r: %s; aborting it", self, exc)
+        if self.close_reason is None:
+            self.close_reason = "tls_error"
+        self.abort()
 
     def on_recv_end(self, res: int) -> None:
         st = self._tls
@@ -477,16 +568,14 @@ class _TlsLayer(Connection):
         try:
             data = session.read()
         except ssl.SSLError as exc:
-            log.debug("zerg: TLS error on %r: %s; aborting it", self, exc)
-            if self.close_reason is None:
-                self.close_reason = "tls_error"
-            self.abort()
+            self._tls_error(exc)
             return
         if session.outgoing.pending:
             self._send_output()         # tickets, key updates
         if data:
-            super().on_recv(st.plain.put(data), len(data))
+            st.plain_on_recv(st.plain.put(data), len(data))
         if session.peer_closed and st.state == OPEN:
+            st.update_fast()
             self._end_input()
 
     def _end_input(self) -> None:
@@ -526,6 +615,7 @@ class _TlsLayer(Connection):
             for data in early:
                 self._stage(st.session.encrypt(data))
             self.flush_nowait()
+        st.update_fast()
         self._established()
 
     def _established(self) -> None:
@@ -575,6 +665,18 @@ class _TlsLayer(Connection):
         """Encrypt ``data`` and stage the records (see ``Connection.write``).
         Before the handshake finished, the plaintext waits and goes first
         after it."""
+        st = self._tls
+        if (st.fast and type(data) is bytes and _get_ident() == st.owner
+                and len(data) <= _ENCRYPT_CHUNK and _base_pending(self) + len(data) <= st.cap):
+            # The common case: a reply, once encrypted, staged with the plain write.
+            if data:
+                st.ssl_write(data)
+                cipher = st.out_read()
+                try:
+                    st.plain_write(cipher)
+                except WriteBufferFullError:
+                    self._spill(cipher)
+            return
         self._check_open()
         self._write_views(_views(data))
 
@@ -584,9 +686,10 @@ class _TlsLayer(Connection):
             n += len(v)
         if not n:
             return
-        limit = self.output.max_write_buffer
+        limit = self._tls.cap
         pending = self.pending_write_bytes
         if pending + n > limit:
+            self._tls.refused = True
             raise WriteBufferFullError(
                 f"writing {n} bytes would stage {pending + n} bytes, over "
                 f"max_write_buffer={limit}; await conn.flush() first")
@@ -611,22 +714,27 @@ class _TlsLayer(Connection):
         st = self._tls
         if not st.spill:
             try:
-                super().write(cipher)
+                st.plain_write(cipher)
                 return
             except WriteBufferFullError:
                 pass
+        self._spill(cipher)
+
+    def _spill(self, cipher: bytes) -> None:
+        st = self._tls
         st.spill.append(memoryview(cipher))
         st.spill_bytes += len(cipher)
+        st.fast = False
         self._drain_spill()
 
     def _take_some(self, data: memoryview) -> int:
         """Stage as much of ``data`` as the plain write takes now; how much."""
-        room = self.output.max_write_buffer - super().pending_write_bytes
-        n = min(len(data), room)
+        st = self._tls
+        n = min(len(data), st.cap - _base_pending(self))
         if n <= 0:
             return 0
         try:
-            super().write(data if n == len(data) else data[:n])
+            st.plain_write(bytes(data if n == len(data) else data[:n]))
         except WriteBufferFullError:
             return 0                    # the reactor's write memory: later
         return n
@@ -654,6 +762,7 @@ class _TlsLayer(Connection):
             pass                        # the connection died: nothing more goes out
         spill.clear()
         st.spill_bytes = 0
+        st.update_fast()
         self.flush_nowait()
         if st.close_pending and st.state == CLOSING:
             st.close_pending = False
@@ -676,7 +785,11 @@ class _TlsLayer(Connection):
         """Bytes staged or in flight (ciphertext), plus any waiting for the
         handshake or for room."""
         st = self._tls
-        return super().pending_write_bytes + st.spill_bytes + st.early_bytes
+        return _base_pending(self) + st.spill_bytes + st.early_bytes
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        super().set_write_buffer_limits(high, low)
+        self._tls.pause_at = self.get_write_buffer_limits()[1]
 
     def get_buffer(self, size_hint: int = 0) -> memoryview:
         """Plaintext memory for at least ``max(size_hint, 1)`` bytes (at most one
@@ -724,9 +837,25 @@ class _TlsLayer(Connection):
             st.output = _TlsPipeOutput(self)
         return st.output
 
-    async def flush(self) -> None:
-        """``Connection.flush``; records spilled for lack of room go first."""
+    def flush(self) -> Coroutine[Any, Any, None]:
+        """``Connection.flush``; records spilled for lack of room go first.
+
+        When it need not wait (at most the pause mark pending, no write was
+        refused since the last flush) the send starts and a finished awaitable
+        comes back, as from the C flush of a plain connection; a failed send
+        is then reported by the next write rather than by this flush."""
+        st = self._tls
+        if st.fast and not st.refused and _get_ident() == st.owner:
+            pending = _base_pending(self)
+            if pending <= st.pause_at:
+                if pending:
+                    self.flush_nowait()
+                return _DONE
+        return self._flush()
+
+    async def _flush(self) -> None:
         await self._unspill()
+        self._tls.refused = False
         await super().flush()
 
     async def wait_sent(self) -> None:
@@ -771,6 +900,7 @@ class _TlsLayer(Connection):
             if threading.get_ident() != st.owner:
                 self._check_open()      # raises the thread error
             st.state = CLOSING
+            st.fast = False
             if st.session.established:
                 try:
                     self._stage(st.session.close_notify())
@@ -801,6 +931,7 @@ class _TlsLayer(Connection):
         st = self._tls
         if st.state != CLOSED:
             st.state = CLOSED
+            st.fast = False
             st.close_pending = False
             st.spill.clear()
             st.spill_bytes = 0
@@ -856,8 +987,10 @@ class TlsConnection(_TlsLayer):
                  handshake_timeout: float | None) -> None:
         plain = PlainSlots(host.slots)
         Connection.__init__(self, _TlsHost(host, plain), conn_id, fd)
-        self._tls = self._new_state(host, plain, context, server_side, server_hostname,
-                                    handshake_timeout)
+        self._tls = st = self._new_state(host, plain, context, server_side, server_hostname,
+                                         handshake_timeout)
+        st.plain_on_recv = super(_TlsLayer, self).on_recv
+        st.plain_write = super(_TlsLayer, self).write
 
 
 class _ProtocolGate:
@@ -908,8 +1041,10 @@ class TlsProtocolConnection(_TlsLayer, ProtocolConnection):
         gate = _ProtocolGate(proto)
         ProtocolConnection.__init__(self, _TlsHost(host, plain), conn_id, fd, gate)
         self._gate = gate
-        self._tls = self._new_state(host, plain, context, server_side, server_hostname,
-                                    handshake_timeout)
+        self._tls = st = self._new_state(host, plain, context, server_side, server_hostname,
+                                         handshake_timeout)
+        st.plain_on_recv = super(_TlsLayer, self).on_recv
+        st.plain_write = super(_TlsLayer, self).write
 
     def _established(self) -> None:
         gate = self._gate
