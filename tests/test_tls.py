@@ -28,13 +28,8 @@ from examples_loader import load_example
 
 import zerg
 from zerg._native import speedups
-from zerg._tls import (
-    LEVEL1_ERROR,
-    TlsConnection,
-    TlsProtocolConnection,
-    TlsSession,
-    server_context,
-)
+from zerg._tls import LEVEL1_ERROR, TlsConnection, TlsProtocolConnection
+from zerg._tlssession import TlsSession, server_context
 from zerg.adapters import BufferWriter, ConnectionStream, PipeReader
 
 MiB = 1 << 20

@@ -36,7 +36,7 @@ from zerg._protocol import Protocol
 from zerg._reactor import Reactor, ReactorStats
 from zerg._seam import StartStrategy
 from zerg._start import AsyncHandler, Handler, ProtocolStart, SyncHandler, TaskStart, ThreadStart
-from zerg._tls import TlsOptions, server_context
+from zerg._tlssession import TlsOptions, server_context
 from zerg._workers import REPORT_EVERY_S, WorkerPool
 
 log = logging.getLogger("zerg")

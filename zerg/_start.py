@@ -37,7 +37,8 @@ from zerg._connection import Connection, ProtocolConnection
 from zerg._protocol import Protocol
 from zerg._ratelog import ErrorLog
 from zerg._seam import CompletionSink, ConnectionHost
-from zerg._tls import TlsConnection, TlsOptions, TlsProtocolConnection
+from zerg._tls import TlsConnection, TlsProtocolConnection
+from zerg._tlssession import TlsOptions
 
 log = logging.getLogger("zerg")
 

@@ -27,7 +27,8 @@ Sharing: ``TlsConnection`` (async and thread handlers, ``zerg.connect``) and
 ``TlsProtocolConnection`` (the Protocol fast path) get their overrides from
 one cooperative layer, ``_TlsLayer``, which adds no slots (so it combines
 with either base without a layout conflict) and keeps all its state in one
-helper object, ``_TlsState``, around a sans-IO ``TlsSession``.
+helper object, ``_TlsState``, around a sans-IO ``TlsSession``
+(``zerg._tlssession``, with the server context's SNI recording).
 
 Warnings:
 - Level 1 (``try_get_ring``/``return_ring``: items over the kernel's receive
@@ -54,13 +55,14 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Coroutine, Generator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NoReturn, cast
 
 from zerg._buffers import BufferSequence, BytesLike
 from zerg._connection import Connection, PipeOutput, ProtocolConnection
 from zerg._errors import WriteBufferFullError
 from zerg._tlsinfo import TlsInfo
+from zerg._tlssession import READ_SIZE as _READ_SIZE
+from zerg._tlssession import TlsSession
 
 if TYPE_CHECKING:
     from zerg._config import PipeOptions
@@ -68,15 +70,12 @@ if TYPE_CHECKING:
     from zerg._seam import CompletionSink, ConnectionHost, ReceiveSlots, Submitter, Traffic
     from zerg._slab import SlabPool, WriteSegment
 
-__all__ = ["PlainSlots", "TlsConnection", "TlsOptions", "TlsProtocolConnection", "TlsSession",
-           "server_context"]
+__all__ = ["LEVEL1_ERROR", "PlainSlots", "TlsConnection", "TlsProtocolConnection"]
 
 log = logging.getLogger("zerg")
 
-_READ_SIZE: Final = 65536            # most plaintext one SSLObject.read returns
 _ENCRYPT_CHUNK: Final = 256 * 1024  # plaintext encrypted at a time (bounds temporaries)
 _SPILL_RETRY_S: Final = 0.005
-_SNI_ATTR: Final = "zerg_server_name"
 _get_ident: Final = threading.get_ident
 _EMPTY_VIEW: Final = memoryview(b"")
 # Connection.pending_write_bytes's getter: the plain connection's staged + in-flight bytes.
@@ -92,147 +91,6 @@ LEVEL1_ERROR: Final = (
     "available on a TLS connection: the kernel received ciphertext, and the handler gets "
     "decrypted copies. Use level 2 (snap = await conn.read(); seq = conn.get_sequence(snap)), "
     "zerg.adapters.PipeReader, ConnectionStream, BufferWriter, or a zerg.Protocol")
-
-
-# ------------------------------------------------------------------ settings
-@dataclass(frozen=True, slots=True)
-class TlsOptions:
-    """What a start strategy needs to serve TLS (built once by ``Engine``)."""
-
-    context: ssl.SSLContext
-    """The server context (``EngineOptions.ssl``), SNI recording installed."""
-    handshake_timeout: float | None
-    """Seconds a new connection may take to finish its handshake."""
-
-
-class _SniRecorder:
-    """``sni_callback`` that records the name a client asked for on its
-    ``SSLObject`` (the only way a server learns it), then calls the callback
-    the context had before (which may still switch ``ssl_object.context``)."""
-
-    __slots__ = ("inner",)
-
-    def __init__(self, inner: Callable[..., int | None] | None) -> None:
-        self.inner = inner
-
-    def __call__(self, obj: Any, name: str | None, ctx: ssl.SSLContext) -> int | None:
-        if name is not None:
-            try:
-                setattr(obj, _SNI_ATTR, name)
-            except AttributeError:
-                pass                # not an object of ours (the context is shared)
-        inner = self.inner
-        return inner(obj, name, ctx) if inner is not None else None
-
-
-def server_context(context: ssl.SSLContext, handshake_timeout: float | None) -> TlsOptions:
-    """``TlsOptions`` for serving with ``context``: its ``sni_callback`` is
-    wrapped (once; a callback set later replaces the wrapper, and then
-    ``conn.tls.server_name`` is None)."""
-    if not isinstance(context.sni_callback, _SniRecorder):
-        context.sni_callback = _SniRecorder(context.sni_callback)
-    return TlsOptions(context, handshake_timeout)
-
-
-# ------------------------------------------------------------------- sans-IO
-class TlsSession:
-    """One TLS session, sans-IO: ciphertext in (``feed``), plaintext out
-    (``read``), plaintext in (``encrypt``), ciphertext out (``output``).
-
-    Testable without sockets: two sessions talk by handing each other's
-    ``output()`` to ``feed()``.
-    """
-
-    __slots__ = ("close_sent", "established", "incoming", "outgoing", "peer_closed",
-                 "server_side", "sslobj")
-
-    def __init__(self, context: ssl.SSLContext, *, server_side: bool,
-                 server_hostname: str | None = None) -> None:
-        self.incoming = ssl.MemoryBIO()
-        self.outgoing = ssl.MemoryBIO()
-        self.sslobj = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
-                                       server_hostname=server_hostname)
-        self.server_side = server_side
-        self.established = False
-        self.peer_closed = False        # the peer's close_notify arrived
-        self.close_sent = False         # ours was produced
-
-    def feed(self, data: BytesLike) -> None:
-        """Ciphertext from the peer."""
-        self.incoming.write(data)
-
-    def output(self) -> bytes:
-        """Ciphertext to send (handshake messages, tickets, alerts, records)."""
-        return self.outgoing.read()
-
-    def handshake(self) -> bool:
-        """Advance the handshake with what was fed: True once it finished.
-        Raises ``ssl.SSLError`` when it failed (an alert may wait in ``output``)."""
-        if not self.established:
-            try:
-                self.sslobj.do_handshake()
-            except ssl.SSLWantReadError:
-                return False
-            self.established = True
-        return True
-
-    def read(self) -> bytes:
-        """Every byte of plaintext the records fed so far hold (b"" if none);
-        ``peer_closed`` is set once the peer's close_notify came.  Raises
-        ``ssl.SSLError`` for a bad record."""
-        sslobj = self.sslobj
-        incoming = self.incoming
-        chunks: list[bytes] = []
-        while not self.peer_closed:
-            try:
-                data = sslobj.read(_READ_SIZE)
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLZeroReturnError:
-                data = b""
-            if not data:
-                self.peer_closed = True
-                break
-            chunks.append(data)
-            if not incoming.pending and not sslobj.pending():
-                break                   # nothing left to decrypt: spare the exception
-        if len(chunks) == 1:
-            return chunks[0]
-        return b"".join(chunks)
-
-    def encrypt(self, data: BytesLike) -> bytes:
-        """The records carrying ``data`` (after the handshake)."""
-        self.sslobj.write(data)
-        return self.outgoing.read()
-
-    def close_notify(self) -> bytes:
-        """Our close_notify, as ciphertext (we do not wait for the peer's)."""
-        if not self.close_sent:
-            self.close_sent = True
-            try:
-                self.sslobj.unwrap()
-            except ssl.SSLWantReadError:
-                pass                    # the peer's close_notify has not come: fine
-            except (ssl.SSLError, ValueError):
-                pass                    # a broken session: nothing to say
-        return self.outgoing.read()
-
-    def info(self) -> TlsInfo:
-        """What the finished handshake agreed."""
-        obj = self.sslobj
-        cipher = obj.cipher()
-        if self.server_side:
-            name: str | None = getattr(obj, _SNI_ATTR, None)
-        else:
-            name = obj.server_hostname
-        return TlsInfo(
-            version=obj.version(),
-            cipher=cipher[0] if cipher else None,
-            alpn_protocol=obj.selected_alpn_protocol(),
-            server_name=name,
-            peer_certificate=obj.getpeercert() or None,
-            peer_certificate_der=obj.getpeercert(True),
-        )
 
 
 # --------------------------------------------------- the plain connection's host
