@@ -425,6 +425,39 @@ def test_close_notify_both_ways(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLC
     assert received == [b"clean", b"ragged"]
 
 
+def test_write_eof_half_closes_with_close_notify(server_ctx: ssl.SSLContext,
+                                                 client_ctx: ssl.SSLContext) -> None:
+    got: list[bytes] = []
+    refused: list[str] = []
+
+    async def half(conn: zerg.Connection) -> None:
+        reader = PipeReader(conn)
+        conn.write(b"answer")
+        assert conn.can_write_eof()
+        conn.write_eof()                    # close_notify, then the FIN after the bytes
+        try:
+            conn.write(b"late")
+        except BrokenPipeError as exc:
+            refused.append(str(exc))
+        data = b""
+        while True:                         # the peer may still talk
+            res = await reader.read()
+            data += res.buffer.tobytes()
+            reader.advance_to(len(res.buffer))
+            if res.is_completed:
+                break
+        got.append(data)
+
+    with serving(half, ssl=server_ctx) as srv, tls_connect(srv, client_ctx) as s:
+        assert recv_n(s, 6) == b"answer"
+        assert s.recv(10) == b""            # the server's close_notify: a clean end
+        s.sendall(b"more after your end")
+        s.unwrap().close()                  # ours; the server's came already
+        wait_for(lambda: bool(got), what="the handler to read the rest")
+    assert got == [b"more after your end"]
+    assert len(refused) == 1 and "write_eof" in refused[0]
+
+
 def test_server_close_sends_close_notify(server_ctx: ssl.SSLContext,
                                          client_ctx: ssl.SSLContext) -> None:
     async def greet(conn: zerg.Connection) -> None:
@@ -679,7 +712,8 @@ def test_the_tls_overrides_are_what_runs() -> None:
     a TLS connection's own methods are found by name, with and without it."""
     for cls in (TlsConnection, TlsProtocolConnection):
         for name in ("on_recv", "on_recv_end", "write", "close", "abort", "get_buffer",
-                     "advance", "flush", "try_get_ring", "return_ring", "forward"):
+                     "advance", "flush", "try_get_ring", "return_ring", "forward",
+                     "write_eof"):
             assert getattr(cls, name).__module__ == "zerg._tls", (cls, name)
     if speedups is not None:
         assert type(zerg.Connection.__dict__["write"]).__name__ != "function"

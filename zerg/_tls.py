@@ -262,8 +262,9 @@ class _TlsState:
         self.plain_write: Callable[[bytes], None] = _unbound
 
     def update_fast(self) -> None:
-        self.fast = (self.state == OPEN and self.session.established
-                     and not self.session.peer_closed and not self.spill and not self.early)
+        session = self.session
+        self.fast = (self.state == OPEN and session.established and not session.peer_closed
+                     and not session.close_sent and not self.spill and not self.early)
 
 
 def _unbound(*args: Any) -> None:
@@ -518,6 +519,9 @@ class _TlsLayer(Connection):
                 "BufferWriter.flush_sync in a plain def handler)")
         if st.state != OPEN:
             raise ConnectionError(f"connection {self.id} is closed")
+        if st.session.close_sent:
+            raise BrokenPipeError(f"connection {self.id}: write after write_eof() (its "
+                                  "close_notify was sent)")
 
     def write(self, data: BytesLike | BufferSequence) -> None:
         """Encrypt ``data`` and stage the records (see ``Connection.write``).
@@ -749,6 +753,27 @@ class _TlsLayer(Connection):
         raise TypeError(LEVEL1_ERROR)
 
     # ------------------------------------------------------------- closing
+    def write_eof(self) -> None:
+        """Half-close over TLS: our close_notify, then (once the staged bytes
+        are sent) the TCP half-close; reading goes on until the peer's end.
+        Later writes raise ``BrokenPipeError``.  Before the handshake
+        finished there is no session to end: only the TCP half-close."""
+        st = self._tls
+        if st.state != OPEN:
+            return
+        if _get_ident() != st.owner:
+            self._check_open()          # raises the thread error
+        session = st.session
+        if session.established and not session.close_sent:
+            st.fast = False
+            try:
+                self._stage(session.close_notify())
+            except OSError:
+                pass                    # a failed send: the base reports it
+            if st.spill:
+                self._drain_spill()
+        super().write_eof()
+
     def close(self) -> None:
         """Close gracefully: our close_notify, staged bytes, then the FIN.
         Before the handshake finished: no close_notify, ``handshake`` fails
