@@ -661,6 +661,61 @@ def test_tls_connection_client_mode(server_ctx: ssl.SSLContext,
     assert isinstance(failure, ssl.SSLError)
 
 
+def test_zerg_connect_with_ssl(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> None:
+    """zerg.connect(ssl=...) builds on the client-side TlsConnection: a handler
+    client and a Protocol client against the TLS server, and a name that does
+    not verify."""
+    client_ctx.set_alpn_protocols(["http/1.1"])
+
+    class Collect(zerg.Protocol):
+        def __init__(self) -> None:
+            self.data = bytearray()
+            self.made: list[zerg.TlsInfo | None] = []
+
+        def connection_made(self, conn: zerg.Connection) -> None:
+            self.made.append(conn.tls)
+            conn.write(b"from a protocol")
+
+        def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
+            self.data += seq.tobytes()
+
+    async def client(port: int) -> tuple[bytes, zerg.TlsInfo | None, Collect, BaseException]:
+        conn = await zerg.connect("127.0.0.1", port, ssl=client_ctx,
+                                  server_hostname="localhost", timeout=10)
+        conn.write(PATTERN)
+        await conn.flush()
+        reader = PipeReader(conn)
+        res = await reader.read_at_least(MiB)
+        data = res.buffer.tobytes()
+        reader.advance_to(len(res.buffer))
+        info = conn.tls
+        conn.close()
+        proto = Collect()
+        pconn = await zerg.connect("127.0.0.1", port, ssl=client_ctx,
+                                   server_hostname="localhost", protocol=proto)
+        while len(proto.data) < 15:
+            await asyncio.sleep(0.01)
+        pconn.close()
+        try:
+            await zerg.connect("127.0.0.1", port, ssl=client_ctx,
+                               server_hostname="wrong.example", timeout=10)
+        except ssl.SSLCertVerificationError as exc:
+            failure: BaseException = exc
+        await asyncio.sleep(0.05)
+        return data, info, proto, failure
+
+    with serving(reader_echo, ssl=server_ctx) as srv, \
+            asyncio.Runner(loop_factory=zerg.new_event_loop) as runner:
+        data, info, proto, failure = runner.run(client(srv.port))
+        wait_for(lambda: stat(srv, "tls_failed") == 1, what="the refused handshake to count")
+    assert data == PATTERN
+    assert info is not None and info.alpn_protocol == "http/1.1"
+    assert info.server_name == "localhost" and info.peer_certificate is not None
+    assert bytes(proto.data) == b"from a protocol"
+    assert len(proto.made) == 1 and proto.made[0] is not None
+    assert "wrong.example" in str(failure)
+
+
 def test_sans_io_sessions(server_cert: trustme.LeafCert, client_ctx: ssl.SSLContext) -> None:
     """Two TlsSessions, client and server, talking through their BIOs only."""
     opts = server_context(make_server_ctx(server_cert, ["http/1.1"]), 1.0)
