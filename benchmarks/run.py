@@ -62,7 +62,7 @@ READY_TIMEOUT: Final = 30.0
 NOISY: Final = 0.25         # other processes' CPUs (of the pinned two) that make a run noisy
 STOP_TIMEOUT: Final = 5.0
 
-Kind = Literal["echo", "http", "idle", "resp"]
+Kind = Literal["echo", "http", "idle", "resp", "proxy"]
 Json = dict[str, Any]
 
 
@@ -76,7 +76,7 @@ class Server:
 
     name: str
     label: str
-    protocol: Literal["echo", "http", "resp"]
+    protocol: Literal["echo", "http", "resp", "proxy"]
     argv: tuple[str, ...]
     c_source: Path | None = None        # built into bin/ first
     probe: str | None = None            # Python code that must exit 0, else skip
@@ -87,7 +87,7 @@ class Server:
 
     @property
     def zerg(self) -> bool:
-        return self.name.startswith(("zerg_", "http_zerg", "resp_zerg"))
+        return self.name.startswith(("zerg_", "http_zerg", "resp_zerg", "proxy_zerg"))
 
 
 def _py(script: Path) -> tuple[str, ...]:
@@ -176,6 +176,18 @@ SERVERS: Final[tuple[Server, ...]] = (
            _py(SERVERS_DIR / "resp_redis.py"), probe="import shutil, sys; "
            "sys.exit(shutil.which('redis-server') is None)",
            skip_note="redis-server not installed (apt install redis-server)"),
+    # ---- TCP proxies (P1): each starts its own upstream, the C echo server, pinned
+    # ---- away from the proxy (benchmarks/servers/_upstream.py).
+    Server("proxy_zerg", "zerg examples/proxy.py (forward, zerg.connect)", "proxy",
+           _py(SERVERS_DIR / "proxy_zerg.py")),
+    Server("proxy_zerg_py", "zerg examples/proxy.py" + _REF, "proxy",
+           _py_reference(SERVERS_DIR / "proxy_zerg.py")),
+    Server("proxy_uvloop", "uvloop Protocol proxy, same structure", "proxy",
+           _py(SERVERS_DIR / "proxy_uvloop.py")),
+    Server("proxy_haproxy", "haproxy (TCP mode, one thread)", "proxy",
+           _py(SERVERS_DIR / "proxy_haproxy.py"), probe="import shutil, sys; "
+           "sys.exit(shutil.which('haproxy') is None)",
+           skip_note="haproxy not installed (apt install haproxy)"),
 )
 BY_NAME: Final[dict[str, Server]] = {s.name: s for s in SERVERS}     # + the @base twins
 
@@ -224,6 +236,8 @@ SCENARIOS: Final[tuple[Scenario, ...]] = (
              50, 16, 3, baseline="resp_redis", reference=None),
     Scenario("R2", "resp", "RESP GET+SET (redis-benchmark), 50 connections, no pipelining",
              50, 1, 3, baseline="resp_redis", reference=None),
+    Scenario("P1", "proxy", "TCP proxy: echo 64 B through it to the C echo server, "
+             "100 connections, depth 16", 100, 16, 64, baseline="proxy_uvloop", reference=None),
     Scenario("C1", "idle", "10,000 idle connections: server RSS per connection",
              10_000, 1, 64),
 )
@@ -234,13 +248,14 @@ METRIC: Final[dict[Kind, tuple[str, bool]]] = {
     "echo": ("msgs_per_s", True),
     "http": ("msgs_per_s", True),
     "resp": ("msgs_per_s", True),
+    "proxy": ("msgs_per_s", True),
     "idle": ("rss_per_conn_bytes", False),
 }
 
 
 def servers_for(sc: Scenario) -> list[Server]:
     """The scenario's servers, each @base twin right after its original."""
-    proto = sc.kind if sc.kind in ("http", "resp") else "echo"
+    proto = sc.kind if sc.kind in ("http", "resp", "proxy") else "echo"
     twins = (BY_NAME.get(s.name + bl.SUFFIX) for s in SERVERS)
     return [x for s, t in zip(SERVERS, twins, strict=True)
             if s.protocol == proto and s.tls == sc.tls for x in (s, t) if x is not None]
@@ -501,6 +516,7 @@ def measure_resp(sc: Scenario, srv: RunningServer, st: Settings) -> Json:
 
 MEASURE: Final[dict[Kind, Callable[[Scenario, RunningServer, Settings], Json]]] = {
     "echo": measure_echo, "http": measure_http, "idle": measure_idle, "resp": measure_resp,
+    "proxy": measure_echo,     # the echo load, through the proxy to its echo upstream
 }
 
 
@@ -979,6 +995,8 @@ def main(argv: list[str] | None = None) -> int:
     _raise_nofile()
 
     build(HERE / "loadgen.c", BIN / "loadgen")
+    if any(BY_SCENARIO[sc].kind == "proxy" for sc in scen):
+        build(SERVERS_DIR / "c_uring_echo.c", BIN / "c_uring_echo")     # the proxies' upstream
     needed = {s.name for sc in scen for s in servers_for(BY_SCENARIO[sc])}
     if want:
         needed &= set(want)

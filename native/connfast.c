@@ -247,7 +247,8 @@ kick_send(PyObject *self, PyObject *out)
     if (sending == Py_None && staged != NULL && PyList_CheckExact(staged)
             && PyList_GET_SIZE(staged) == 0)
         return 0;
-    if (sending != Py_None || staged == NULL || !PyList_CheckExact(staged))
+    if (sending != Py_None || staged == NULL || !PyList_CheckExact(staged)
+            || PyList_GET_SIZE(staged) > 1)     /* several segments: the gathered send */
         return sending == Py_None ? call_ok(call_ref(ref_c_kick_send, self, NULL, 0)) : 0;
     PyObject *seg = PyList_GET_ITEM(staged, 0);
     Py_ssize_t fill, sent, fd;

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <signal.h>
 #include <stdint.h>
 
@@ -196,8 +197,8 @@ int zu_prep_recv_multishot(zu_ring *r, int fd, unsigned long long ud)
     return 0;
 }
 
-int zu_prep_send(zu_ring *r, int fd, char *base, unsigned long long off,
-                 unsigned len, unsigned long long ud)
+static int prep_send(zu_ring *r, int fd, char *base, unsigned long long off, unsigned len,
+                     unsigned long long ud, unsigned ioprio)
 {
     int err;
     struct io_uring_sqe *sqe = get_sqe(r, &err);
@@ -205,8 +206,15 @@ int zu_prep_send(zu_ring *r, int fd, char *base, unsigned long long off,
     if (!sqe)
         return err;
     io_uring_prep_send(sqe, fd, base + off, len, MSG_NOSIGNAL);
+    sqe->ioprio |= ioprio;
     io_uring_sqe_set_data64(sqe, ud);
     return 0;
+}
+
+int zu_prep_send(zu_ring *r, int fd, char *base, unsigned long long off,
+                 unsigned len, unsigned long long ud)
+{
+    return prep_send(r, fd, base, off, len, ud, 0);
 }
 
 int zu_prep_cancel(zu_ring *r, unsigned long long target,
@@ -259,6 +267,54 @@ int zu_prep_msg_ring(zu_ring *r, int target_ring_fd, unsigned res,
     io_uring_prep_msg_ring(sqe, target_ring_fd, res, data, 0);
     io_uring_sqe_set_data64(sqe, ud);
     return 0;
+}
+
+unsigned long long zu_sendv_size(unsigned n)
+{
+    return sizeof(struct msghdr) + (unsigned long long)n * sizeof(struct iovec);
+}
+
+void zu_sendv_set(void *state, unsigned i, char *base, unsigned long long off, unsigned len)
+{
+    struct iovec *iov = (struct iovec *)((struct msghdr *)state + 1);
+
+    iov[i].iov_base = base + off;
+    iov[i].iov_len = len;
+}
+
+static int prep_sendv(zu_ring *r, int fd, void *state, unsigned n, unsigned long long ud,
+                      unsigned ioprio)
+{
+    int err;
+    struct msghdr *msg = state;
+    struct io_uring_sqe *sqe = get_sqe(r, &err);
+
+    if (!sqe)
+        return err;
+    memset(msg, 0, sizeof(*msg));
+    msg->msg_iov = (struct iovec *)(msg + 1);
+    msg->msg_iovlen = n;
+    io_uring_prep_sendmsg(sqe, fd, msg, MSG_NOSIGNAL);
+    sqe->ioprio |= ioprio;
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int zu_prep_sendv(zu_ring *r, int fd, void *state, unsigned n, unsigned long long ud)
+{
+    return prep_sendv(r, fd, state, n, ud, 0);
+}
+
+int zu_prep_send_when_writable(zu_ring *r, int fd, char *base, unsigned long long off,
+                               unsigned len, unsigned long long ud)
+{
+    return prep_send(r, fd, base, off, len, ud, IORING_RECVSEND_POLL_FIRST);
+}
+
+int zu_prep_sendv_when_writable(zu_ring *r, int fd, void *state, unsigned n,
+                                unsigned long long ud)
+{
+    return prep_sendv(r, fd, state, n, ud, IORING_RECVSEND_POLL_FIRST);
 }
 
 int zu_prep_connect(zu_ring *r, int fd, const void *addr, unsigned addrlen,

@@ -61,6 +61,19 @@ int zu_prep_poll_remove(zu_ring *r, unsigned long long target,
 int zu_prep_msg_ring(zu_ring *r, int target_ring_fd, unsigned res,
                      unsigned long long data, unsigned long long ud);
 int zu_prep_nop(zu_ring *r, unsigned long long ud);
+/* A gathered send (sendmsg over an iovec array): state is caller memory of
+ * zu_sendv_size(n) bytes holding the msghdr and n iovecs, filled with
+ * zu_sendv_set, and kept valid until the completion. */
+unsigned long long zu_sendv_size(unsigned n);
+void zu_sendv_set(void *state, unsigned i, char *base, unsigned long long off, unsigned len);
+int zu_prep_sendv(zu_ring *r, int fd, void *state, unsigned n, unsigned long long ud);
+/* The retry of a send the kernel answered with -EAGAIN (a full buffer of a
+ * non-blocking socket): the same requests with IORING_RECVSEND_POLL_FIRST,
+ * so the kernel waits until the socket is writable before trying again. */
+int zu_prep_send_when_writable(zu_ring *r, int fd, char *base, unsigned long long off,
+                               unsigned len, unsigned long long ud);
+int zu_prep_sendv_when_writable(zu_ring *r, int fd, void *state, unsigned n,
+                                unsigned long long ud);
 /* connect(fd, addr): addr (a struct sockaddr of addrlen bytes) must stay
  * valid until the completion (the kernel reads it when the SQE is issued). */
 int zu_prep_connect(zu_ring *r, int fd, const void *addr, unsigned addrlen,

@@ -25,6 +25,11 @@
 #define IORING_SETUP_DEFER_TASKRUN (1U << 13)
 #endif
 
+/* Linux 5.19 send/recv flag: poll for readiness before the first attempt. */
+#ifndef IORING_RECVSEND_POLL_FIRST
+#define IORING_RECVSEND_POLL_FIRST (1U << 0)
+#endif
+
 /* Linux 6.12 incremental buffer consumption; liburing has it from 2.8 on. */
 #ifndef IOU_PBUF_RING_INC
 #define IOU_PBUF_RING_INC 2

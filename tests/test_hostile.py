@@ -289,6 +289,17 @@ def _slow_readers(port: int, n: int, request: bytes) -> list[socket.socket]:
     return clients
 
 
+def _small_send_buffer(conn: zerg.Connection) -> None:
+    """Cap the kernel's send buffer of ``conn``: a gathered send hands the kernel
+    every staged segment at once, and loopback TCP would otherwise take a whole
+    MiB into its own memory, leaving nothing staged for the test to watch."""
+    sock = socket.socket(fileno=conn.fd)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    finally:
+        sock.detach()
+
+
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -302,6 +313,7 @@ def test_send_memory_goes_back_to_the_os_after_a_burst() -> None:
 
     async def handler(conn: zerg.Connection) -> None:
         await conn.read()
+        _small_send_buffer(conn)
         conn.write(b"r" * (1 << 20))
         await conn.wait_sent()
 

@@ -66,7 +66,7 @@ from zerg._inputpipe import (
 from zerg._native import speedups
 from zerg._outputpipe import OutputPipe
 from zerg._recvstate import ARMED_STATES, RecvAction, RecvEvent, RecvState, end_event, transition
-from zerg._ring import Op, Ring, RingSubmitter, encode
+from zerg._ring import IoVec, Op, Ring, RingSubmitter, encode
 from zerg._seam import Traffic
 from zerg._slab import SlabPool, WriteSegment
 
@@ -89,6 +89,9 @@ _new_tuple: Final = tuple.__new__
 # Enum hashing is Python code: hot paths read ``InputPipe.paused``, which
 # ``_recv_event`` keeps equal to ``state in _PAUSED_STATES``.
 _PAUSED_STATES: Final = frozenset({RecvState.CANCELLING, RecvState.PAUSED})
+
+_IOV_MAX: Final = 64            # segments one gathered send takes at most
+_MAX_GATHER: Final = 1 << 30    # ... and bytes
 
 
 class Connection:
@@ -513,9 +516,8 @@ class Connection:
         views, keys = pieces(seq)
         if not views:
             return
-        host = self._host
-        slots = host.slots
-        region = host.pool.region
+        slots = self._host.slots
+        region = slots.recv_view.obj        # what every slot view is a view of
         copied = 0
         pinned: list[int] = []
         for i, view in enumerate(views):
@@ -718,14 +720,45 @@ class Connection:
             sock.detach()
 
     def _kick_send(self) -> None:
-        seg = self._out.next_send()
+        """Put the next staged bytes in flight (the C extension's common case
+        sends one segment itself and calls this for every other)."""
+        self._start_send(False)
+
+    def _start_send(self, when_writable: bool) -> None:
+        """One send, or one gathered send of the segments waiting behind each
+        other (``when_writable``: the last send found the socket's buffer
+        full; the kernel waits for room before trying)."""
+        out = self._out
+        seg = out.next_send()
         if seg is None:
             return
+        if out.pending > seg.fill - seg.sent:      # more segments wait behind it
+            batch = out.gather(_IOV_MAX, _MAX_GATHER)
+            if len(batch) > 1:
+                self._send_gathered(batch, when_writable)
+                return
         sent = seg.sent
-        ret = self._send(self.fd, seg.ptr, seg.off + sent, seg.fill - sent, self._ud_send)
+        send = self._sub.resend if when_writable else self._send
+        ret = send(self.fd, seg.ptr, seg.off + sent, seg.fill - sent, self._ud_send)
         if ret:
-            self._out.sending = None
+            out.sending = None
             self._sub.check(ret, "send")
+        self._traffic.sends += 1
+
+    def _send_gathered(self, batch: list[WriteSegment], when_writable: bool) -> None:
+        """One send of several segments (sendmsg): a proxy's forwarded slots,
+        a reply larger than a segment -- one round trip instead of one each."""
+        out = self._out
+        iov = out.iov
+        if iov is None:
+            iov = out.iov = IoVec(_IOV_MAX)
+        iov.fill([(s.ptr, s.off + s.sent, s.fill - s.sent) for s in batch])
+        sub = self._sub
+        ret = (sub.resendv if when_writable else sub.sendv)(self.fd, iov, self._ud_send)
+        if ret:
+            out.sending = None
+            out.sending_batch = None
+            sub.check(ret, "send")
         self._traffic.sends += 1
 
     def send_pending(self) -> None:
@@ -735,6 +768,13 @@ class Connection:
 
     def on_send(self, res: int) -> None:
         out = self._out
+        if res == -errno.EAGAIN and out.write_exc is None and out.sending is not None:
+            # The socket (non-blocking) had no room and the kernel handed the send
+            # back: the same bytes again, once it is writable.
+            out.sending = None
+            out.sending_batch = None
+            self._start_send(True)
+            return
         before = out.bytes_out
         again = out.on_sent(res)
         self._traffic.bytes_out += out.bytes_out - before

@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 
 from zerg._config import PipeOptions
 from zerg._errors import WriteBufferFullError
+from zerg._ring import IoVec
 from zerg._slab import SlabPool, WriteSegment
 from zerg._uring import ffi
 
@@ -114,6 +115,7 @@ class OutputPipe:
         "_staged",
         "bytes_out",
         "eof",
+        "iov",
         "max_write_buffer",
         "over_budget",
         "pause_at",
@@ -122,6 +124,7 @@ class OutputPipe:
         "resume_at",
         "segment_size",
         "sending",
+        "sending_batch",
         "write_exc",
     )
 
@@ -142,6 +145,10 @@ class OutputPipe:
         self.refused = False                        # a write raised WriteBufferFullError
         self.over_budget = False                    # ... because of max_write_memory
         self.sending: WriteSegment | None = None
+        # A gathered send in flight: its segments, with the bytes asked of each
+        # (``sending`` is the first).  None for a single-segment send.
+        self.sending_batch: list[tuple[WriteSegment, int]] | None = None
+        self.iov: IoVec | None = None       # the gathered sends' memory (made on first use)
         self._flush_waiters: list[asyncio.Future[None]] | None = None
         self._drain_waiters: list[asyncio.Future[None]] | None = None
         self.write_exc: BaseException | None = None
@@ -338,12 +345,79 @@ class OutputPipe:
             self._release(seg)
         return None
 
+    def gather(self, limit: int, max_bytes: int) -> list[WriteSegment]:
+        """After ``next_send`` put a segment in flight: it and the ready
+        segments behind it (at most ``limit``, ``max_bytes`` in all), as one
+        gathered send -- recorded in ``sending_batch`` when there are several.
+        Each segment's unsent bytes are ``sent:fill`` as of now."""
+        first = self.sending
+        assert first is not None
+        batch = [first]
+        total = first.fill - first.sent
+        for seg in self._staged[1:]:
+            n = seg.fill - seg.sent
+            if len(batch) >= limit or total + n > max_bytes:
+                break
+            if n > 0:
+                batch.append(seg)
+                total += n
+            if seg is self._cur:
+                break
+        if len(batch) > 1:
+            self.sending_batch = [(s, s.fill - s.sent) for s in batch]
+        return batch
+
+    def _on_batch_sent(self, batch: list[tuple[WriteSegment, int]], res: int) -> bool:
+        """A gathered send completed with ``res`` bytes (of the batch, in order)."""
+        if res <= 0:
+            self.fail(send_error(-res if res < 0 else errno.EPIPE, self._id))
+            return False
+        if self.write_exc is not None:         # aborted while this send ran
+            self._drop_staged()
+            return False
+        self.pending -= res
+        self.bytes_out += res
+        left = res
+        for seg, asked in batch:
+            take = asked if left >= asked else left
+            seg.sent += take
+            left -= take
+            if seg.sent >= seg.fill:
+                self._sent_whole(seg)
+            if take < asked:
+                break
+        return self._after_send()
+
+    def _sent_whole(self, seg: WriteSegment) -> None:
+        """The kernel took all of ``seg``: out of the queue (unless writes still
+        fill it through memory ``get_memory`` lent)."""
+        if seg is self._cur:
+            if self._granted:       # get_memory memory still lent out: keep it as is
+                return
+            self._cur = None
+        self._staged.remove(seg)
+        self._release(seg)
+
+    def _after_send(self) -> bool:
+        """Wake who waits for the sent bytes; True when more are staged."""
+        if self._staged and self.pending:
+            if self._drain_waiters and self.pending <= self.resume_at:
+                self._wake(self._drain_waiters, None)
+                self._drain_waiters = None
+            return True
+        self._wake_flushers(None)
+        return False
+
     def on_sent(self, res: int) -> bool:
         """The send in flight completed with ``res``.  True: send again."""
         seg = self.sending
         self.sending = None
         if seg is None:
             return False
+        batch = self.sending_batch
+        if batch is not None:
+            self.sending_batch = None
+            return self._on_batch_sent(batch, res)
         if (res > 0 and res == seg.fill - seg.sent and seg is self._cur and not self._granted
                 and self.write_exc is None and len(self._staged) == 1):
             # Common case: the only segment went out whole.
@@ -365,21 +439,8 @@ class OutputPipe:
         self.pending -= res
         self.bytes_out += res
         if seg.sent >= seg.fill:
-            if seg is self._cur:
-                if self._granted:       # get_memory memory still lent out: keep it as is
-                    seg = None
-                else:
-                    self._cur = None
-            if seg is not None:
-                self._staged.remove(seg)
-                self._release(seg)
-        if self._staged and self.pending:
-            if self._drain_waiters and self.pending <= self.resume_at:
-                self._wake(self._drain_waiters, None)
-                self._drain_waiters = None
-            return True
-        self._wake_flushers(None)
-        return False
+            self._sent_whole(seg)
+        return self._after_send()
 
     # ------------------------------------------------------------ flushing
     def flush_waiter(self) -> asyncio.Future[None]:
@@ -438,10 +499,13 @@ class OutputPipe:
         self._wake_flushers(exc)
 
     def _drop_staged(self) -> None:
+        # What a send in flight reads stays until its completion.
+        flying = ([seg for seg, _ in self.sending_batch] if self.sending_batch is not None
+                  else [self.sending] if self.sending is not None else [])
         for seg in self._staged:
-            if seg is not self.sending:
+            if seg not in flying:
                 self._release(seg)
-        self._staged = [self.sending] if self.sending is not None else []
+        self._staged = flying
         self._cur = None
         self._granted = 0
         self.pending = 0

@@ -22,7 +22,7 @@ import errno
 import functools
 import os
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from zerg._uring import ffi, lib
 
@@ -169,6 +169,29 @@ class Ring:
         return self._closed
 
 
+class IoVec:
+    """The memory of one gathered send (``RingSubmitter.sendv``): a msghdr and
+    up to ``capacity`` iovecs, owned by one connection and reused for each of
+    its gathered sends (one at a time: it must stay valid until the
+    completion).  ``pieces`` mirrors what was set, for stand-in submitters."""
+
+    __slots__ = ("capacity", "pieces", "state")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.state = ffi.new("char[]", lib.zu_sendv_size(capacity))
+        self.pieces: list[tuple[Any, int, int]] = []
+
+    def fill(self, pieces: list[tuple[Any, int, int]]) -> None:
+        """Point the iovecs at ``pieces``: (base, offset, length) each."""
+        if len(pieces) > self.capacity:
+            raise ValueError(f"{len(pieces)} pieces for {self.capacity} iovecs")
+        state = self.state
+        for i, (base, off, n) in enumerate(pieces):
+            lib.zu_sendv_set(state, i, base, off, n)
+        self.pieces = pieces
+
+
 class RingSubmitter:
     """The requests a connection makes, prepared on one ring.
 
@@ -193,6 +216,24 @@ class RingSubmitter:
     def recv(self, fd: int, user_data: int) -> None:
         """A multishot receive into the provided buffer ring."""
         self._ring.check(lib.zu_prep_recv_multishot(self._ptr, fd, user_data), "recv")
+
+    def sendv(self, fd: int, iov: IoVec, user_data: int) -> int:
+        """One send of every piece ``iov`` was filled with, in order (sendmsg):
+        0, or -errno (``check`` raises).  ``iov`` must live until the completion."""
+        ret: int = lib.zu_prep_sendv(self._ptr, fd, iov.state, len(iov.pieces), user_data)
+        return ret
+
+    def resend(self, fd: int, base: object, offset: int, length: int, user_data: int) -> int:
+        """``send``, after the kernel answered the last one with -EAGAIN: it
+        waits until the socket is writable before trying (no spinning)."""
+        ret: int = lib.zu_prep_send_when_writable(self._ptr, fd, base, offset, length, user_data)
+        return ret
+
+    def resendv(self, fd: int, iov: IoVec, user_data: int) -> int:
+        """``sendv``, waiting until the socket is writable (see ``resend``)."""
+        ret: int = lib.zu_prep_sendv_when_writable(self._ptr, fd, iov.state, len(iov.pieces),
+                                                   user_data)
+        return ret
 
     def check(self, ret: int, what: str) -> None:
         """Raise for the -errno a ``send`` returned."""

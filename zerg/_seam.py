@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from zerg._config import PipeOptions
+    from zerg._ring import IoVec
     from zerg._slab import SlabPool
 
 
@@ -112,6 +113,18 @@ class Submitter(Protocol):
         """Send ``length`` bytes at ``base + offset``: 0, or -errno (``check`` raises)."""
         ...
 
+    def sendv(self, fd: int, iov: IoVec, user_data: int) -> int:
+        """One send of every piece ``iov`` holds, in order: 0, or -errno."""
+        ...
+
+    def resend(self, fd: int, base: object, offset: int, length: int, user_data: int) -> int:
+        """``send`` once the socket is writable (the last one got -EAGAIN)."""
+        ...
+
+    def resendv(self, fd: int, iov: IoVec, user_data: int) -> int:
+        """``sendv`` once the socket is writable (the last one got -EAGAIN)."""
+        ...
+
     def check(self, ret: int, what: str) -> None:
         """Raise the error a ``send`` returned."""
 
@@ -127,6 +140,11 @@ class ReceiveSlots(Protocol):
 
     def view(self, key: int, n: int) -> memoryview:
         """The ``n`` bytes received under ``key`` (read-only, no copy)."""
+        ...
+
+    @property
+    def recv_view(self) -> memoryview:
+        """All the slots' memory (read-only): every ``view`` is a slice of it."""
         ...
 
     def slot_of(self, key: int) -> int:
