@@ -36,49 +36,35 @@ log = logging.getLogger("proxy")
 CONNECT_TIMEOUT = 5.0
 
 
-class Pair:
-    """One client and its upstream; ``conn.context`` of both."""
-
-    __slots__ = ("client", "ended", "upstream")
-
-    def __init__(self, client: zerg.Connection) -> None:
-        self.client: zerg.Connection | None = client
-        self.upstream: zerg.Connection | None = None
-        self.ended = 0                  # directions that saw their EOF (2: both)
-
-    def other(self, conn: zerg.Connection) -> zerg.Connection | None:
-        return self.upstream if conn is self.client else self.client
-
-
 class Side(zerg.Protocol):
-    """Either side of a pair: what arrives is forwarded to the other side."""
+    """Either side of a pair: what arrives is forwarded to the other side.
+    ``conn.context`` is the partner connection (None until the upstream is
+    connected, and again once either side is gone)."""
 
     def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
-        other = conn.context.other(conn)
-        if other is None:
-            return          # the partner is gone (its close reaches us next): drop
-        try:
-            other.forward(seq)          # from the slots, no copy; sent this iteration
-        except ConnectionError:
-            pass            # the partner closed meanwhile: nothing to deliver to
+        other = conn.context
+        if other is not None:
+            try:
+                other.forward(seq)      # from the slots, no copy; sent this iteration
+            except ConnectionError:
+                pass                    # the partner closed meanwhile: nowhere to deliver
 
     def pause_writing(self, conn: zerg.Connection) -> None:
-        other = conn.context.other(conn)
-        if other is not None:
-            other.pause_reading()       # it writes faster than we can send
+        if conn.context is not None:
+            conn.context.pause_reading()    # it writes faster than we can send
 
     def resume_writing(self, conn: zerg.Connection) -> None:
-        other = conn.context.other(conn)
-        if other is not None:
-            other.resume_reading()
+        if conn.context is not None:
+            conn.context.resume_reading()
 
     def eof_received(self, conn: zerg.Connection) -> bool:
-        pair: Pair = conn.context
-        other = pair.other(conn)
-        pair.ended += 1
+        other: zerg.Connection | None = conn.context
         if other is None:
             return False
-        if pair.ended == 2:             # both directions are over
+        if conn.error is not None:      # a reset, not an orderly end: pass it on
+            other.abort()
+            return False
+        if other.is_closed:             # its peer ended too: both directions are over
             other.close()
             return False
         if other.can_write_eof():
@@ -88,14 +74,11 @@ class Side(zerg.Protocol):
         return False
 
     def connection_lost(self, conn: zerg.Connection, exc: BaseException | None) -> None:
-        pair: Pair = conn.context
-        other = pair.other(conn)
-        if conn is pair.client:
-            pair.client = None
-        else:
-            pair.upstream = None
+        other: zerg.Connection | None = conn.context
+        conn.context = None
         if other is None:
             return
+        other.context = None
         if isinstance(exc, ConnectionResetError):
             other.abort()               # pass the reset on
         else:
@@ -114,33 +97,38 @@ class Front(Side):
         self.connect_timeout = connect_timeout
         self.back = Side()
         self.connecting: set[asyncio.Task[None]] = set()
+        self.waiting: set[int] = set()  # clients whose upstream is being connected
         self.failed = 0                 # upstream connects that failed
 
     def connection_made(self, conn: zerg.Connection) -> None:
-        conn.context = Pair(conn)
         conn.pause_reading()            # hold the client's bytes until upstream is up
+        self.waiting.add(conn.id)
         task = asyncio.get_running_loop().create_task(self._connect(conn))
         self.connecting.add(task)
         task.add_done_callback(self.connecting.discard)
 
     async def _connect(self, client: zerg.Connection) -> None:
-        pair: Pair = client.context
         try:
             upstream = await zerg.connect(self.host, self.port, ssl=self.upstream_ssl,
                                           timeout=self.connect_timeout, protocol=self.back)
         except (OSError, TimeoutError) as exc:
             self.failed += 1
+            self.waiting.discard(client.id)
             log.debug("proxy: upstream %s:%d unreachable for %r: %s", self.host, self.port,
                       client, exc)
-            if pair.client is not None:
-                client.close()
+            client.close()
             return
-        upstream.context = pair
-        if pair.client is None:         # the client left while we connected
+        if client.id not in self.waiting:   # the client left while we connected
             upstream.close()
             return
-        pair.upstream = upstream
+        self.waiting.discard(client.id)
+        upstream.context = client
+        client.context = upstream
         client.resume_reading()
+
+    def connection_lost(self, conn: zerg.Connection, exc: BaseException | None) -> None:
+        self.waiting.discard(conn.id)
+        super().connection_lost(conn, exc)
 
     def shutdown_requested(self, conn: zerg.Connection) -> None:
         conn.close()                    # its partner follows (connection_lost)

@@ -59,6 +59,7 @@ field_set_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t v)
 /* The classes bound, and the offsets of the fields used. */
 static PyTypeObject *conn_type, *out_type, *seg_type, *pool_type, *traffic_type, *in_type,
     *sub_type, *ring_type, *item_type, *base_type, *result_type;
+static PyTypeObject *loan_type;     /* zerg._outputpipe.LoanSegment (bind_forward) */
 static PyObject *empty_seq;         /* zerg._inputpipe._EMPTY_SEQ */
 
 static struct {
@@ -68,9 +69,11 @@ static struct {
         traffic, send, stopping;
     /* OutputPipe */
     Py_ssize_t o_pending, o_max, o_pause_at, o_budget, o_cur, o_staged, o_granted, o_pool,
-        o_exc, o_sending, o_bytes_out, o_flush_w, o_drain_w, o_refused, o_over_budget, o_eof;
-    /* WriteSegment */
-    Py_ssize_t s_view, s_fill, s_sent, s_jumbo, s_resident, s_ptr, s_off;
+        o_exc, o_sending, o_bytes_out, o_flush_w, o_drain_w, o_refused, o_over_budget, o_eof,
+        o_loans, o_pin_limit;
+    /* WriteSegment, LoanSegment */
+    Py_ssize_t s_view, s_fill, s_sent, s_jumbo, s_resident, s_ptr, s_off, s_chunk, l_key,
+        l_slots, t_forwarded;
     /* SlabPool, Traffic, InputPipe, RingSubmitter, Ring */
     Py_ssize_t p_free, p_room_waiters, t_sends, t_bytes_out, i_discarding, i_paused,
         r_ring, r_address, g_closed;
@@ -84,9 +87,9 @@ static struct {
 
 /* The replaced Python methods: the reference paths (ref_c_*: Connection's,
  * the others ProtocolConnection's). */
-static PyObject *ref_on_recv, *ref_write, *ref_send_pending, *ref_on_send;
+static PyObject *ref_on_recv, *ref_write, *ref_send_pending, *ref_on_send, *ref_forward;
 static PyObject *ref_c_write, *ref_c_kick_send, *ref_c_on_send, *ref_c_on_recv,
-    *ref_c_try_get_ring, *ref_c_return_ring, *ref_c_flush;
+    *ref_c_try_get_ring, *ref_c_return_ring, *ref_c_flush, *ref_c_forward;
 static PyObject *ref_i_try_read, *ref_i_advance_to, *ref_i_arm_waiter;
 static PyObject *ref_c_get_sequence, *ref_seq_advance, *ref_seq_release, *ref_seq_iter;
 static PyObject *fn_drop_tokens;    /* InputPipe._drop_tokens, the function */
@@ -96,7 +99,7 @@ static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
     *s_wake_flushers, *s_check, *s_now, *s_view, *s_give_back, *s_send_what, *s_sends,
     *s_bytes_out, *s_done, *s_set_result, *s_pause, *s_maybe_resume, *s_move_off, *s_release,
     *s_max_read_buffer, *s_max_held_slots, *s_out, *s_drop_tokens, *s_pull, *s_create_future,
-    *s_relieve;
+    *s_relieve, *s_forwarded;
 
 /* Call a reference function with self first. */
 static PyObject *
@@ -254,7 +257,8 @@ kick_send(PyObject *self, PyObject *out)
     Py_ssize_t fill, sent, fd;
     unsigned long long ud;
     PyObject *udo = FIELD(self, F.ud_send), *sub = FIELD(self, F.sub);
-    if (!Py_IS_TYPE(seg, seg_type) || field_ssize(seg, F.s_fill, &fill)
+    int is_loan = loan_type != NULL && Py_IS_TYPE(seg, loan_type);
+    if (!(is_loan || Py_IS_TYPE(seg, seg_type)) || field_ssize(seg, F.s_fill, &fill)
             || field_ssize(seg, F.s_sent, &sent) || sent >= fill || sent < 0
             || fill - sent > (Py_ssize_t)UINT_MAX
             || field_ssize(self, F.fd, &fd) || fd < 0 || fd > INT_MAX
@@ -279,7 +283,7 @@ kick_send(PyObject *self, PyObject *out)
         /* A stand-in submitter (the sans-IO tests): send(fd, base, off, len, ud). */
         PyObject *send = FIELD(self, F.send), *ptr = FIELD(seg, F.s_ptr);
         Py_ssize_t off;
-        if (send == NULL || ptr == NULL || field_ssize(seg, F.s_off, &off)) {
+        if (is_loan || send == NULL || ptr == NULL || field_ssize(seg, F.s_off, &off)) {
             field_set(out, F.o_sending, Py_NewRef(Py_None));
             Py_DECREF(seg);
             return call_ok(call_ref(ref_c_kick_send, self, NULL, 0));
@@ -325,6 +329,8 @@ pc_send_pending(PyObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     Py_RETURN_NONE;
 }
+
+static int protocol_staged(PyObject *self, PyObject *out);
 
 /* Connection.write (protocol: ProtocolConnection's, which also marks the
  * connection for the iteration's send and pauses a Protocol's writing). */
@@ -379,6 +385,14 @@ write_fast(PyObject *self, PyObject *data, int protocol)
     int r = out_stage(out, buf, n);
     if (r <= 0 || !protocol)
         return r;
+    return protocol_staged(self, out);
+}
+
+/* A ProtocolConnection staged bytes: mark it for this iteration's send, and
+ * pause the Protocol's writing past the mark.  1, or -1. */
+static int
+protocol_staged(PyObject *self, PyObject *out)
+{
     if (FIELD(self, F.dirty) != Py_True) {
         PyObject *want_send = FIELD(self, F.want_send);
         field_set(self, F.dirty, Py_NewRef(Py_True));
@@ -391,9 +405,12 @@ write_fast(PyObject *self, PyObject *data, int protocol)
             return -1;
         Py_DECREF(res);
     }
-    Py_ssize_t pending, pause_at;
+    Py_ssize_t pending, pause_at, loans, pin_limit;
     if (field_ssize(out, F.o_pending, &pending) == 0
-            && field_ssize(out, F.o_pause_at, &pause_at) == 0 && pending > pause_at
+            && field_ssize(out, F.o_pause_at, &pause_at) == 0
+            && field_ssize(out, F.o_loans, &loans) == 0
+            && field_ssize(out, F.o_pin_limit, &pin_limit) == 0
+            && (pending > pause_at || loans >= pin_limit)
             && FIELD(self, F.writing_paused) != Py_True)
         return call_method(self, s_pause_writing, NULL, NULL) < 0 ? -1 : 1;
     return 1;
@@ -424,6 +441,141 @@ static PyObject *
 c_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     return write_entry(self, args, nargs, 0, ref_c_write);
+}
+
+/* Connection.forward(seq)'s common case: one segment of a receive slot of
+ * this reactor (a Protocol's data_received argument, a PipeReader buffer, a
+ * level-2 sequence), under max_write_buffer.  The slot is pinned and a
+ * LoanSegment over the bytes is staged: no copy.  1 staged, 0 take the
+ * reference, -1.  Everything is checked before anything changes. */
+static int
+forward_fast(PyObject *self, PyObject *data, int protocol)
+{
+    if (loan_type == NULL || !Py_IS_TYPE(data, seq_type))
+        return 0;
+    PyObject *owner = FIELD(self, F.owner), *out = FIELD(self, F.out), *in = FIELD(self, F.in);
+    Py_ssize_t state, pending, maxw, loans, pin_limit;
+    if (owner == NULL || !PyLong_CheckExact(owner) || field_ssize(self, F.state, &state)
+            || state != 0 || out == NULL || !Py_IS_TYPE(out, out_type)
+            || FIELD(out, F.o_exc) != Py_None || FIELD(out, F.o_eof) != Py_False
+            || field_ssize(out, F.o_pending, &pending) || field_ssize(out, F.o_max, &maxw)
+            || field_ssize(out, F.o_loans, &loans) || field_ssize(out, F.o_pin_limit, &pin_limit)
+            || loans >= pin_limit                   /* the reference copies instead */
+            || in == NULL || !Py_IS_TYPE(in, in_type))
+        return 0;
+    unsigned long tid = PyLong_AsUnsignedLong(owner);
+    if (tid == (unsigned long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (tid != PyThread_get_thread_ident())
+        return 0;
+    PyObject *slots = FIELD(in, F.i_slots);
+    SeqObject *seq = (SeqObject *)data;
+    LeaseObject *lease = (LeaseObject *)seq->slots;
+    if (slots == NULL || !Py_IS_TYPE(slots, &RecvSlotsType) || seq->segs == NULL
+            || !PyList_CheckExact(seq->segs) || PyList_GET_SIZE(seq->segs) != 1
+            || lease == NULL || !Py_IS_TYPE((PyObject *)lease, &SlotLeaseType)
+            || lease->keys == NULL || !PyList_CheckExact(lease->keys)
+            || PyList_GET_SIZE(lease->keys) != 1)
+        return 0;
+    PyObject *keyo = PyList_GET_ITEM(lease->keys, 0);
+    if (item_type != NULL && Py_IS_TYPE(keyo, item_type))
+        keyo = FIELD(keyo, F.it_key);           /* an input pipe's lease holds RingItems */
+    if (keyo == NULL || !PyLong_CheckExact(keyo))
+        return 0;
+    unsigned long key = PyLong_AsUnsignedLong(keyo);
+    if (key == (unsigned long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_ssize_t start, stop;
+    if (seq_check_alive(seq) < 0 || seq_bounds(seq, &start, &stop) < 0)
+        return -1;
+    PyObject *view = PyList_GET_ITEM(seq->segs, 0);
+    PyObject *region = ((RecvSlotsObject *)slots)->recv_view;
+    Py_buffer *b = plain_buffer(view, 0);
+    if (b == NULL || region == NULL || !PyMemoryView_Check(region)
+            || ((PyMemoryViewObject *)view)->mbuf != ((PyMemoryViewObject *)region)->mbuf
+            || start < 0 || start > stop || stop > b->len)
+        return 0;                               /* not this reactor's slot memory */
+    Py_ssize_t n = stop - start;
+    if (n == 0)
+        return 1;
+    if (n > maxw - pending || n > (Py_ssize_t)UINT_MAX)
+        return 0;                               /* the reference raises */
+    PyObject *staged = FIELD(out, F.o_staged), *traffic = FIELD(self, F.traffic);
+    if (staged == NULL || !PyList_CheckExact(staged))
+        return 0;
+    PyObject *piece = start == 0 && stop == b->len ? Py_NewRef(view)
+                                                   : PySequence_GetSlice(view, start, stop);
+    if (piece == NULL)
+        return -1;
+    PyObject *loan = loan_type->tp_alloc(loan_type, 0);
+    PyObject *fill = PyLong_FromSsize_t(n), *zero = PyLong_FromLong(0);
+    if (loan == NULL || fill == NULL || zero == NULL) {
+        Py_XDECREF(loan);
+        Py_XDECREF(fill);
+        Py_XDECREF(zero);
+        Py_DECREF(piece);
+        return -1;
+    }
+    field_set(loan, F.s_chunk, Py_NewRef(Py_None));
+    field_set(loan, F.s_resident, Py_NewRef(Py_False));
+    field_set(loan, F.s_ptr, Py_NewRef(Py_None));
+    field_set(loan, F.s_off, Py_NewRef(zero));
+    field_set(loan, F.s_view, piece);           /* the reference moves in */
+    field_set(loan, F.s_fill, fill);
+    field_set(loan, F.s_sent, zero);
+    field_set(loan, F.s_jumbo, Py_NewRef(Py_True));
+    field_set(loan, F.l_key, Py_NewRef(keyo));
+    field_set(loan, F.l_slots, Py_NewRef(slots));
+    if (slots_pin_key((RecvSlotsObject *)slots, key) < 0) {
+        field_set(loan, F.l_slots, Py_NewRef(Py_None));
+        Py_DECREF(loan);
+        return -1;
+    }
+    if (PyList_Append(staged, loan) < 0) {
+        field_set(loan, F.l_slots, Py_NewRef(Py_None));
+        Py_DECREF(loan);
+        PyObject *exc = fetch_exception();
+        (void)slots_unpin_key((RecvSlotsObject *)slots, key);
+        restore_exception(exc);
+        return -1;
+    }
+    Py_DECREF(loan);
+    if (field_set_ssize(out, F.o_pending, pending + n) < 0
+            || field_set_ssize(out, F.o_loans, loans + 1) < 0)
+        return -1;
+    field_set(out, F.o_cur, Py_NewRef(Py_None));    /* later writes go after these bytes */
+    if (field_set_ssize(out, F.o_granted, 0) < 0)
+        return -1;
+    if (traffic != NULL && bump(traffic, traffic_type, F.t_forwarded, s_forwarded, n) < 0)
+        return -1;
+    return protocol ? protocol_staged(self, out) : 1;
+}
+
+static PyObject *
+forward_entry(PyObject *self, PyObject *seq, int protocol, PyObject *ref)
+{
+    int r = forward_fast(self, seq, protocol);
+    if (r < 0)
+        return NULL;
+    if (r > 0)
+        Py_RETURN_NONE;
+    return call_ref(ref, self, &seq, 1);
+}
+
+static PyObject *
+pc_forward(PyObject *self, PyObject *seq)
+{
+    return forward_entry(self, seq, 1, ref_forward);
+}
+
+static PyObject *
+c_forward(PyObject *self, PyObject *seq)
+{
+    return forward_entry(self, seq, 0, ref_c_forward);
 }
 
 /* Connection._kick_send */
@@ -560,13 +712,15 @@ static PyObject *
 c_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *owner = FIELD(self, F.owner), *out = FIELD(self, F.out);
-    Py_ssize_t state, pending, pause_at;
+    Py_ssize_t state, pending, pause_at, loans, pin_limit;
     if (!Py_IS_TYPE(self, base_type) || owner == NULL || !PyLong_CheckExact(owner)
             || field_ssize(self, F.state, &state) || state != 0
             || out == NULL || !Py_IS_TYPE(out, out_type) || FIELD(out, F.o_exc) != Py_None
             || FIELD(out, F.o_refused) != Py_False || FIELD(out, F.o_over_budget) != Py_False
             || field_ssize(out, F.o_pending, &pending)
-            || field_ssize(out, F.o_pause_at, &pause_at) || pending > pause_at)
+            || field_ssize(out, F.o_pause_at, &pause_at) || pending > pause_at
+            || field_ssize(out, F.o_loans, &loans) || field_ssize(out, F.o_pin_limit, &pin_limit)
+            || loans >= pin_limit)
         return call_ref(ref_c_flush, self, NULL, 0);
     unsigned long tid = PyLong_AsUnsignedLong(owner);
     if (tid == (unsigned long)-1 && PyErr_Occurred())
@@ -576,6 +730,63 @@ c_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
     if (pending && kick_send(self, out) < 0)
         return NULL;
     return Py_NewRef(done_coro);
+}
+
+/* The send of a forwarded slot (a LoanSegment, the only segment staged) went
+ * out whole: account for it and unpin the slot.  1 done, 0 take the
+ * reference, -1.  Decided before anything changes. */
+static int
+on_loan_sent(PyObject *self, PyObject *out, PyObject *seg, long res, int protocol)
+{
+    PyObject *staged = FIELD(out, F.o_staged), *slots = FIELD(seg, F.l_slots);
+    PyObject *keyo = FIELD(seg, F.l_key);
+    Py_ssize_t fill, sent, pending, bytes_out, loans;
+    if (res <= 0 || field_ssize(seg, F.s_fill, &fill) || field_ssize(seg, F.s_sent, &sent)
+            || fill - sent != res || field_ssize(out, F.o_pending, &pending)
+            || field_ssize(out, F.o_loans, &loans) || loans <= 0
+            || field_ssize(out, F.o_bytes_out, &bytes_out) || FIELD(out, F.o_exc) != Py_None
+            || staged == NULL || !PyList_CheckExact(staged) || PyList_GET_SIZE(staged) != 1
+            || PyList_GET_ITEM(staged, 0) != seg || slots == NULL
+            || !Py_IS_TYPE(slots, &RecvSlotsType) || keyo == NULL || !PyLong_CheckExact(keyo))
+        return 0;
+    unsigned long key = PyLong_AsUnsignedLong(keyo);
+    if (key == (unsigned long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_INCREF(seg);
+    Py_INCREF(slots);
+    int rc = -1;
+    if (field_set_ssize(out, F.o_pending, pending - res) < 0
+            || field_set_ssize(out, F.o_bytes_out, bytes_out + res) < 0
+            || field_set_ssize(out, F.o_loans, loans - 1) < 0)
+        goto done;
+    field_set(out, F.o_sending, Py_NewRef(Py_None));
+    if (PyList_SetSlice(staged, 0, 1, NULL) < 0)
+        goto done;
+    field_set(seg, F.s_view, Py_NewRef(Py_None));      /* LoanSegment.done() */
+    field_set(seg, F.l_slots, Py_NewRef(Py_None));
+    if (slots_unpin_key((RecvSlotsObject *)slots, key) < 0)
+        goto done;
+    PyObject *fw = FIELD(out, F.o_flush_w), *dw = FIELD(out, F.o_drain_w);
+    if (((fw != NULL && fw != Py_None) || (dw != NULL && dw != Py_None))
+            && call_method(out, s_wake_flushers, Py_None, NULL) < 0)
+        goto done;
+    PyObject *traffic = FIELD(self, F.traffic);
+    if (traffic != NULL && bump(traffic, traffic_type, F.t_bytes_out, s_bytes_out, res) < 0)
+        goto done;
+    Py_ssize_t state;
+    if (field_ssize(self, F.state, &state) == 0 && state == 1
+            && call_method(self, s_maybe_finish, NULL, NULL) < 0)
+        goto done;
+    if (protocol && FIELD(self, F.writing_paused) == Py_True
+            && call_method(self, s_maybe_resume_writing, NULL, NULL) < 0)
+        goto done;
+    rc = 1;
+done:
+    Py_DECREF(slots);
+    Py_DECREF(seg);
+    return rc;
 }
 
 /* Connection.on_send (protocol: ProtocolConnection's, which then resumes a
@@ -593,6 +804,8 @@ on_send_fast(PyObject *self, PyObject *arg, int protocol)
         return 0;
     }
     PyObject *seg = FIELD(out, F.o_sending), *staged = FIELD(out, F.o_staged);
+    if (seg != NULL && loan_type != NULL && Py_IS_TYPE(seg, loan_type))
+        return on_loan_sent(self, out, seg, res, protocol);
     PyObject *pool = FIELD(out, F.o_pool);
     PyObject *freelist = pool != NULL && Py_IS_TYPE(pool, pool_type) ? FIELD(pool, F.p_free)
                                                                        : NULL;
@@ -2041,6 +2254,8 @@ static PyMethodDef pc_methods[] = {
     {"send_pending", (PyCFunction)pc_send_pending, METH_NOARGS,
      "Start the send of what was written this iteration (C fast path)."},
     {"on_send", (PyCFunction)pc_on_send, METH_O, "A send completed (C fast path)."},
+    {"forward", (PyCFunction)pc_forward, METH_O,
+     "Stage seq's bytes for sending from their receive slots (C fast path)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2060,6 +2275,8 @@ static PyMethodDef c_methods[] = {
      "Drain the items of snapshot into one owning BufferSequence (C fast path)."},
     {"flush", (PyCFunction)c_flush, METH_NOARGS,
      "Send everything staged; a finished coroutine unless it must wait (C fast path)."},
+    {"forward", (PyCFunction)c_forward, METH_O,
+     "Stage seq's bytes for sending from their receive slots (C fast path)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2083,13 +2300,14 @@ static PyMethodDef in_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyObject **pc_refs[] = {&ref_on_recv, &ref_write, &ref_send_pending, &ref_on_send};
+static PyObject **pc_refs[] = {&ref_on_recv, &ref_write, &ref_send_pending, &ref_on_send,
+                               &ref_forward};
 static PyObject **in_refs[] = {&ref_i_try_read, &ref_i_advance_to, &ref_i_arm_waiter};
 _Static_assert(sizeof(in_refs) / sizeof(in_refs[0]) == N_METHODS(in_methods),
                "one reference slot per InputPipe method");
 static PyObject **c_refs[] = {&ref_c_write, &ref_c_kick_send, &ref_c_on_send, &ref_c_on_recv,
                               &ref_c_try_get_ring, &ref_c_return_ring, &ref_c_get_sequence,
-                              &ref_c_flush};
+                              &ref_c_flush, &ref_c_forward};
 static PyObject **seq_refs[] = {&ref_seq_advance, &ref_seq_release, &ref_seq_iter};
 _Static_assert(sizeof(seq_refs) / sizeof(seq_refs[0]) == N_METHODS(seq_methods),
                "one reference slot per BufferSequence method");
@@ -2101,10 +2319,10 @@ _Static_assert(sizeof(c_refs) / sizeof(c_refs[0]) == N_METHODS(c_methods),
 int
 install_methods(PyTypeObject *cls, PyMethodDef *defs, PyObject **refs_out[], int n)
 {
-    PyObject *refs[8] = {NULL}, *descrs[8] = {NULL};
+    PyObject *refs[12] = {NULL}, *descrs[12] = {NULL};
     int i;
-    if (n > 8) {
-        PyErr_SetString(PyExc_SystemError, "install_methods: at most 8 methods");
+    if (n > 12) {
+        PyErr_SetString(PyExc_SystemError, "install_methods: at most 12 methods");
         return -1;
     }
     for (i = 0; i < n; i++) {
@@ -2157,7 +2375,9 @@ static const struct field_spec field_specs[] = {
     {1, "write_exc", &F.o_exc}, {1, "sending", &F.o_sending},
     {1, "bytes_out", &F.o_bytes_out}, {1, "_flush_waiters", &F.o_flush_w},
     {1, "_drain_waiters", &F.o_drain_w}, {1, "refused", &F.o_refused},
-    {1, "over_budget", &F.o_over_budget}, {1, "eof", &F.o_eof},
+    {1, "over_budget", &F.o_over_budget}, {1, "eof", &F.o_eof}, {1, "loans", &F.o_loans},
+    {1, "pin_limit", &F.o_pin_limit}, {2, "chunk", &F.s_chunk},
+    {4, "forwarded", &F.t_forwarded},
     {2, "view", &F.s_view}, {2, "fill", &F.s_fill}, {2, "sent", &F.s_sent},
     {2, "jumbo", &F.s_jumbo}, {2, "resident", &F.s_resident}, {2, "ptr", &F.s_ptr},
     {2, "off", &F.s_off},
@@ -2318,7 +2538,32 @@ sp_connection_reference(PyObject *Py_UNUSED(module), PyObject *args)
     return NULL;
 }
 
+/* bind_forward(LoanSegment): Connection.forward's C path stages these (after
+ * bind_connection; the class must derive from WriteSegment). */
+static PyObject *
+sp_bind_forward(PyObject *Py_UNUSED(module), PyObject *cls)
+{
+    if (seg_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_forward: bind_connection() first");
+        return NULL;
+    }
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, seg_type)) {
+        PyErr_SetString(PyExc_TypeError, "bind_forward: LoanSegment must derive from "
+                                         "WriteSegment");
+        return NULL;
+    }
+    if (loan_type != NULL)
+        Py_RETURN_NONE;
+    PyTypeObject *tp = (PyTypeObject *)cls;
+    if (slot_offset(tp, "key", &F.l_key) < 0 || slot_offset(tp, "slots", &F.l_slots) < 0)
+        return NULL;
+    loan_type = (PyTypeObject *)Py_NewRef(cls);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef connfast_functions[] = {
+    {"bind_forward", (PyCFunction)sp_bind_forward, METH_O,
+     "bind_forward(LoanSegment): Connection.forward's C path (after bind_connection)."},
     {"bind_connection", (PyCFunction)sp_bind_connection, METH_VARARGS,
      "bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment, SlabPool, "
      "Traffic, InputPipe, RingSubmitter, Ring, RingItem, ReadResult, empty_sequence): put "
@@ -2348,6 +2593,7 @@ connfast_init(PyObject *module)
         {&s_max_held_slots, "max_held_slots"}, {&s_out, "out"},
         {&s_drop_tokens, "_drop_tokens"}, {&s_pull, "_pull"},
         {&s_create_future, "create_future"}, {&s_relieve, "relieve"},
+        {&s_forwarded, "forwarded"},
         {&s_blocking, "_asyncio_future_blocking"}, {&s_result, "result"},
         {&s_read_chunk_items, "read_chunk_items"},
     };

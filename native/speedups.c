@@ -293,27 +293,15 @@ RecvSlots_give_back(RecvSlotsObject *self, PyObject *key)
     Py_RETURN_NONE;
 }
 
-/* The slot of a key, checked; (unsigned long)-1 with an exception. */
-static unsigned long
-slots_bid(RecvSlotsObject *self, PyObject *key)
+/* A send reads key's slot: its give-back waits for slots_unpin_key.  0 or -1. */
+int
+slots_pin_key(RecvSlotsObject *self, unsigned long key)
 {
-    unsigned long k = PyLong_AsUnsignedLong(key);
-    if (k == (unsigned long)-1 && PyErr_Occurred())
-        return k;
-    unsigned long bid = self->incremental ? (k & SLOT_MASK) : k;
+    unsigned long bid = self->incremental ? (key & SLOT_MASK) : key;
     if (bid >= self->total) {
-        PyErr_Format(PyExc_ValueError, "slot key %lu is outside the %u slots", k, self->total);
-        return (unsigned long)-1;
+        PyErr_Format(PyExc_ValueError, "slot key %lu is outside the %u slots", key, self->total);
+        return -1;
     }
-    return bid;
-}
-
-static PyObject *
-RecvSlots_pin(RecvSlotsObject *self, PyObject *key)
-{
-    unsigned long bid = slots_bid(self, key);
-    if (bid == (unsigned long)-1)
-        return NULL;
     if (self->pins == NULL) {
         self->pins = PyMem_Calloc(self->total, sizeof(unsigned));
         self->deferred = PyMem_Calloc(self->total, sizeof(unsigned));
@@ -321,34 +309,56 @@ RecvSlots_pin(RecvSlotsObject *self, PyObject *key)
             PyMem_Free(self->pins);
             PyMem_Free(self->deferred);
             self->pins = self->deferred = NULL;
-            return PyErr_NoMemory();
+            PyErr_NoMemory();
+            return -1;
         }
     }
     if (self->pins[bid]++ == 0)
         self->npinned++;
+    return 0;
+}
+
+/* The send that read key's slot is over; deferred give-backs happen now. */
+int
+slots_unpin_key(RecvSlotsObject *self, unsigned long key)
+{
+    unsigned long bid = self->incremental ? (key & SLOT_MASK) : key;
+    if (bid >= self->total || self->pins == NULL || self->pins[bid] == 0) {
+        PyErr_Format(PyExc_RuntimeError, "zerg bug: slot %lu unpinned more often than pinned",
+                     bid);
+        return -1;
+    }
+    if (--self->pins[bid])
+        return 0;
+    self->npinned--;
+    unsigned n = self->deferred[bid];
+    self->deferred[bid] = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (slots_release_key(self, bid) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+RecvSlots_pin(RecvSlotsObject *self, PyObject *key)
+{
+    unsigned long k = PyLong_AsUnsignedLong(key);
+    if (k == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (slots_pin_key(self, k) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *
 RecvSlots_unpin(RecvSlotsObject *self, PyObject *key)
 {
-    unsigned long bid = slots_bid(self, key);
-    if (bid == (unsigned long)-1)
+    unsigned long k = PyLong_AsUnsignedLong(key);
+    if (k == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
-    if (self->pins == NULL || self->pins[bid] == 0) {
-        PyErr_Format(PyExc_RuntimeError, "zerg bug: slot %lu unpinned more often than pinned",
-                     bid);
+    if (slots_unpin_key(self, k) < 0)
         return NULL;
-    }
-    if (--self->pins[bid])
-        Py_RETURN_NONE;
-    self->npinned--;
-    unsigned n = self->deferred[bid];
-    self->deferred[bid] = 0;
-    for (unsigned i = 0; i < n; i++) {
-        if (slots_release_key(self, bid) < 0)
-            return NULL;
-    }
     Py_RETURN_NONE;
 }
 

@@ -73,6 +73,8 @@ extern PyObject *int_released;      /* sys.maxsize: held_from once all went back
 /* receive slots */
 PyObject *slots_view_c(RecvSlotsObject *self, unsigned long key, Py_ssize_t n);
 int slots_give_back_key(RecvSlotsObject *self, unsigned long key);
+int slots_pin_key(RecvSlotsObject *self, unsigned long key);
+int slots_unpin_key(RecvSlotsObject *self, unsigned long key);
 
 /* BufferSequence */
 int seq_bounds(SeqObject *self, Py_ssize_t *a, Py_ssize_t *b);

@@ -46,9 +46,9 @@ from zerg._protocol import Protocol
 REPLACED = {BufferSequence: ("advance", "release", "__iter__"),
             PipeInput: ("read",),
             InputPipe: ("try_read", "advance_to", "arm_waiter"),
-            ProtocolConnection: ("on_recv", "write", "send_pending", "on_send"),
+            ProtocolConnection: ("on_recv", "write", "send_pending", "on_send", "forward"),
             Connection: ("write", "_kick_send", "on_send", "on_recv", "try_get_ring",
-                         "return_ring", "get_sequence", "flush", "read")}
+                         "return_ring", "get_sequence", "flush", "read", "forward")}
 
 
 @contextlib.contextmanager
@@ -92,6 +92,8 @@ class Scripted(Protocol):
                 conn.write(bytearray(b"a" * n))
             elif how == "words":
                 conn.write(memoryview(b"\x01\x00\x02\x00").cast("H"))
+            elif how == "forward":
+                conn.forward(seq[:n] if n < len(seq) else seq)
         except (WriteBufferFullError, ConnectionError) as exc:
             self.trace.append(("write-error", type(exc).__name__))
         if how == "none":
@@ -122,7 +124,7 @@ step = st.one_of(
 plans = st.lists(st.tuples(st.integers(0, 2 * SLOT),
                            st.sampled_from(["echo", "echo", "none", "bytes", "big", "raise",
                                             "quiet", "view", "strided", "bytearray",
-                                            "words"])), max_size=20)
+                                            "words", "forward"])), max_size=20)
 
 
 class Player:

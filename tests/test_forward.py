@@ -58,10 +58,17 @@ def _settled(srv: Any) -> Any:
 
 
 class ForwardEcho(zerg.Protocol):
-    """Echo by forwarding: data_received's slots go straight to the send."""
+    """Echo by forwarding: data_received's slots go straight to the send; a
+    send queue past its marks (bytes, or slots pinned) pauses the reading."""
 
     def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
         conn.forward(seq)
+
+    def pause_writing(self, conn: zerg.Connection) -> None:
+        conn.pause_reading()
+
+    def resume_writing(self, conn: zerg.Connection) -> None:
+        conn.resume_reading()
 
 
 async def forward_echo_reader(conn: zerg.Connection) -> None:
@@ -221,3 +228,49 @@ def test_slots_pinned_by_an_aborted_send_go_back() -> None:
             s.close()                               # RST
         st = _settled(srv)
         assert st.connections == 0 and st.slots_in_use == 0
+
+
+def test_a_destination_that_stops_reading_pins_at_most_its_share_of_the_ring() -> None:
+    """A Protocol that forwards without heeding pause_writing, to a peer that
+    reads nothing: past ``max_pinned_slots`` (an eighth of the ring, at least
+    4) forwards are copied, so the ring stays free for everyone else; every
+    byte still arrives once the peer reads."""
+    ring = zerg.ReactorConfig(buffer_ring_entries=64, recv_buffer_size=4096)
+
+    class Stubborn(ForwardEcho):
+        def pause_writing(self, conn: zerg.Connection) -> None:
+            pass                            # heeds nothing
+
+        def resume_writing(self, conn: zerg.Connection) -> None:
+            pass
+
+        def connection_made(self, conn: zerg.Connection) -> None:
+            sock = socket.socket(fileno=conn.fd)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            finally:
+                sock.detach()
+
+    data = os.urandom(160 << 10)
+    with serving(Stubborn(), reactor=ring) as srv:
+        s = srv.connect()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sender = threading.Thread(target=s.sendall, args=(data,))
+        sender.start()
+        deadline = time.monotonic() + 5
+        while srv.engine.stats()[0].forward_copied_bytes == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        st = srv.engine.stats()[0]
+        assert st.forward_copied_bytes > 0, "nothing was copied past the pin limit"
+        assert st.slots_in_use <= 8 + 8, st       # 8 pinned, a few in flight
+        got = bytearray()
+        while len(got) < len(data):
+            chunk = s.recv(65536)
+            assert chunk
+            got.extend(chunk)
+        sender.join(10)
+        assert bytes(got) == data
+        s.close()
+        st = _settled(srv)
+        assert st.slots_in_use == 0
+        assert st.forwarded_bytes + st.forward_copied_bytes == len(data)

@@ -356,6 +356,11 @@ class PipeOptions:
     """Receive slots one connection may hold (taken or not) before it stops
     receiving: ``max_read_buffer`` counted in whole slots, since a slot
     holding one byte still takes a whole slot of the shared ring."""
+    max_pinned_slots: int = 1 << 30
+    """Receive slots one connection's sends may pin (``Connection.forward``):
+    past this a Protocol gets ``pause_writing`` and further forwards are
+    copied, so a destination that stops reading cannot hold the shared ring
+    (an eighth of it, at least 4)."""
 
     @classmethod
     def from_config(cls, cfg: ReactorConfig) -> PipeOptions:
@@ -373,6 +378,7 @@ class PipeOptions:
             max_write_memory=(cfg.max_write_memory if cfg.max_write_memory is not None
                               else _default_write_memory()),
             max_held_slots=max(1, cfg.max_read_buffer // cfg.recv_buffer_size),
+            max_pinned_slots=max(4, cfg.buffer_ring_entries // 8),
         )
 
     def should_compact(self, held_slots: int, nbytes: int) -> bool:

@@ -64,7 +64,7 @@ from zerg._inputpipe import (
     slot_key_of,
 )
 from zerg._native import speedups
-from zerg._outputpipe import OutputPipe
+from zerg._outputpipe import LoanSegment, OutputPipe, send_base
 from zerg._recvstate import ARMED_STATES, RecvAction, RecvEvent, RecvState, end_event, transition
 from zerg._ring import IoVec, Op, Ring, RingSubmitter, encode
 from zerg._seam import Traffic
@@ -520,21 +520,24 @@ class Connection:
         region = slots.recv_view.obj        # what every slot view is a view of
         copied = 0
         pinned: list[int] = []
+        # Under max_pinned_slots the whole sequence is lent (one read's worth
+        # may pass it); at the limit, forwards copy until sends give slots back.
+        may_pin = self._out.loans < self._out.pin_limit
         for i, view in enumerate(views):
             key = slot_key_of(keys[i])
             keys[i] = key
-            if key is not None and view.obj is region:
+            if key is not None and view.obj is region and may_pin:
                 slots.pin(key)              # a slot of this reactor: sent from the slot
                 pinned.append(key)
             elif key is None and type(view.obj) is bytes:
                 pass                        # immutable memory kept off the ring: sent as is
-            else:                           # another reactor's slot, or memory that
-                data = memoryview(view.tobytes())   # may change or go back: copied
+            else:                           # another reactor's slot, memory that may
+                data = memoryview(view.tobytes())   # change, or past max_pinned_slots: copied
                 copied += len(data)
                 views[i] = data
                 keys[i] = None
         try:
-            self._out.forward(views, keys, slots.unpin)
+            self._out.forward(views, keys, slots)
         except BaseException:
             for key in pinned:
                 slots.unpin(key)
@@ -595,7 +598,7 @@ class Connection:
             out.refused = False
             out.over_budget = False     # a retry checks the budget again
             await out.flush_waiter()
-        elif out.pending > out.pause_at:
+        elif out.pressure:              # bytes over the pause mark, or slots pinned
             await out.drain_waiter()
 
     async def wait_sent(self) -> None:
@@ -739,7 +742,8 @@ class Connection:
                 return
         sent = seg.sent
         send = self._sub.resend if when_writable else self._send
-        ret = send(self.fd, seg.ptr, seg.off + sent, seg.fill - sent, self._ud_send)
+        base, off = send_base(seg)
+        ret = send(self.fd, base, off + sent, seg.fill - sent, self._ud_send)
         if ret:
             out.sending = None
             self._sub.check(ret, "send")
@@ -752,9 +756,14 @@ class Connection:
         iov = out.iov
         if iov is None:
             iov = out.iov = IoVec(_IOV_MAX)
-        iov.fill([(s.ptr, s.off + s.sent, s.fill - s.sent) for s in batch])
+        pieces = []
+        for s in batch:
+            base, off = send_base(s)
+            pieces.append((base, off + s.sent, s.fill - s.sent))
+        iov.fill(pieces)
         sub = self._sub
         ret = (sub.resendv if when_writable else sub.sendv)(self.fd, iov, self._ud_send)
+        iov.clear()
         if ret:
             out.sending = None
             out.sending_batch = None
@@ -1018,8 +1027,8 @@ class ProtocolConnection(Connection):
     """The ``zerg.Protocol`` fast path: callbacks straight from completion
     dispatch, no Task, no future; writes are sent with the loop iteration."""
 
-    __slots__ = ("_buf", "_data_received", "_dirty", "_give_back", "_proto", "_slots",
-                 "_unread", "_want_send", "_writing_paused")
+    __slots__ = ("_buf", "_data_received", "_dirty", "_eof_held", "_give_back", "_proto",
+                 "_slots", "_unread", "_want_send", "_writing_paused")
 
     def __init__(self, host: ConnectionHost, conn_id: int, fd: int,
                  proto: ProtocolCallbacks) -> None:
@@ -1034,6 +1043,7 @@ class ProtocolConnection(Connection):
         self._unread = 0
         self._dirty = False
         self._writing_paused = False
+        self._eof_held = False      # the end came while reading was paused
 
     def write(self, data: BytesLike | BufferSequence) -> None:
         if _get_ident() != self._owner:
@@ -1071,8 +1081,7 @@ class ProtocolConnection(Connection):
         if not self._dirty:
             self._dirty = True
             self._want_send(self)
-        out = self._out
-        if out.pending > out.pause_at and not self._writing_paused:
+        if self._out.pressure and not self._writing_paused:
             self._pause_writing()
 
     def advance(self, n: int) -> None:
@@ -1102,7 +1111,9 @@ class ProtocolConnection(Connection):
 
     def _maybe_resume_writing(self) -> None:
         """``resume_writing`` once the pending bytes fell to the resume mark."""
-        if self._writing_paused and self._out.pending <= self._out.resume_at:
+        out = self._out
+        if (self._writing_paused and out.pending <= out.resume_at
+                and out.loans <= out.pin_limit // 2):
             self._writing_paused = False
             if self._state == OPEN:
                 try:
@@ -1111,18 +1122,26 @@ class ProtocolConnection(Connection):
                     self._failed(exc)
 
     def resume_reading(self) -> None:
-        """Receive again; bytes kept while paused are delivered soon after."""
+        """Receive again; bytes kept while paused are delivered soon after,
+        then the end of the stream if it came meanwhile."""
         was = self._reading_paused
         Connection.resume_reading(self)
-        if was and self._buf is not None:
+        if was and (self._buf is not None or self._eof_held):
             self._loop.call_soon(self._redeliver)
 
     def _redeliver(self) -> None:
-        """Hand bytes kept while reading was paused to ``data_received``."""
-        seq = self._buf
-        if seq is None or self._reading_paused or self._state != OPEN:
+        """Hand bytes kept while reading was paused to ``data_received``, then
+        a held end of stream to ``eof_received``: in the order they came."""
+        if self._reading_paused or self._state != OPEN:
             return
-        self._deliver(seq, None, 0)
+        seq = self._buf
+        if seq is not None:
+            self._deliver(seq, None, 0)
+            if self._reading_paused or self._state != OPEN:
+                return
+        if self._eof_held:
+            self._eof_held = False
+            self._report_eof()
 
     def send_pending(self) -> None:
         self._dirty = False
@@ -1230,7 +1249,10 @@ class ProtocolConnection(Connection):
         return new
 
     def _maybe_resume_protocol(self) -> None:
-        if self._state == OPEN and self._unread <= self._host.options.resume_read_at:
+        """Receive again once the unconsumed bytes fell to the resume mark --
+        unless the application paused reading (in ``data_received`` too)."""
+        if (self._state == OPEN and not self._reading_paused
+                and self._unread <= self._host.options.resume_read_at):
             self._recv_event(RecvEvent.RESUME)
 
     def relieve(self) -> None:
@@ -1249,6 +1271,14 @@ class ProtocolConnection(Connection):
 
     def _on_eof(self, error: int) -> None:
         self._in.end(error)
+        if self._reading_paused:
+            # Like asyncio's transports: no callback while reading is paused --
+            # and never the end before bytes still held back (resume_reading).
+            self._eof_held = True
+            return
+        self._report_eof()
+
+    def _report_eof(self) -> None:
         try:
             keep = self._proto.eof_received(self)
         except Exception as exc:
@@ -1283,5 +1313,7 @@ if speedups is not None:
     speedups.bind_connection(Connection, ProtocolConnection, OutputPipe, WriteSegment,
                              SlabPool, Traffic, InputPipe, RingSubmitter, Ring, RingItem,
                              ReadResult, EMPTY_SEQ)
+    # forward(): a slot of this reactor, pinned, staged as a LoanSegment.
+    speedups.bind_forward(LoanSegment)
     # Level 1's read and PipeReader's: coroutines written in C.
     speedups.bind_reads(PipeInput, RingSnapshot)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import Callable
 from typing import Any, NoReturn
 
 from zerg._config import PipeOptions
@@ -79,23 +78,31 @@ def _pieces(seg: WriteSegment, limit: int) -> list[WriteSegment]:
 class LoanSegment(WriteSegment):
     """Staged bytes that live in memory the pipe borrows (``forward``): a
     receive slot, pinned until the kernel took them, or a private buffer kept
-    alive by the view.  Sent like any segment; never written into, never
-    returned to the pool: ``done`` hands the slot key back instead."""
+    alive by the view.  Sent like any segment (from ``view``: ``ptr`` is
+    None), never written into, never returned to the pool: ``done`` unpins
+    the slot instead."""
 
-    __slots__ = ("key", "unpin")
+    __slots__ = ("key", "slots")
 
-    def __init__(self, view: memoryview, key: Any, unpin: Callable[[Any], None] | None) -> None:
-        super().__init__(ffi.from_buffer(view), 0, view, jumbo=True)
+    def __init__(self, view: memoryview, key: Any, slots: Any) -> None:
+        super().__init__(None, 0, view, jumbo=True)
         self.fill = len(view)
         self.key = key          # the slot key to unpin, or None
-        self.unpin = unpin
+        self.slots = slots      # the ReceiveSlots it is pinned in
 
     def done(self) -> None:
         """Sent or dropped: the memory is no longer read (idempotent)."""
-        unpin, self.unpin = self.unpin, None
-        self.view = self.ptr = None     # type: ignore[assignment]
-        if unpin is not None and self.key is not None:
-            unpin(self.key)
+        slots, self.slots = self.slots, None
+        self.view = None    # type: ignore[assignment]
+        if slots is not None and self.key is not None:
+            slots.unpin(self.key)
+
+
+def send_base(seg: WriteSegment) -> tuple[Any, int]:
+    """Where ``seg``'s bytes start, for the shim: (base, offset)."""
+    if seg.ptr is None:                 # a loan: the view is the memory
+        return ffi.from_buffer(seg.view), 0
+    return seg.ptr, seg.off
 
 
 class OutputPipe:
@@ -116,10 +123,12 @@ class OutputPipe:
         "bytes_out",
         "eof",
         "iov",
+        "loans",
         "max_write_buffer",
         "over_budget",
         "pause_at",
         "pending",
+        "pin_limit",
         "refused",
         "resume_at",
         "segment_size",
@@ -149,6 +158,8 @@ class OutputPipe:
         # (``sending`` is the first).  None for a single-segment send.
         self.sending_batch: list[tuple[WriteSegment, int]] | None = None
         self.iov: IoVec | None = None       # the gathered sends' memory (made on first use)
+        self.loans = 0                      # receive slots staged sends pin (forward)
+        self.pin_limit = opts.max_pinned_slots
         self._flush_waiters: list[asyncio.Future[None]] | None = None
         self._drain_waiters: list[asyncio.Future[None]] | None = None
         self.write_exc: BaseException | None = None
@@ -299,11 +310,15 @@ class OutputPipe:
             self._granted = 0
 
     # ------------------------------------------------------------ forward
-    def forward(self, views: list[memoryview], keys: list[Any],
-                unpin: Callable[[Any], None]) -> None:
+    @property
+    def pressure(self) -> bool:
+        """Past the pause mark: pending bytes, or receive slots pinned."""
+        return self.pending > self.pause_at or self.loans >= self.pin_limit
+
+    def forward(self, views: list[memoryview], keys: list[Any], slots: Any) -> None:
         """Queue ``views`` for sending as they are, after everything staged
-        (``keys[i]``: the slot key ``views[i]`` lives in, pinned by the caller,
-        or None).  Each is handed back (``unpin(key)``) once sent or dropped.
+        (``keys[i]``: the slot key ``views[i]`` lives in, pinned by the caller
+        in ``slots``, or None).  Each is unpinned once sent or dropped.
         Raises ``WriteBufferFullError`` first, taking nothing, past
         ``max_write_buffer``; the caller unpins then."""
         n = 0
@@ -315,7 +330,9 @@ class OutputPipe:
             self.over_cap(n)
         staged = self._staged
         for view, key in zip(views, keys, strict=True):
-            staged.append(LoanSegment(view, key, unpin))
+            staged.append(LoanSegment(view, key, slots))
+            if key is not None:
+                self.loans += 1
         self.pending += n
         self._cur = None            # later writes go after these bytes
         self._granted = 0
@@ -323,6 +340,8 @@ class OutputPipe:
     def _release(self, seg: WriteSegment) -> None:
         """``seg`` was sent or dropped: back to the pool, or a loan handed back."""
         if type(seg) is LoanSegment:
+            if seg.key is not None and seg.slots is not None:
+                self.loans -= 1
             seg.done()
         else:
             self._pool.release(seg)
@@ -401,7 +420,8 @@ class OutputPipe:
     def _after_send(self) -> bool:
         """Wake who waits for the sent bytes; True when more are staged."""
         if self._staged and self.pending:
-            if self._drain_waiters and self.pending <= self.resume_at:
+            if (self._drain_waiters and self.pending <= self.resume_at
+                    and self.loans <= self.pin_limit // 2):
                 self._wake(self._drain_waiters, None)
                 self._drain_waiters = None
             return True

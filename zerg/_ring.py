@@ -173,14 +173,19 @@ class IoVec:
     """The memory of one gathered send (``RingSubmitter.sendv``): a msghdr and
     up to ``capacity`` iovecs, owned by one connection and reused for each of
     its gathered sends (one at a time: it must stay valid until the
-    completion).  ``pieces`` mirrors what was set, for stand-in submitters."""
+    completion).  ``pieces`` is what ``fill`` was given, until ``clear``: the
+    bases may be cffi buffers over memoryviews, and a memoryview that is still
+    exported when the garbage collector clears it is an error, so the sender
+    drops them once the request is prepared (the iovecs hold plain addresses;
+    the segments keep the memory alive)."""
 
-    __slots__ = ("capacity", "pieces", "state")
+    __slots__ = ("capacity", "count", "pieces", "state")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.state = ffi.new("char[]", lib.zu_sendv_size(capacity))
         self.pieces: list[tuple[Any, int, int]] = []
+        self.count = 0
 
     def fill(self, pieces: list[tuple[Any, int, int]]) -> None:
         """Point the iovecs at ``pieces``: (base, offset, length) each."""
@@ -190,6 +195,11 @@ class IoVec:
         for i, (base, off, n) in enumerate(pieces):
             lib.zu_sendv_set(state, i, base, off, n)
         self.pieces = pieces
+        self.count = len(pieces)
+
+    def clear(self) -> None:
+        """Drop the references to the bases (the iovecs stay as they are)."""
+        self.pieces = []
 
 
 class RingSubmitter:
@@ -220,7 +230,7 @@ class RingSubmitter:
     def sendv(self, fd: int, iov: IoVec, user_data: int) -> int:
         """One send of every piece ``iov`` was filled with, in order (sendmsg):
         0, or -errno (``check`` raises).  ``iov`` must live until the completion."""
-        ret: int = lib.zu_prep_sendv(self._ptr, fd, iov.state, len(iov.pieces), user_data)
+        ret: int = lib.zu_prep_sendv(self._ptr, fd, iov.state, iov.count, user_data)
         return ret
 
     def resend(self, fd: int, base: object, offset: int, length: int, user_data: int) -> int:
@@ -231,7 +241,7 @@ class RingSubmitter:
 
     def resendv(self, fd: int, iov: IoVec, user_data: int) -> int:
         """``sendv``, waiting until the socket is writable (see ``resend``)."""
-        ret: int = lib.zu_prep_sendv_when_writable(self._ptr, fd, iov.state, len(iov.pieces),
+        ret: int = lib.zu_prep_sendv_when_writable(self._ptr, fd, iov.state, iov.count,
                                                    user_data)
         return ret
 
