@@ -1780,7 +1780,9 @@ static PyObject *
 pi_read(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *conn = FIELD(self, pi_conn), *inp = FIELD(self, pi_in);
-    if (!Py_IS_TYPE(self, pi_type) || conn == NULL || !Py_IS_TYPE(conn, base_type)
+    /* The connection may be a subclass (a TLS layer): the coroutine reads only
+     * base fields and calls _maybe_resume by name. */
+    if (!Py_IS_TYPE(self, pi_type) || conn == NULL || !PyObject_TypeCheck(conn, base_type)
             || inp == NULL || !Py_IS_TYPE(inp, in_type))
         return call_ref(ref_pi_read, self, NULL, 0);
     return read_coro_new(self, 0);
