@@ -507,8 +507,9 @@ forward_fast(PyObject *self, PyObject *data, int protocol)
     PyObject *staged = FIELD(out, F.o_staged), *traffic = FIELD(self, F.traffic);
     if (staged == NULL || !PyList_CheckExact(staged))
         return 0;
-    PyObject *piece = start == 0 && stop == b->len ? Py_NewRef(view)
-                                                   : PySequence_GetSlice(view, start, stop);
+    /* A view of its own, always: the input pipe releases the segment's view
+     * when the slot is given back, and the pinned slot's memory outlives it. */
+    PyObject *piece = PySequence_GetSlice(view, start, stop);
     if (piece == NULL)
         return -1;
     PyObject *loan = loan_type->tp_alloc(loan_type, 0);

@@ -760,8 +760,11 @@ def unconsumed(seq: BufferSequence) -> tuple[list[memoryview], list[Any]]:
 def pieces(seq: BufferSequence) -> tuple[list[memoryview], list[Any]]:
     """The bytes of ``seq`` (any sequence, owning or a slice of one) as the
     memoryviews of its segments, trimmed to its window, each with the key of
-    the slot it lives in (None: private memory, or no lease at all).  Checked
-    (a consumed or released sequence raises); ``seq`` is left as it was."""
+    the slot it lives in (None: private memory, or no lease at all).  Each view
+    is a new memoryview over the same memory, so it outlives the release of
+    the chain's own view when its slot is given back (a pinned slot's memory
+    stays valid).  Checked (a consumed or released sequence raises); ``seq``
+    is left as it was."""
     seq._check()
     start, stop = seq._start, seq._stop
     if start >= stop:
@@ -777,7 +780,7 @@ def pieces(seq: BufferSequence) -> tuple[list[memoryview], list[Any]]:
         seg = segs[i]
         lo = start - offs[i] if i == first else 0
         hi = min(len(seg), stop - offs[i])
-        views.append(seg if lo == 0 and hi == len(seg) else seg[lo:hi])
+        views.append(seg[lo:hi])    # a view of its own: the owner may release seg
         keys.append(None if lease is None else lease.keys[i])
         i += 1
     return views, keys
