@@ -236,3 +236,36 @@ def test_a_slow_upstream_slows_the_client_and_memory_stays_bounded() -> None:
         s.close()
         wait_for(lambda: srv.engine.stats()[0].connections == 0, what="both sides closed")
         assert srv.engine.stats()[0].forward_copied_bytes == 0
+
+
+def test_a_tls_front_decrypts_for_a_plain_upstream() -> None:
+    """The proxy's optional TLS front: a Python ssl client talks TLS to the
+    proxy, the upstream gets plain bytes and its echo goes back encrypted;
+    closing the client with close_notify closes the pair."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    payload = os.urandom(300_000)
+    with upstream(echo) as port, proxying(port, ssl=server_ctx) as srv:
+        with client_ctx.wrap_socket(srv.connect(), server_hostname="127.0.0.1") as s:
+            got = bytearray()
+
+            def read_back() -> None:
+                while len(got) < len(payload) and (chunk := s.recv(65536)):
+                    got.extend(chunk)
+
+            reader = threading.Thread(target=read_back)
+            reader.start()
+            s.sendall(payload)
+            reader.join(20)
+            assert bytes(got) == payload
+        wait_for(lambda: srv.engine.stats()[0].connections == 0, what="both sides closed")
+        st = srv.engine.stats()[0]
+        assert st.tls_failed == 0 and st.slots_in_use == 0
