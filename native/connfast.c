@@ -332,6 +332,19 @@ pc_send_pending(PyObject *self, PyObject *Py_UNUSED(ignored))
 
 static int protocol_staged(PyObject *self, PyObject *out);
 
+/* 1 when the caller runs on the thread `owner` (a connection's _owner, an
+ * int) names; 0 otherwise, or when it cannot tell (never an error). */
+static int
+on_owner_thread(PyObject *owner)
+{
+    unsigned long tid = PyLong_AsUnsignedLong(owner);
+    if (tid == (unsigned long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return tid == PyThread_get_thread_ident();
+}
+
 /* Connection.write (protocol: ProtocolConnection's, which also marks the
  * connection for the iteration's send and pauses a Protocol's writing). */
 static int
@@ -343,12 +356,7 @@ write_fast(PyObject *self, PyObject *data, int protocol)
             || state != 0 || out == NULL || !Py_IS_TYPE(out, out_type)
             || FIELD(out, F.o_exc) != Py_None || FIELD(out, F.o_eof) != Py_False)
         return 0;
-    unsigned long tid = PyLong_AsUnsignedLong(owner);
-    if (tid == (unsigned long)-1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
-    if (tid != PyThread_get_thread_ident())
+    if (!on_owner_thread(owner))
         return 0;                   /* the reference raises the right error */
     const char *buf;
     Py_ssize_t n;
@@ -463,12 +471,7 @@ forward_fast(PyObject *self, PyObject *data, int protocol)
             || loans >= pin_limit                   /* the reference copies instead */
             || in == NULL || !Py_IS_TYPE(in, in_type))
         return 0;
-    unsigned long tid = PyLong_AsUnsignedLong(owner);
-    if (tid == (unsigned long)-1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
-    if (tid != PyThread_get_thread_ident())
+    if (!on_owner_thread(owner))
         return 0;
     PyObject *slots = FIELD(in, F.i_slots);
     SeqObject *seq = (SeqObject *)data;
@@ -723,10 +726,7 @@ c_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
             || field_ssize(out, F.o_loans, &loans) || field_ssize(out, F.o_pin_limit, &pin_limit)
             || loans >= pin_limit)
         return call_ref(ref_c_flush, self, NULL, 0);
-    unsigned long tid = PyLong_AsUnsignedLong(owner);
-    if (tid == (unsigned long)-1 && PyErr_Occurred())
-        PyErr_Clear();              /* the reference raises the right error */
-    if (tid != PyThread_get_thread_ident())
+    if (!on_owner_thread(owner))    /* the reference raises the right error */
         return call_ref(ref_c_flush, self, NULL, 0);
     if (pending && kick_send(self, out) < 0)
         return NULL;

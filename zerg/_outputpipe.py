@@ -388,11 +388,7 @@ class OutputPipe:
 
     def _on_batch_sent(self, batch: list[tuple[WriteSegment, int]], res: int) -> bool:
         """A gathered send completed with ``res`` bytes (of the batch, in order)."""
-        if res <= 0:
-            self.fail(send_error(-res if res < 0 else errno.EPIPE, self._id))
-            return False
-        if self.write_exc is not None:         # aborted while this send ran
-            self._drop_staged()
+        if self._send_ended(res):
             return False
         self.pending -= res
         self.bytes_out += res
@@ -406,6 +402,17 @@ class OutputPipe:
             if take < asked:
                 break
         return self._after_send()
+
+    def _send_ended(self, res: int) -> bool:
+        """True when the completed send ends the writing: it failed (``res``
+        <= 0: every waiter gets the error), or an abort came while it ran."""
+        if res <= 0:
+            self.fail(send_error(-res if res < 0 else errno.EPIPE, self._id))
+            return True
+        if self.write_exc is not None:
+            self._drop_staged()
+            return True
+        return False
 
     def _sent_whole(self, seg: WriteSegment) -> None:
         """The kernel took all of ``seg``: out of the queue (unless writes still
@@ -449,11 +456,7 @@ class OutputPipe:
             if self._flush_waiters or self._drain_waiters:
                 self._wake_flushers(None)
             return False
-        if res <= 0:
-            self.fail(send_error(-res if res < 0 else errno.EPIPE, self._id))
-            return False
-        if self.write_exc is not None:         # aborted while this send ran
-            self._drop_staged()
+        if self._send_ended(res):
             return False
         seg.sent += res
         self.pending -= res
