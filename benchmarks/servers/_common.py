@@ -8,12 +8,16 @@ waits for that line before it starts the load generator.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
 import sys
 import threading
+from pathlib import Path
+from types import ModuleType
 from typing import Final
 
+EXAMPLES: Final = Path(__file__).resolve().parents[2] / "examples"
 BACKLOG: Final = 4096
 READ_SIZE: Final = 256 * 1024
 
@@ -23,6 +27,19 @@ def parse_args(description: str) -> argparse.Namespace:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     return ap.parse_args()
+
+
+def load_example(stem: str) -> ModuleType:
+    """``examples/<stem>.py`` of this tree as a module (examples/ is no package)."""
+    name = f"zerg_examples_{stem}"
+    path = EXAMPLES / f"{stem}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module          # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
 
 
 def raise_nofile() -> None:

@@ -11,33 +11,15 @@ of an incomplete request wait for the next chunk.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 from typing import Any, Final, cast
 
 import uvloop
-from _common import BACKLOG, parse_args, raise_nofile, ready
+from _common import BACKLOG, load_example, parse_args, raise_nofile, ready
 
 import zerg
 
-EXAMPLE: Final = Path(__file__).resolve().parents[2] / "examples" / "http.py"
-
-
-def _load_example() -> ModuleType:
-    name = "zerg_examples_http"
-    spec = importlib.util.spec_from_file_location(name, EXAMPLE)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {EXAMPLE}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module          # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-_http: Final = _load_example()
+_http: Final = load_example("http")
 parse_request: Final[Callable[[zerg.SequenceReader], Any]] = _http.parse_request
 respond: Final[Callable[[Any, Any], None]] = _http.respond
 response_head: Final[Callable[[int, int, bool], bytes]] = _http.response_head

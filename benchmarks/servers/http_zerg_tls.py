@@ -10,31 +10,13 @@ kind, library and settings as ``http_uvloop_tls.py``.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import ssl
-import sys
-from pathlib import Path
-from types import ModuleType
-from typing import Final
 
 import trustme
-from _common import BACKLOG, parse_args, raise_nofile, ready
+from _common import BACKLOG, load_example, parse_args, raise_nofile, ready
 
 import zerg
-
-EXAMPLE: Final = Path(__file__).resolve().parents[2] / "examples" / "http.py"
-
-
-def _load_example() -> ModuleType:
-    name = "zerg_examples_http"
-    spec = importlib.util.spec_from_file_location(name, EXAMPLE)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {EXAMPLE}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module          # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
 
 
 def server_context() -> ssl.SSLContext:
@@ -49,7 +31,7 @@ def main() -> None:
     args = parse_args(__doc__ or "")
     raise_nofile()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    http = _load_example()
+    http = load_example("http")
     reactor = zerg.ReactorConfig(idle_timeout_s=http.IDLE_TIMEOUT)
     opts = zerg.EngineOptions(ip=args.host, port=args.port, backlog=BACKLOG, reactor=reactor,
                               ssl=server_context())
