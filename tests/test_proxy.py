@@ -269,3 +269,5 @@ def test_a_tls_front_decrypts_for_a_plain_upstream() -> None:
         wait_for(lambda: srv.engine.stats()[0].connections == 0, what="both sides closed")
         st = srv.engine.stats()[0]
         assert st.tls_failed == 0 and st.slots_in_use == 0
+        # Decrypted bytes are immutable: forwarded upstream as they are.
+        assert st.forwarded_bytes >= len(payload) and st.forward_copied_bytes == 0

@@ -529,8 +529,8 @@ class Connection:
             if key is not None and view.obj is region and may_pin:
                 slots.pin(key)              # a slot of this reactor: sent from the slot
                 pinned.append(key)
-            elif key is None and type(view.obj) is bytes:
-                pass                        # immutable memory kept off the ring: sent as is
+            elif type(view.obj) is bytes:   # immutable memory off the ring (moved off
+                keys[i] = None              # it, or decrypted): the view keeps it alive
             else:                           # another reactor's slot, memory that may
                 data = memoryview(view.tobytes())   # change, or past max_pinned_slots: copied
                 copied += len(data)
