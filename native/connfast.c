@@ -733,6 +733,29 @@ c_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
     return Py_NewRef(done_coro);
 }
 
+/* The only staged segment went out whole and is accounted for: wake flush
+ * waiters, count the bytes, finish a closing connection, resume a Protocol's
+ * writing -- what OutputPipe.on_sent and Connection.on_send do next.  0 or -1. */
+static int
+after_sent_whole(PyObject *self, PyObject *out, long res, int protocol)
+{
+    PyObject *fw = FIELD(out, F.o_flush_w), *dw = FIELD(out, F.o_drain_w);
+    if (((fw != NULL && fw != Py_None) || (dw != NULL && dw != Py_None))
+            && call_method(out, s_wake_flushers, Py_None, NULL) < 0)
+        return -1;
+    PyObject *traffic = FIELD(self, F.traffic);
+    if (traffic != NULL && bump(traffic, traffic_type, F.t_bytes_out, s_bytes_out, res) < 0)
+        return -1;
+    Py_ssize_t state;
+    if (field_ssize(self, F.state, &state) == 0 && state == 1
+            && call_method(self, s_maybe_finish, NULL, NULL) < 0)
+        return -1;
+    if (protocol && FIELD(self, F.writing_paused) == Py_True
+            && call_method(self, s_maybe_resume_writing, NULL, NULL) < 0)
+        return -1;
+    return 0;
+}
+
 /* The send of a forwarded slot (a LoanSegment, the only segment staged) went
  * out whole: account for it and unpin the slot.  1 done, 0 take the
  * reference, -1.  Decided before anything changes. */
@@ -769,21 +792,7 @@ on_loan_sent(PyObject *self, PyObject *out, PyObject *seg, long res, int protoco
     field_set(seg, F.l_slots, Py_NewRef(Py_None));
     if (slots_unpin_key((RecvSlotsObject *)slots, key) < 0)
         goto done;
-    PyObject *fw = FIELD(out, F.o_flush_w), *dw = FIELD(out, F.o_drain_w);
-    if (((fw != NULL && fw != Py_None) || (dw != NULL && dw != Py_None))
-            && call_method(out, s_wake_flushers, Py_None, NULL) < 0)
-        goto done;
-    PyObject *traffic = FIELD(self, F.traffic);
-    if (traffic != NULL && bump(traffic, traffic_type, F.t_bytes_out, s_bytes_out, res) < 0)
-        goto done;
-    Py_ssize_t state;
-    if (field_ssize(self, F.state, &state) == 0 && state == 1
-            && call_method(self, s_maybe_finish, NULL, NULL) < 0)
-        goto done;
-    if (protocol && FIELD(self, F.writing_paused) == Py_True
-            && call_method(self, s_maybe_resume_writing, NULL, NULL) < 0)
-        goto done;
-    rc = 1;
+    rc = after_sent_whole(self, out, res, protocol) < 0 ? -1 : 1;
 done:
     Py_DECREF(slots);
     Py_DECREF(seg);
@@ -842,21 +851,7 @@ on_send_fast(PyObject *self, PyObject *arg, int protocol)
         goto fail;
     Py_DECREF(seg);
     Py_DECREF(zero);
-    PyObject *fw = FIELD(out, F.o_flush_w), *dw = FIELD(out, F.o_drain_w);
-    if (((fw != NULL && fw != Py_None) || (dw != NULL && dw != Py_None))
-            && call_method(out, s_wake_flushers, Py_None, NULL) < 0)
-        return -1;
-    PyObject *traffic = FIELD(self, F.traffic);
-    if (traffic != NULL && bump(traffic, traffic_type, F.t_bytes_out, s_bytes_out, res) < 0)
-        return -1;
-    Py_ssize_t state;
-    if (field_ssize(self, F.state, &state) == 0 && state == 1
-            && call_method(self, s_maybe_finish, NULL, NULL) < 0)
-        return -1;
-    if (protocol && FIELD(self, F.writing_paused) == Py_True
-            && call_method(self, s_maybe_resume_writing, NULL, NULL) < 0)
-        return -1;
-    return 1;
+    return after_sent_whole(self, out, res, protocol) < 0 ? -1 : 1;
 fail:
     Py_DECREF(seg);
     Py_DECREF(zero);

@@ -44,6 +44,13 @@
 
 
 
+/* The buffer-ring slot a key lives in (RecvSlots.slot_of). */
+static inline unsigned long
+slot_of_key(RecvSlotsObject *self, unsigned long key)
+{
+    return self->incremental ? (key & SLOT_MASK) : key;
+}
+
 static int
 slots_push_return(RecvSlotsObject *self, unsigned bid)
 {
@@ -88,7 +95,7 @@ int
 slots_give_back_key(RecvSlotsObject *self, unsigned long key)
 {
     if (self->npinned) {
-        unsigned long bid = self->incremental ? (key & SLOT_MASK) : key;
+        unsigned long bid = slot_of_key(self, key);
         if (bid < self->total && self->pins[bid]) {
             self->deferred[bid]++;
             return 0;
@@ -279,7 +286,7 @@ RecvSlots_slot_of(RecvSlotsObject *self, PyObject *key)
     unsigned long k = PyLong_AsUnsignedLong(key);
     if (k == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
-    return PyLong_FromUnsignedLong(self->incremental ? (k & SLOT_MASK) : k);
+    return PyLong_FromUnsignedLong(slot_of_key(self, k));
 }
 
 static PyObject *
@@ -297,7 +304,7 @@ RecvSlots_give_back(RecvSlotsObject *self, PyObject *key)
 int
 slots_pin_key(RecvSlotsObject *self, unsigned long key)
 {
-    unsigned long bid = self->incremental ? (key & SLOT_MASK) : key;
+    unsigned long bid = slot_of_key(self, key);
     if (bid >= self->total) {
         PyErr_Format(PyExc_ValueError, "slot key %lu is outside the %u slots", key, self->total);
         return -1;
@@ -322,7 +329,7 @@ slots_pin_key(RecvSlotsObject *self, unsigned long key)
 int
 slots_unpin_key(RecvSlotsObject *self, unsigned long key)
 {
-    unsigned long bid = self->incremental ? (key & SLOT_MASK) : key;
+    unsigned long bid = slot_of_key(self, key);
     if (bid >= self->total || self->pins == NULL || self->pins[bid] == 0) {
         PyErr_Format(PyExc_RuntimeError, "zerg bug: slot %lu unpinned more often than pinned",
                      bid);

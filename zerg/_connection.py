@@ -1070,27 +1070,24 @@ class ProtocolConnection(Connection):
             raise WriteBufferFullError(
                 f"{exc} -- in a Protocol: stop writing after pause_writing() until "
                 "resume_writing()") from None
-        if not self._dirty:
-            self._dirty = True
-            self._want_send(self)
-        if out.pending > out.pause_at and not self._writing_paused:
-            self._pause_writing()
+        self._staged()
 
     def forward(self, seq: BufferSequence) -> None:
         Connection.forward(self, seq)
-        if not self._dirty:
-            self._dirty = True
-            self._want_send(self)
-        if self._out.pressure and not self._writing_paused:
-            self._pause_writing()
+        self._staged()
 
     def advance(self, n: int) -> None:
         Connection.advance(self, n)
-        if n and not self._dirty:
+        self._staged(bool(n))
+
+    def _staged(self, new_bytes: bool = True) -> None:
+        """Bytes were staged: send them with this loop iteration, and pause
+        the Protocol's writing past the marks (``OutputPipe.pressure``, as the
+        C write and forward decide)."""
+        if new_bytes and not self._dirty:
             self._dirty = True
-            self._host.want_send(self)
-        out = self._out
-        if out.pending > out.pause_at and not self._writing_paused:
+            self._want_send(self)
+        if self._out.pressure and not self._writing_paused:
             self._pause_writing()
 
     def _pause_writing(self) -> None:
@@ -1111,9 +1108,7 @@ class ProtocolConnection(Connection):
 
     def _maybe_resume_writing(self) -> None:
         """``resume_writing`` once the pending bytes fell to the resume mark."""
-        out = self._out
-        if (self._writing_paused and out.pending <= out.resume_at
-                and out.loans <= out.pin_limit // 2):
+        if self._writing_paused and self._out.relieved:
             self._writing_paused = False
             if self._state == OPEN:
                 try:

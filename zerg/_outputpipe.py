@@ -4,9 +4,9 @@ Operations: ``write(data)`` (one copy into slab segments), ``get_memory`` /
 ``advance`` (fill a segment in place), ``lend`` / ``enqueue`` (a
 ``BufferWriter`` fills private segments -- pool ones, or a jumbo one of its
 own for more than a segment -- and hands the chain over in order),
-``forward(views, keys, unpin)`` (send memory the pipe does not own, e.g.
-receive slots, without copying: ``LoanSegment``s, each handed back through
-``unpin`` once the kernel took it or it was dropped),
+``forward(views, keys, slots)`` (send memory the pipe does not own, e.g.
+receive slots, without copying: ``LoanSegment``s, each unpinned in ``slots``
+once the kernel took it or it was dropped),
 ``flush_waiter`` (a future done when every staged byte was taken).
 
 Goals: bytes leave in the order they were written, nothing is dropped
@@ -315,6 +315,11 @@ class OutputPipe:
         """Past the pause mark: pending bytes, or receive slots pinned."""
         return self.pending > self.pause_at or self.loans >= self.pin_limit
 
+    @property
+    def relieved(self) -> bool:
+        """Back under the resume marks: pending bytes, and receive slots pinned."""
+        return self.pending <= self.resume_at and self.loans <= self.pin_limit // 2
+
     def forward(self, views: list[memoryview], keys: list[Any], slots: Any) -> None:
         """Queue ``views`` for sending as they are, after everything staged
         (``keys[i]``: the slot key ``views[i]`` lives in, pinned by the caller
@@ -427,8 +432,7 @@ class OutputPipe:
     def _after_send(self) -> bool:
         """Wake who waits for the sent bytes; True when more are staged."""
         if self._staged and self.pending:
-            if (self._drain_waiters and self.pending <= self.resume_at
-                    and self.loans <= self.pin_limit // 2):
+            if self._drain_waiters and self.relieved:
                 self._wake(self._drain_waiters, None)
                 self._drain_waiters = None
             return True
