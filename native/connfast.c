@@ -97,7 +97,7 @@ static PyObject *fn_drop_tokens;    /* InputPipe._drop_tokens, the function */
 static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
     *s_maybe_resume_protocol, *s_maybe_finish, *s_new_segment,
     *s_wake_flushers, *s_check, *s_now, *s_view, *s_give_back, *s_send_what, *s_sends,
-    *s_bytes_out, *s_done, *s_set_result, *s_pause, *s_maybe_resume, *s_move_off, *s_release,
+    *s_bytes_out, *s_pause, *s_maybe_resume, *s_move_off, *s_release,
     *s_max_read_buffer, *s_max_held_slots, *s_out, *s_drop_tokens, *s_pull, *s_create_future,
     *s_relieve, *s_forwarded;
 
@@ -1164,18 +1164,6 @@ c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (rc < 0 || field_set_ssize(inp, F.i_tail, tail + 1) < 0
             || field_set_ssize(inp, F.i_unread, unread + n) < 0)
         return NULL;
-    PyObject *w = FIELD(inp, F.i_waiter);
-    if (w != NULL && w != Py_None) {
-        Py_INCREF(w);
-        PyObject *done = PyObject_CallMethodNoArgs(w, s_done);
-        int is_done = done == NULL ? -1 : PyObject_IsTrue(done);
-        Py_XDECREF(done);
-        if (is_done == 0)
-            is_done = call_method(w, s_set_result, Py_None, NULL);
-        Py_DECREF(w);
-        if (is_done < 0)
-            return NULL;
-    }
     Py_ssize_t max_read, max_held;
     PyObject *opts = FIELD(inp, F.i_opts);
     if (attr_ssize(opts, s_max_read_buffer, &max_read) < 0
@@ -1184,6 +1172,25 @@ c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if ((unread + n > max_read || PyDict_GET_SIZE(FIELD(inp, F.i_held)) > max_held)
             && call_method(self, s_pause, NULL, NULL) < 0)
         return NULL;
+    /* The waiting read is woken last: its task may run right here (wake.c),
+     * once this connection's accounting is whole. */
+    PyObject *w = FIELD(inp, F.i_waiter), *loop = FIELD(inp, F.i_loop);
+    if (w != NULL && w != Py_None) {
+        Py_INCREF(w);
+        Py_XINCREF(loop);
+        int rc = 0;
+        if (loop != NULL) {
+            rc = wake_read_future(w, loop);
+        } else {                    /* unset: the reference's InputPipe.wake() */
+            PyObject *r = PyObject_CallMethod(inp, "wake", NULL);
+            rc = r == NULL ? -1 : 0;
+            Py_XDECREF(r);
+        }
+        Py_DECREF(w);
+        Py_XDECREF(loop);
+        if (rc < 0)
+            return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -2585,7 +2592,7 @@ connfast_init(PyObject *module)
         {&s_new_segment, "_new_segment"}, {&s_wake_flushers, "_wake_flushers"},
         {&s_check, "check"}, {&s_now, "now"}, {&s_view, "view"}, {&s_give_back, "give_back"},
         {&s_send_what, "send"}, {&s_sends, "sends"}, {&s_bytes_out, "bytes_out"},
-        {&s_done, "done"}, {&s_set_result, "set_result"}, {&s_pause, "_pause"},
+        {&s_pause, "_pause"},
         {&s_maybe_resume, "_maybe_resume"}, {&s_move_off, "_move_off"},
         {&s_release, "release"}, {&s_max_read_buffer, "max_read_buffer"},
         {&s_max_held_slots, "max_held_slots"}, {&s_out, "out"},

@@ -94,6 +94,8 @@ loop_call_soon(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
         return NULL;
     if (!ok)        /* closed (it raises), or debug mode (checks, tracebacks) */
         return call_ref_kw(ref_call_soon, self, args, nargs, kwnames);
+    if (wake_capture(args, nargs, context == Py_None ? NULL : context))
+        Py_RETURN_NONE;     /* a read's task, run in place by wake_read_future */
     PyObject *ready = PyObject_GetAttr(self, s_ready);
     if (ready == NULL)
         return NULL;

@@ -792,6 +792,7 @@ static PyObject *
 Dispatcher_run(DispatcherObject *self, PyObject *Py_UNUSED(ignored))
 {
     unsigned long long total = 0;
+    int prev = wake_inline_begin();       /* a woken read's task may run in place */
     for (;;) {
         unsigned n = zu_harvest(self->ring, self->batch, self->op, self->key, self->res,
                                 self->flags, self->bid);
@@ -800,12 +801,15 @@ Dispatcher_run(DispatcherObject *self, PyObject *Py_UNUSED(ignored))
         self->cqes += n;
         total += n;
         for (unsigned i = 0; i < n; i++) {
-            if (dispatch_one(self, i) < 0 && handle_failure(self, i) < 0)
+            if (dispatch_one(self, i) < 0 && handle_failure(self, i) < 0) {
+                wake_inline_end(prev);
                 return NULL;
+            }
         }
         if (n < self->batch)
             break;
     }
+    wake_inline_end(prev);
     return PyLong_FromUnsignedLongLong(total);
 }
 
@@ -1432,7 +1436,7 @@ PyInit__speedups(void)
     if (m == NULL)
         return NULL;
     if (connfast_init(m) < 0 || loopfast_init(m) < 0 || seqfast_init(m) < 0
-            || readerfast_init(m) < 0) {
+            || readerfast_init(m) < 0 || wake_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

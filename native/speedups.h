@@ -254,6 +254,19 @@ int install_methods(PyTypeObject *cls, PyMethodDef *defs, PyObject **refs_out[],
 /* the loop fast path (loopfast.c) */
 int loopfast_init(PyObject *module);
 
+/* a read's task resumed in place (wake.c) */
+int wake_init(PyObject *module);
+/* fut.set_result(None) unless it is done; the task waiting on it runs now
+ * when the dispatcher harvests and it may (see wake.c), else it is queued.
+ * 0, or -1 with an error. */
+int wake_read_future(PyObject *fut, PyObject *loop);
+/* From the loop's call_soon(args[0], args[1], context=context): 1 when the
+ * capture armed by wake_read_future took the callback (nothing to queue). */
+int wake_capture(PyObject *const *args, Py_ssize_t nargs, PyObject *context);
+/* The dispatcher's harvest: begin returns what end restores. */
+int wake_inline_begin(void);
+void wake_inline_end(int prev);
+
 /* the connection fast path (connfast.c) */
 int connfast_init(PyObject *module);
 /* True when sink is exactly the bound ProtocolConnection class: the

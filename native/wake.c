@@ -1,0 +1,302 @@
+/*
+ * wake.c -- a read's task resumed where its bytes are dispatched.
+ *
+ * Why: a level 1-3 read that had to wait was resumed through the loop: the
+ * receive completion's set_result on the read's future scheduled the task's
+ * wake-up with call_soon (a Handle, an argument tuple, a deque append), and
+ * the next pass of the loop's Python _run_once popped it and ran it.  uvloop
+ * runs the same machinery in C; the C echo server has none of it.
+ *
+ * How: the future stays asyncio's own C Future (so the C Task keeps its
+ * fast paths for it).  wake_read_future() sets its result with a *capture*
+ * armed: the reactor loop's call_soon (loopfast.c) hands the first callback
+ * to the capture instead of queueing a Handle, when it is a C task's wakeup.
+ * wake_read_future() then runs it right there, in the task's context, when
+ *   - the dispatcher is harvesting (a thread-local flag it sets; cleared
+ *     while a step runs, so whatever a step wakes is queued as usual),
+ *   - no task is running on the loop (asyncio's _current_tasks),
+ *   - the task has not run in place in this harvest yet (fairness: a flooded
+ *     connection's task gets one step per harvest, as before; its other
+ *     wake-ups are queued and run after the harvest);
+ * otherwise it queues the wake-up as call_soon would have.  The loop's debug
+ * mode never captures (call_soon's reference path keeps its checks and
+ * slow-callback warnings).  A step that raises anything but KeyboardInterrupt
+ * or SystemExit goes to the loop's exception handler, as Handle._run does.
+ *
+ * What a task sees: what it would have seen a moment later.  Only the order
+ * among tasks woken by one harvest changes: each runs as its bytes are
+ * dispatched, as a Protocol's data_received does.
+ *
+ * Rules: as speedups.c -- reference counts written out on every path, every
+ * error propagated, the GIL held throughout.
+ */
+#include "speedups.h"
+
+#include <string.h>
+
+static PyObject *current_tasks, *current_task_fn;
+static PyTypeObject *task_type;
+static PyObject *s_call_soon, *s_set_result, *s_done, *s_call_exception_handler, *kw_context;
+static PyObject *s_message, *s_exception;
+
+/* Wake-ups of reads run in place / captured but queued (wake_counts()). */
+static unsigned long long n_in_place, n_queued;
+
+/* Set while the dispatcher harvests on this thread (wake_inline_begin). */
+static _Thread_local int inline_ok;
+
+/* The capture armed by wake_read_future around set_result. */
+static _Thread_local struct {
+    int armed;
+    PyObject *cb, *arg, *ctx;       /* new references once taken */
+} capture;
+
+/* The tasks that ran in place during this harvest: an open-addressing set of
+ * identities (never dereferenced), emptied by moving to a new generation. */
+#define RAN_SIZE 512
+static _Thread_local struct { const void *task; unsigned gen; } ran[RAN_SIZE];
+static _Thread_local unsigned ran_gen;
+
+int
+wake_inline_begin(void)
+{
+    int prev = inline_ok;
+    if (!prev && ++ran_gen == 0)    /* a new harvest; generation 0 marks empty */
+        ran_gen = 1;
+    inline_ok = 1;
+    return prev;
+}
+
+void
+wake_inline_end(int prev)
+{
+    inline_ok = prev;
+}
+
+/* 1 when task has not run in place in this harvest (it now counts as having
+ * run), 0 when it has or the set is crowded. */
+static int
+first_run(const void *task)
+{
+    size_t h = ((size_t)task >> 4) * (size_t)0x9E3779B97F4A7C15ull;
+    for (unsigned probe = 0; probe < 32; probe++) {
+        size_t i = (h + probe) & (RAN_SIZE - 1);
+        if (ran[i].gen != ran_gen) {
+            ran[i].task = task;
+            ran[i].gen = ran_gen;
+            return 1;
+        }
+        if (ran[i].task == task)
+            return 0;
+    }
+    return 0;
+}
+
+/* A C asyncio.Task's wakeup method (what the Task registers on a future). */
+static int
+is_task_wakeup(PyObject *cb)
+{
+    if (task_type == NULL || !PyCFunction_Check(cb))
+        return 0;
+    PyCFunctionObject *f = (PyCFunctionObject *)cb;
+    return f->m_ml != NULL && f->m_ml->ml_name != NULL
+           && strcmp(f->m_ml->ml_name, "task_wakeup") == 0
+           && f->m_self != NULL && PyObject_TypeCheck(f->m_self, task_type);
+}
+
+int
+wake_capture(PyObject *const *args, Py_ssize_t nargs, PyObject *context)
+{
+    if (!capture.armed || capture.cb != NULL || nargs != 2 || context == NULL
+            || !PyContext_CheckExact(context) || !is_task_wakeup(args[0]))
+        return 0;
+    capture.cb = Py_NewRef(args[0]);
+    capture.arg = Py_NewRef(args[1]);
+    capture.ctx = Py_NewRef(context);
+    return 1;
+}
+
+/* 1 when no task runs on loop now, 0 when one does, -1 on error. */
+static int
+no_task_running(PyObject *loop)
+{
+    if (current_tasks != NULL) {
+        PyObject *t = PyDict_GetItemWithError(current_tasks, loop);
+        return t != NULL ? 0 : PyErr_Occurred() ? -1 : 1;
+    }
+    PyObject *t = PyObject_CallOneArg(current_task_fn, loop);
+    if (t == NULL)
+        return -1;
+    int r = t == Py_None;
+    Py_DECREF(t);
+    return r;
+}
+
+/* A step run in place raised: as Handle._run, KeyboardInterrupt and
+ * SystemExit propagate (-1), anything else goes to the loop's exception
+ * handler (0, or -1 if that fails). */
+static int
+report(PyObject *loop, PyObject *cb, PyObject *arg)
+{
+    if (PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+        return -1;
+    PyObject *exc = fetch_exception();
+    if (exc == NULL)
+        return -1;
+    PyObject *msg = PyUnicode_FromFormat("Exception in callback %R(%R)", cb, arg);
+    PyObject *ctx = msg == NULL ? NULL : PyDict_New();
+    int rc = -1;
+    if (ctx != NULL && PyDict_SetItem(ctx, s_message, msg) == 0
+            && PyDict_SetItem(ctx, s_exception, exc) == 0) {
+        PyObject *stack[2] = {loop, ctx};
+        PyObject *r = PyObject_VectorcallMethod(s_call_exception_handler, stack, 2, NULL);
+        if (r != NULL) {
+            Py_DECREF(r);
+            rc = 0;
+        }
+    }
+    Py_XDECREF(ctx);
+    Py_XDECREF(msg);
+    Py_DECREF(exc);
+    return rc;
+}
+
+/* loop.call_soon(cb, arg, context=ctx): what the capture took, queued. */
+static int
+queue(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
+{
+    PyObject *stack[4] = {loop, cb, arg, ctx};
+    PyObject *h = PyObject_VectorcallMethod(s_call_soon, stack, 3, kw_context);
+    if (h == NULL)
+        return -1;
+    Py_DECREF(h);
+    return 0;
+}
+
+/* cb(arg) now, in ctx: 0, or -1 with an error to propagate. */
+static int
+run_in_place(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
+{
+    if (PyContext_Enter(ctx) < 0) {     /* entered elsewhere: queue it, as call_soon would */
+        PyErr_Clear();
+        return queue(loop, cb, arg, ctx);
+    }
+    inline_ok = 0;
+    PyObject *r = PyObject_CallOneArg(cb, arg);
+    inline_ok = 1;
+    if (PyContext_Exit(ctx) < 0)
+        Py_CLEAR(r);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    return report(loop, cb, arg);
+}
+
+int
+wake_read_future(PyObject *fut, PyObject *loop)
+{
+    PyObject *done = PyObject_VectorcallMethod(s_done, &fut, 1, NULL);
+    int rc = done == NULL ? -1 : PyObject_IsTrue(done);
+    Py_XDECREF(done);
+    if (rc != 0)
+        return rc < 0 ? -1 : 0;
+    int armed = inline_ok && !capture.armed;
+    if (armed)
+        capture.armed = 1;
+    PyObject *stack[2] = {fut, Py_None};
+    PyObject *r = PyObject_VectorcallMethod(s_set_result, stack, 2, NULL);
+    if (!armed) {
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        return 0;
+    }
+    capture.armed = 0;
+    PyObject *cb = capture.cb, *arg = capture.arg, *ctx = capture.ctx;
+    capture.cb = capture.arg = capture.ctx = NULL;
+    if (r == NULL || cb == NULL) {          /* failed, or nothing captured */
+        Py_XDECREF(cb);
+        Py_XDECREF(arg);
+        Py_XDECREF(ctx);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        return 0;
+    }
+    Py_DECREF(r);
+    int ok = no_task_running(loop);
+    if (ok > 0)
+        ok = first_run(PyCFunction_GET_SELF(cb));
+    if (ok > 0)
+        n_in_place++;
+    else if (ok == 0)
+        n_queued++;
+    rc = ok < 0 ? -1 : ok ? run_in_place(loop, cb, arg, ctx) : queue(loop, cb, arg, ctx);
+    Py_DECREF(cb);
+    Py_DECREF(arg);
+    Py_DECREF(ctx);
+    return rc;
+}
+
+/* --------------------------------------------------------------- init */
+
+static PyObject *
+import_attr(const char *module, const char *name)
+{
+    PyObject *m = PyImport_ImportModule(module);
+    if (m == NULL)
+        return NULL;
+    PyObject *v = PyObject_GetAttrString(m, name);
+    Py_DECREF(m);
+    return v;
+}
+
+static PyObject *
+sp_wake_counts(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(KK)", n_in_place, n_queued);
+}
+
+static PyMethodDef wake_functions[] = {
+    {"wake_counts", (PyCFunction)sp_wake_counts, METH_NOARGS,
+     "wake_counts() -> (in_place, queued): read wake-ups whose task step ran where the "
+     "receive completion was dispatched, and those queued instead (see native/wake.c)."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+wake_init(PyObject *module)
+{
+    current_task_fn = import_attr("asyncio", "current_task");
+    if (current_task_fn == NULL)
+        return -1;
+    /* The C Task and the dict its enter_task checks; without the Task
+     * (another implementation) nothing runs in place. */
+    PyObject *t = import_attr("_asyncio", "Task");
+    if (t == NULL || !PyType_Check(t)) {
+        PyErr_Clear();
+        Py_XDECREF(t);
+    } else {
+        task_type = (PyTypeObject *)t;
+    }
+    current_tasks = import_attr("_asyncio", "_current_tasks");
+    if (current_tasks == NULL || !PyDict_CheckExact(current_tasks)) {
+        PyErr_Clear();
+        Py_CLEAR(current_tasks);
+    }
+    struct { PyObject **slot; const char *s; } names[] = {
+        {&s_call_soon, "call_soon"}, {&s_set_result, "set_result"}, {&s_done, "done"},
+        {&s_call_exception_handler, "call_exception_handler"}, {&s_message, "message"},
+        {&s_exception, "exception"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].s);
+        if (*names[i].slot == NULL)
+            return -1;
+    }
+    kw_context = Py_BuildValue("(s)", "context");
+    if (kw_context == NULL)
+        return -1;
+    return PyModule_AddFunctions(module, wake_functions);
+}
