@@ -44,8 +44,10 @@ def test_a_woken_read_keeps_its_task_and_context() -> None:
     """Every wake-up resumes the handler's own task in the handler's context;
     with the extension, (nearly) every one ran in place."""
     seen: list[tuple[str, bool]] = []
+    debug: list[bool] = []
 
     async def handler(conn: zerg.Connection) -> None:
+        debug.append(asyncio.get_running_loop().get_debug())    # python -X dev: True
         me = asyncio.current_task()
         tag.set(f"conn-{conn.id}")
         while True:
@@ -66,7 +68,10 @@ def test_a_woken_read_keeps_its_task_and_context() -> None:
     assert len(seen) >= ROUND_TRIPS
     assert all(t.startswith("conn-") and same for t, same in seen), seen[:5]
     if _native.speedups is not None:
-        assert in_place >= ROUND_TRIPS * 0.9, in_place
+        if debug[0]:
+            assert in_place == 0        # debug mode queues every wake-up (next test)
+        else:
+            assert in_place >= ROUND_TRIPS * 0.9, in_place
 
 
 def test_debug_mode_queues_every_wake_up() -> None:
