@@ -106,10 +106,14 @@ def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condit
         time.sleep(0.005)
 
 
-async def echo_handler(conn: zerg.Connection) -> None:
-    """Level-1 echo: every slot is written back, then returned."""
+async def echo_handler(conn: zerg.Connection,
+                       after_read: Callable[[], None] | None = None) -> None:
+    """Level-1 echo: every slot is written back, then returned (``after_read``
+    runs after each read, for tests that look at the task there)."""
     while True:
         snap = await conn.read()
+        if after_read is not None:
+            after_read()
         if snap.is_closed:
             return
         while (item := conn.try_get_ring(snap)) is not None:

@@ -16,7 +16,7 @@ import contextvars
 import socket
 import time
 
-from conftest import recv_exact, serving
+from conftest import echo_handler, recv_exact, serving
 
 import zerg
 from zerg import _native
@@ -50,16 +50,7 @@ def test_a_woken_read_keeps_its_task_and_context() -> None:
         debug.append(asyncio.get_running_loop().get_debug())    # python -X dev: True
         me = asyncio.current_task()
         tag.set(f"conn-{conn.id}")
-        while True:
-            snap = await conn.read()
-            seen.append((tag.get(), asyncio.current_task() is me))
-            if snap.is_closed:
-                return
-            while (item := conn.try_get_ring(snap)) is not None:
-                conn.write(item.view)
-                conn.return_ring(item)
-            conn.reset_read()
-            await conn.flush()
+        await echo_handler(conn, lambda: seen.append((tag.get(), asyncio.current_task() is me)))
 
     before = counts()
     with serving(handler) as srv, srv.connect() as sock:
