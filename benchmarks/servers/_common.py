@@ -8,11 +8,13 @@ waits for that line before it starts the load generator.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import os
 import resource
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Final
@@ -53,6 +55,23 @@ def ready(port: int) -> None:
     if os.environ.get("BENCH_COUNT_ALLOCS"):
         _count_allocations()
     print(f"ready {port}", flush=True)
+
+
+def serve_asyncio(args: argparse.Namespace,
+                  start: Callable[[str, int], Awaitable[asyncio.Server]],
+                  loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> None:
+    """The main of every asyncio/uvloop server: the fd limit raised, then on a
+    fresh loop (``loop_factory``; asyncio's own when None) ``start(host,
+    port)``, the ready line with the port it got, and serve forever."""
+    raise_nofile()
+
+    async def run() -> None:
+        server = await start(args.host, args.port)
+        ready(server.sockets[0].getsockname()[1])
+        await server.serve_forever()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(run())
 
 
 def _count_allocations() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from _common import BACKLOG, parse_args, raise_nofile, ready
+from _common import BACKLOG, parse_args, serve_asyncio
 
 
 class Echo(asyncio.Protocol):
@@ -18,17 +18,12 @@ class Echo(asyncio.Protocol):
         self.transport.write(data)
 
 
-async def serve(host: str, port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Echo, host, port, backlog=BACKLOG)
-    ready(server.sockets[0].getsockname()[1])
-    await server.serve_forever()
+async def start(host: str, port: int) -> asyncio.Server:
+    return await asyncio.get_running_loop().create_server(Echo, host, port, backlog=BACKLOG)
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    raise_nofile()
-    asyncio.run(serve(args.host, args.port))
+    serve_asyncio(parse_args(__doc__ or ""), start)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from _common import BACKLOG, READ_SIZE, parse_args, raise_nofile, ready
+from _common import BACKLOG, READ_SIZE, parse_args, serve_asyncio
 
 
 async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -18,16 +18,12 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.close()
 
 
-async def serve(host: str, port: int) -> None:
-    server = await asyncio.start_server(echo, host, port, backlog=BACKLOG)
-    ready(server.sockets[0].getsockname()[1])
-    await server.serve_forever()
+async def start(host: str, port: int) -> asyncio.Server:
+    return await asyncio.start_server(echo, host, port, backlog=BACKLOG)
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    raise_nofile()
-    asyncio.run(serve(args.host, args.port))
+    serve_asyncio(parse_args(__doc__ or ""), start)
 
 
 if __name__ == "__main__":

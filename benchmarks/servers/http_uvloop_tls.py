@@ -12,23 +12,18 @@ from __future__ import annotations
 import asyncio
 
 import uvloop
-from _common import BACKLOG, parse_args, raise_nofile, ready
+from _common import BACKLOG, parse_args, serve_asyncio
 from http_uvloop import Http
 from http_zerg_tls import server_context
 
 
-async def serve(host: str, port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Http, host, port, backlog=BACKLOG, ssl=server_context())
-    ready(server.sockets[0].getsockname()[1])
-    await server.serve_forever()
+async def start(host: str, port: int) -> asyncio.Server:
+    return await asyncio.get_running_loop().create_server(Http, host, port, backlog=BACKLOG,
+                                                          ssl=server_context())
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    raise_nofile()
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(args.host, args.port))
+    serve_asyncio(parse_args(__doc__ or ""), start, uvloop.new_event_loop)
 
 
 if __name__ == "__main__":

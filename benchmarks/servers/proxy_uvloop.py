@@ -9,7 +9,7 @@ import asyncio
 from typing import cast
 
 import uvloop
-from _common import BACKLOG, parse_args, raise_nofile, ready
+from _common import BACKLOG, parse_args, raise_nofile, serve_asyncio
 from _upstream import start_echo
 
 
@@ -77,21 +77,17 @@ class Front(Side):
         self.transport.resume_reading()
 
 
-async def serve(host: str, port: int, upstream_port: int) -> None:
-    Front.upstream = (host, upstream_port)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Front, host, port, backlog=BACKLOG)
-    ready(server.sockets[0].getsockname()[1])
-    await server.serve_forever()
+async def start(host: str, port: int) -> asyncio.Server:
+    return await asyncio.get_running_loop().create_server(Front, host, port, backlog=BACKLOG)
 
 
 def main() -> None:
     args = parse_args(__doc__ or "")
     raise_nofile()
     upstream_port, upstream = start_echo(args.host)
+    Front.upstream = (args.host, upstream_port)
     try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(args.host, args.port, upstream_port))
+        serve_asyncio(args, start, uvloop.new_event_loop)
     finally:
         upstream.kill()
 

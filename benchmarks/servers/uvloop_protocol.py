@@ -6,7 +6,7 @@ import asyncio
 from typing import cast
 
 import uvloop
-from _common import BACKLOG, parse_args, raise_nofile, ready
+from _common import BACKLOG, parse_args, serve_asyncio
 
 
 class Echo(asyncio.Protocol):
@@ -19,18 +19,12 @@ class Echo(asyncio.Protocol):
         self.transport.write(data)
 
 
-async def serve(host: str, port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Echo, host, port, backlog=BACKLOG)
-    ready(server.sockets[0].getsockname()[1])
-    await server.serve_forever()
+async def start(host: str, port: int) -> asyncio.Server:
+    return await asyncio.get_running_loop().create_server(Echo, host, port, backlog=BACKLOG)
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    raise_nofile()
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(args.host, args.port))
+    serve_asyncio(parse_args(__doc__ or ""), start, uvloop.new_event_loop)
 
 
 if __name__ == "__main__":

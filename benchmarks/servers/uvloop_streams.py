@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import uvloop
-from _common import BACKLOG, READ_SIZE, parse_args, raise_nofile, ready
+from _common import BACKLOG, READ_SIZE, parse_args, serve_asyncio
 
 
 async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -19,17 +19,12 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.close()
 
 
-async def serve(host: str, port: int) -> None:
-    server = await asyncio.start_server(echo, host, port, backlog=BACKLOG)
-    ready(server.sockets[0].getsockname()[1])
-    await server.serve_forever()
+async def start(host: str, port: int) -> asyncio.Server:
+    return await asyncio.start_server(echo, host, port, backlog=BACKLOG)
 
 
 def main() -> None:
-    args = parse_args(__doc__ or "")
-    raise_nofile()
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(args.host, args.port))
+    serve_asyncio(parse_args(__doc__ or ""), start, uvloop.new_event_loop)
 
 
 if __name__ == "__main__":
