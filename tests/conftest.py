@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import zerg
+from zerg.adapters import PipeReader
 
 
 class ErrorLog(logging.Handler):
@@ -121,6 +122,34 @@ async def echo_handler(conn: zerg.Connection,
             conn.return_ring(item)
         conn.reset_read()
         await conn.flush()
+
+
+async def reader_echo(conn: zerg.Connection,
+                      send: Callable[[zerg.BufferSequence], None] | None = None) -> None:
+    """PipeReader echo until the peer ends the stream: each buffer goes to
+    ``send`` (``conn.write`` when None), is consumed at once, then flushed."""
+    send = conn.write if send is None else send
+    reader = PipeReader(conn)
+    while True:
+        res = await reader.read()
+        buf = res.buffer
+        if buf:
+            send(buf)
+        reader.advance_to(len(buf))
+        await conn.flush()
+        if res.is_completed:
+            return
+
+
+async def read_to_end(reader: PipeReader) -> bytes:
+    """Every byte until the peer ends the stream, consumed as it comes."""
+    data = b""
+    while True:
+        res = await reader.read()
+        data += res.buffer.tobytes()
+        reader.advance_to(len(res.buffer))
+        if res.is_completed:
+            return data
 
 
 @pytest.fixture

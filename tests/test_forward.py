@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import serving
+from conftest import reader_echo, serving
 
 import zerg
 from zerg.adapters import PipeReader
@@ -74,16 +74,7 @@ class ForwardEcho(zerg.Protocol):
 async def forward_echo_reader(conn: zerg.Connection) -> None:
     """Echo by forwarding a PipeReader's buffer, consuming it at once: the
     slots must stay pinned until the send took them."""
-    reader = PipeReader(conn)
-    while True:
-        result = await reader.read()
-        buf = result.buffer
-        if buf:
-            conn.forward(buf)
-        reader.advance_to(len(buf))
-        await conn.flush()
-        if result.is_completed:
-            return
+    await reader_echo(conn, conn.forward)
 
 
 async def forward_echo_sequence(conn: zerg.Connection) -> None:

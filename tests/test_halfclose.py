@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from conftest import serving
+from conftest import read_to_end, serving
 
 import zerg
 from zerg.adapters import PipeReader
@@ -22,15 +22,7 @@ def test_write_eof_sends_the_staged_bytes_then_the_end_and_keeps_reading() -> No
             conn.write(b"late")
         except BrokenPipeError as exc:
             outcome["late"] = str(exc)
-        reader = PipeReader(conn)
-        got = b""
-        while True:                         # the peer still sends after our EOF
-            result = await reader.read()
-            got += result.buffer.tobytes()
-            reader.advance_to(len(result.buffer))
-            if result.is_completed:
-                break
-        outcome["got"] = got
+        outcome["got"] = await read_to_end(PipeReader(conn))   # the peer still sends after our EOF
 
     class Proto(zerg.Protocol):
         def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:

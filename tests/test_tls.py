@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import trustme
-from conftest import RunningServer, serving, wait_for
+from conftest import RunningServer, read_to_end, reader_echo, serving, wait_for
 from examples_loader import load_example
 
 import zerg
@@ -101,20 +101,6 @@ def stat(srv: RunningServer, field: str) -> int:
 
 
 # ------------------------------------------------------------------ handlers
-async def reader_echo(conn: zerg.Connection) -> None:
-    """PipeReader echo, until the peer ends the stream."""
-    reader = PipeReader(conn)
-    while True:
-        res = await reader.read()
-        buf = res.buffer
-        if buf:
-            conn.write(buf)
-        reader.advance_to(len(buf))
-        await conn.flush()
-        if res.is_completed:
-            return
-
-
 def stream_echo(conn: zerg.Connection) -> None:
     """A plain def handler (worker thread): line echo through io.BufferedReader."""
     stream = ConnectionStream(conn)
@@ -396,14 +382,7 @@ def test_close_notify_both_ways(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLC
     received: list[bytes] = []
 
     async def until_end(conn: zerg.Connection) -> None:
-        reader = PipeReader(conn)
-        data = b""
-        while True:
-            res = await reader.read()
-            data += res.buffer.tobytes()
-            reader.advance_to(len(res.buffer))
-            if res.is_completed:
-                break
+        data = await read_to_end(PipeReader(conn))
         received.append(data)
         if data == b"ragged":
             conn.write(b"bye")      # after the peer's end we may still write
@@ -439,14 +418,7 @@ def test_write_eof_half_closes_with_close_notify(server_ctx: ssl.SSLContext,
             conn.write(b"late")
         except BrokenPipeError as exc:
             refused.append(str(exc))
-        data = b""
-        while True:                         # the peer may still talk
-            res = await reader.read()
-            data += res.buffer.tobytes()
-            reader.advance_to(len(res.buffer))
-            if res.is_completed:
-                break
-        got.append(data)
+        got.append(await read_to_end(reader))     # the peer may still talk
 
     with serving(half, ssl=server_ctx) as srv, tls_connect(srv, client_ctx) as s:
         assert recv_n(s, 6) == b"answer"
