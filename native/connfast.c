@@ -1121,7 +1121,7 @@ c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             || FIELD(inp, F.i_plain) != Py_True || FIELD(inp, F.i_slots) == NULL
             || FIELD(inp, F.i_held) == NULL || !PyDict_CheckExact(FIELD(inp, F.i_held))
             || FIELD(inp, F.i_items) == NULL || !PyList_CheckExact(FIELD(inp, F.i_items))
-            || FIELD(inp, F.i_opts) == NULL
+            || FIELD(inp, F.i_opts) == NULL || FIELD(inp, F.i_loop) == NULL
             || field_ssize(inp, F.i_tail, &tail) || field_ssize(inp, F.i_unread, &unread))
         return call_ref(ref_c_on_recv, self, args, nargs);
     PyObject *key = args[0];
@@ -1177,17 +1177,10 @@ c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *w = FIELD(inp, F.i_waiter), *loop = FIELD(inp, F.i_loop);
     if (w != NULL && w != Py_None) {
         Py_INCREF(w);
-        Py_XINCREF(loop);
-        int rc = 0;
-        if (loop != NULL) {
-            rc = wake_read_future(w, loop);
-        } else {                    /* unset: the reference's InputPipe.wake() */
-            PyObject *r = PyObject_CallMethod(inp, "wake", NULL);
-            rc = r == NULL ? -1 : 0;
-            Py_XDECREF(r);
-        }
+        Py_INCREF(loop);
+        int rc = wake_read_future(w, loop);
         Py_DECREF(w);
-        Py_XDECREF(loop);
+        Py_DECREF(loop);
         if (rc < 0)
             return NULL;
     }
