@@ -8,9 +8,11 @@ valid operations on two real rings and compares every result.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -40,25 +42,31 @@ def test_switch_selects_the_implementation() -> None:
         assert out.stdout.strip() == want
 
 
-def _pair(incremental: bool) -> tuple[Any, Any, list[Ring]]:
-    """A C and a Python RecvSlots, each on its own real ring and region."""
+@contextlib.contextmanager
+def _pair(incremental: bool) -> Iterator[tuple[Any, Any]]:
+    """A C and a Python RecvSlots, each on its own real ring and region
+    (the rings closed on the way out)."""
     from zerg import _speedups
 
     rings: list[Ring] = []
     made: list[Any] = []
-    for native in (True, False):
-        ring = Ring(8)
-        rings.append(ring)
-        pool = SlabPool(SLOT, SLOTS, 512)
-        ring.setup_buffer_ring(0, SLOTS, pool.recv_base, SLOT, incremental=incremental)
-        if native:
-            made.append(_speedups.RecvSlots(ring_address=ring.address, owner=ring,
-                                            recv_view=pool.recv_view, slot_size=SLOT,
-                                            total=SLOTS, incremental=incremental))
-        else:
-            made.append(IncrementalRecvSlots(ring, pool) if incremental
-                        else RecvSlots(ring, pool))
-    return made[0], made[1], rings
+    try:
+        for native in (True, False):
+            ring = Ring(8)
+            rings.append(ring)
+            pool = SlabPool(SLOT, SLOTS, 512)
+            ring.setup_buffer_ring(0, SLOTS, pool.recv_base, SLOT, incremental=incremental)
+            if native:
+                made.append(_speedups.RecvSlots(ring_address=ring.address, owner=ring,
+                                                recv_view=pool.recv_view, slot_size=SLOT,
+                                                total=SLOTS, incremental=incremental))
+            else:
+                made.append(IncrementalRecvSlots(ring, pool) if incremental
+                            else RecvSlots(ring, pool))
+        yield made[0], made[1]
+    finally:
+        for ring in rings:
+            ring.close()
 
 
 def _same(c: Any, py: Any) -> None:
@@ -77,8 +85,7 @@ ops = st.lists(st.tuples(st.sampled_from(["cqe", "cqe", "cqe", "give", "flush", 
 @given(st.booleans(), ops)
 def test_c_and_python_recv_slots_agree(incremental: bool,
                                        script: list[tuple[str, int, bool, int]]) -> None:
-    c, py, rings = _pair(incremental)
-    try:
+    with _pair(incremental) as (c, py):
         kernel_free = list(range(SLOTS))     # slots the kernel may fill
         filling: int | None = None           # incremental: the slot the kernel is filling
         keys: list[int] = []                 # keys the application holds
@@ -154,35 +161,24 @@ def test_c_and_python_recv_slots_agree(incremental: bool,
         _same(c, py)
         if filling is None:
             assert c.in_use == 0
-    finally:
-        for ring in rings:
-            ring.close()
 
 
 def test_recv_slots_refuse_an_unpin_without_a_pin() -> None:
     """Both accountings: unpinning more often than pinning is a zerg bug, said loudly."""
-    c, py, rings = _pair(False)
-    try:
+    with _pair(False) as (c, py):
         for slots in (c, py):
             key = slots.on_cqe(10, 0, 2)
             slots.pin(key)
             slots.unpin(key)
             with pytest.raises(RuntimeError, match="unpinned more often than pinned"):
                 slots.unpin(key)
-    finally:
-        for ring in rings:
-            ring.close()
 
 
 def test_c_recv_slots_refuse_a_double_give_back() -> None:
     """The reference trusts its callers; the C accounting checks, loudly."""
-    c, _, rings = _pair(True)
-    try:
+    with _pair(True) as (c, _):
         key = c.on_cqe(10, CQE_F_BUF_MORE, 3)
         assert key == 3
         c.give_back(key)
         with pytest.raises(RuntimeError, match="zerg bug: slot part 3 given back twice"):
             c.give_back(key)
-    finally:
-        for ring in rings:
-            ring.close()
