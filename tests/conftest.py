@@ -124,6 +124,45 @@ async def echo_handler(conn: zerg.Connection,
         await conn.flush()
 
 
+@contextlib.contextmanager
+def socket_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A plain stdlib socket server on a thread (IPv4 loopback), its port;
+    ``handle`` gets each connection (10 s timeout) on a thread of its own."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.1)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except TimeoutError:
+                continue
+            c.settimeout(10)
+            t = threading.Thread(target=handle, args=(c,), daemon=True)
+            t.start()
+            threads.append(t)
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        stop.set()
+        acceptor.join(5)
+        for t in threads:
+            t.join(10)
+        srv.close()
+
+
+def socket_echo(c: socket.socket) -> None:
+    """Echo until the peer ends (a handler for ``socket_server``)."""
+    with c:
+        while data := c.recv(65536):
+            c.sendall(data)
+
+
 async def reader_echo(conn: zerg.Connection,
                       send: Callable[[zerg.BufferSequence], None] | None = None) -> None:
     """PipeReader echo until the peer ends the stream: each buffer goes to

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
-from conftest import serving
+from conftest import serving, socket_echo, socket_server
 
 import zerg
 from zerg.adapters import PipeReader
@@ -24,32 +24,8 @@ from zerg.adapters import PipeReader
 @pytest.fixture
 def echo_server() -> Iterator[tuple[str, int]]:
     """A plain stdlib echo server on a thread (IPv4 loopback)."""
-    srv = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        srv.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                c, _ = srv.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=_echo, args=(c,), daemon=True).start()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    yield "127.0.0.1", srv.getsockname()[1]
-    stop.set()
-    t.join(5)
-    srv.close()
-
-
-def _echo(c: socket.socket) -> None:
-    with c:
-        while data := c.recv(65536):
-            c.sendall(data)
+    with socket_server(socket_echo) as port:
+        yield "127.0.0.1", port
 
 
 def run_standalone(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
@@ -153,7 +129,7 @@ def test_connect_over_ipv6() -> None:
     except OSError:
         pytest.fail("this machine has no IPv6 loopback; the suite expects one")
     port = srv.getsockname()[1]
-    t = threading.Thread(target=lambda: _echo(srv.accept()[0]), daemon=True)
+    t = threading.Thread(target=lambda: socket_echo(srv.accept()[0]), daemon=True)
     t.start()
 
     async def main() -> bytes:
@@ -192,7 +168,7 @@ def test_connect_with_a_protocol() -> None:
             events.append("lost")
 
     srv = socket.create_server(("127.0.0.1", 0))
-    t = threading.Thread(target=lambda: _echo(srv.accept()[0]), daemon=True)
+    t = threading.Thread(target=lambda: socket_echo(srv.accept()[0]), daemon=True)
     t.start()
     client = Client()
 

@@ -16,11 +16,11 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import RunningServer, serving, wait_for
+from conftest import RunningServer, serving, socket_echo, socket_server, wait_for
 from examples_loader import load_example
 
 import zerg
@@ -35,43 +35,6 @@ def proxying(port: int, **options: Any) -> Iterator[RunningServer]:
     front = proxy.Front("127.0.0.1", port, connect_timeout=2.0)
     with serving(front, **options) as srv:
         yield srv
-
-
-@contextlib.contextmanager
-def upstream(handle: Callable[[socket.socket], None]) -> Iterator[int]:
-    """A plain socket server on a thread; ``handle`` gets each connection."""
-    srv = socket.create_server(("127.0.0.1", 0))
-    srv.settimeout(0.1)
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                c, _ = srv.accept()
-            except TimeoutError:
-                continue
-            c.settimeout(10)
-            t = threading.Thread(target=handle, args=(c,), daemon=True)
-            t.start()
-            threads.append(t)
-
-    acceptor = threading.Thread(target=accept, daemon=True)
-    acceptor.start()
-    try:
-        yield srv.getsockname()[1]
-    finally:
-        stop.set()
-        acceptor.join(5)
-        for t in threads:
-            t.join(10)
-        srv.close()
-
-
-def echo(c: socket.socket) -> None:
-    with c:
-        while data := c.recv(65536):
-            c.sendall(data)
 
 
 def _recv_all(s: socket.socket) -> bytes:
@@ -146,7 +109,7 @@ def test_half_close_is_passed_on_both_ways() -> None:
             request = _recv_all(c)                  # ends only if the FIN came through
             c.sendall(b"got %d bytes" % len(request))
 
-    with upstream(answer_after_eof) as port, proxying(port) as srv:
+    with socket_server(answer_after_eof) as port, proxying(port) as srv:
         s = srv.connect()
         s.sendall(b"q" * 100_000)
         s.shutdown(socket.SHUT_WR)
@@ -161,7 +124,7 @@ def test_resets_are_passed_on() -> None:
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         c.close()
 
-    with upstream(reset_at_once) as port, proxying(port) as srv:
+    with socket_server(reset_at_once) as port, proxying(port) as srv:
         s = srv.connect()
         s.sendall(b"hello")
         with pytest.raises(ConnectionResetError):
@@ -181,7 +144,7 @@ def test_resets_are_passed_on() -> None:
             except ConnectionResetError:
                 seen.append("reset")
 
-    with upstream(read_until_gone) as port, proxying(port) as srv:
+    with socket_server(read_until_gone) as port, proxying(port) as srv:
         s = srv.connect()
         s.sendall(b"x")
         wait_for(lambda: b"x" in seen, what="the byte through")
@@ -217,7 +180,7 @@ def test_a_slow_upstream_slows_the_client_and_memory_stays_bounded() -> None:
 
     payload = os.urandom(48 << 20)     # more than loopback's socket buffers take
     cfg = zerg.ReactorConfig(buffer_ring_entries=64, recv_buffer_size=4096)
-    with upstream(slow) as port, proxying(port, reactor=cfg) as srv:
+    with socket_server(slow) as port, proxying(port, reactor=cfg) as srv:
         s = srv.connect()
         def send() -> None:
             s.sendall(payload)
@@ -253,7 +216,7 @@ def test_a_tls_front_decrypts_for_a_plain_upstream() -> None:
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     payload = os.urandom(300_000)
-    with upstream(echo) as port, proxying(port, ssl=server_ctx) as srv:
+    with socket_server(socket_echo) as port, proxying(port, ssl=server_ctx) as srv:
         with client_ctx.wrap_socket(srv.connect(), server_hostname="127.0.0.1") as s:
             got = bytearray()
 
