@@ -678,6 +678,143 @@ Reader_try_read_int(ReaderObject *self, PyObject *const *args, Py_ssize_t nargs,
     return value;
 }
 
+#define FRAME_MAX 16            /* longest prefix or delimiter of try_read_decimal */
+
+/* The reference's _not_decimal message. */
+static void
+not_decimal(const char *w, Py_ssize_t n, PyObject *prefix, PyObject *delimiter)
+{
+    PyObject *got = PyBytes_FromStringAndSize(w, n);
+    if (got == NULL)
+        return;
+    PyErr_Format(PyExc_ValueError, "try_read_decimal: expected %R, digits and %R, got %R",
+                 prefix, delimiter, got);
+    Py_DECREF(got);
+}
+
+static PyObject *
+Reader_try_read_decimal(ReaderObject *self, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames)
+{
+    static const char *const names[] = {"prefix", "delimiter", "signed", "limit"};
+    PyObject *arg[4], *pre_obj = NULL, *delim_obj = NULL, *result = NULL;
+    Arg pre = {0}, delim = {0};
+    unsigned long long limit = 9223372036854775807ULL, value = 0;
+    int is_signed = 0;
+    char w[FRAME_MAX + 20 + FRAME_MAX];
+    Chain c;
+    Py_ssize_t len;
+    if (parse("try_read_decimal", args, nargs, kwnames, names, 2, 4, 0, arg) < 0)
+        return NULL;
+    /* The arguments as the reference sees them: bytes (for messages) and a view. */
+    static PyObject *empty, *crlf;
+    if (empty == NULL && (empty = PyBytes_FromStringAndSize("", 0)) == NULL)
+        return NULL;
+    if (crlf == NULL && (crlf = PyBytes_FromStringAndSize("\r\n", 2)) == NULL)
+        return NULL;
+    if (arg_get(arg[0] != NULL ? arg[0] : empty, &pre) < 0
+            || arg_get(arg[1] != NULL ? arg[1] : crlf, &delim) < 0)
+        goto done;
+    if (delim.n == 0) {
+        PyErr_SetString(PyExc_ValueError, "empty delimiter");
+        goto done;
+    }
+    if (pre.n > FRAME_MAX || delim.n > FRAME_MAX) {
+        PyErr_Format(PyExc_ValueError, "try_read_decimal: prefix and delimiter are at most "
+                                       "%d bytes", FRAME_MAX);
+        goto done;
+    }
+    if (arg[2] != NULL && (is_signed = PyObject_IsTrue(arg[2])) < 0)
+        goto done;
+    if (arg[3] != NULL) {
+        if (!PyLong_Check(arg[3])) {
+            PyErr_Format(PyExc_TypeError, "try_read_decimal: limit must be an int, not %.100s",
+                         Py_TYPE(arg[3])->tp_name);
+            goto done;
+        }
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(arg[3], &overflow);
+        if (v == -1 && !overflow && PyErr_Occurred())
+            goto done;
+        if (overflow < 0 || (!overflow && v < 0)) {
+            PyErr_Format(PyExc_ValueError, "try_read_decimal: limit must be >= 0, not %S",
+                         arg[3]);
+            goto done;
+        }
+        limit = (unsigned long long)v;
+        if (overflow) {         /* >= 2**63; above 2**64 - 1 every 19 digits pass */
+            limit = PyLong_AsUnsignedLongLong(arg[3]);
+            if (limit == ~0ULL && PyErr_Occurred()) {
+                if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                    goto done;
+                PyErr_Clear();
+            }
+        }
+    }
+    /* The window: the next len(prefix) + 20 + len(delimiter) bytes, or fewer. */
+    if (seq_len(self, &len) < 0 || live_chain(self, &c) < 0)
+        goto done;
+    Py_ssize_t pos = self->pos, n = pre.n + 20 + delim.n;
+    if (n > len - pos)
+        n = len - pos > 0 ? len - pos : 0;
+    if (n > 0 && chain_ok(chain_copy(&c, w, c.start + pos, c.start + pos + n)) < 0)
+        goto done;
+    look(self, pos + n);
+    Py_ssize_t i = pre.n < n ? pre.n : n;
+    if (memcmp(w, pre.p, (size_t)i) != 0)
+        goto bad;
+    if (n < pre.n)
+        goto wait;
+    Py_ssize_t start = i + (is_signed && i < n && w[i] == '-');
+    for (i = start; i < n && i - start < 19 && w[i] >= '0' && w[i] <= '9'; i++)
+        value = value * 10 + (unsigned long long)(w[i] - '0');
+    if (i == n)
+        goto wait;
+    Py_ssize_t tail = n - i < delim.n ? n - i : delim.n;
+    if (i == start || memcmp(w + i, delim.p, (size_t)tail) != 0)
+        goto bad;
+    if (tail < delim.n)
+        goto wait;
+    int negative = start > pre.n;
+    if (value > limit) {
+        PyObject *lim = arg[3] != NULL ? Py_NewRef(arg[3])
+                                       : PyLong_FromUnsignedLongLong(limit);
+        if (lim != NULL) {
+            PyErr_Format(PyExc_ValueError, "try_read_decimal: %s%llu is beyond the limit %S",
+                         negative ? "-" : "", value, lim);
+            Py_DECREF(lim);
+        }
+        goto done;
+    }
+    /* 19 digits fit an unsigned 64-bit value; its negation may not fit a signed one. */
+    if (!negative) {
+        result = PyLong_FromUnsignedLongLong(value);
+    } else if (value <= (unsigned long long)LLONG_MAX) {
+        result = PyLong_FromLongLong(-(long long)value);
+    } else {
+        PyObject *v = PyLong_FromUnsignedLongLong(value);
+        result = v != NULL ? PyNumber_Negative(v) : NULL;
+        Py_XDECREF(v);
+    }
+    if (result != NULL)
+        self->pos = pos + i + delim.n;
+    goto done;
+bad:
+    pre_obj = arg_bytes(arg[0] != NULL ? arg[0] : empty, &pre);
+    delim_obj = arg_bytes(arg[1] != NULL ? arg[1] : crlf, &delim);
+    if (pre_obj != NULL && delim_obj != NULL)
+        not_decimal(w, n, pre_obj, delim_obj);
+    goto done;
+wait:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(pre_obj);
+    Py_XDECREF(delim_obj);
+    arg_release(&pre);
+    arg_release(&delim);
+    return result;
+}
+
 static PyObject *
 Reader_try_read_byte(ReaderObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -809,6 +946,13 @@ static PyMethodDef Reader_methods[] = {
      "try_read_int($self, length, byteorder='big', *, signed=False)\n--\n\n"
      "The next ``length`` bytes as an integer (``int.from_bytes`` rules),\n"
      "or None if fewer arrived.  Copies only those bytes."},
+    {"try_read_decimal", FN(Reader_try_read_decimal), FASTKW,
+     "try_read_decimal($self, prefix=b'', delimiter=b'\\r\\n', *, signed=False, "
+     "limit=9223372036854775807)\n--\n\n"
+     "The ASCII decimal number framed by ``prefix`` and ``delimiter``, and\n"
+     "the position moves past the delimiter; None when those bytes have not\n"
+     "all arrived yet.  ValueError (nothing moved) as soon as the bytes cannot\n"
+     "make one: 1 to 19 digits, ``-`` only when ``signed``, abs <= ``limit``."},
     {"try_read_byte", (PyCFunction)Reader_try_read_byte, METH_NOARGS,
      "try_read_byte($self)\n--\n\nThe next byte, or None at the end."},
     {"skip", FN(Reader_skip), FASTKW,

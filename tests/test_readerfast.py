@@ -43,7 +43,10 @@ def test_zerg_sequencereader_is_the_c_type_with_the_extension() -> None:
 
 small = st.lists(st.sampled_from(b"ab\r\n\x00\xff"), max_size=50).map(bytes)
 longer = st.lists(st.sampled_from(b"ab\r\n\x00"), min_size=12, max_size=60).map(bytes)
-data_st = st.one_of(small, longer, st.binary(max_size=50))
+numbers = st.lists(st.one_of(st.integers(-10**20, 10**20).map(lambda n: b"%d" % n),
+                             st.sampled_from([b"$", b"*", b"\r\n", b"\r", b"-", b"a"])),
+                   max_size=10).map(b"".join)
+data_st = st.one_of(small, longer, numbers, st.binary(max_size=50))
 
 
 @st.composite
@@ -84,6 +87,13 @@ op_st = st.one_of(
     st.tuples(st.just("int"),
               st.tuples(st.integers(-1, 10),
                         st.sampled_from(["big", "little", "middle", None, 1]), flag),
+              st.booleans()),
+    st.tuples(st.just("decimal"),
+              st.tuples(st.sampled_from([b"", b"$", b"*", bytearray(b"$"), b"x" * 17, "$", None]),
+                        st.sampled_from([b"\r\n", b"\n", b"", b"0", b"-", memoryview(b"\r\n"),
+                                         b"y" * 17, None]),
+                        flag, st.sampled_from([0, 9, 2**63 - 1, 2**63, 2**64, 10**30, -1, True,
+                                               1.5, None])),
               st.booleans()),
     st.tuples(st.just("skip"), st.sampled_from([b"a", b"ab", b"\r\n", b"\x00\xff", b"", 97, 256,
                                                 -1, bytearray(b"\n"), "a"]), st.none()),
@@ -133,6 +143,16 @@ def step(r: Any, owner: BufferSequence | None, op: tuple[Any, ...]) -> Any:
         if form:
             return outcome(lambda: r.try_read_int(length, order, signed=signed))
         return outcome(lambda: r.try_read_int(length=length, byteorder=order))
+    if name == "decimal":
+        prefix, delim, signed, limit = arg
+        kw = {k: v for k, v in (("signed", signed), ("limit", limit)) if v is not None}
+        if prefix is None:
+            return outcome(lambda: r.try_read_decimal(**kw))
+        if delim is None:
+            return outcome(lambda: r.try_read_decimal(prefix, **kw))
+        if form:
+            return outcome(lambda: r.try_read_decimal(prefix, delim, **kw))
+        return outcome(lambda: r.try_read_decimal(prefix=prefix, delimiter=delim, **kw))
     if name == "skip":
         return outcome(lambda: r.skip(arg))
     if name == "byte":

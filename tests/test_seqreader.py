@@ -10,6 +10,7 @@ reader when the extension is loaded, the reference otherwise).
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 import pytest
@@ -25,7 +26,11 @@ READERS = [pytest.param(PySequenceReader, id="reference"),
            pytest.param(SequenceReader, id="C" if speedups is not None else "same")]
 
 small = st.lists(st.sampled_from(b"ab\r\n\x00\xff"), max_size=60).map(bytes)
-data_st = st.one_of(small, st.binary(max_size=60))
+# Length lines and their near misses, for try_read_decimal.
+numbers = st.lists(st.one_of(st.integers(-10**20, 10**20).map(lambda n: b"%d" % n),
+                             st.sampled_from([b"$", b"*", b"\r\n", b"\r", b"\n", b"-", b"a"])),
+                   max_size=12).map(b"".join)
+data_st = st.one_of(small, numbers, st.binary(max_size=60))
 
 
 @st.composite
@@ -83,6 +88,8 @@ class Model:
                 return None
             self.pos += 1
             return d[p]
+        if op == "decimal":
+            return self.decimal(*arg)
         if op == "skip":
             q = p
             while q < len(d) and d[q] in arg:
@@ -90,6 +97,25 @@ class Model:
             self.pos = q
             return q - p
         raise AssertionError(op)
+
+    def decimal(self, prefix: bytes, delim: bytes, signed: bool, limit: int) -> Any:
+        """prefix, [-]1-19 digits, delimiter, matched whole by a regex; None when the
+        bytes there are the start of such a frame; else an error."""
+        rest = self.data[self.pos:]
+        sign = b"-?" if signed else b""
+        frame = re.escape(prefix) + b"(" + sign + b"[0-9]{1,19})" + re.escape(delim)
+        m = re.match(frame, rest)
+        if m is not None:
+            value = int(m[1])
+            if abs(value) > limit:
+                return "error"
+            self.pos += m.end()
+            return value
+        # The start of a frame: every byte so far fits, and the frame is not over.
+        start = re.escape(prefix[:len(rest)]) if len(rest) < len(prefix) else (
+            re.escape(prefix) + b"(" + sign + b"[0-9]{1,19}(" + b"|".join(
+                re.escape(delim[:k]) for k in range(len(delim))) + b")|" + sign + b")")
+        return None if re.fullmatch(start, rest) else "error"
 
 
 def real(r: SequenceReader, op: str, arg: Any) -> Any:
@@ -117,6 +143,12 @@ def real(r: SequenceReader, op: str, arg: Any) -> Any:
         return r.try_read_int(arg[0], arg[1], signed=arg[2])
     if op == "byte":
         return r.try_read_byte()
+    if op == "decimal":
+        prefix, delim, signed, limit = arg
+        try:
+            return r.try_read_decimal(prefix, delim, signed=signed, limit=limit)
+        except ValueError:
+            return "error"
     if op == "skip":
         return r.skip(arg)
     raise AssertionError(op)
@@ -134,6 +166,10 @@ ops = st.lists(st.one_of(
     st.tuples(st.just("int"), st.tuples(st.integers(1, 9), st.sampled_from(["big", "little"]),
                                         st.booleans())),
     st.tuples(st.just("byte"), st.none()),
+    st.tuples(st.just("decimal"), st.tuples(st.sampled_from([b"", b"$", b"*", b"ab"]),
+                                            st.sampled_from([b"\r\n", b"\n", b"a", b"\r\n\r"]),
+                                            st.booleans(),
+                                            st.sampled_from([0, 9, 100, 2**63 - 1, 10**19]))),
     st.tuples(st.just("skip"), st.sampled_from([b"a", b"ab", b"\r\n", b"\x00\xff"])),
 ), max_size=25)
 
@@ -154,10 +190,52 @@ def test_every_operation_agrees_with_bytes(reader: type[SequenceReader],
         assert r.consumed == m.pos
         assert r.remaining == len(data) - m.pos and r.end == (m.pos == len(data))
         assert r.examined >= r.consumed
-        if want is None:
+        if want is None or want == "error":
             assert r.consumed == before                 # a miss keeps the position
+        if want is None:
             assert r.examined == len(data)              # ... having looked at everything
     assert r.unread.tobytes() == data[m.pos:]
+
+
+frame_st = st.tuples(st.sampled_from([b"", b"$", b"*"]), st.integers(-10**20, 10**20),
+                     st.sampled_from([b"\r\n", b"\n", b":"]))
+
+
+@st.composite
+def framed(draw: st.DrawFn) -> tuple[BufferSequence, bytes, list[tuple[bytes, bytes]]]:
+    """Length lines one after another, some with a byte dropped or changed; cut."""
+    frames = draw(st.lists(frame_st, max_size=8))
+    parts = [b"%b%d%b" % f for f in frames]
+    for i in draw(st.lists(st.integers(0, max(len(parts) - 1, 0)), max_size=2)):
+        if parts:
+            k = draw(st.integers(0, len(parts[i]) - 1))
+            parts[i] = parts[i][:k] + draw(st.sampled_from([b"", b"x", b"0", b"-"])) + \
+                parts[i][k + 1:]
+    data = b"".join(parts)
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=6)))
+    bounds = [0, *cuts, len(data)]
+    seq = BufferSequence([data[x:y] for x, y in itertools.pairwise(bounds)])
+    return seq, data, [(f[0], f[2]) for f in frames]
+
+
+@pytest.mark.parametrize("reader", READERS)
+@settings(max_examples=300, deadline=None)
+@given(case=framed(), signed=st.booleans(),
+       limit=st.sampled_from([0, 9, 1000, 2**63 - 1, 10**19]))
+def test_decimal_reads_agree_with_a_regex(reader: type[SequenceReader],
+                                          case: tuple[BufferSequence, bytes, Any],
+                                          signed: bool, limit: int) -> None:
+    """try_read_decimal frame after frame (and the wrong frame's prefix)."""
+    seq, data, frames = case
+    r, m = reader(seq), Model(data)
+    for prefix, delim in [*frames, (b"$", b"\r\n")]:
+        before = r.consumed
+        arg = (prefix, delim, signed, limit)
+        got, want = real(r, "decimal", arg), m.run("decimal", arg)
+        assert got == want and r.consumed == m.pos, (arg, data[before:])
+        if want is None or want == "error":
+            assert r.consumed == before
+            break
 
 
 def test_a_failed_search_is_not_repeated_from_the_start() -> None:
@@ -245,6 +323,20 @@ def test_argument_errors_name_the_problem(reader: type[SequenceReader]) -> None:
         r.try_read_exact(-1)
     with pytest.raises(ValueError, match="bytes must be in range"):
         r.skip(256)
+    with pytest.raises(ValueError, match="empty delimiter"):
+        r.try_read_decimal(b"", b"")
+    with pytest.raises(ValueError, match="at most 16 bytes"):
+        r.try_read_decimal(b"$" * 17)
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        r.try_read_decimal(limit=-1)
+    with pytest.raises(TypeError, match="limit must be an int"):
+        r.try_read_decimal(limit=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"expected b'\$', digits and b'\\r\\n', got b'abc'"):
+        r.try_read_decimal(b"$")
+    big = reader(BufferSequence(b"$1001\r\n"))
+    with pytest.raises(ValueError, match="1001 is beyond the limit 1000"):
+        big.try_read_decimal(b"$", limit=1000)
+    assert big.consumed == 0 and big.try_read_decimal(b"$", limit=1001) == 1001
     with pytest.raises(TypeError, match="BufferSequence, not bytes"):
         reader(b"abc")  # type: ignore[arg-type]
     assert zerg.SequenceReader is SequenceReader

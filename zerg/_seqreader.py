@@ -47,6 +47,12 @@ from zerg._native import speedups
 __all__ = ["PySequenceReader", "SequenceReader"]
 
 _SKIPPERS: Final[dict[bytes, re.Pattern[bytes]]] = {}
+_FRAME_MAX: Final = 16  # longest prefix or delimiter of try_read_decimal
+
+
+def _not_decimal(window: bytes, prefix: bytes, delimiter: bytes) -> str:
+    return (f"try_read_decimal: expected {prefix!r}, digits and {delimiter!r}, "
+            f"got {window!r}")
 
 
 def _skipper(values: bytes) -> re.Pattern[bytes]:
@@ -202,6 +208,56 @@ class SequenceReader:
         value = int.from_bytes(raw, byteorder, signed=signed)  # a bad byteorder moves nothing
         self._pos = pos + length
         return value
+
+    def try_read_decimal(self, prefix: BytesLike = b"", delimiter: BytesLike = b"\r\n", *,
+                         signed: bool = False, limit: int = 2**63 - 1) -> int | None:
+        """The ASCII decimal number framed by ``prefix`` and ``delimiter``
+        (``b"$42\\r\\n"`` with prefix ``b"$"``: 42), and the position moves past the
+        delimiter; None when those bytes have not all arrived yet.
+
+        A length line in one call instead of a search, a slice, a check and
+        ``int()``.  1 to 19 digits, a leading ``-`` only when ``signed``.  Looks
+        at most ``len(prefix) + 20 + len(delimiter)`` bytes ahead, so a peer that
+        never sends the delimiter is refused as soon as the bytes cannot make a
+        number: ValueError, position unchanged, also for ``abs(value) > limit``.
+        ``prefix`` and ``delimiter`` are at most 16 bytes each."""
+        pre = prefix if type(prefix) is bytes else memoryview(prefix).tobytes()
+        delim = delimiter if type(delimiter) is bytes else memoryview(delimiter).tobytes()
+        if not delim:
+            raise ValueError("empty delimiter")
+        if len(pre) > _FRAME_MAX or len(delim) > _FRAME_MAX:
+            raise ValueError(f"try_read_decimal: prefix and delimiter are at most {_FRAME_MAX} "
+                             "bytes")
+        if not isinstance(limit, int):
+            raise TypeError(f"try_read_decimal: limit must be an int, not {type(limit).__name__}")
+        if limit < 0:
+            raise ValueError(f"try_read_decimal: limit must be >= 0, not {limit}")
+        pos = self._pos
+        window = self._seq[pos:pos + len(pre) + 20 + len(delim)].tobytes()
+        n = len(window)
+        self._look(pos + n)
+        i = len(pre)
+        if window[:i] != pre[:n]:
+            raise ValueError(_not_decimal(window, pre, delim))
+        if n < i:
+            return None
+        start = i + 1 if signed and window[i:i + 1] == b"-" else i
+        i = start
+        while i < n and i - start < 19 and 48 <= window[i] <= 57:
+            i += 1
+        if i == n:
+            return None
+        tail = window[i:i + len(delim)]
+        if i == start or tail != delim[:len(tail)]:
+            raise ValueError(_not_decimal(window, pre, delim))
+        if len(tail) < len(delim):
+            return None
+        value = int(window[start:i])
+        if value > limit:
+            raise ValueError(f"try_read_decimal: {'-' if start > len(pre) else ''}{value} "
+                             f"is beyond the limit {limit}")
+        self._pos = pos + i + len(delim)
+        return -value if start > len(pre) else value
 
     def try_read_byte(self) -> int | None:
         """The next byte, or None at the end."""
