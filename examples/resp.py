@@ -80,39 +80,43 @@ class RespParser:
         Raises ProtocolError."""
         args = self._args
         while True:
+            if self._want == 0:  # between commands: "*<count>\r\n"
+                try:
+                    count = sr.try_read_decimal(b"*")
+                except ValueError:  # inline commands, *-1, errors
+                    words = self._other(sr)
+                    if words is None:
+                        return None
+                    if words:
+                        return words
+                    continue
+                if count is None:
+                    return None
+                if count > MAX_ARGS:
+                    raise ProtocolError("invalid multibulk length")
+                self._want = count  # (*0 is ignored, as Redis does)
+                continue
             if self._bulk >= 0:  # a body that did not fit in an earlier read
                 value = self._body(sr)
                 if value is None:
                     return None
-            else:
-                line = sr.try_read_bytes_to(b"\n") if not self._scan else self._line(sr)
-                if line is None:
-                    self._no_line(sr)
+            else:  # an argument: "$<n>\r\n", then n bytes and \r\n
+                try:
+                    n = sr.try_read_decimal(b"$")
+                except ValueError:
+                    raise ProtocolError("invalid bulk length" if sr.is_next(b"$") else
+                                        f"expected '$', got {_show(sr.unread[:1].tobytes())}"
+                                        ) from None
+                if n is None:
                     return None
-                if self._want == 0:  # "*<count>\r" starts a command (as _start, inline)
-                    digits = line[1:-1]
-                    if (line[:1] == b"*" and line[-1:] == b"\r" and digits.isdigit()
-                            and len(digits) <= 7 and 0 < (count := int(digits)) <= MAX_ARGS):
-                        self._want = count
-                        continue
-                    self._start(line)  # the rest: *0, *-1, inline commands, errors
-                    if self._want < 0:  # an inline command: "PING\r\n" (telnet)
-                        self._want = 0
-                        if words := line.split():  # split() also drops the '\r'
-                            return words
-                    continue
-                if line[:1] != b"$":  # a nested array ('*') lands here too
-                    raise ProtocolError(f"expected '$', got {_show(line[:1])}")
-                # "$<n>\r" (as _length, inline: this runs for every argument)
-                digits = line[1:-1]
-                if (line[-1:] != b"\r" or not digits.isdigit() or len(digits) > 18
-                        or (n := int(digits)) > MAX_BULK):
+                if n > MAX_BULK:
                     raise ProtocolError("invalid bulk length")
-                if sr.remaining < n + 2:  # not all here: wait, or stream it (_body)
-                    self._bulk = n
-                    continue
-                value = sr.try_read_bytes(n) or b""  # (never None: the bytes are here)
-                if not sr.is_next(b"\r\n", True):
+                value = sr.try_read_bytes(n)
+                if value is None or not sr.is_next(b"\r\n", True):
+                    if value is None or sr.remaining < 2:  # not all here: _body waits
+                        sr.rewind(0 if value is None else n)  # (or streams it)
+                        self._bulk = n
+                        continue
                     raise ProtocolError("bulk length does not match the data")
             args.append(value)
             self._want -= 1
@@ -120,16 +124,19 @@ class RespParser:
                 self._args = []
                 return args
 
-    def _start(self, line: bytes) -> None:
-        """A line between commands: ``*<count>`` sets the arguments due (*0 and *-1 are
-        ignored); anything else is an inline command (-1)."""
-        if line[:1] != b"*":
-            self._want = -1
-            return
-        count = _length(line, MAX_ARGS)
-        if count < 0 and line != b"*-1\r":
+    def _other(self, sr: zerg.SequenceReader) -> Command | None:
+        """A line between commands that is not ``*<count>``: an inline command (its
+        words), ``*-1`` or an empty line (no words), or a protocol error; None until
+        the line is whole."""
+        line = sr.try_read_bytes_to(b"\n") if not self._scan else self._line(sr)
+        if line is None:
+            self._no_line(sr)
+            return None
+        if line[:1] != b"*":  # an inline command: "PING\r\n" (telnet)
+            return line.split()  # split() also drops the '\r'
+        if line != b"*-1\r" and _length(line, MAX_ARGS) < 0:
             raise ProtocolError("invalid multibulk length")
-        self._want = max(count, 0)
+        return []
 
     def _body(self, sr: zerg.SequenceReader) -> bytes | None:
         """The bulk body due (``_bulk`` bytes and \r\n), or None until it is here; a large
