@@ -1454,7 +1454,7 @@ typedef struct {
 static PyTypeObject *pi_type;       /* zerg._connection.PipeInput (bind_reads) */
 static PyTypeObject *snap_type;     /* zerg.RingSnapshot (bind_reads) */
 static Py_ssize_t pi_conn, pi_in;
-static PyObject *ref_pi_read, *ref_c_read;
+static PyObject *ref_pi_read, *ref_pi_advance_to, *ref_c_read;
 static PyObject *s_blocking, *s_result, *s_read_chunk_items;
 
 /* Level 1's snapshot, as Connection.read makes it: items waiting (at most a
@@ -1778,10 +1778,34 @@ pi_read(PyObject *self, PyObject *Py_UNUSED(ignored))
     PyObject *conn = FIELD(self, pi_conn), *inp = FIELD(self, pi_in);
     /* The connection may be a subclass (a TLS layer): the coroutine reads only
      * base fields and calls _maybe_resume by name. */
-    if (!Py_IS_TYPE(self, pi_type) || conn == NULL || !PyObject_TypeCheck(conn, base_type)
-            || inp == NULL || !Py_IS_TYPE(inp, in_type))
+    if (pi_type == NULL || !PyObject_TypeCheck(self, pi_type) || conn == NULL
+            || !PyObject_TypeCheck(conn, base_type) || inp == NULL || !Py_IS_TYPE(inp, in_type))
         return call_ref(ref_pi_read, self, NULL, 0);
     return read_coro_new(self, 0);
+}
+
+static PyObject *in_advance_to(PyObject *inp, PyObject *const *args, Py_ssize_t nargs);
+
+/* PipeInput.advance_to(consumed, examined=None): InputPipe's, without the
+ * Python frame in between (keywords and odd calls take the reference). */
+static PyObject *
+pi_advance_to(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *inp = pi_type != NULL && PyObject_TypeCheck(self, pi_type) ? FIELD(self, pi_in)
+                                                                        : NULL;
+    if (kwnames != NULL || nargs < 1 || nargs > 2 || inp == NULL || !Py_IS_TYPE(inp, in_type)) {
+        PyObject *stack[8];
+        Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+        if (nargs + nkw > 7) {
+            PyErr_SetString(PyExc_TypeError, "advance_to() takes at most 2 arguments");
+            return NULL;
+        }
+        stack[0] = self;
+        for (Py_ssize_t i = 0; i < nargs + nkw; i++)
+            stack[i + 1] = args[i];
+        return PyObject_Vectorcall(ref_pi_advance_to, stack, (size_t)nargs + 1, kwnames);
+    }
+    return in_advance_to(inp, args, nargs);
 }
 
 /* Connection.read (level 1) */
@@ -1798,9 +1822,12 @@ c_read(PyObject *self, PyObject *Py_UNUSED(ignored))
 static PyMethodDef pi_methods[] = {
     {"read", (PyCFunction)pi_read, METH_NOARGS,
      "Every unconsumed byte; waits only when all of it was examined (C fast path)."},
+    {"advance_to", (PyCFunction)(void (*)(void))pi_advance_to, METH_FASTCALL | METH_KEYWORDS,
+     "Consume ``consumed`` bytes of the last buffer; ``examined`` were looked at (C fast "
+     "path)."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject **pi_refs[] = {&ref_pi_read};
+static PyObject **pi_refs[] = {&ref_pi_read, &ref_pi_advance_to};
 static PyMethodDef read_c_methods[] = {
     {"read", (PyCFunction)c_read, METH_NOARGS,
      "Wait until received slots are waiting or the stream ended (C fast path)."},
@@ -1836,9 +1863,11 @@ sp_bind_reads(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     if (install_methods(base_type, read_c_methods, read_c_refs, N_METHODS(read_c_methods)) < 0) {
         PyObject *exc = fetch_exception();      /* all or nothing */
-        if (PyObject_SetAttrString((PyObject *)cls, "read", ref_pi_read) < 0)
+        if (PyObject_SetAttrString((PyObject *)cls, "read", ref_pi_read) < 0
+                || PyObject_SetAttrString((PyObject *)cls, "advance_to", ref_pi_advance_to) < 0)
             PyErr_Clear();
         Py_CLEAR(ref_pi_read);
+        Py_CLEAR(ref_pi_advance_to);
         if (exc != NULL)
             restore_exception(exc);
         return NULL;

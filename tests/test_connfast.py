@@ -12,10 +12,10 @@ ones put back, and compares everything a user can see: what
 counters, errors and the close.  A second script does the same for level 1
 on a plain ``Connection``: receives, reads and ring items taken, echoed and
 returned (twice, too), sends completed, pause, resume and close; a third
-for ``PipeReader``: reads, advances in range and out, buffers used after
-they were consumed, cancel, complete and close; a fourth for level 2:
-owning sequences taken, advanced, released, sliced, echoed, and slices used
-after their bytes went back.
+for ``PipeReader`` (``PipeInput.read`` and ``advance_to``): reads, advances
+in range and out, buffers used after they were consumed, cancel, complete
+and close; a fourth for level 2: owning sequences taken, advanced,
+released, sliced, echoed, and slices used after their bytes went back.
 
 With ``ZERG_NO_EXTENSIONS=1`` the classes must carry the Python methods
 only, and the comparison runs in a child process with the extension.
@@ -44,7 +44,7 @@ from zerg._inputpipe import InputPipe
 from zerg._protocol import Protocol
 
 REPLACED = {BufferSequence: ("advance", "release", "__iter__"),
-            PipeInput: ("read",),
+            PipeInput: ("read", "advance_to"),
             InputPipe: ("try_read", "advance_to", "arm_waiter"),
             ProtocolConnection: ("on_recv", "write", "send_pending", "on_send", "forward"),
             Connection: ("write", "_kick_send", "on_send", "on_recv", "try_get_ring",
@@ -476,7 +476,7 @@ class ReaderPlayer(Player):
     def op_advance_all(self, _: None) -> None:
         if self.results:
             n = len(self.results[-1].buffer)
-            self.reader.advance_to(n, n)
+            self.reader.advance_to(n, examined=n)       # (the keyword form)
 
     def op_old(self, k: int) -> None:
         if self.results:

@@ -894,7 +894,7 @@ class Connection:
 class PipeInput:
     """The input side of a connection's duplex pipe: .NET ``PipeReader`` semantics.
 
-    ``PipeReader`` is a thin view of this; a TLS layer can offer the same face.
+    ``PipeReader`` is this class under .NET's name; a TLS layer can offer the same face.
     """
 
     __slots__ = ("_conn", "_in")
@@ -902,6 +902,11 @@ class PipeInput:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._in = conn._in
+
+    @property
+    def connection(self) -> Connection:
+        """The connection this pipe reads."""
+        return self._conn
 
     async def read(self) -> ReadResult:
         """Every unconsumed byte; waits only when all of it was examined."""
@@ -926,7 +931,15 @@ class PipeInput:
         """Like ``read``, but completes only once at least ``n`` unconsumed bytes
         are buffered, or the stream ended (``is_completed``), or the read was
         canceled; nothing is consumed (.NET ``ReadAtLeastAsync``).  ``n`` may
-        not pass ``max_read_buffer``: the connection stops receiving there."""
+        not pass ``max_read_buffer`` (``ValueError``): the connection stops
+        receiving there.  Then ``advance_to`` as after ``read``.
+
+        ``readexactly`` on top of it (``readuntil``: the parsers guide)::
+
+            res = await reader.read_at_least(n)              # readexactly(n)
+            data = res.buffer[:n].tobytes()
+            reader.advance_to(min(n, len(res.buffer)))
+        """
         limit = self._in.opts.max_read_buffer
         if not 0 <= n <= limit:
             raise ValueError(f"read_at_least({n}): n must lie in 0..max_read_buffer={limit}")
