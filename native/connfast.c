@@ -35,6 +35,10 @@
 static inline int
 field_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t *out)
 {
+    if (off & SSIZE_FIELD) {
+        *out = SSIZE_AT(o, off);
+        return 0;
+    }
     PyObject *v = FIELD(o, off);
     if (v == NULL || !PyLong_CheckExact(v))
         return 1;
@@ -49,6 +53,10 @@ field_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t *out)
 static inline int
 field_set_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t v)
 {
+    if (off & SSIZE_FIELD) {
+        SSIZE_AT(o, off) = v;
+        return 0;
+    }
     PyObject *n = PyLong_FromSsize_t(v);
     if (n == NULL)
         return -1;
@@ -2431,6 +2439,11 @@ slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *off)
     PyObject *d = PyObject_GetAttrString((PyObject *)tp, name);
     if (d == NULL)
         return -1;
+    if (counter_offset(d, off)) {
+        *off |= SSIZE_FIELD;
+        Py_DECREF(d);
+        return 0;
+    }
     if (!Py_IS_TYPE(d, &PyMemberDescr_Type)
             || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX
             || (((PyMemberDescrObject *)d)->d_member->flags & READONLY)) {

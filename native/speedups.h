@@ -231,6 +231,13 @@ void restore_exception(PyObject *exc);
 /* Fields of Python classes with __slots__, by offset (connfast.c). */
 #define FIELD(o, off) (*(PyObject **)((char *)(o) + (off)))
 
+/* slot_offset's mark on the offset of an int field kept as a C Py_ssize_t
+ * (a field of a counters() base, counters.c): field_ssize and
+ * field_set_ssize read and write it in place; FIELD and field_set must not
+ * be used on it. */
+#define SSIZE_FIELD ((Py_ssize_t)1 << 40)
+#define SSIZE_AT(o, off) (*(Py_ssize_t *)((char *)(o) + ((off) & ~SSIZE_FIELD)))
+
 /* Store v (a new reference, stolen) in a field, dropping the old value
  * after the store (its destructor may run code that reads the field). */
 static inline void
@@ -241,8 +248,9 @@ field_set(PyObject *o, Py_ssize_t off, PyObject *v)
     Py_XDECREF(old);
 }
 
-/* The offset of tp's writable __slots__ field name; -1 with TypeError if it
- * is not one. */
+/* The offset of tp's writable __slots__ field name (or, marked with
+ * SSIZE_FIELD, of its counters() int field); -1 with TypeError if it is
+ * neither. */
 int slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *off);
 
 /* Put the C methods defs[0..n) in cls, keeping the Python functions they
@@ -256,6 +264,9 @@ int loopfast_init(PyObject *module);
 
 /* a read's task resumed in place (wake.c) */
 int wake_init(PyObject *module);
+int counters_init(PyObject *module);
+/* 1 with *off when descr is a counters() field's descriptor, else 0. */
+int counter_offset(PyObject *descr, Py_ssize_t *off);
 /* fut.set_result(None) unless it is done; the task waiting on it runs now
  * when the dispatcher harvests and it may (see wake.c), else it is queued.
  * 0, or -1 with an error. */

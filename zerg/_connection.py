@@ -63,7 +63,7 @@ from zerg._inputpipe import (
     RingSnapshot,
     slot_key_of,
 )
-from zerg._native import speedups
+from zerg._native import counters, speedups
 from zerg._outputpipe import LoanSegment, OutputPipe, send_base
 from zerg._recvstate import ARMED_STATES, RecvAction, RecvEvent, RecvState, end_event, transition
 from zerg._ring import IoVec, Op, Ring, RingSubmitter, encode
@@ -94,7 +94,15 @@ _IOV_MAX: Final = 64            # segments one gathered send takes at most
 _MAX_GATHER: Final = 1 << 30    # ... and bytes
 
 
-class Connection:
+if TYPE_CHECKING:
+    class _ConnectionCounters:
+        bytes_in: int
+else:
+    # bytes_in is bumped per receive: a C integer with the extension.
+    _ConnectionCounters = counters("ConnectionCounters", ("bytes_in",))
+
+
+class Connection(_ConnectionCounters):
     """A TCP connection owned by one reactor.  Not thread-safe: use it on the
     reactor's loop (adapters exist for worker threads)."""
 
@@ -134,7 +142,6 @@ class Connection:
         "_traffic",
         "_ud_recv",
         "_ud_send",
-        "bytes_in",
         "close_reason",
         "context",
         "fd",

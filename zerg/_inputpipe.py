@@ -45,6 +45,7 @@ from zerg._buffers import (
     window,
 )
 from zerg._config import PipeOptions
+from zerg._native import counters
 
 if TYPE_CHECKING:
     from zerg._seam import ReceiveSlots
@@ -140,15 +141,26 @@ def _release_view(view: memoryview) -> None:
         pass    # someone holds an export of it; the slot still goes back
 
 
-class InputPipe:
-    """Received items, the lease on their slots, and the reader's buffer."""
+if TYPE_CHECKING:
+    class _InputCounters:
+        _handed: int
+        _ipos: int
+        head: int
+        tail: int
+        unread: int
+else:
+    _InputCounters = counters("InputCounters", ("_handed", "_ipos", "head", "tail", "unread"))
+
+
+class InputPipe(_InputCounters):
+    """Received items, the lease on their slots, and the reader's buffer.  Its
+    per-message counters (``head``, ``tail``, ``unread`` and two private ones)
+    are C integers with the extension (``zerg._native.counters``)."""
 
     __slots__ = (
         "_cancel",
         "_examined_all",
         "_hand_out_mark",
-        "_handed",
-        "_ipos",
         "_items",
         "_loop",
         "_plain",
@@ -160,12 +172,9 @@ class InputPipe:
         "discarding",
         "ended",
         "error",
-        "head",
         "held",
         "opts",
         "paused",
-        "tail",
-        "unread",
         "waiter",
     )
 

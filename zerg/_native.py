@@ -35,3 +35,22 @@ def _load() -> ModuleType | None:
 
 speedups: ModuleType | None = _load()
 """The extension module, or None when the reference runs."""
+
+
+def counters(name: str, fields: tuple[str, ...]) -> type:
+    """A base class whose int attributes ``fields`` the C extension updates in
+    place: C integers (``zerg._speedups.counters``), so a per-message counter
+    costs no int object.  Without the extension, a plain class with these
+    ``__slots__``.  Either way they read 0 until set.  Derive the class that
+    keeps the counters from it, and leave them out of its own ``__slots__``."""
+    if speedups is not None:
+        base: type = speedups.counters(name, fields)
+        return base
+
+    def __new__(cls: type, *args: object, **kwargs: object) -> object:
+        self: object = object.__new__(cls)
+        for field in fields:
+            object.__setattr__(self, field, 0)
+        return self
+
+    return type(name, (), {"__slots__": fields, "__module__": __name__, "__new__": __new__})

@@ -32,10 +32,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from zerg._config import PipeOptions
 from zerg._errors import WriteBufferFullError
+from zerg._native import counters
 from zerg._ring import IoVec
 from zerg._slab import SlabPool, WriteSegment
 from zerg._uring import ffi
@@ -105,8 +106,19 @@ def send_base(seg: WriteSegment) -> tuple[Any, int]:
     return seg.ptr, seg.off
 
 
-class OutputPipe:
-    """Write segments, the send in flight, and flush waiters of one connection."""
+if TYPE_CHECKING:
+    class _OutputCounters:
+        bytes_out: int
+        loans: int
+        pending: int
+else:
+    _OutputCounters = counters("OutputCounters", ("bytes_out", "loans", "pending"))
+
+
+class OutputPipe(_OutputCounters):
+    """Write segments, the send in flight, and flush waiters of one connection.
+    ``pending``, ``bytes_out`` and ``loans`` are C integers with the extension
+    (``zerg._native.counters``)."""
 
     __slots__ = (
         "_budget",
@@ -120,14 +132,11 @@ class OutputPipe:
         "_loop",
         "_pool",
         "_staged",
-        "bytes_out",
         "eof",
         "iov",
-        "loans",
         "max_write_buffer",
         "over_budget",
         "pause_at",
-        "pending",
         "pin_limit",
         "refused",
         "resume_at",

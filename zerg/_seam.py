@@ -23,16 +23,30 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
+from zerg._native import counters
+
 if TYPE_CHECKING:
     from zerg._config import PipeOptions
     from zerg._ring import IoVec
     from zerg._slab import SlabPool
 
 
-class Traffic:
-    """Counters a reactor keeps and its connections bump (stats only)."""
+if TYPE_CHECKING:
+    class _TrafficCounters:
+        bytes_out: int
+        forward_copied: int
+        forwarded: int
+        sends: int
+else:
+    _TrafficCounters = counters("TrafficCounters",
+                                ("bytes_out", "forward_copied", "forwarded", "sends"))
 
-    __slots__ = ("bytes_out", "forward_copied", "forwarded", "sends")
+
+class Traffic(_TrafficCounters):
+    """Counters a reactor keeps and its connections bump (stats only; C
+    integers with the extension, ``zerg._native.counters``)."""
+
+    __slots__ = ()
 
     def __init__(self) -> None:
         self.sends = 0
