@@ -28,6 +28,28 @@
 #include <structmember.h>
 #include <string.h>
 
+/* del lst[:n].  When that empties the list (n == len, a few items) its
+ * storage stays: the queues here (received items, staged segments) empty
+ * and refill once per message, and PyList_SetSlice would free the item
+ * array each time for the next append to allocate it again.  The items are
+ * out of the list before their references go (a destructor may look at it). */
+static int
+list_drop_front(PyObject *list, Py_ssize_t n)
+{
+    PyObject *gone[4];
+    Py_ssize_t size = PyList_GET_SIZE(list);
+    if (n != size || n > 4)
+        return PyList_SetSlice(list, 0, n, NULL);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        gone[i] = PyList_GET_ITEM(list, i);
+        PyList_SET_ITEM(list, i, NULL);
+    }
+    Py_SET_SIZE(list, 0);
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_DECREF(gone[i]);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- fields */
 
 /* An int field as a C integer: 0, or 1 when it is unset or not a plain int
@@ -794,7 +816,7 @@ on_loan_sent(PyObject *self, PyObject *out, PyObject *seg, long res, int protoco
             || field_set_ssize(out, F.o_loans, loans - 1) < 0)
         goto done;
     field_set(out, F.o_sending, Py_NewRef(Py_None));
-    if (PyList_SetSlice(staged, 0, 1, NULL) < 0)
+    if (list_drop_front(staged, 1) < 0)
         goto done;
     field_set(seg, F.s_view, Py_NewRef(Py_None));      /* LoanSegment.done() */
     field_set(seg, F.l_slots, Py_NewRef(Py_None));
@@ -850,7 +872,7 @@ on_send_fast(PyObject *self, PyObject *arg, int protocol)
         goto fail;
     field_set(out, F.o_sending, Py_NewRef(Py_None));
     field_set(out, F.o_cur, Py_NewRef(Py_None));
-    if (PyList_SetSlice(staged, 0, 1, NULL) < 0)
+    if (list_drop_front(staged, 1) < 0)
         goto fail;
     /* SlabPool.release */
     field_set(seg, F.s_fill, Py_NewRef(zero));
@@ -1218,7 +1240,7 @@ c_try_get_ring(PyObject *self, PyObject *snapshot)
     PyObject *item = Py_NewRef(PyList_GET_ITEM(items, pos));
     pos++;
     if (pos == n) {
-        if (PyList_SetSlice(items, 0, n, NULL) < 0)     /* drained: start over */
+        if (list_drop_front(items, n) < 0)     /* drained: start over */
             goto fail;
         pos = 0;
     }
@@ -1325,7 +1347,7 @@ pull(PyObject *inp)
         return -1;
     }
     Py_DECREF(lease);
-    rc = PyList_SetSlice(items, 0, PyList_GET_SIZE(items), NULL);
+    rc = list_drop_front(items, PyList_GET_SIZE(items));
     Py_DECREF(item);
     if (rc < 0 || field_set_ssize(inp, F.i_ipos, 0) < 0
             || field_set_ssize(inp, F.i_head, tail) < 0) {
@@ -2240,7 +2262,7 @@ c_get_sequence(PyObject *self, PyObject *snapshot)
         goto fail;
     /* take() for each: the items leave the queue */
     if (pos + count == n) {
-        if (PyList_SetSlice(items, 0, n, NULL) < 0 || field_set_ssize(inp, F.i_ipos, 0) < 0)
+        if (list_drop_front(items, n) < 0 || field_set_ssize(inp, F.i_ipos, 0) < 0)
             goto fail;
     } else if (field_set_ssize(inp, F.i_ipos, pos + count) < 0) {
         goto fail;

@@ -149,16 +149,49 @@ slots_on_cqe_c(RecvSlotsObject *self, int res, unsigned flags, unsigned bid,
     return 0;
 }
 
+/*
+ * The view of n bytes received in slot `key`.  A slot's bytes start at
+ * key * slot_size: recv_view[start:start + n] would make two ints (the
+ * slice's bounds) besides the view on every receive, so each slot keeps a
+ * memoryview of all of it (made on first use, about 200 B a slot) and a
+ * receive slices that: view[:n], whose bound is a cached small int for
+ * messages up to 256 bytes.  The per-slot views are never handed out (a
+ * consumer that releases its view releases only its own).
+ */
 PyObject *
 slots_view_c(RecvSlotsObject *self, unsigned long key, Py_ssize_t n)
 {
     Py_ssize_t start;
-    if (self->incremental)
+    if (self->incremental) {
         start = (Py_ssize_t)(key & SLOT_MASK) * self->slot_size
                 + (Py_ssize_t)(key >> OFFSET_SHIFT);
-    else
-        start = (Py_ssize_t)key * self->slot_size;
-    return PySequence_GetSlice(self->recv_view, start, start + n);
+        return PySequence_GetSlice(self->recv_view, start, start + n);
+    }
+    start = (Py_ssize_t)key * self->slot_size;
+    if (key >= self->total || n < 0 || n > self->slot_size)
+        return PySequence_GetSlice(self->recv_view, start, start + n);
+    if (self->slot_views == NULL) {
+        self->slot_views = PyMem_Calloc(self->total, sizeof(PyObject *));
+        if (self->slot_views == NULL)
+            return PyErr_NoMemory();
+    }
+    PyObject *whole = self->slot_views[key];
+    if (whole == NULL) {
+        whole = PySequence_GetSlice(self->recv_view, start, start + self->slot_size);
+        if (whole == NULL)
+            return NULL;
+        self->slot_views[key] = whole;
+    }
+    PyObject *stop = PyLong_FromSsize_t(n);
+    if (stop == NULL)
+        return NULL;
+    PyObject *upto = PySlice_New(NULL, stop, NULL);
+    Py_DECREF(stop);
+    if (upto == NULL)
+        return NULL;
+    PyObject *view = PyObject_GetItem(whole, upto);
+    Py_DECREF(upto);
+    return view;
 }
 
 static PyObject *
@@ -215,6 +248,10 @@ RecvSlots_traverse(RecvSlotsObject *self, visitproc visit, void *arg)
     Py_VISIT(self->owner);
     Py_VISIT(self->recv_view);
     Py_VISIT(self->parked);
+    if (self->slot_views != NULL) {
+        for (unsigned i = 0; i < self->total; i++)
+            Py_VISIT(self->slot_views[i]);
+    }
     return 0;
 }
 
@@ -224,6 +261,10 @@ RecvSlots_clear(RecvSlotsObject *self)
     Py_CLEAR(self->owner);
     Py_CLEAR(self->recv_view);
     Py_CLEAR(self->parked);
+    if (self->slot_views != NULL) {
+        for (unsigned i = 0; i < self->total; i++)
+            Py_CLEAR(self->slot_views[i]);
+    }
     return 0;
 }
 
@@ -238,6 +279,7 @@ RecvSlots_dealloc(RecvSlotsObject *self)
     PyMem_Free(self->done);
     PyMem_Free(self->pins);
     PyMem_Free(self->deferred);
+    PyMem_Free(self->slot_views);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

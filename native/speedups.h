@@ -44,6 +44,7 @@ typedef struct {
     unsigned *pins;             /* per slot: sends reading it (forward); made on first pin */
     unsigned *deferred;         /* per slot: give-backs waiting for the last unpin */
     unsigned npinned;           /* slots with pins */
+    PyObject **slot_views;      /* per slot: a memoryview of all of it, made on first use */
 } RecvSlotsObject;
 
 typedef struct {
