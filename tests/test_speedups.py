@@ -163,6 +163,29 @@ def test_c_and_python_recv_slots_agree(incremental: bool,
             assert c.in_use == 0
 
 
+def test_c_slot_views_show_their_slot_and_survive_a_released_view() -> None:
+    """The C RecvSlots slices each receive from a per-slot view it keeps: the
+    bytes must be the slot's, every length down to 0, and a consumer that
+    releases its view (``with memoryview(...)``) must not spoil the next
+    receive into that slot."""
+    if _native.speedups is None:
+        return                                  # the C class is not loaded here
+    with _pair(False) as (c, py):
+        for native, slots in ((True, c), (False, py)):
+            region = slots.recv_view.obj        # the pool's mmap, writable
+            for k in range(SLOTS):
+                region[k * SLOT:(k + 1) * SLOT] = bytes([k + 1]) * SLOT
+            for k in range(SLOTS):
+                for n in (0, 1, 64, SLOT - 1, SLOT):
+                    view = slots.view(k, n)
+                    assert view.tobytes() == bytes([k + 1]) * n, (native, k, n)
+                    assert view.readonly and view.obj is region
+                    view.release()
+                    assert slots.view(k, n).tobytes() == bytes([k + 1]) * n
+            region[3 * SLOT] = 0xEE                 # a view shows the memory, not a copy
+            assert slots.view(3, 2).tobytes() == b"\xee\x04"
+
+
 def test_recv_slots_refuse_an_unpin_without_a_pin() -> None:
     """Both accountings: unpinning more often than pinning is a zerg bug, said loudly."""
     with _pair(False) as (c, py):
