@@ -174,6 +174,10 @@ class ReactorLoop(asyncio.SelectorEventLoop):
         super().__init__(selector)
         self.reactor = reactor
         self.standalone = False     # made by zerg.new_event_loop: closing frees the ring
+        # One bound call_soon for the loop's life: asyncio's C futures look the
+        # method up on every callback they schedule (a read's wake-up), which
+        # otherwise makes a bound-method object each time.
+        vars(self)["call_soon"] = self.call_soon
 
     def close(self) -> None:
         """Close the loop; a standalone loop also closes the sockets of its
