@@ -1743,6 +1743,13 @@ read_clear(ReadCoroObject *self)
     return 0;
 }
 
+/* Finished read coroutines kept for the next reads (a read per message), as
+ * CPython keeps freelists of its small objects: at most a few, cleared of
+ * every reference, untracked, and given a fresh header when taken. */
+#define READ_FREELIST_MAX 16
+static ReadCoroObject *read_freelist[READ_FREELIST_MAX];
+static int read_freelist_n;
+
 static void
 read_dealloc(ReadCoroObject *self)
 {
@@ -1754,6 +1761,10 @@ read_dealloc(ReadCoroObject *self)
             restore_exception(exc);
     }
     read_clear(self);
+    if (read_freelist_n < READ_FREELIST_MAX) {
+        read_freelist[read_freelist_n++] = self;
+        return;
+    }
     PyObject_GC_Del(self);
 }
 
@@ -1790,9 +1801,15 @@ static PyTypeObject ReadCoroType = {
 static PyObject *
 read_coro_new(PyObject *owner, int ring)
 {
-    ReadCoroObject *rc = PyObject_GC_New(ReadCoroObject, &ReadCoroType);
-    if (rc == NULL)
-        return NULL;
+    ReadCoroObject *rc;
+    if (read_freelist_n > 0) {
+        rc = read_freelist[--read_freelist_n];
+        (void)PyObject_Init((PyObject *)rc, &ReadCoroType);
+    } else {
+        rc = PyObject_GC_New(ReadCoroObject, &ReadCoroType);
+        if (rc == NULL)
+            return NULL;
+    }
     rc->pipe = Py_NewRef(owner);
     rc->fut = NULL;
     rc->state = RD_START;
