@@ -2658,7 +2658,7 @@ static PyMethodDef connfast_functions[] = {
 int
 connfast_init(PyObject *module)
 {
-    struct { PyObject **slot; const char *s; } names[] = {
+    const InternName names[] = {
         {&s_failed, "_failed"}, {&s_settle, "_settle"}, {&s_pause_writing, "_pause_writing"},
         {&s_maybe_resume_writing, "_maybe_resume_writing"},
         {&s_maybe_resume_protocol, "_maybe_resume_protocol"},
@@ -2676,11 +2676,8 @@ connfast_init(PyObject *module)
         {&s_blocking, "_asyncio_future_blocking"}, {&s_result, "result"},
         {&s_read_chunk_items, "read_chunk_items"},
     };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        *names[i].slot = PyUnicode_InternFromString(names[i].s);
-        if (*names[i].slot == NULL)
-            return -1;
-    }
+    if (INTERN_ALL(names) < 0)
+        return -1;
     if (PyType_Ready(&DoneType) < 0 || PyType_Ready(&ReadCoroType) < 0)
         return -1;
     done_coro = (PyObject *)PyObject_New(DoneObject, &DoneType);

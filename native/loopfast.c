@@ -271,15 +271,12 @@ static PyMethodDef loopfast_functions[] = {
 int
 loopfast_init(PyObject *module)
 {
-    struct { PyObject **slot; const char *s; } names[] = {
+    const InternName names[] = {
         {&s_closed, "_closed"}, {&s_debug, "_debug"}, {&s_ready, "_ready"},
         {&s_append, "append"}, {&s_failed, "_failed"},
     };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        *names[i].slot = PyUnicode_InternFromString(names[i].s);
-        if (*names[i].slot == NULL)
-            return -1;
-    }
+    if (INTERN_ALL(names) < 0)
+        return -1;
     s_loop_kw = Py_BuildValue("(s)", "loop");
     if (s_loop_kw == NULL)
         return -1;

@@ -783,6 +783,17 @@ done:
     return rc;
 }
 
+int
+intern_names(const InternName *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].s);
+        if (*names[i].slot == NULL)
+            return -1;
+    }
+    return 0;
+}
+
 /* A completion's handler raised.  An Exception goes to failed(op, key, exc)
  * and the loop goes on (as the Python reference's `except Exception`);
  * anything else (KeyboardInterrupt, SystemExit) propagates: -1. */
@@ -1458,18 +1469,16 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    str_on_recv = PyUnicode_InternFromString("on_recv");
-    str_on_recv_end = PyUnicode_InternFromString("on_recv_end");
-    str_on_send = PyUnicode_InternFromString("on_send");
-    str_tobytes = PyUnicode_InternFromString("tobytes");
-    str_dead_message = PyUnicode_InternFromString("_dead_message");
-    str_held_from = PyUnicode_InternFromString("held_from");
-    str_next = PyUnicode_InternFromString("next");
+    const InternName names[] = {
+        {&str_on_recv, "on_recv"}, {&str_on_recv_end, "on_recv_end"},
+        {&str_on_send, "on_send"}, {&str_tobytes, "tobytes"},
+        {&str_dead_message, "_dead_message"}, {&str_held_from, "held_from"},
+        {&str_next, "next"},
+    };
+    if (INTERN_ALL(names) < 0)
+        return NULL;
     int_released = PyLong_FromSsize_t(PY_SSIZE_T_MAX);
     if (int_released == NULL)
-        return NULL;
-    if (!str_on_recv || !str_on_recv_end || !str_on_send || !str_tobytes
-        || !str_dead_message || !str_held_from || !str_next)
         return NULL;
     if (PyType_Ready(&RecvSlotsType) < 0 || PyType_Ready(&DispatcherType) < 0
         || PyType_Ready(&SequenceCoreType) < 0 || PyType_Ready(&SlotLeaseType) < 0)

@@ -226,6 +226,15 @@ int readerfast_init(PyObject *module);
 /* The exception being raised, normalized, with its traceback; the error
  * indicator is cleared.  NULL if none. */
 PyObject *fetch_exception(void);
+
+/* A module's interned attribute names: *slot = the interned string s. */
+typedef struct {
+    PyObject **slot;
+    const char *s;
+} InternName;
+/* Intern names[0..n): 0, or -1 with an exception. */
+int intern_names(const InternName *names, size_t n);
+#define INTERN_ALL(names) intern_names((names), sizeof(names) / sizeof((names)[0]))
 /* Raise exc again (a reference from fetch_exception, stolen). */
 void restore_exception(PyObject *exc);
 

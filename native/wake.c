@@ -285,16 +285,13 @@ wake_init(PyObject *module)
         PyErr_Clear();
         Py_CLEAR(current_tasks);
     }
-    struct { PyObject **slot; const char *s; } names[] = {
+    const InternName names[] = {
         {&s_call_soon, "call_soon"}, {&s_set_result, "set_result"}, {&s_done, "done"},
         {&s_call_exception_handler, "call_exception_handler"}, {&s_message, "message"},
         {&s_exception, "exception"},
     };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        *names[i].slot = PyUnicode_InternFromString(names[i].s);
-        if (*names[i].slot == NULL)
-            return -1;
-    }
+    if (INTERN_ALL(names) < 0)
+        return -1;
     kw_context = Py_BuildValue("(s)", "context");
     if (kw_context == NULL)
         return -1;
