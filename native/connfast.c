@@ -128,7 +128,7 @@ static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
     *s_maybe_resume_protocol, *s_maybe_finish, *s_new_segment,
     *s_wake_flushers, *s_check, *s_now, *s_view, *s_give_back, *s_send_what, *s_sends,
     *s_bytes_out, *s_pause, *s_maybe_resume, *s_move_off, *s_release,
-    *s_max_read_buffer, *s_max_held_slots, *s_out, *s_drop_tokens, *s_pull, *s_create_future,
+    *s_max_read_buffer, *s_max_held_slots, *s_read_chunk_items, *s_out, *s_drop_tokens, *s_pull,
     *s_relieve, *s_forwarded;
 
 /* Call a reference function with self first. */
@@ -1136,6 +1136,46 @@ attr_ssize(PyObject *o, PyObject *name, Py_ssize_t *out)
 static int drop_item(PyObject *inp, PyObject *item);
 static int over_mark(PyObject *inp, PyObject *slots);
 
+/* The ints of a pipe's PipeOptions the receive path reads per message.  The
+ * class is a frozen dataclass with slots, usually one object shared by every
+ * connection of a reactor: the values of the last one seen are kept, with a
+ * reference to it (so its identity cannot be reused).  Any other kind of
+ * options object is read each time. */
+typedef struct { Py_ssize_t max_read, max_held, chunk; } OptInts;
+static struct { PyObject *opts; OptInts v; } opt_cache;
+static PyObject *opts_type;         /* zerg._config.PipeOptions, on first use */
+static int opts_type_missing;
+
+static int
+opt_ints(PyObject *opts, OptInts *out)
+{
+    if (opts == opt_cache.opts) {
+        *out = opt_cache.v;
+        return 0;
+    }
+    if (attr_ssize(opts, s_max_read_buffer, &out->max_read) < 0
+            || attr_ssize(opts, s_max_held_slots, &out->max_held) < 0
+            || attr_ssize(opts, s_read_chunk_items, &out->chunk) < 0)
+        return -1;
+    if (opts_type == NULL && !opts_type_missing) {
+        PyObject *m = PyImport_ImportModule("zerg._config");
+        opts_type = m == NULL ? NULL : PyObject_GetAttrString(m, "PipeOptions");
+        Py_XDECREF(m);
+        if (opts_type == NULL || !PyType_Check(opts_type)) {
+            PyErr_Clear();
+            Py_CLEAR(opts_type);
+            opts_type_missing = 1;
+        }
+    }
+    if (opts_type != NULL && Py_IS_TYPE(opts, (PyTypeObject *)opts_type)) {
+        PyObject *old = opt_cache.opts;
+        opt_cache.opts = Py_NewRef(opts);
+        opt_cache.v = *out;
+        Py_XDECREF(old);
+    }
+    return 0;
+}
+
 /* Connection.on_recv with InputPipe.push: a RingItem for the slot, held,
  * queued, and the waiting read woken. */
 PyObject *
@@ -1194,12 +1234,10 @@ c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (rc < 0 || field_set_ssize(inp, F.i_tail, tail + 1) < 0
             || field_set_ssize(inp, F.i_unread, unread + n) < 0)
         return NULL;
-    Py_ssize_t max_read, max_held;
-    PyObject *opts = FIELD(inp, F.i_opts);
-    if (attr_ssize(opts, s_max_read_buffer, &max_read) < 0
-            || attr_ssize(opts, s_max_held_slots, &max_held) < 0)
+    OptInts lim;
+    if (opt_ints(FIELD(inp, F.i_opts), &lim) < 0)
         return NULL;
-    if ((unread + n > max_read || PyDict_GET_SIZE(FIELD(inp, F.i_held)) > max_held)
+    if ((unread + n > lim.max_read || PyDict_GET_SIZE(FIELD(inp, F.i_held)) > lim.max_held)
             && call_method(self, s_pause, NULL, NULL) < 0)
         return NULL;
     /* The waiting read is woken last: its task may run right here (wake.c),
@@ -1437,7 +1475,7 @@ in_arm_waiter(PyObject *inp, PyObject *Py_UNUSED(ignored))
     PyObject *loop = FIELD(inp, F.i_loop);
     if (FIELD(inp, F.i_waiter) != Py_None || loop == NULL)
         return call_ref(ref_i_arm_waiter, inp, NULL, 0);    /* raises what is wrong */
-    PyObject *fut = PyObject_CallMethodNoArgs(loop, s_create_future);
+    PyObject *fut = loop_new_future(loop);
     if (fut == NULL)
         return NULL;
     field_set(inp, F.i_waiter, Py_NewRef(fut));
@@ -1485,7 +1523,6 @@ static PyTypeObject *pi_type;       /* zerg._connection.PipeInput (bind_reads) *
 static PyTypeObject *snap_type;     /* zerg.RingSnapshot (bind_reads) */
 static Py_ssize_t pi_conn, pi_in;
 static PyObject *ref_pi_read, *ref_pi_advance_to, *ref_c_read;
-static PyObject *s_blocking, *s_result, *s_read_chunk_items;
 
 /* Level 1's snapshot, as Connection.read makes it: items waiting (at most a
  * chunk of them; the rest wait for the next read, after a fairness yield),
@@ -1502,13 +1539,15 @@ ring_snapshot(PyObject *conn, PyObject *inp, int after_wait)
         return NULL;
     }
     if (head < tail) {
-        PyObject *opts = FIELD(inp, F.i_opts), *c;
-        if (opts == NULL || (c = PyObject_GetAttr(opts, s_read_chunk_items)) == NULL)
+        PyObject *opts = FIELD(inp, F.i_opts);
+        OptInts lim;
+        if (opts == NULL) {
+            PyErr_SetString(PyExc_SystemError, "zerg: InputPipe._opts is unset");
             return NULL;
-        chunk = PyLong_AsSsize_t(c);
-        Py_DECREF(c);
-        if (chunk == -1 && PyErr_Occurred())
+        }
+        if (opt_ints(opts, &lim) < 0)
             return NULL;
+        chunk = lim.chunk;
         if (tail - head > chunk) {
             tail = head + chunk;
             field_set(inp, F.i_backlog, Py_NewRef(Py_True));
@@ -1614,7 +1653,7 @@ read_step(ReadCoroObject *self, PyObject *arg, PyObject **presult)
     } else if (self->state == RD_WAITING) {
         PyObject *fut = Py_NewRef(self->fut);
         read_unarm(self);
-        PyObject *r = PyObject_CallMethodNoArgs(fut, s_result);
+        PyObject *r = fut_result(fut);
         Py_DECREF(fut);
         if (r == NULL)
             goto fail;
@@ -1648,7 +1687,7 @@ read_step(ReadCoroObject *self, PyObject *arg, PyObject **presult)
         PyObject *fut = in_arm_waiter(inp, NULL);
         if (fut == NULL)
             goto fail;
-        if (PyObject_SetAttr(fut, s_blocking, Py_True) < 0) {
+        if (fut_set_blocking(fut) < 0) {
             field_set(inp, F.i_waiter, Py_NewRef(Py_None));
             Py_DECREF(fut);
             goto fail;
@@ -1924,6 +1963,9 @@ sp_bind_reads(PyObject *Py_UNUSED(module), PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* memoryview.release, called without a lookup by name (connfast_init). */
+static PyObject *mv_release;
+
 /* InputPipe._drop(item): the application is done with item; its view dies
  * and its slot goes back (unless it was moved off the ring).  0 or -1. */
 static int
@@ -1945,7 +1987,9 @@ drop_item(PyObject *inp, PyObject *item)
     Py_INCREF(view);
     int rc = 0;
     field_set(item, F.it_live, Py_NewRef(Py_False));
-    PyObject *r = PyObject_CallMethodNoArgs(view, s_release);
+    PyObject *r = mv_release != NULL && PyMemoryView_Check(view)
+                  ? PyObject_Vectorcall(mv_release, &view, 1, NULL)
+                  : PyObject_CallMethodNoArgs(view, s_release);
     if (r != NULL)
         Py_DECREF(r);
     else if (PyErr_ExceptionMatches(PyExc_BufferError))
@@ -2671,13 +2715,19 @@ connfast_init(PyObject *module)
         {&s_release, "release"}, {&s_max_read_buffer, "max_read_buffer"},
         {&s_max_held_slots, "max_held_slots"}, {&s_out, "out"},
         {&s_drop_tokens, "_drop_tokens"}, {&s_pull, "_pull"},
-        {&s_create_future, "create_future"}, {&s_relieve, "relieve"},
+        {&s_relieve, "relieve"},
         {&s_forwarded, "forwarded"},
-        {&s_blocking, "_asyncio_future_blocking"}, {&s_result, "result"},
         {&s_read_chunk_items, "read_chunk_items"},
     };
     if (INTERN_ALL(names) < 0)
         return -1;
+    mv_release = PyDict_GetItemWithError(PyMemoryView_Type.tp_dict, s_release);
+    if (mv_release == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_SystemError, "memoryview.release is missing");
+        return -1;
+    }
+    Py_INCREF(mv_release);
     if (PyType_Ready(&DoneType) < 0 || PyType_Ready(&ReadCoroType) < 0)
         return -1;
     done_coro = (PyObject *)PyObject_New(DoneObject, &DoneType);

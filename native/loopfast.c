@@ -35,6 +35,7 @@ static struct {
 static PyObject *ref_call_soon, *ref_create_future, *ref_get_debug, *ref_run;
 
 static PyObject *s_closed, *s_debug, *s_ready, *s_append, *s_failed, *s_loop_kw;
+static PyObject *s_future_kw, *s_loop, *s_create_future, *s_context, *empty_args;
 
 /* Call ref(self, *args, **kw) with a vectorcall argument array. */
 static PyObject *
@@ -79,9 +80,10 @@ loop_call_soon(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 {
     PyObject *context = Py_None;
     if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, 0);
         if (PyTuple_GET_SIZE(kwnames) != 1
-                || !PyUnicode_Check(PyTuple_GET_ITEM(kwnames, 0))
-                || PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "context"))
+                || (name != s_context && (!PyUnicode_Check(name)
+                                          || PyUnicode_CompareWithASCIIString(name, "context"))))
             return call_ref_kw(ref_call_soon, self, args, nargs, kwnames);
         context = args[nargs];
     }
@@ -129,13 +131,44 @@ loop_call_soon(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     return h;
 }
 
-/* ReactorLoop.create_future() */
+/* ReactorLoop.create_future(): Future(loop=self).  A call with a keyword
+ * builds a dict of it each time (the C Future has no vectorcall); the loop
+ * keeps one, {"loop": loop} in its _future_kw (ReactorLoop.__init__), passed
+ * to the type's __new__ and __init__ as type() would. */
 static PyObject *
 loop_create_future(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *stack[2] = {NULL, self};
-    return PyObject_Vectorcall(future_type, stack + 1, 0 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                               s_loop_kw);
+    PyTypeObject *tp = (PyTypeObject *)future_type;
+    PyObject *kw = PyObject_GetAttr(self, s_future_kw);
+    if (kw == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return NULL;
+        PyErr_Clear();
+    } else if (!PyDict_CheckExact(kw) || PyDict_GET_SIZE(kw) != 1
+               || PyDict_GetItemWithError(kw, s_loop) != self || tp->tp_new == NULL
+               || tp->tp_init == NULL) {
+        Py_CLEAR(kw);
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    if (kw == NULL) {
+        PyObject *stack[2] = {NULL, self};
+        return PyObject_Vectorcall(future_type, stack + 1, 0 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                   s_loop_kw);
+    }
+    PyObject *fut = tp->tp_new(tp, empty_args, kw);
+    if (fut != NULL && tp->tp_init(fut, empty_args, kw) < 0)
+        Py_CLEAR(fut);
+    Py_DECREF(kw);
+    return fut;
+}
+
+PyObject *
+loop_new_future(PyObject *loop)
+{
+    if (loop_type != NULL && Py_IS_TYPE(loop, loop_type))
+        return loop_create_future(loop, NULL);
+    return PyObject_CallMethodNoArgs(loop, s_create_future);
 }
 
 /* ReactorLoop.get_debug(): asyncio's C Future asks it at every creation. */
@@ -273,9 +306,13 @@ loopfast_init(PyObject *module)
 {
     const InternName names[] = {
         {&s_closed, "_closed"}, {&s_debug, "_debug"}, {&s_ready, "_ready"},
-        {&s_append, "append"}, {&s_failed, "_failed"},
+        {&s_append, "append"}, {&s_failed, "_failed"}, {&s_future_kw, "_future_kw"},
+        {&s_loop, "loop"}, {&s_create_future, "create_future"}, {&s_context, "context"},
     };
     if (INTERN_ALL(names) < 0)
+        return -1;
+    empty_args = PyTuple_New(0);
+    if (empty_args == NULL)
         return -1;
     s_loop_kw = Py_BuildValue("(s)", "loop");
     if (s_loop_kw == NULL)

@@ -271,6 +271,9 @@ int install_methods(PyTypeObject *cls, PyMethodDef *defs, PyObject **refs_out[],
 
 /* the loop fast path (loopfast.c) */
 int loopfast_init(PyObject *module);
+/* loop.create_future(): the C one, without a lookup, for the bound
+ * ReactorLoop itself; a new reference or NULL with an error. */
+PyObject *loop_new_future(PyObject *loop);
 
 /* a read's task resumed in place (wake.c) */
 int wake_init(PyObject *module);
@@ -284,6 +287,12 @@ int wake_read_future(PyObject *fut, PyObject *loop);
 /* From the loop's call_soon(args[0], args[1], context=context): 1 when the
  * capture armed by wake_read_future took the callback (nothing to queue). */
 int wake_capture(PyObject *const *args, Py_ssize_t nargs, PyObject *context);
+/* fut.done() (1, 0, -1), fut.result(), fut._asyncio_future_blocking = True
+ * (0, -1): asyncio's C Future's own members, called without a lookup by
+ * name; any other future by name. */
+int fut_is_done(PyObject *fut);
+PyObject *fut_result(PyObject *fut);
+int fut_set_blocking(PyObject *fut);
 /* The dispatcher's harvest: begin returns what end restores. */
 int wake_inline_begin(void);
 void wake_inline_end(int prev);

@@ -36,8 +36,16 @@
 
 static PyObject *current_tasks, *current_task_fn;
 static PyTypeObject *task_type;
+
+/* asyncio's C Future and the descriptors of the members a read's waiter
+ * uses: called directly, they skip a lookup by name (type, then the
+ * instance's __dict__) per message.  NULL without the C Future. */
+static PyTypeObject *cfuture_type;
+static PyObject *d_done, *d_result, *d_set_result, *d_blocking;
+/* task_wakeup's method definition, learnt from the first one seen. */
+static PyMethodDef *wakeup_def;
 static PyObject *s_call_soon, *s_set_result, *s_done, *s_call_exception_handler, *kw_context;
-static PyObject *s_message, *s_exception;
+static PyObject *s_message, *s_exception, *s_result, *s_blocking;
 
 /* Wake-ups of reads run in place / captured but queued (wake_counts()). */
 static unsigned long long n_in_place, n_queued;
@@ -99,9 +107,49 @@ is_task_wakeup(PyObject *cb)
     if (task_type == NULL || !PyCFunction_Check(cb))
         return 0;
     PyCFunctionObject *f = (PyCFunctionObject *)cb;
-    return f->m_ml != NULL && f->m_ml->ml_name != NULL
-           && strcmp(f->m_ml->ml_name, "task_wakeup") == 0
-           && f->m_self != NULL && PyObject_TypeCheck(f->m_self, task_type);
+    if (f->m_ml == NULL || f->m_self == NULL || !PyObject_TypeCheck(f->m_self, task_type))
+        return 0;
+    if (f->m_ml == wakeup_def)
+        return 1;
+    if (f->m_ml->ml_name == NULL || strcmp(f->m_ml->ml_name, "task_wakeup") != 0)
+        return 0;
+    wakeup_def = f->m_ml;       /* the Task's one static definition */
+    return 1;
+}
+
+/* ------------------------------------------ asyncio.Future, without lookups */
+
+static PyObject *
+fut_call(PyObject *descr, PyObject *name, PyObject *fut, PyObject *arg)
+{
+    PyObject *stack[2] = {fut, arg};
+    size_t n = arg == NULL ? 1 : 2;
+    if (descr != NULL && Py_IS_TYPE(fut, cfuture_type))
+        return PyObject_Vectorcall(descr, stack, n, NULL);
+    return PyObject_VectorcallMethod(name, stack, n, NULL);
+}
+
+int
+fut_is_done(PyObject *fut)
+{
+    PyObject *done = fut_call(d_done, s_done, fut, NULL);
+    int rc = done == NULL ? -1 : PyObject_IsTrue(done);
+    Py_XDECREF(done);
+    return rc;
+}
+
+PyObject *
+fut_result(PyObject *fut)
+{
+    return fut_call(d_result, s_result, fut, NULL);
+}
+
+int
+fut_set_blocking(PyObject *fut)
+{
+    if (d_blocking != NULL && Py_IS_TYPE(fut, cfuture_type))
+        return Py_TYPE(d_blocking)->tp_descr_set(d_blocking, fut, Py_True);
+    return PyObject_SetAttr(fut, s_blocking, Py_True);
 }
 
 int
@@ -196,16 +244,13 @@ run_in_place(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
 int
 wake_read_future(PyObject *fut, PyObject *loop)
 {
-    PyObject *done = PyObject_VectorcallMethod(s_done, &fut, 1, NULL);
-    int rc = done == NULL ? -1 : PyObject_IsTrue(done);
-    Py_XDECREF(done);
+    int rc = fut_is_done(fut);
     if (rc != 0)
         return rc < 0 ? -1 : 0;
     int armed = inline_ok && !capture.armed;
     if (armed)
         capture.armed = 1;
-    PyObject *stack[2] = {fut, Py_None};
-    PyObject *r = PyObject_VectorcallMethod(s_set_result, stack, 2, NULL);
+    PyObject *r = fut_call(d_set_result, s_set_result, fut, Py_None);
     if (!armed) {
         if (r == NULL)
             return -1;
@@ -288,10 +333,37 @@ wake_init(PyObject *module)
     const InternName names[] = {
         {&s_call_soon, "call_soon"}, {&s_set_result, "set_result"}, {&s_done, "done"},
         {&s_call_exception_handler, "call_exception_handler"}, {&s_message, "message"},
-        {&s_exception, "exception"},
+        {&s_exception, "exception"}, {&s_result, "result"},
+        {&s_blocking, "_asyncio_future_blocking"},
     };
     if (INTERN_ALL(names) < 0)
         return -1;
+    /* The C Future's own members; without it, every call goes by name. */
+    PyObject *f = import_attr("_asyncio", "Future");
+    if (f == NULL || !PyType_Check(f)) {
+        PyErr_Clear();
+        Py_XDECREF(f);
+    } else {
+        PyObject *dict = ((PyTypeObject *)f)->tp_dict;
+        PyObject **descrs[] = {&d_done, &d_result, &d_set_result, &d_blocking};
+        PyObject *keys[] = {s_done, s_result, s_set_result, s_blocking};
+        for (size_t i = 0; i < 4; i++) {
+            PyObject *d = PyDict_GetItemWithError(dict, keys[i]);
+            if (d == NULL) {
+                if (PyErr_Occurred())
+                    return -1;
+                break;
+            }
+            *descrs[i] = Py_NewRef(d);
+        }
+        if (d_blocking == NULL || Py_TYPE(d_blocking)->tp_descr_set == NULL) {
+            for (size_t i = 0; i < 4; i++)     /* not the C Future we know: by name */
+                Py_CLEAR(*descrs[i]);
+            Py_DECREF(f);
+        } else {
+            cfuture_type = (PyTypeObject *)f;
+        }
+    }
     kw_context = Py_BuildValue("(s)", "context");
     if (kw_context == NULL)
         return -1;

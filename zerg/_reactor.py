@@ -178,6 +178,10 @@ class ReactorLoop(asyncio.SelectorEventLoop):
         # method up on every callback they schedule (a read's wake-up), which
         # otherwise makes a bound-method object each time.
         vars(self)["call_soon"] = self.call_soon
+        # Future(loop=self)'s keywords, made once: with the extension,
+        # create_future passes them to the type itself (native/loopfast.c)
+        # instead of building a dict per future (one per waiting read).
+        self._future_kw = {"loop": self}
 
     def close(self) -> None:
         """Close the loop; a standalone loop also closes the sockets of its
