@@ -914,6 +914,28 @@ c_on_send(PyObject *self, PyObject *arg)
 
 
 
+/* host.now, the reactor's clock, set before each harvest (Reactor._on_select)
+ * and read by every receive: while the dispatcher harvests, the value read
+ * first is kept for the rest of that harvest (wake_harvest_gen() names it). */
+static struct { const void *host; unsigned gen; PyObject *now; } now_cache;
+
+static PyObject *
+host_now(PyObject *host)
+{
+    unsigned gen = wake_harvest_gen();
+    if (gen != 0 && now_cache.gen == gen && now_cache.host == (const void *)host)
+        return Py_NewRef(now_cache.now);
+    PyObject *now = PyObject_GetAttr(host, s_now);
+    if (now != NULL && gen != 0) {
+        PyObject *old = now_cache.now;
+        now_cache.now = Py_NewRef(now);
+        now_cache.host = host;
+        now_cache.gen = gen;
+        Py_XDECREF(old);
+    }
+    return now;
+}
+
 /* ---------------------------------------------------------- the receiving */
 
 static int
@@ -979,7 +1001,7 @@ deliver(PyObject *self, SeqObject *seq, LeaseObject *lease, PyObject *key)
         Py_XDECREF(r);
         goto done;
     }
-    PyObject *now = PyObject_GetAttr(host, s_now);
+    PyObject *now = host_now(host);
     PyObject *zero = PyLong_FromLong(0);
     if (now == NULL || zero == NULL) {
         Py_XDECREF(now);
@@ -1199,7 +1221,7 @@ c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     unsigned long k = PyLong_AsUnsignedLong(key);
     if ((n == -1 || k == (unsigned long)-1) && PyErr_Occurred())
         return NULL;
-    PyObject *now = PyObject_GetAttr(host, s_now);
+    PyObject *now = host_now(host);
     if (now == NULL)
         return NULL;
     if (field_set_ssize(self, F.bytes_in, bytes_in + n) < 0) {

@@ -89,7 +89,9 @@ loop_call_soon(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     }
     if (nargs < 1)
         return call_ref_kw(ref_call_soon, self, args, nargs, kwnames);
-    int ok = attr_is_false(self, s_closed);
+    /* A capture is armed only while the dispatcher runs the loop's own
+     * iteration: the loop is not closed then, and the first check can go. */
+    int ok = wake_capture_armed() ? 1 : attr_is_false(self, s_closed);
     if (ok > 0)
         ok = attr_is_false(self, s_debug);
     if (ok < 0)

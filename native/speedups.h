@@ -293,9 +293,14 @@ int wake_capture(PyObject *const *args, Py_ssize_t nargs, PyObject *context);
 int fut_is_done(PyObject *fut);
 PyObject *fut_result(PyObject *fut);
 int fut_set_blocking(PyObject *fut);
+/* True while wake_read_future's capture waits for its callback. */
+int wake_capture_armed(void);
 /* The dispatcher's harvest: begin returns what end restores. */
 int wake_inline_begin(void);
 void wake_inline_end(int prev);
+/* The harvest under way on this thread, numbered (never 0), or 0 outside
+ * one: a value read during a harvest stays valid while this is the same. */
+unsigned wake_harvest_gen(void);
 
 /* the connection fast path (connfast.c) */
 int connfast_init(PyObject *module);

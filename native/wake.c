@@ -81,6 +81,18 @@ wake_inline_end(int prev)
     inline_ok = prev;
 }
 
+int
+wake_capture_armed(void)
+{
+    return capture.armed && capture.cb == NULL;
+}
+
+unsigned
+wake_harvest_gen(void)
+{
+    return inline_ok ? ran_gen : 0;
+}
+
 /* 1 when task has not run in place in this harvest (it now counts as having
  * run), 0 when it has or the set is crowded. */
 static int
