@@ -108,7 +108,7 @@ static struct {
     Py_ssize_t p_free, p_room_waiters, t_sends, t_bytes_out, i_discarding, i_paused,
         r_ring, r_address, g_closed;
     /* InputPipe (levels 1-3), RingItem */
-    Py_ssize_t i_slots, i_plain, i_held, i_items, i_ipos, i_head, i_tail, i_unread, i_waiter,
+    Py_ssize_t i_slots, i_plain, i_held, i_items, i_ipos, i_head, i_tail, i_unread, i_waiter, i_give,
         i_opts, i_mark, it_key, it_live, it_bid, it_length, it_view;
     /* InputPipe, PipeReader's side */
     Py_ssize_t i_completed, i_handed, i_cancel, i_ended, i_buffer, i_movable, i_examined_all,
@@ -1158,6 +1158,21 @@ attr_ssize(PyObject *o, PyObject *name, Py_ssize_t *out)
 static int drop_item(PyObject *inp, PyObject *item);
 static int over_mark(PyObject *inp, PyObject *slots);
 
+/* inp._drop_tokens, the give-back of every lease on its slots (a new
+ * reference): bound once, on first use, and kept in inp._give until
+ * release_all() drops it (an idle connection never makes it). */
+static PyObject *
+pipe_give(PyObject *inp)
+{
+    PyObject *give = FIELD(inp, F.i_give);
+    if (give != NULL && give != Py_None)
+        return Py_NewRef(give);
+    give = PyObject_GetAttr(inp, s_drop_tokens);
+    if (give != NULL)
+        field_set(inp, F.i_give, Py_NewRef(give));
+    return give;
+}
+
 /* The ints of a pipe's PipeOptions the receive path reads per message.  The
  * class is a frozen dataclass with slots, usually one object shared by every
  * connection of a reactor: the values of the last one seen are kept, with a
@@ -1394,7 +1409,7 @@ pull(PyObject *inp)
         if (over)
             goto reference;         /* the ring is nearly held: the reference copies */
     }
-    PyObject *give = PyObject_GetAttr(inp, s_drop_tokens);
+    PyObject *give = pipe_give(inp);
     if (give == NULL)
         return -1;
     SeqObject *seq;
@@ -2321,7 +2336,7 @@ c_get_sequence(PyObject *self, PyObject *snapshot)
     }
     PyObject *segs = PyList_New(count), *offs = PyList_New(count + 1);
     PyObject *keys = PyList_GetSlice(items, pos, pos + count);
-    PyObject *give = PyObject_GetAttr(inp, s_drop_tokens);
+    PyObject *give = pipe_give(inp);
     SeqObject *seq = NULL;
     LeaseObject *lease = NULL;
     PyObject *zero = PyLong_FromLong(0);
@@ -2534,7 +2549,7 @@ static const struct field_spec field_specs[] = {
     {8, "length", &F.it_length}, {8, "view", &F.it_view},
     {5, "completed", &F.i_completed}, {5, "_handed", &F.i_handed}, {5, "_cancel", &F.i_cancel},
     {5, "ended", &F.i_ended}, {5, "buffer", &F.i_buffer}, {5, "buffer_movable", &F.i_movable},
-    {5, "_examined_all", &F.i_examined_all}, {5, "_loop", &F.i_loop},
+    {5, "_examined_all", &F.i_examined_all}, {5, "_loop", &F.i_loop}, {5, "_give", &F.i_give},
     {0, "_stopping", &F.stopping}, {5, "backlog", &F.i_backlog},
 };
 

@@ -603,6 +603,47 @@ def test_a_read_is_a_coroutine_that_lets_go_of_its_waiter() -> None:
     host.close()
 
 
+def test_a_closed_connections_input_pipe_is_freed_without_the_cycle_collector() -> None:
+    """Level 2 and PipeReader reads (C or Python) leave no reference cycle
+    behind once the connection closes: the pipe, its items and their views go
+    when the last reference does, not at the next gc pass."""
+    import gc
+
+    from zerg.adapters import PipeReader
+
+    def pipes() -> int:
+        return sum(type(o) is InputPipe for o in gc.get_objects())
+
+    gc.collect()
+    gc.disable()
+    try:
+        for level in (2, 3):
+            host = FakeHost()
+            before = pipes()
+            conn = make(host)
+            host.deliver(conn, b"ping")
+            if level == 2:
+                snap = host.loop.run_until_complete(conn.read())
+                seq = conn.get_sequence(snap)
+                assert seq.tobytes() == b"ping"
+                seq.advance(2)                  # half kept: the lease stays
+                del seq, snap
+            else:
+                reader = PipeReader(conn)
+                res = host.loop.run_until_complete(reader.read())
+                assert res.buffer.tobytes() == b"ping"
+                reader.advance_to(2)
+                del reader, res
+            assert pipes() == before + 1
+            conn.close()
+            finish(host, conn)
+            del conn
+            assert pipes() == before, f"level {level}: the pipe outlived its connection"
+            host.close()
+    finally:
+        gc.enable()
+
+
 def test_the_comparison_runs_with_the_extension() -> None:
     """Under ZERG_NO_EXTENSIONS=1 the comparisons above run in a child with it."""
     assert_methods(REPLACED)

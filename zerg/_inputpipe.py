@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from zerg._buffers import (
@@ -160,6 +161,7 @@ class InputPipe(_InputCounters):
     __slots__ = (
         "_cancel",
         "_examined_all",
+        "_give",
         "_hand_out_mark",
         "_items",
         "_loop",
@@ -213,6 +215,11 @@ class InputPipe(_InputCounters):
         self._handed = -1                   # PipeReader: length handed out, -1 if none
         self._examined_all = False
         self._cancel = False
+        # The extension binds _drop_tokens here on the first sequence it makes
+        # (one bound method per connection instead of one per read); the
+        # reference binds it each time.  release_all() drops it: it refers
+        # back to the pipe.
+        self._give: Callable[[list[RingItem]], None] | None = None
 
     # ------------------------------------------------------------- intake
     def push(self, key: int, n: int) -> bool:
@@ -524,6 +531,7 @@ class InputPipe(_InputCounters):
         for item in self._items[self._ipos:]:
             self._drop(item)
         self.held.clear()
+        self._give = None
         self._items.clear()
         self._ipos = 0
         self.head = self.tail
