@@ -604,9 +604,10 @@ def test_a_read_is_a_coroutine_that_lets_go_of_its_waiter() -> None:
 
 
 def test_a_closed_connections_input_pipe_is_freed_without_the_cycle_collector() -> None:
-    """Level 2 and PipeReader reads (C or Python) leave no reference cycle
-    behind once the connection closes: the pipe, its items and their views go
-    when the last reference does, not at the next gc pass."""
+    """A Protocol connection, level 2 and PipeReader reads (C or Python) leave
+    no reference cycle behind once the connection closes: the connection, its
+    pipe, its items and their views go when the last reference does, not at
+    the next gc pass."""
     import gc
 
     from zerg.adapters import PipeReader
@@ -617,12 +618,15 @@ def test_a_closed_connections_input_pipe_is_freed_without_the_cycle_collector() 
     gc.collect()
     gc.disable()
     try:
-        for level in (2, 3):
+        for level in (0, 2, 3):
             host = FakeHost()
             before = pipes()
-            conn = make(host)
+            proto = Scripted([(2, "")])          # the Protocol path: consumes 2 bytes
+            conn = make(host, ProtocolConnection, proto) if level == 0 else make(host)
             host.deliver(conn, b"ping")
-            if level == 2:
+            if level == 0:
+                assert proto.trace and conn.slots_held == 1    # "ng" is kept
+            elif level == 2:
                 snap = host.loop.run_until_complete(conn.read())
                 seq = conn.get_sequence(snap)
                 assert seq.tobytes() == b"ping"
@@ -638,6 +642,8 @@ def test_a_closed_connections_input_pipe_is_freed_without_the_cycle_collector() 
             conn.close()
             finish(host, conn)
             del conn
+            if level == 0:
+                del proto
             assert pipes() == before, f"level {level}: the pipe outlived its connection"
             host.close()
     finally:

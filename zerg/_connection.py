@@ -1056,7 +1056,10 @@ class ProtocolConnection(Connection):
         self._proto = proto
         # Hot callbacks, bound once per connection.
         self._data_received = proto.data_received
-        self._give_back = self._give_back_keys
+        # The lease give-back of every sequence handed to the Protocol: bound on
+        # the first receive (an idle connection never makes it), dropped when
+        # the connection is closed (it refers back to the connection).
+        self._give_back: Callable[[list[int | None]], None] | None = None
         self._slots = host.slots
         self._want_send = host.want_send
         self._buf: BufferSequence | None = None    # unconsumed bytes between callbacks
@@ -1170,6 +1173,12 @@ class ProtocolConnection(Connection):
             if key is not None:
                 give_back(key)
 
+    def _keys_return(self) -> Callable[[list[int | None]], None]:
+        give = self._give_back
+        if give is None:
+            give = self._give_back = self._give_back_keys
+        return give
+
     def on_recv(self, key: int, n: int) -> None:
         """Hand the bytes to the Protocol, straight from dispatch."""
         slots = self._slots
@@ -1186,16 +1195,16 @@ class ProtocolConnection(Connection):
             segs, keys = unconsumed(held) if held is not None else ([], [])
             segs.append(memoryview(data))
             keys.append(None)
-            self._buf = leased(segs, SlotLease(keys, self._give_back))
+            self._buf = leased(segs, SlotLease(keys, self._keys_return()))
             return
         if held is None:
-            seq, lease = leased_single(view, key, self._give_back)
+            seq, lease = leased_single(view, key, self._keys_return())
         else:
             lease = None
             segs, keys = unconsumed(held)
             segs.append(view)
             keys.append(key)
-            seq = leased(segs, SlotLease(keys, self._give_back))
+            seq = leased(segs, SlotLease(keys, self._keys_return()))
         self._deliver(seq, lease, key)
 
     def _deliver(self, seq: BufferSequence, lease: SlotLease | None, key: int) -> None:
@@ -1311,6 +1320,7 @@ class ProtocolConnection(Connection):
         Connection.close(self)
 
     def _closed(self) -> None:
+        self._give_back = None          # a reference cycle: gone with the connection
         try:
             self._proto.connection_lost(self, self._error_exc or self.error)
         except Exception:
