@@ -224,6 +224,260 @@ handle_run(PyObject *self, PyObject *Py_UNUSED(ignored))
     return r;
 }
 
+/* ------------------------------------------------------------ _run_once
+ *
+ * asyncio's BaseEventLoop._run_once, step for step: purge cancelled timers
+ * from the heap's head, the select timeout, select and the selector's
+ * events, due timers to the ready queue, then the handles that were ready.
+ * Python's version makes a range and its iterator per iteration and runs a
+ * few dozen lines; a busy reactor runs thousands of iterations a second.
+ * What it leaves to Python: the timer purge once cancelled timers pile up
+ * (the whole iteration goes to asyncio's method then), the loop's time(),
+ * the selector, and each handle's _run (a zerg Handle's is called here
+ * directly); in debug mode, the iteration is asyncio's own, and a handle
+ * run after a callback turned debug mode on goes through _run_debug. */
+
+static PyObject *ref_run_once;
+static PyObject *fn_heappop, *deque_type, *d_popleft, *d_append, *int_zero, *int_one,
+    *int_max_timeout;
+static PyObject *s_scheduled, *s_tcc, *s_stopping, *s_selector, *s_select, *s_process_events,
+    *s_time, *s_clock_resolution, *s_when, *s_cancelled, *s_run, *s_run_debug;
+
+/* h._cancelled: 1, 0 or -1 */
+static int
+handle_cancelled(PyObject *h)
+{
+    if (Py_IS_TYPE(h, handle_type) && FIELD(h, H.cancelled) != NULL)
+        return PyObject_IsTrue(FIELD(h, H.cancelled));
+    PyObject *v = PyObject_GetAttr(h, s_cancelled);
+    if (v == NULL)
+        return -1;
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* heapq.heappop(heap)._scheduled = False: the popped handle, or NULL. */
+static PyObject *
+pop_timer(PyObject *heap)
+{
+    PyObject *h = PyObject_CallOneArg(fn_heappop, heap);
+    if (h != NULL && PyObject_SetAttr(h, s_scheduled, Py_False) < 0)
+        Py_CLEAR(h);
+    return h;
+}
+
+/* The cancelled timers at the heap's head go (1), or the purge of all of
+ * them is due and asyncio's iteration must run instead (0); -1 on error. */
+static int
+drop_cancelled_head(PyObject *self, PyObject *sched)
+{
+    Py_ssize_t n = PyList_GET_SIZE(sched);
+    if (n > 100) {                  /* _MIN_SCHEDULED_TIMER_HANDLES */
+        PyObject *c = PyObject_GetAttr(self, s_tcc);
+        if (c == NULL)
+            return -1;
+        double cancelled = PyFloat_AsDouble(c);
+        Py_DECREF(c);
+        if (cancelled == -1.0 && PyErr_Occurred())
+            return -1;
+        if (cancelled / (double)n > 0.5)    /* _MIN_CANCELLED_TIMER_HANDLES_FRACTION */
+            return 0;
+    }
+    while (PyList_GET_SIZE(sched) > 0) {
+        int c = handle_cancelled(PyList_GET_ITEM(sched, 0));
+        if (c <= 0)
+            return c < 0 ? -1 : 1;
+        PyObject *count = PyObject_GetAttr(self, s_tcc), *less = NULL;
+        if (count != NULL)
+            less = PyNumber_Subtract(count, int_one);
+        Py_XDECREF(count);
+        if (less == NULL)
+            return -1;
+        int rc = PyObject_SetAttr(self, s_tcc, less);
+        Py_DECREF(less);
+        PyObject *h = rc < 0 ? NULL : pop_timer(sched);
+        if (h == NULL)
+            return -1;
+        Py_DECREF(h);
+    }
+    return 1;
+}
+
+/* min(max(0, when - self.time()), MAXIMUM_SELECT_TIMEOUT), as asyncio. */
+static PyObject *
+timer_timeout(PyObject *self, PyObject *first)
+{
+    PyObject *when = PyObject_GetAttr(first, s_when);
+    PyObject *now = when == NULL ? NULL : PyObject_CallMethodNoArgs(self, s_time);
+    PyObject *t = now == NULL ? NULL : PyNumber_Subtract(when, now);
+    Py_XDECREF(when);
+    Py_XDECREF(now);
+    if (t == NULL)
+        return NULL;
+    int pos = PyObject_RichCompareBool(t, int_zero, Py_GT);
+    if (pos <= 0) {
+        Py_DECREF(t);
+        return pos < 0 ? NULL : Py_NewRef(int_zero);
+    }
+    int over = PyObject_RichCompareBool(int_max_timeout, t, Py_LT);
+    if (over != 0) {
+        Py_DECREF(t);
+        return over < 0 ? NULL : Py_NewRef(int_max_timeout);
+    }
+    return t;
+}
+
+/* The loop's debug flag now: 1 on, 0 off, -1 error. */
+static int
+debug_on(PyObject *self)
+{
+    int off = attr_is_false(self, s_debug);
+    if (off < 0)
+        return -1;
+    if (off)
+        return 0;
+    PyObject *v = PyObject_GetAttr(self, s_debug);
+    if (v == NULL)
+        return -1;
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+static PyObject *
+loop_run_once(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *sched = NULL, *ready = NULL, *timeout = NULL, *sel = NULL, *events = NULL;
+    PyObject *end = NULL, *r;
+    int dbg = debug_on(self);
+    if (dbg != 0)
+        return dbg < 0 ? NULL : call_ref_kw(ref_run_once, self, NULL, 0, NULL);
+    sched = PyObject_GetAttr(self, s_scheduled);
+    ready = sched == NULL ? NULL : PyObject_GetAttr(self, s_ready);
+    if (ready == NULL)
+        goto fail;
+    int ok = PyList_CheckExact(sched) && Py_IS_TYPE(ready, (PyTypeObject *)deque_type);
+    if (ok)
+        ok = drop_cancelled_head(self, sched);
+    if (ok <= 0) {
+        Py_DECREF(sched);
+        Py_DECREF(ready);
+        return ok < 0 ? NULL : call_ref_kw(ref_run_once, self, NULL, 0, NULL);
+    }
+    /* the select timeout */
+    Py_ssize_t nready = PyObject_Length(ready);
+    if (nready < 0)
+        goto fail;
+    int stopping = 0;
+    if (nready == 0) {
+        PyObject *v = PyObject_GetAttr(self, s_stopping);
+        stopping = v == NULL ? -1 : PyObject_IsTrue(v);
+        Py_XDECREF(v);
+        if (stopping < 0)
+            goto fail;
+    }
+    if (nready || stopping)
+        timeout = Py_NewRef(int_zero);
+    else if (PyList_GET_SIZE(sched) > 0)
+        timeout = timer_timeout(self, PyList_GET_ITEM(sched, 0));
+    else
+        timeout = Py_NewRef(Py_None);
+    if (timeout == NULL)
+        goto fail;
+    /* I/O; an empty event list needs no _process_events (it would loop over
+     * nothing) */
+    sel = PyObject_GetAttr(self, s_selector);
+    events = sel == NULL ? NULL : PyObject_CallMethodOneArg(sel, s_select, timeout);
+    if (events == NULL)
+        goto fail;
+    if (!PyList_CheckExact(events) || PyList_GET_SIZE(events) != 0) {
+        r = PyObject_CallMethodOneArg(self, s_process_events, events);
+        if (r == NULL)
+            goto fail;
+        Py_DECREF(r);
+    }
+    Py_CLEAR(events);
+    /* 'later' callbacks that are due */
+    PyObject *now = PyObject_CallMethodNoArgs(self, s_time), *res = NULL;
+    if (now != NULL)
+        res = PyObject_GetAttr(self, s_clock_resolution);
+    if (res != NULL)
+        end = PyNumber_Add(now, res);
+    Py_XDECREF(now);
+    Py_XDECREF(res);
+    if (end == NULL)
+        goto fail;
+    Py_SETREF(sched, PyObject_GetAttr(self, s_scheduled));
+    if (sched == NULL)
+        goto fail;
+    if (!PyList_CheckExact(sched)) {
+        PyErr_SetString(PyExc_TypeError, "loop._scheduled is not a list");
+        goto fail;
+    }
+    while (PyList_GET_SIZE(sched) > 0) {
+        PyObject *when = PyObject_GetAttr(PyList_GET_ITEM(sched, 0), s_when);
+        int later = when == NULL ? -1 : PyObject_RichCompareBool(when, end, Py_GE);
+        Py_XDECREF(when);
+        if (later != 0) {
+            if (later < 0)
+                goto fail;
+            break;
+        }
+        PyObject *h = pop_timer(sched);
+        if (h == NULL)
+            goto fail;
+        PyObject *stack[2] = {ready, h};
+        r = PyObject_Vectorcall(d_append, stack, 2, NULL);
+        Py_DECREF(h);
+        if (r == NULL)
+            goto fail;
+        Py_DECREF(r);
+    }
+    /* the handles ready now; what they schedule runs next time */
+    Py_ssize_t ntodo = PyObject_Length(ready);
+    if (ntodo < 0)
+        goto fail;
+    for (Py_ssize_t i = 0; i < ntodo; i++) {
+        PyObject *h = PyObject_Vectorcall(d_popleft, &ready, 1, NULL);
+        if (h == NULL)
+            goto fail;
+        int c = handle_cancelled(h);
+        if (c == 0) {
+            dbg = debug_on(self);
+            if (dbg < 0)
+                r = NULL;
+            else if (dbg)
+                r = PyObject_CallMethodOneArg(self, s_run_debug, h);
+            else if (Py_IS_TYPE(h, handle_type))
+                r = handle_run(h, NULL);
+            else
+                r = PyObject_CallMethodNoArgs(h, s_run);
+            if (r == NULL)
+                c = -1;
+            else
+                Py_DECREF(r);
+        }
+        Py_DECREF(h);
+        if (c < 0)
+            goto fail;
+    }
+    Py_DECREF(sched);
+    Py_DECREF(ready);
+    Py_DECREF(timeout);
+    Py_DECREF(sel);
+    Py_DECREF(end);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(sched);
+    Py_XDECREF(ready);
+    Py_XDECREF(timeout);
+    Py_XDECREF(sel);
+    Py_XDECREF(events);
+    Py_XDECREF(end);
+    return NULL;
+}
+
 static PyMethodDef loop_methods[] = {
     {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon,
      METH_FASTCALL | METH_KEYWORDS,
@@ -232,6 +486,8 @@ static PyMethodDef loop_methods[] = {
      "Create a Future object attached to the loop (C fast path)."},
     {"get_debug", (PyCFunction)loop_get_debug, METH_NOARGS,
      "True when the loop is in debug mode (C fast path)."},
+    {"_run_once", (PyCFunction)loop_run_once, METH_NOARGS,
+     "Run one full iteration of the event loop (asyncio's, in C)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -240,7 +496,8 @@ static PyMethodDef handle_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyObject **loop_refs[] = {&ref_call_soon, &ref_create_future, &ref_get_debug};
+static PyObject **loop_refs[] = {&ref_call_soon, &ref_create_future, &ref_get_debug,
+                                  &ref_run_once};
 static PyObject **handle_refs[] = {&ref_run};
 _Static_assert(sizeof(loop_refs) / sizeof(loop_refs[0]) == N_METHODS(loop_methods),
                "one reference slot per loop method");
@@ -315,6 +572,42 @@ loopfast_init(PyObject *module)
         return -1;
     empty_args = PyTuple_New(0);
     if (empty_args == NULL)
+        return -1;
+    const InternName more[] = {
+        {&s_scheduled, "_scheduled"}, {&s_tcc, "_timer_cancelled_count"},
+        {&s_stopping, "_stopping"}, {&s_selector, "_selector"}, {&s_select, "select"},
+        {&s_process_events, "_process_events"}, {&s_time, "time"},
+        {&s_clock_resolution, "_clock_resolution"}, {&s_when, "_when"},
+        {&s_cancelled, "_cancelled"}, {&s_run, "_run"}, {&s_run_debug, "_run_debug"},
+    };
+    if (INTERN_ALL(more) < 0)
+        return -1;
+    /* asyncio's: heapq.heappop, collections.deque's popleft and append, and
+     * MAXIMUM_SELECT_TIMEOUT (one day) */
+    PyObject *heapq = PyImport_ImportModule("heapq");
+    fn_heappop = heapq == NULL ? NULL : PyObject_GetAttrString(heapq, "heappop");
+    Py_XDECREF(heapq);
+    PyObject *coll = fn_heappop == NULL ? NULL : PyImport_ImportModule("collections");
+    deque_type = coll == NULL ? NULL : PyObject_GetAttrString(coll, "deque");
+    Py_XDECREF(coll);
+    if (deque_type == NULL)
+        return -1;
+    if (!PyType_Check(deque_type)) {
+        PyErr_SetString(PyExc_TypeError, "collections.deque is not a type");
+        return -1;
+    }
+    d_popleft = PyDict_GetItemString(((PyTypeObject *)deque_type)->tp_dict, "popleft");
+    d_append = PyDict_GetItemString(((PyTypeObject *)deque_type)->tp_dict, "append");
+    if (d_popleft == NULL || d_append == NULL) {
+        PyErr_SetString(PyExc_TypeError, "collections.deque lacks popleft or append");
+        return -1;
+    }
+    Py_INCREF(d_popleft);
+    Py_INCREF(d_append);
+    int_zero = PyLong_FromLong(0);
+    int_one = PyLong_FromLong(1);
+    int_max_timeout = PyLong_FromLong(24 * 3600);
+    if (int_zero == NULL || int_one == NULL || int_max_timeout == NULL)
         return -1;
     s_loop_kw = Py_BuildValue("(s)", "loop");
     if (s_loop_kw == NULL)

@@ -69,6 +69,9 @@ ALLOWED_FOREIGN_PRIVATES: frozenset[str] = frozenset({
     # (a subclass) reports a failed callback exactly as asyncio.Handle._run does.
     "_args",
     "_format_callback_source",
+    # asyncio.Handle._run, how an event loop runs a ready handle: ReactorLoop._run_debug
+    # runs one as asyncio's _run_once does in debug mode.
+    "_run",
 })
 
 _CYCLE_LIMIT = 200  # elementary cycles listed at most; more means a tangle anyway

@@ -1,9 +1,11 @@
 """The reactor loop's scheduling in C (native/loopfast.c) against asyncio's.
 
-With the extension, ``ReactorLoop.call_soon``, ``create_future`` and
-``get_debug`` and ``zerg._reactor.Handle._run`` are C methods.  Hypothesis
+With the extension, ``ReactorLoop.call_soon``, ``create_future``,
+``get_debug`` and ``_run_once`` and ``zerg._reactor.Handle._run`` are C methods.  Hypothesis
 plays the same random script -- callbacks with arguments, in a given context
-or the current one, that raise, cancel themselves or others, schedule more --
+or the current one, that raise, cancel themselves or others, schedule more,
+timers due at once or never, enough cancelled ones for asyncio's purge,
+debug mode turned on from a callback --
 on a reactor loop with the C methods and with asyncio's put back, and
 compares the order of the calls, what each saw, what the exception handler
 got, and the handles' repr and state.  Closed loops and debug mode take
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +33,8 @@ import zerg
 from zerg import _native
 from zerg._reactor import Handle, ReactorLoop
 
-REPLACED = {ReactorLoop: ("call_soon", "create_future", "get_debug"), Handle: ("_run",)}
+REPLACED = {ReactorLoop: ("call_soon", "create_future", "get_debug", "_run_once"),
+            Handle: ("_run",)}
 var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="-")
 
 
@@ -44,7 +48,8 @@ def reference_methods() -> Iterator[None]:
         yield
 
 
-step = st.tuples(st.sampled_from(["soon", "soon", "ctx", "raise", "cancel", "chain", "future"]),
+step = st.tuples(st.sampled_from(["soon", "soon", "ctx", "raise", "cancel", "chain", "future",
+                                  "due", "later", "many", "debug"]),
                  st.integers(0, 30))
 
 
@@ -86,11 +91,26 @@ def play(script: list[tuple[str, int]]) -> list[Any]:
                 fut = loop.create_future()
                 fut.add_done_callback(lambda f: trace.append(("done", f.result())))
                 fut.set_result(n)
-        trace.append(("reprs", [repr(h) for h in handles]))
+            elif op == "due":               # a timer already due: runs this iteration
+                handles.append(loop.call_at(loop.time() - 1 - n, record, n))
+            elif op == "later":             # one never due (cancel may hit it)
+                handles.append(loop.call_later(100 + n, record, n))
+            elif op == "many":              # enough cancelled timers for asyncio's purge
+                for i in range(120):
+                    h = loop.call_later(200 + i, record, i)
+                    if i % 4:
+                        h.cancel()
+            elif op == "debug":             # debug mode from a callback, mid-iteration
+                handles.append(loop.call_soon(loop.set_debug, True))
+        trace.append(("reprs", [re.sub(r"when=[-\d.e]+", "when=T", repr(h)) for h in handles
+                                if not loop.get_debug()]))
         loop.run_until_complete(asyncio.sleep(0))
         loop.run_until_complete(asyncio.sleep(0))
         trace.append(("after", [(h.cancelled(), isinstance(h, asyncio.Handle))
                                 for h in handles]))
+        scheduled: list[asyncio.TimerHandle] = getattr(loop, "_scheduled")   # noqa: B009
+        trace.append(("timers", len(scheduled), getattr(loop, "_timer_cancelled_count"),  # noqa: B009
+                      loop.get_debug()))
     finally:
         loop.close()
     return trace
@@ -118,8 +138,34 @@ def test_closed_loop_and_debug_mode_take_asyncios_path() -> None:
     assert fut.get_loop() is loop and not fut.done()
 
 
+def test_a_slow_callback_after_debug_mode_turned_on_is_reported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Debug mode switched on by a callback applies to the handles after it in
+    the same iteration, as in asyncio's _run_once: a slow one is logged."""
+    import time
+
+    loop = zerg.new_event_loop()
+    loop.slow_callback_duration = 0.01
+    ran: list[str] = []
+    try:
+        loop.call_soon(loop.set_debug, True)
+        def slow() -> None:
+            time.sleep(0.03)
+            ran.append("slow")
+
+        loop.call_soon(slow)
+        with caplog.at_level("WARNING", logger="asyncio"):
+            loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.set_debug(False)
+        loop.close()
+    assert ran == ["slow"]
+    assert any("Executing" in r.getMessage() and "took" in r.getMessage()
+               for r in caplog.records), caplog.text
+
+
 def test_the_comparison_runs_with_the_extension() -> None:
     """Under ZERG_NO_EXTENSIONS=1 the comparison above runs in a child with it."""
     assert_methods(REPLACED)
     if _native.speedups is None:
-        run_with_extension(__file__, passed=3)
+        run_with_extension(__file__, passed=4)

@@ -28,7 +28,9 @@ import os
 import socket
 import threading
 import time
+from asyncio import base_events as _base_events
 from asyncio import format_helpers
+from asyncio.log import logger as _asyncio_logger
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,6 +48,8 @@ from zerg._slab import SlabPool
 from zerg._uring import ffi, lib
 
 log = logging.getLogger("zerg")
+# How asyncio names a slow callback in debug mode (ReactorLoop._run_debug).
+_format_handle: Callable[[asyncio.Handle], str] = getattr(_base_events, "_format_handle", str)
 
 _UD_ACCEPT = encode(Op.ACCEPT)
 _UD_CANCEL = encode(Op.CANCEL)
@@ -182,6 +186,22 @@ class ReactorLoop(asyncio.SelectorEventLoop):
         # create_future passes them to the type itself (native/loopfast.c)
         # instead of building a dict per future (one per waiting read).
         self._future_kw = {"loop": self}
+
+    def _run_debug(self, handle: asyncio.Handle) -> None:
+        """One ready handle as asyncio's ``_run_once`` runs it in debug mode
+        (timed, slow callbacks logged).  The C ``_run_once`` (native/loopfast.c)
+        calls it for the handles of an iteration in which a callback turned
+        debug mode on; an iteration that starts in debug mode is asyncio's."""
+        try:
+            self._current_handle = handle
+            t0 = self.time()
+            handle._run()
+            dt = self.time() - t0
+            if dt >= self.slow_callback_duration:
+                _asyncio_logger.warning("Executing %s took %.3f seconds",
+                                        _format_handle(handle), dt)
+        finally:
+            self._current_handle = None     # type: ignore[assignment]  # as asyncio
 
     def close(self) -> None:
         """Close the loop; a standalone loop also closes the sockets of its

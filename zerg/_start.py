@@ -59,7 +59,7 @@ class _HandlerStart:
         self._errors = ErrorLog()
         self._tls = tls
 
-    def _run(self, conn: Connection) -> asyncio.Future[None]:
+    def _launch(self, conn: Connection) -> asyncio.Future[None]:
         raise NotImplementedError
 
     def start(self, host: ConnectionHost, conn_id: int, fd: int) -> CompletionSink:
@@ -87,7 +87,7 @@ class _HandlerStart:
 
     def _serve(self, conn: Connection) -> None:
         try:
-            task = self._run(conn)
+            task = self._launch(conn)
         except Exception:
             log.exception("zerg: handler could not be started for %r", conn)
             conn.close()
@@ -123,7 +123,7 @@ class TaskStart(_HandlerStart):
         super().__init__(tls)
         self._handler = handler
 
-    def _run(self, conn: Connection) -> asyncio.Future[None]:
+    def _launch(self, conn: Connection) -> asyncio.Future[None]:
         result = self._handler(conn)
         if not inspect.isawaitable(result):
             raise TypeError(f"the async handler {self._handler!r} returned {result!r}, "
@@ -141,7 +141,7 @@ class ThreadStart(_HandlerStart):
         self._executor = executor
         self._warned = False
 
-    def _run(self, conn: Connection) -> asyncio.Future[None]:
+    def _launch(self, conn: Connection) -> asyncio.Future[None]:
         return conn.loop.run_in_executor(self._executor, self._call, conn)
 
     def _call(self, conn: Connection) -> None:
