@@ -347,7 +347,7 @@ kick_send(PyObject *self, PyObject *out)
 }
 
 /* ProtocolConnection.send_pending */
-static PyObject *
+PyObject *
 pc_send_pending(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *out = FIELD(self, F.out);

@@ -553,7 +553,7 @@ typedef struct {
     unsigned nslot_keys;
 } DispatcherObject;
 
-static PyObject *str_on_recv, *str_on_recv_end, *str_on_send;
+static PyObject *str_on_recv, *str_on_recv_end, *str_on_send, *str_send_pending, *str_id;
 
 static PyObject *
 Dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -866,9 +866,44 @@ Dispatcher_run(DispatcherObject *self, PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLongLong(total);
 }
 
+/* send_dirty(dirty): sink.send_pending() for every sink in the list (sinks
+ * added meanwhile included), then the list emptied, as Reactor._on_select's
+ * loop; a sink that raises goes to failed(OP_SEND, sink.id, exc) and the
+ * others still send.  ProtocolConnection's send_pending is called directly. */
+static PyObject *
+Dispatcher_send_dirty(DispatcherObject *self, PyObject *dirty)
+{
+    if (!PyList_CheckExact(dirty)) {
+        PyErr_SetString(PyExc_TypeError, "send_dirty: a list of sinks");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(dirty); i++) {
+        PyObject *sink = Py_NewRef(PyList_GET_ITEM(dirty, i));
+        PyObject *r = connfast_owns(sink) ? pc_send_pending(sink, NULL)
+                                          : PyObject_CallMethodNoArgs(sink, str_send_pending);
+        if (r == NULL) {
+            PyObject *exc = PyErr_ExceptionMatches(PyExc_Exception) ? fetch_exception() : NULL;
+            PyObject *id = exc == NULL ? NULL : PyObject_GetAttr(sink, str_id);
+            if (id != NULL)
+                r = PyObject_CallFunction(self->failed, "iOO", OP_SEND, id, exc);
+            Py_XDECREF(id);
+            Py_XDECREF(exc);
+        }
+        Py_DECREF(sink);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    if (PyList_SetSlice(dirty, 0, PyList_GET_SIZE(dirty), NULL) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Dispatcher_methods[] = {
     {"run", (PyCFunction)Dispatcher_run, METH_NOARGS,
      "Harvest and dispatch every completion; returns how many."},
+    {"send_dirty", (PyCFunction)Dispatcher_send_dirty, METH_O,
+     "send_pending() of every sink in the list, which is then emptied."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1473,7 +1508,7 @@ PyInit__speedups(void)
         {&str_on_recv, "on_recv"}, {&str_on_recv_end, "on_recv_end"},
         {&str_on_send, "on_send"}, {&str_tobytes, "tobytes"},
         {&str_dead_message, "_dead_message"}, {&str_held_from, "held_from"},
-        {&str_next, "next"},
+        {&str_next, "next"}, {&str_send_pending, "send_pending"}, {&str_id, "id"},
     };
     if (INTERN_ALL(names) < 0)
         return NULL;

@@ -313,5 +313,6 @@ PyObject *c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *c_on_send(PyObject *self, PyObject *arg);
 PyObject *pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *pc_on_send(PyObject *self, PyObject *arg);
+PyObject *pc_send_pending(PyObject *self, PyObject *unused);
 
 #endif

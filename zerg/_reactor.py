@@ -33,6 +33,7 @@ from asyncio import format_helpers
 from asyncio.log import logger as _asyncio_logger
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from zerg._config import PipeOptions, ReactorConfig
 from zerg._native import speedups
@@ -46,6 +47,9 @@ from zerg._seam import CompletionSink, StartStrategy, Traffic
 from zerg._selector import UringSelector
 from zerg._slab import SlabPool
 from zerg._uring import ffi, lib
+
+if TYPE_CHECKING:
+    from zerg import _speedups
 
 log = logging.getLogger("zerg")
 # How asyncio names a slow callback in debug mode (ReactorLoop._run_debug).
@@ -301,15 +305,20 @@ class Reactor:
         self.closed_count = 0
         self.cqes = 0
         self._final_stats: ReactorStats | None = None
+        self._dispatcher: _speedups.Dispatcher | None = None
         self._native_dispatch: Callable[[], int] | None = None
+        self._native_send_dirty: Callable[[list[CompletionSink]], None] | None = None
         if speedups is not None:
-            # Harvest + the dispatch table in C (zerg._speedups.Dispatcher);
-            # ``_dispatch`` below is its reference.
-            self._native_dispatch = speedups.Dispatcher(
+            # Harvest + the dispatch table in C (zerg._speedups.Dispatcher), and
+            # the sends of the sinks written to; ``_dispatch`` and the loop in
+            # ``_on_select`` are their reference.  It counts the completions.
+            self._dispatcher = speedups.Dispatcher(
                 ring_address=ring.address, owner=ring, batch=cfg.batch_cqes,
                 slots=self.slots, conns=self.conns, poll_fired=self.selector.poll_fired,
                 on_accept=self._on_accept, new_connection=self._new_connection,
-                failed=self._completion_failed, on_connect=self._on_connect).run
+                failed=self._completion_failed, on_connect=self._on_connect)
+            self._native_dispatch = self._dispatcher.run
+            self._native_send_dirty = self._dispatcher.send_dirty
 
     # ------------------------------------------------------ ConnectionHost
     def opened(self, sink: CompletionSink) -> None:
@@ -710,12 +719,7 @@ class Reactor:
         """One loop iteration's I/O: sends, slot returns, submit+wait, dispatch."""
         dirty = self._dirty
         if dirty:
-            for sink in dirty:
-                try:
-                    sink.send_pending()
-                except Exception as exc:
-                    self._completion_failed(_SEND, sink.id, exc)
-            dirty.clear()
+            (self._native_send_dirty or self._send_dirty)(dirty)
         if self.slots.returns_pending:
             self._flush_returns()
         if self.ring.closed:
@@ -726,9 +730,20 @@ class Reactor:
         self.now = _monotonic()
         native = self._native_dispatch
         if native is not None:
-            self.cqes += native()
+            native()                # counts them itself: no int per iteration here
         else:
             self._dispatch()
+
+    def _send_dirty(self, dirty: list[CompletionSink]) -> None:
+        """Start the sends of the sinks written to since the last iteration
+        (sinks added meanwhile too), then forget them; one that raises is
+        aborted, the others still send.  Dispatcher.send_dirty is this in C."""
+        for sink in dirty:
+            try:
+                sink.send_pending()
+            except Exception as exc:
+                self._completion_failed(_SEND, sink.id, exc)
+        dirty.clear()
 
     def _dispatch(self) -> None:
         ring = self.ring
@@ -813,7 +828,7 @@ class Reactor:
             slots_in_use=slots.in_use,
             slots_held=sum(c.slots_held for c in list(self.conns.values())),
             write_segments_in_use=self.pool.segments_in_use,
-            cqes=self.cqes,
+            cqes=self.cqes + (0 if self._dispatcher is None else self._dispatcher.cqes),
             sqes=sqes,
             sends=self.traffic.sends,
             bytes_in=slots.bytes_in,

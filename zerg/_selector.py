@@ -289,14 +289,20 @@ class UringSelector(selectors.BaseSelector):
             ns = self.max_wait_ns
         elif timeout <= 0:
             ns = 0
-        else:
-            ns = min(int(timeout * 1e9), self.max_wait_ns) or 1
+        else:   # min(..., max_wait_ns) or 1, without min's argument tuple and iterator
+            ns = int(timeout * 1e9)
+            if ns > self.max_wait_ns:
+                ns = self.max_wait_ns
+            elif not ns:
+                ns = 1
         fired: list[tuple[int, int]] = []
         self._fired = fired
         self._on_select(ns)
         # The registrations alive now decide: a token removed or replaced while
         # dispatching (a zerg callback ran) takes its event with it.
         ready: list[tuple[selectors.SelectorKey, int]] = []
+        if not fired:
+            return ready            # the common case (zerg's own completions only)
         for token, events in fired:
             fd = fd_of.get(token)
             if fd is not None:
