@@ -28,17 +28,17 @@
 #include <structmember.h>
 #include <string.h>
 
-/* del lst[:n].  When that empties the list (n == len, a few items) its
+/* del lst[:n].  When that empties the list (n == len, up to 64 items) its
  * storage stays: the queues here (received items, staged segments) empty
  * and refill once per message, and PyList_SetSlice would free the item
  * array each time for the next append to allocate it again.  The items are
  * out of the list before their references go (a destructor may look at it). */
-static int
+int
 list_drop_front(PyObject *list, Py_ssize_t n)
 {
-    PyObject *gone[4];
+    PyObject *gone[64];
     Py_ssize_t size = PyList_GET_SIZE(list);
-    if (n != size || n > 4)
+    if (n != size || n > 64)
         return PyList_SetSlice(list, 0, n, NULL);
     for (Py_ssize_t i = 0; i < n; i++) {
         gone[i] = PyList_GET_ITEM(list, i);
@@ -220,13 +220,14 @@ new_segment(PyObject *out)
     if (last < 0 || staged == NULL || !PyList_CheckExact(staged)
             || !Py_IS_TYPE(PyList_GET_ITEM(freelist, last), seg_type))
         return call_method(out, s_new_segment, NULL, NULL);   /* grows the pool */
-    PyObject *seg = Py_NewRef(PyList_GET_ITEM(freelist, last));
     PyObject *zero = PyLong_FromLong(0);
-    if (zero == NULL || PyList_SetSlice(freelist, last, last + 1, NULL) < 0) {
-        Py_XDECREF(zero);
-        Py_DECREF(seg);
+    if (zero == NULL)
         return -1;
-    }
+    /* freelist.pop(), keeping the list's storage (a pop that shrinks it
+     * frees memory the next give-back allocates again) */
+    PyObject *seg = PyList_GET_ITEM(freelist, last);     /* the list's reference, ours */
+    PyList_SET_ITEM(freelist, last, NULL);
+    Py_SET_SIZE(freelist, last);
     field_set(seg, F.s_resident, Py_NewRef(Py_True));
     if (PyList_Append(staged, seg) < 0) {
         /* back where it came from: nothing changed */
@@ -1012,9 +1013,24 @@ deliver(PyObject *self, SeqObject *seq, LeaseObject *lease, PyObject *key)
     field_set(self, F.last_rx, now);
     field_set(self, F.buf, Py_NewRef(Py_None));
     field_set(self, F.unread, zero);
+    /* The delivered view, unless the Protocol kept it, serves the slot's
+     * next delivery (slots_keep_view checks that nothing else can see it). */
+    PyObject *seen = PyList_CheckExact(seq->segs) && PyList_GET_SIZE(seq->segs) == 1
+                     ? Py_NewRef(PyList_GET_ITEM(seq->segs, 0)) : NULL;
     if (seq_drop_single(seq) < 0 || give_back(slots, key) < 0) {
+        Py_XDECREF(seen);
         rc = -1;
         goto done;
+    }
+    if (seen != NULL) {
+        unsigned long k = Py_IS_TYPE(slots, &RecvSlotsType) ? PyLong_AsUnsignedLong(key)
+                                                             : (unsigned long)-1;
+        if (k == (unsigned long)-1) {
+            PyErr_Clear();
+            Py_DECREF(seen);
+        } else {
+            slots_keep_view((RecvSlotsObject *)slots, k, seen);
+        }
     }
     if (FIELD(inp, F.i_paused) == Py_True)
         rc = call_method(self, s_maybe_resume_protocol, NULL, NULL);

@@ -171,9 +171,17 @@ slots_view_c(RecvSlotsObject *self, unsigned long key, Py_ssize_t n)
     if (key >= self->total || n < 0 || n > self->slot_size)
         return PySequence_GetSlice(self->recv_view, start, start + n);
     if (self->slot_views == NULL) {
-        self->slot_views = PyMem_Calloc(self->total, sizeof(PyObject *));
+        self->slot_views = PyMem_Calloc(2 * (size_t)self->total, sizeof(PyObject *));
         if (self->slot_views == NULL)
             return PyErr_NoMemory();
+    }
+    PyObject **spare = &self->slot_views[self->total + key];
+    if (*spare != NULL) {           /* the last delivery's view of this slot, unseen */
+        PyObject *v = *spare;
+        *spare = NULL;
+        if (PyMemoryView_GET_BUFFER(v)->len == n)
+            return v;
+        Py_DECREF(v);
     }
     PyObject *whole = self->slot_views[key];
     if (whole == NULL) {
@@ -192,6 +200,23 @@ slots_view_c(RecvSlotsObject *self, unsigned long key, Py_ssize_t n)
     PyObject *view = PyObject_GetItem(whole, upto);
     Py_DECREF(upto);
     return view;
+}
+
+void
+slots_keep_view(RecvSlotsObject *self, unsigned long key, PyObject *view)
+{
+    PyMemoryViewObject *mv = (PyMemoryViewObject *)view;
+    PyObject *whole = !self->incremental && self->slot_views != NULL && key < self->total
+                      ? self->slot_views[key] : NULL;
+    if (whole != NULL && PyMemoryView_Check(view) && Py_REFCNT(view) == 1
+            && mv->exports == 0 && mv->hash == -1 && mv->weakreflist == NULL
+            && !(mv->flags & _Py_MEMORYVIEW_RELEASED) && mv->view.readonly
+            && mv->view.buf == PyMemoryView_GET_BUFFER(whole)->buf
+            && self->slot_views[self->total + key] == NULL) {
+        self->slot_views[self->total + key] = view;
+        return;
+    }
+    Py_DECREF(view);
 }
 
 static PyObject *
@@ -249,7 +274,7 @@ RecvSlots_traverse(RecvSlotsObject *self, visitproc visit, void *arg)
     Py_VISIT(self->recv_view);
     Py_VISIT(self->parked);
     if (self->slot_views != NULL) {
-        for (unsigned i = 0; i < self->total; i++)
+        for (size_t i = 0; i < 2 * (size_t)self->total; i++)
             Py_VISIT(self->slot_views[i]);
     }
     return 0;
@@ -262,7 +287,7 @@ RecvSlots_clear(RecvSlotsObject *self)
     Py_CLEAR(self->recv_view);
     Py_CLEAR(self->parked);
     if (self->slot_views != NULL) {
-        for (unsigned i = 0; i < self->total; i++)
+        for (size_t i = 0; i < 2 * (size_t)self->total; i++)
             Py_CLEAR(self->slot_views[i]);
     }
     return 0;
@@ -894,7 +919,7 @@ Dispatcher_send_dirty(DispatcherObject *self, PyObject *dirty)
             return NULL;
         Py_DECREF(r);
     }
-    if (PyList_SetSlice(dirty, 0, PyList_GET_SIZE(dirty), NULL) < 0)
+    if (list_drop_front(dirty, PyList_GET_SIZE(dirty)) < 0)
         return NULL;
     Py_RETURN_NONE;
 }

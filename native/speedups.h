@@ -44,7 +44,8 @@ typedef struct {
     unsigned *pins;             /* per slot: sends reading it (forward); made on first pin */
     unsigned *deferred;         /* per slot: give-backs waiting for the last unpin */
     unsigned npinned;           /* slots with pins */
-    PyObject **slot_views;      /* per slot: a memoryview of all of it, made on first use */
+    PyObject **slot_views;      /* per slot: a memoryview of all of it, made on first use;
+                                 * then, at [total + slot], the spare (slots_keep_view) */
 } RecvSlotsObject;
 
 typedef struct {
@@ -74,6 +75,11 @@ extern PyObject *int_released;      /* sys.maxsize: held_from once all went back
 /* receive slots */
 PyObject *slots_view_c(RecvSlotsObject *self, unsigned long key, Py_ssize_t n);
 int slots_give_back_key(RecvSlotsObject *self, unsigned long key);
+/* A delivered view of slot key that nothing else can see any more (one
+ * reference, ours, stolen; no exports, weak references or cached hash; not
+ * released): kept for the slot's next view of the same length, so a
+ * Protocol's echo allocates no view per message.  Otherwise dropped. */
+void slots_keep_view(RecvSlotsObject *self, unsigned long key, PyObject *view);
 int slots_pin_key(RecvSlotsObject *self, unsigned long key);
 int slots_unpin_key(RecvSlotsObject *self, unsigned long key);
 
@@ -314,5 +320,7 @@ PyObject *c_on_send(PyObject *self, PyObject *arg);
 PyObject *pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *pc_on_send(PyObject *self, PyObject *arg);
 PyObject *pc_send_pending(PyObject *self, PyObject *unused);
+/* del lst[:n], keeping the list's storage when that empties it. */
+int list_drop_front(PyObject *list, Py_ssize_t n);
 
 #endif

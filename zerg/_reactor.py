@@ -694,7 +694,10 @@ class Reactor:
             for conn in list(self.conns.values()):
                 conn.relieve()
             self._warn_ring_dry()
-        for sink in slots.flush():
+        parked = slots.flush()
+        if not parked:
+            return                  # the common case: no iterator made for nobody
+        for sink in parked:
             try:
                 sink.on_slots_free()
             except Exception as exc:
