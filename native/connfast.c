@@ -2782,13 +2782,16 @@ connfast_init(PyObject *module)
     };
     if (INTERN_ALL(names) < 0)
         return -1;
-    mv_release = PyDict_GetItemWithError(PyMemoryView_Type.tp_dict, s_release);
-    if (mv_release == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_SystemError, "memoryview.release is missing");
+    /* The method descriptor itself (got through the type: a builtin type's
+     * tp_dict is not to be read directly since 3.12). */
+    mv_release = PyObject_GetAttr((PyObject *)&PyMemoryView_Type, s_release);
+    if (mv_release == NULL)
+        return -1;
+    if (!PyObject_TypeCheck(mv_release, &PyMethodDescr_Type)) {
+        PyErr_SetString(PyExc_TypeError, "memoryview.release is not a method descriptor");
+        Py_CLEAR(mv_release);
         return -1;
     }
-    Py_INCREF(mv_release);
     if (PyType_Ready(&DoneType) < 0 || PyType_Ready(&ReadCoroType) < 0)
         return -1;
     done_coro = (PyObject *)PyObject_New(DoneObject, &DoneType);

@@ -596,14 +596,17 @@ loopfast_init(PyObject *module)
         PyErr_SetString(PyExc_TypeError, "collections.deque is not a type");
         return -1;
     }
-    d_popleft = PyDict_GetItemString(((PyTypeObject *)deque_type)->tp_dict, "popleft");
-    d_append = PyDict_GetItemString(((PyTypeObject *)deque_type)->tp_dict, "append");
-    if (d_popleft == NULL || d_append == NULL) {
-        PyErr_SetString(PyExc_TypeError, "collections.deque lacks popleft or append");
+    /* the method descriptors, got through the type (since 3.12 a static
+     * type's tp_dict is not to be read directly) */
+    d_popleft = PyObject_GetAttrString(deque_type, "popleft");
+    d_append = d_popleft == NULL ? NULL : PyObject_GetAttrString(deque_type, "append");
+    if (d_append == NULL)
+        return -1;
+    if (!PyObject_TypeCheck(d_popleft, &PyMethodDescr_Type)
+            || !PyObject_TypeCheck(d_append, &PyMethodDescr_Type)) {
+        PyErr_SetString(PyExc_TypeError, "collections.deque's popleft/append are not methods");
         return -1;
     }
-    Py_INCREF(d_popleft);
-    Py_INCREF(d_append);
     int_zero = PyLong_FromLong(0);
     int_one = PyLong_FromLong(1);
     int_max_timeout = PyLong_FromLong(24 * 3600);

@@ -356,19 +356,21 @@ wake_init(PyObject *module)
         PyErr_Clear();
         Py_XDECREF(f);
     } else {
-        PyObject *dict = ((PyTypeObject *)f)->tp_dict;
         PyObject **descrs[] = {&d_done, &d_result, &d_set_result, &d_blocking};
         PyObject *keys[] = {s_done, s_result, s_set_result, s_blocking};
         for (size_t i = 0; i < 4; i++) {
-            PyObject *d = PyDict_GetItemWithError(dict, keys[i]);
+            /* through the type: the descriptor itself */
+            PyObject *d = PyObject_GetAttr(f, keys[i]);
             if (d == NULL) {
-                if (PyErr_Occurred())
-                    return -1;
+                PyErr_Clear();
                 break;
             }
-            *descrs[i] = Py_NewRef(d);
+            *descrs[i] = d;
         }
-        if (d_blocking == NULL || Py_TYPE(d_blocking)->tp_descr_set == NULL) {
+        if (d_blocking == NULL || Py_TYPE(d_blocking)->tp_descr_set == NULL
+                || !PyObject_TypeCheck(d_done, &PyMethodDescr_Type)
+                || !PyObject_TypeCheck(d_result, &PyMethodDescr_Type)
+                || !PyObject_TypeCheck(d_set_result, &PyMethodDescr_Type)) {
             for (size_t i = 0; i < 4; i++)     /* not the C Future we know: by name */
                 Py_CLEAR(*descrs[i]);
             Py_DECREF(f);

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import logging
 import os
 import socket
@@ -54,6 +55,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("zerg")
 # How asyncio names a slow callback in debug mode (ReactorLoop._run_debug).
 _format_handle: Callable[[asyncio.Handle], str] = getattr(_base_events, "_format_handle", str)
+# How asyncio.Handle._run names a callback that raised; since 3.13 it takes the
+# loop's debug flag (arguments are shown in debug mode only).
+_format_callback_source: Callable[..., str] = format_helpers._format_callback_source
+_SOURCE_TAKES_DEBUG: bool = "debug" in inspect.signature(_format_callback_source).parameters
 
 _UD_ACCEPT = encode(Op.ACCEPT)
 _UD_CANCEL = encode(Op.CANCEL)
@@ -167,7 +172,11 @@ class Handle(asyncio.Handle):
 
     def _failed(self, exc: BaseException) -> None:
         """What ``asyncio.Handle._run`` does when the callback raised."""
-        source = format_helpers._format_callback_source(self._callback, self._args)
+        if _SOURCE_TAKES_DEBUG:     # 3.13+: the arguments are shown in debug mode only
+            source = _format_callback_source(self._callback, self._args,
+                                             debug=self._loop.get_debug())
+        else:
+            source = _format_callback_source(self._callback, self._args)
         context: dict[str, object] = {
             "message": f"Exception in callback {source}", "exception": exc, "handle": self}
         if self._source_traceback:
