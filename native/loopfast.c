@@ -243,18 +243,25 @@ static PyObject *fn_heappop, *deque_type, *d_popleft, *d_append, *int_zero, *int
 static PyObject *s_scheduled, *s_tcc, *s_stopping, *s_selector, *s_select, *s_process_events,
     *s_time, *s_clock_resolution, *s_when, *s_cancelled, *s_run, *s_run_debug;
 
+/* bool(o.name): 1, 0 or -1 */
+static int
+attr_true(PyObject *o, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL)
+        return -1;
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
 /* h._cancelled: 1, 0 or -1 */
 static int
 handle_cancelled(PyObject *h)
 {
     if (Py_IS_TYPE(h, handle_type) && FIELD(h, H.cancelled) != NULL)
         return PyObject_IsTrue(FIELD(h, H.cancelled));
-    PyObject *v = PyObject_GetAttr(h, s_cancelled);
-    if (v == NULL)
-        return -1;
-    int r = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    return r;
+    return attr_true(h, s_cancelled);
 }
 
 /* heapq.heappop(heap)._scheduled = False: the popped handle, or NULL. */
@@ -333,16 +340,7 @@ static int
 debug_on(PyObject *self)
 {
     int off = attr_is_false(self, s_debug);
-    if (off < 0)
-        return -1;
-    if (off)
-        return 0;
-    PyObject *v = PyObject_GetAttr(self, s_debug);
-    if (v == NULL)
-        return -1;
-    int r = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    return r;
+    return off < 0 ? -1 : off ? 0 : attr_true(self, s_debug);
 }
 
 static PyObject *
@@ -369,14 +367,9 @@ loop_run_once(PyObject *self, PyObject *Py_UNUSED(ignored))
     Py_ssize_t nready = PyObject_Length(ready);
     if (nready < 0)
         goto fail;
-    int stopping = 0;
-    if (nready == 0) {
-        PyObject *v = PyObject_GetAttr(self, s_stopping);
-        stopping = v == NULL ? -1 : PyObject_IsTrue(v);
-        Py_XDECREF(v);
-        if (stopping < 0)
-            goto fail;
-    }
+    int stopping = nready == 0 ? attr_true(self, s_stopping) : 0;
+    if (stopping < 0)
+        goto fail;
     if (nready || stopping)
         timeout = Py_NewRef(int_zero);
     else if (PyList_GET_SIZE(sched) > 0)
