@@ -6,16 +6,18 @@
  * (call_soon, _call_soon and Handle.__init__: three Python frames), and the
  * loop iteration runs it with Handle._run (a fourth).  uvloop runs the same
  * machinery in C.  Here the reactor loop's call_soon, create_future and
- * get_debug (which asyncio's C Future calls at every creation), and the _run
- * of the handles it makes, are C methods.
+ * get_debug (which asyncio's C Future calls at every creation), its
+ * iteration (_run_once), and the _run of the handles it makes, are C
+ * methods.
  *
  * What stays: the reactor loop is still asyncio's SelectorEventLoop (its
- * _run_once, timers, call_soon_threadsafe, debug mode), and the handles are
- * instances of zerg._reactor.Handle, a subclass of asyncio.Handle with the
- * same __slots__ -- isinstance, repr, cancel() and the CPython test suite see
- * asyncio's own types.  The C methods handle the common case and otherwise
- * call the method they replaced: a closed loop, debug mode (thread checks and
- * source tracebacks), unusual arguments.
+ * timers, call_soon_threadsafe, the selector, debug mode), and the handles
+ * are instances of zerg._reactor.Handle, a subclass of asyncio.Handle with
+ * the same __slots__ -- isinstance, repr, cancel() and the CPython test suite
+ * see asyncio's own types.  The C methods handle the common case and
+ * otherwise call the method they replaced: a closed loop, debug mode (thread
+ * checks and source tracebacks), unusual arguments, a due purge of cancelled
+ * timers.
  *
  * Rules: as speedups.c.
  */
