@@ -95,7 +95,7 @@ static PyObject *empty_seq;         /* zerg._inputpipe._EMPTY_SEQ */
 static struct {
     /* Connection, ProtocolConnection */
     Py_ssize_t state, in, out, buf, reading_paused, slots, give_back, data_received, host,
-        last_rx, unread, bytes_in, owner, dirty, want_send, writing_paused, sub, fd, ud_send,
+        last_rx, unread, bytes_in, owner, dirty, want_send, writing_paused, sub, fd, id,
         traffic, send, stopping;
     /* OutputPipe */
     Py_ssize_t o_pending, o_max, o_pause_at, o_budget, o_cur, o_staged, o_granted, o_pool,
@@ -287,17 +287,20 @@ kick_send(PyObject *self, PyObject *out)
     PyObject *seg = PyList_GET_ITEM(staged, 0);
     Py_ssize_t fill, sent, fd;
     unsigned long long ud;
-    PyObject *udo = FIELD(self, F.ud_send), *sub = FIELD(self, F.sub);
+    PyObject *ido = FIELD(self, F.id), *sub = FIELD(self, F.sub);
     int is_loan = loan_type != NULL && Py_IS_TYPE(seg, loan_type);
     if (!(is_loan || Py_IS_TYPE(seg, seg_type)) || field_ssize(seg, F.s_fill, &fill)
             || field_ssize(seg, F.s_sent, &sent) || sent >= fill || sent < 0
             || fill - sent > (Py_ssize_t)UINT_MAX
             || field_ssize(self, F.fd, &fd) || fd < 0 || fd > INT_MAX
-            || udo == NULL || !PyLong_CheckExact(udo) || sub == NULL)
+            || ido == NULL || !PyLong_CheckExact(ido) || sub == NULL)
         return call_ok(call_ref(ref_c_kick_send, self, NULL, 0));
-    ud = PyLong_AsUnsignedLongLong(udo);
+    ud = PyLong_AsUnsignedLongLong(ido);    /* encode(Op.SEND, id) */
     if (ud == (unsigned long long)-1 && PyErr_Occurred())
         return -1;
+    if (ud >> (64 - ZU_UD_OP_BITS))
+        return call_ok(call_ref(ref_c_kick_send, self, NULL, 0));   /* over 64 bits */
+    ud = (ud << ZU_UD_OP_BITS) | OP_SEND;
     Py_ssize_t len = fill - sent;
     int ret;
     Py_INCREF(seg);
@@ -2546,7 +2549,7 @@ static const struct field_spec field_specs[] = {
     {0, "_host", &F.host}, {0, "_last_rx", &F.last_rx}, {0, "_unread", &F.unread},
     {0, "bytes_in", &F.bytes_in}, {0, "_owner", &F.owner}, {0, "_dirty", &F.dirty},
     {0, "_want_send", &F.want_send}, {0, "_writing_paused", &F.writing_paused},
-    {0, "_sub", &F.sub}, {0, "fd", &F.fd}, {0, "_ud_send", &F.ud_send},
+    {0, "_sub", &F.sub}, {0, "fd", &F.fd}, {0, "id", &F.id},
     {0, "_traffic", &F.traffic}, {0, "_send", &F.send},
     {1, "pending", &F.o_pending}, {1, "max_write_buffer", &F.o_max},
     {1, "pause_at", &F.o_pause_at}, {1, "_budget", &F.o_budget}, {1, "_cur", &F.o_cur},

@@ -140,8 +140,6 @@ class Connection(_ConnectionCounters):
         "_stopping",
         "_sub",
         "_traffic",
-        "_ud_recv",
-        "_ud_send",
         "close_reason",
         "context",
         "fd",
@@ -157,8 +155,6 @@ class Connection(_ConnectionCounters):
         self._traffic = host.traffic
         self.id = conn_id
         self.fd = fd
-        self._ud_recv = encode(Op.RECV, conn_id)
-        self._ud_send = encode(Op.SEND, conn_id)
         self._state = OPEN
         self._stopping = False
         self._reading_paused = False
@@ -393,9 +389,9 @@ class Connection(_ConnectionCounters):
         if action is RecvAction.NONE:
             return
         if action is RecvAction.ARM:
-            self._sub.recv(self.fd, self._ud_recv)
+            self._sub.recv(self.fd, encode(Op.RECV, self.id))
         elif action is RecvAction.CANCEL:
-            self._sub.cancel(self._ud_recv)
+            self._sub.cancel(encode(Op.RECV, self.id))
         elif action is RecvAction.PARK:
             self._host.slots.park(self)
         elif action is RecvAction.EOF:
@@ -750,7 +746,7 @@ class Connection(_ConnectionCounters):
         sent = seg.sent
         send = self._sub.resend if when_writable else self._send
         base, off = send_base(seg)
-        ret = send(self.fd, base, off + sent, seg.fill - sent, self._ud_send)
+        ret = send(self.fd, base, off + sent, seg.fill - sent, encode(Op.SEND, self.id))
         if ret:
             out.sending = None
             self._sub.check(ret, "send")
@@ -769,7 +765,8 @@ class Connection(_ConnectionCounters):
             pieces.append((base, off + s.sent, s.fill - s.sent))
         iov.fill(pieces)
         sub = self._sub
-        ret = (sub.resendv if when_writable else sub.sendv)(self.fd, iov, self._ud_send)
+        ret = (sub.resendv if when_writable else sub.sendv)(self.fd, iov,
+                                                             encode(Op.SEND, self.id))
         iov.clear()
         if ret:
             out.sending = None
@@ -850,7 +847,7 @@ class Connection(_ConnectionCounters):
         if self._state == OPEN:
             self.close()
         if out.sending is not None:
-            self._sub.cancel(self._ud_send)
+            self._sub.cancel(encode(Op.SEND, self.id))
         self._maybe_finish()
 
     def _linger_zero(self) -> None:
