@@ -1048,11 +1048,15 @@ class ProtocolConnection(Connection):
                  "_slots", "_unread", "_want_send", "_writing_paused")
 
     def __init__(self, host: ConnectionHost, conn_id: int, fd: int,
-                 proto: ProtocolCallbacks) -> None:
+                 proto: ProtocolCallbacks,
+                 data_received: Callable[[Any, BufferSequence], int | None] | None = None,
+                 ) -> None:
         super().__init__(host, conn_id, fd)
         self._proto = proto
-        # Hot callbacks, bound once per connection.
-        self._data_received = proto.data_received
+        # The hot callback: ``proto.data_received``, bound here unless the
+        # caller passes the one it bound for all its connections (a server's
+        # Protocol is shared: one bound method, not one per connection).
+        self._data_received = proto.data_received if data_received is None else data_received
         # The lease give-back of every sequence handed to the Protocol: bound on
         # the first receive (an idle connection never makes it), dropped when
         # the connection is closed (it refers back to the connection).

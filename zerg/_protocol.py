@@ -35,7 +35,10 @@ class Protocol:
         """A connection was accepted.  Writes here are sent with the loop iteration."""
 
     def data_received(self, conn: Connection, seq: BufferSequence) -> int | None:
-        """Bytes arrived.  Return None (all consumed) or how many were consumed."""
+        """Bytes arrived.  Return None (all consumed) or how many were consumed.
+
+        Looked up once, when the server starts (``engine.serve(proto)``), and
+        called for every connection: one instance serves them all."""
         return None
 
     def eof_received(self, conn: Connection) -> bool:

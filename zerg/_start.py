@@ -166,6 +166,9 @@ class ProtocolStart:
     def __init__(self, protocol: Protocol, tls: TlsOptions | None = None) -> None:
         self._protocol = protocol
         self._tls = tls
+        # Looked up once, when the server starts: every connection calls this
+        # bound method (64 B less per connection than binding one each).
+        self._data_received = protocol.data_received
 
     def start(self, host: ConnectionHost, conn_id: int, fd: int) -> CompletionSink:
         conn = self._make(host, conn_id, fd)
@@ -178,7 +181,8 @@ class ProtocolStart:
         ``connection_made`` the moment the handshake finished, before it
         delivers a byte)."""
         tls = self._tls
-        conn = (ProtocolConnection(host, conn_id, fd, self._protocol) if tls is None
+        conn = (ProtocolConnection(host, conn_id, fd, self._protocol, self._data_received)
+                if tls is None
                 else TlsProtocolConnection(host, conn_id, fd, self._protocol, tls.context,
                                            server_side=True,
                                            handshake_timeout=tls.handshake_timeout))
