@@ -97,9 +97,11 @@ _MAX_GATHER: Final = 1 << 30    # ... and bytes
 if TYPE_CHECKING:
     class _ConnectionCounters:
         bytes_in: int
+        fd: int
 else:
-    # bytes_in is bumped per receive: a C integer with the extension.
-    _ConnectionCounters = counters("ConnectionCounters", ("bytes_in",))
+    # bytes_in is bumped per receive: a C integer with the extension; so is
+    # the socket's fd, read per send (and no int object per connection).
+    _ConnectionCounters = counters("ConnectionCounters", ("bytes_in", "fd"))
 
 
 class Connection(_ConnectionCounters):
@@ -142,7 +144,6 @@ class Connection(_ConnectionCounters):
         "_traffic",
         "close_reason",
         "context",
-        "fd",
         "id",
     )
 
