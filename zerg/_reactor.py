@@ -319,8 +319,8 @@ class Reactor:
         self._native_send_dirty: Callable[[list[CompletionSink]], None] | None = None
         if speedups is not None:
             # Harvest + the dispatch table in C (zerg._speedups.Dispatcher), and
-            # the sends of the sinks written to; ``_dispatch`` and the loop in
-            # ``_on_select`` are their reference.  It counts the completions.
+            # the sends of the sinks written to; ``_dispatch`` and ``_send_dirty``
+            # are their reference.  It counts the completions itself.
             self._dispatcher = speedups.Dispatcher(
                 ring_address=ring.address, owner=ring, batch=cfg.batch_cqes,
                 slots=self.slots, conns=self.conns, poll_fired=self.selector.poll_fired,
