@@ -211,6 +211,7 @@ slots_keep_view(RecvSlotsObject *self, unsigned long key, PyObject *view)
     if (whole != NULL && PyMemoryView_Check(view) && Py_REFCNT(view) == 1
             && mv->exports == 0 && mv->hash == -1 && mv->weakreflist == NULL
             && !(mv->flags & _Py_MEMORYVIEW_RELEASED) && mv->view.readonly
+            && mv->view.ndim == 1 && mv->view.itemsize == 1 && (mv->flags & _Py_MEMORYVIEW_C)
             && mv->view.buf == PyMemoryView_GET_BUFFER(whole)->buf
             && self->slot_views[self->total + key] == NULL) {
         self->slot_views[self->total + key] = view;
