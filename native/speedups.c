@@ -850,16 +850,21 @@ restore_exception(PyObject *exc)
 #endif
 }
 
+/* The Exception being raised while handling op goes to failed(op, key, exc),
+ * key being sink.id (sink given) or the completion's key: 0.  -1 with the
+ * error for anything that is not an Exception, or when reporting fails. */
 static int
-handle_failure(DispatcherObject *self, unsigned i)
+report_failure(DispatcherObject *self, int op, PyObject *sink, unsigned long long key)
 {
     if (!PyErr_ExceptionMatches(PyExc_Exception))
         return -1;
     PyObject *exc = fetch_exception();
     if (exc == NULL)
         return -1;
-    PyObject *r = PyObject_CallFunction(self->failed, "iKO", (int)self->op[i], self->key[i],
-                                        exc);
+    PyObject *k = sink != NULL ? PyObject_GetAttr(sink, str_id)
+                               : PyLong_FromUnsignedLongLong(key);
+    PyObject *r = k == NULL ? NULL : PyObject_CallFunction(self->failed, "iOO", op, k, exc);
+    Py_XDECREF(k);
     Py_DECREF(exc);
     if (r == NULL)
         return -1;
@@ -880,7 +885,8 @@ Dispatcher_run(DispatcherObject *self, PyObject *Py_UNUSED(ignored))
         self->cqes += n;
         total += n;
         for (unsigned i = 0; i < n; i++) {
-            if (dispatch_one(self, i) < 0 && handle_failure(self, i) < 0) {
+            if (dispatch_one(self, i) < 0
+                    && report_failure(self, self->op[i], NULL, self->key[i]) < 0) {
                 wake_inline_end(prev);
                 return NULL;
             }
@@ -907,18 +913,11 @@ Dispatcher_send_dirty(DispatcherObject *self, PyObject *dirty)
         PyObject *sink = Py_NewRef(PyList_GET_ITEM(dirty, i));
         PyObject *r = connfast_owns(sink) ? pc_send_pending(sink, NULL)
                                           : PyObject_CallMethodNoArgs(sink, str_send_pending);
-        if (r == NULL) {
-            PyObject *exc = PyErr_ExceptionMatches(PyExc_Exception) ? fetch_exception() : NULL;
-            PyObject *id = exc == NULL ? NULL : PyObject_GetAttr(sink, str_id);
-            if (id != NULL)
-                r = PyObject_CallFunction(self->failed, "iOO", OP_SEND, id, exc);
-            Py_XDECREF(id);
-            Py_XDECREF(exc);
-        }
+        int rc = r != NULL ? 0 : report_failure(self, OP_SEND, sink, 0);
+        Py_XDECREF(r);
         Py_DECREF(sink);
-        if (r == NULL)
+        if (rc < 0)
             return NULL;
-        Py_DECREF(r);
     }
     if (list_drop_front(dirty, PyList_GET_SIZE(dirty)) < 0)
         return NULL;

@@ -309,6 +309,20 @@ import_attr(const char *module, const char *name)
     return v;
 }
 
+/* module.name when it is a type (a new reference); NULL, with no error,
+ * when it is missing or something else (another asyncio implementation). */
+static PyTypeObject *
+import_type(const char *module, const char *name)
+{
+    PyObject *t = import_attr(module, name);
+    if (t == NULL || !PyType_Check(t)) {
+        PyErr_Clear();
+        Py_XDECREF(t);
+        return NULL;
+    }
+    return (PyTypeObject *)t;
+}
+
 static PyObject *
 sp_wake_counts(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
@@ -330,13 +344,7 @@ wake_init(PyObject *module)
         return -1;
     /* The C Task and the dict its enter_task checks; without the Task
      * (another implementation) nothing runs in place. */
-    PyObject *t = import_attr("_asyncio", "Task");
-    if (t == NULL || !PyType_Check(t)) {
-        PyErr_Clear();
-        Py_XDECREF(t);
-    } else {
-        task_type = (PyTypeObject *)t;
-    }
+    task_type = import_type("_asyncio", "Task");
     current_tasks = import_attr("_asyncio", "_current_tasks");
     if (current_tasks == NULL || !PyDict_CheckExact(current_tasks)) {
         PyErr_Clear();
@@ -351,16 +359,13 @@ wake_init(PyObject *module)
     if (INTERN_ALL(names) < 0)
         return -1;
     /* The C Future's own members; without it, every call goes by name. */
-    PyObject *f = import_attr("_asyncio", "Future");
-    if (f == NULL || !PyType_Check(f)) {
-        PyErr_Clear();
-        Py_XDECREF(f);
-    } else {
+    PyTypeObject *f = import_type("_asyncio", "Future");
+    if (f != NULL) {
         PyObject **descrs[] = {&d_done, &d_result, &d_set_result, &d_blocking};
         PyObject *keys[] = {s_done, s_result, s_set_result, s_blocking};
         for (size_t i = 0; i < 4; i++) {
             /* through the type: the descriptor itself */
-            PyObject *d = PyObject_GetAttr(f, keys[i]);
+            PyObject *d = PyObject_GetAttr((PyObject *)f, keys[i]);
             if (d == NULL) {
                 PyErr_Clear();
                 break;
@@ -375,7 +380,7 @@ wake_init(PyObject *module)
                 Py_CLEAR(*descrs[i]);
             Py_DECREF(f);
         } else {
-            cfuture_type = (PyTypeObject *)f;
+            cfuture_type = f;
         }
     }
     kw_context = Py_BuildValue("(s)", "context");
