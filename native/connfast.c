@@ -996,8 +996,9 @@ deliver(PyObject *self, SeqObject *seq, LeaseObject *lease, PyObject *key)
     if (lease->held_from != NULL && PyLong_CheckExact(lease->held_from))
         held_from = PyLong_AsSsize_t(lease->held_from);
     PyObject *host = FIELD(self, F.host), *slots = FIELD(self, F.slots), *inp = FIELD(self, F.in);
+    /* inp: None until the connection needs an input pipe (then not paused) */
     if (!all || held_from != 0 || host == NULL || slots == NULL || inp == NULL
-            || !Py_IS_TYPE(inp, in_type)) {
+            || (inp != Py_None && !Py_IS_TYPE(inp, in_type))) {
         PyErr_Clear();
         PyObject *args[5] = {self, (PyObject *)seq, (PyObject *)lease, key, consumed};
         PyObject *r = PyObject_VectorcallMethod(s_settle, args, 5, NULL);
@@ -1035,7 +1036,7 @@ deliver(PyObject *self, SeqObject *seq, LeaseObject *lease, PyObject *key)
             slots_keep_view((RecvSlotsObject *)slots, k, seen);
         }
     }
-    if (FIELD(inp, F.i_paused) == Py_True)
+    if (inp != Py_None && FIELD(inp, F.i_paused) == Py_True)
         rc = call_method(self, s_maybe_resume_protocol, NULL, NULL);
 done:
     Py_DECREF(consumed);
@@ -1120,7 +1121,8 @@ pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t state, n, bytes_in;
     if (nargs != 2 || !PyLong_CheckExact(args[0]) || !PyLong_CheckExact(args[1])
             || field_ssize(self, F.state, &state) || state != 0
-            || inp == NULL || !Py_IS_TYPE(inp, in_type) || FIELD(inp, F.i_discarding) != Py_False
+            || inp == NULL || (inp != Py_None && (!Py_IS_TYPE(inp, in_type)
+                                                  || FIELD(inp, F.i_discarding) != Py_False))
             || FIELD(self, F.reading_paused) != Py_False || FIELD(self, F.buf) != Py_None
             || slots == NULL || give == NULL || field_ssize(self, F.bytes_in, &bytes_in))
         return call_ref(ref_on_recv, self, args, nargs);
@@ -2543,7 +2545,7 @@ fail:
 struct field_spec { int cls; const char *name; Py_ssize_t *off; };
 
 static const struct field_spec field_specs[] = {
-    {0, "_state", &F.state}, {0, "_in", &F.in}, {0, "_out", &F.out}, {0, "_buf", &F.buf},
+    {0, "_state", &F.state}, {0, "_in_pipe", &F.in}, {0, "_out_pipe", &F.out}, {0, "_buf", &F.buf},
     {0, "_reading_paused", &F.reading_paused}, {0, "_slots", &F.slots},
     {0, "_give_back", &F.give_back}, {0, "_data_received", &F.data_received},
     {0, "_host", &F.host}, {0, "_last_rx", &F.last_rx}, {0, "_unread", &F.unread},

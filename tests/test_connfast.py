@@ -613,7 +613,7 @@ def test_a_closed_connections_input_pipe_is_freed_without_the_cycle_collector() 
     from zerg.adapters import PipeReader
 
     def pipes() -> int:
-        return sum(type(o) is InputPipe for o in gc.get_objects())
+        return sum(isinstance(o, (InputPipe, Connection)) for o in gc.get_objects())
 
     gc.collect()
     gc.disable()
@@ -638,7 +638,8 @@ def test_a_closed_connections_input_pipe_is_freed_without_the_cycle_collector() 
                 assert res.buffer.tobytes() == b"ping"
                 reader.advance_to(2)
                 del reader, res
-            assert pipes() == before + 1
+            # (a Protocol connection makes no input pipe for bytes it delivers)
+            assert pipes() == before + (1 if level == 0 else 2)
             conn.close()
             finish(host, conn)
             del conn

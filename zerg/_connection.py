@@ -130,10 +130,10 @@ class Connection(_ConnectionCounters):
         "_error_exc",
         "_faces",
         "_host",
-        "_in",
+        "_in_pipe",
         "_last_rx",
         "_loop",
-        "_out",
+        "_out_pipe",
         "_owner",
         "_reading_paused",
         "_recv",
@@ -160,8 +160,11 @@ class Connection(_ConnectionCounters):
         self._stopping = False
         self._reading_paused = False
         self._recv = RecvState.IDLE
-        self._in = InputPipe(host.slots, host.options, host.loop)
-        self._out = OutputPipe(conn_id, host.pool, host.options, host.loop)
+        # The pipes are made on first use (``_in``, ``_out``): an idle
+        # connection -- most of a server's, and every one a ``Protocol`` has
+        # not written to -- costs neither (about 640 B).
+        self._in_pipe: InputPipe | None = None
+        self._out_pipe: OutputPipe | None = None
         self._last_rx = host.now
         self._error_exc: BaseException | None = None
         self._close_timer: asyncio.TimerHandle | None = None
@@ -179,6 +182,27 @@ class Connection(_ConnectionCounters):
         start strategy calls this once)."""
         self._host.opened(self)
         self._recv_event(RecvEvent.START)
+
+    @property
+    def _in(self) -> InputPipe:
+        """The input pipe, made on first use.  Until then the connection
+        behaves as if it had a fresh one: nothing received, not discarding,
+        and not paused (``_recv_event`` makes it when receiving pauses)."""
+        inp = self._in_pipe
+        if inp is None:
+            host = self._host
+            inp = self._in_pipe = InputPipe(host.slots, host.options, self._loop)
+            inp.paused = self._recv in _PAUSED_STATES
+        return inp
+
+    @property
+    def _out(self) -> OutputPipe:
+        """The output pipe, made on first use (nothing staged until then)."""
+        out = self._out_pipe
+        if out is None:
+            host = self._host
+            out = self._out_pipe = OutputPipe(self.id, host.pool, host.options, self._loop)
+        return out
 
     # ------------------------------------------------------------ level 1
     async def read(self) -> RingSnapshot:
@@ -283,7 +307,8 @@ class Connection(_ConnectionCounters):
     @property
     def has_data(self) -> bool:
         """Received bytes are waiting to be taken."""
-        return self._in.head < self._in.tail
+        inp = self._in_pipe
+        return inp is not None and inp.head < inp.tail
 
     @property
     def peername(self) -> tuple[str, int] | tuple[str, int, int, int] | str | None:
@@ -314,7 +339,8 @@ class Connection(_ConnectionCounters):
     @property
     def error(self) -> OSError | None:
         """The error that ended the stream (e.g. ``ConnectionResetError``), if any."""
-        code = self._in.error
+        inp = self._in_pipe
+        code = 0 if inp is None else inp.error
         if not code:
             return None
         exc_type: type[OSError] = {errno.ECONNRESET: ConnectionResetError,
@@ -350,27 +376,32 @@ class Connection(_ConnectionCounters):
         if self._state != OPEN:
             return
         self._stopping = True
-        self._in.wake()
+        inp = self._in_pipe
+        if inp is not None:
+            inp.wake()
 
     @property
     def is_closed(self) -> bool:
         """True once the peer ended the stream or the connection is closing."""
-        return self._in.ended or self._state != OPEN
+        inp = self._in_pipe
+        return self._state != OPEN or (inp is not None and inp.ended)
 
     @property
     def slots_held(self) -> int:
         """Receive slots this connection holds (handed out, not yet returned)."""
-        return len(self._in.held)
+        inp = self._in_pipe
+        return 0 if inp is None else len(inp.held)
 
     @property
     def is_receiving_paused(self) -> bool:
         """True while ``max_read_buffer`` holds this connection's receive back."""
-        return self._in.paused
+        return self._recv in _PAUSED_STATES
 
     @property
     def bytes_out(self) -> int:
         """Bytes the kernel took from sends."""
-        return self._out.bytes_out
+        out = self._out_pipe
+        return 0 if out is None else out.bytes_out
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -402,7 +433,9 @@ class Connection(_ConnectionCounters):
             self._on_eof(error)
         elif action is RecvAction.FINISHED:
             self._maybe_finish()
-        self._in.paused = self._recv in _PAUSED_STATES
+        paused = self._recv in _PAUSED_STATES
+        if paused or self._in_pipe is not None:
+            self._in.paused = paused        # (made here: no pipe means not paused)
 
     def on_recv(self, key: int, n: int) -> None:
         """``n`` bytes arrived in slot ``key``."""
@@ -676,7 +709,8 @@ class Connection(_ConnectionCounters):
     @property
     def pending_write_bytes(self) -> int:
         """Bytes staged or in flight, not yet taken by the kernel."""
-        return self._out.pending
+        out = self._out_pipe
+        return 0 if out is None else out.pending
 
     def _check_writable(self) -> None:
         exc = self._out.write_exc
@@ -810,11 +844,12 @@ class Connection(_ConnectionCounters):
         if self.close_reason is None:
             self.close_reason = "closed"
         self._state = CLOSING
-        inp = self._in
-        inp.wake()
-        inp.release_all()
-        out = self._out
-        if out.pending and out.write_exc is None:
+        inp = self._in_pipe
+        if inp is not None:
+            inp.wake()
+            inp.release_all()
+        out = self._out_pipe
+        if out is not None and out.pending and out.write_exc is None:
             self._kick_send()
         self._recv_event(RecvEvent.CLOSE)
         self._maybe_finish()
@@ -867,18 +902,21 @@ class Connection(_ConnectionCounters):
     def _maybe_finish(self) -> None:
         if self._state != CLOSING or self._recv in ARMED_STATES:
             return
-        out = self._out
-        if out.sending is not None:
-            return
-        if out.pending and out.write_exc is None:
-            self._kick_send()
+        out = self._out_pipe
+        if out is not None:
             if out.sending is not None:
                 return
+            if out.pending and out.write_exc is None:
+                self._kick_send()
+                if out.sending is not None:
+                    return
         self._state = CLOSED
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
-        out.drop_all(ConnectionError(f"connection {self.id} closed before the data was sent"))
+        if out is not None:
+            out.drop_all(ConnectionError(
+                f"connection {self.id} closed before the data was sent"))
         self._sub.close(self.fd)
         self._host.closed(self)
         self._closed()
@@ -1165,8 +1203,8 @@ class ProtocolConnection(Connection):
 
     def send_pending(self) -> None:
         self._dirty = False
-        out = self._out
-        if out.pending and out.write_exc is None:
+        out = self._out_pipe
+        if out is not None and out.pending and out.write_exc is None:
             self._kick_send()
 
     def _give_back_keys(self, keys: list[int | None]) -> None:
@@ -1184,7 +1222,8 @@ class ProtocolConnection(Connection):
     def on_recv(self, key: int, n: int) -> None:
         """Hand the bytes to the Protocol, straight from dispatch."""
         slots = self._slots
-        if self._state != OPEN or self._in.discarding:
+        inp = self._in_pipe         # a Protocol connection rarely needs one
+        if self._state != OPEN or (inp is not None and inp.discarding):
             slots.give_back(key)
             return
         self.bytes_in += n
@@ -1246,7 +1285,8 @@ class ProtocolConnection(Connection):
             else:
                 seq.release()
             self._unread = 0
-            if self._in.paused:
+            inp = self._in_pipe
+            if inp is not None and inp.paused:
                 self._maybe_resume_protocol()
         else:
             if consumed:
@@ -1256,7 +1296,7 @@ class ProtocolConnection(Connection):
             self._buf = seq
             self._unread = len(seq)
             if (self._unread > host.options.max_read_buffer
-                    and not self._in.paused):
+                    and not self.is_receiving_paused):
                 self._recv_event(RecvEvent.PAUSE)
                 self.relieve()
 
