@@ -129,7 +129,7 @@ static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
     *s_wake_flushers, *s_check, *s_now, *s_view, *s_give_back, *s_send_what, *s_sends,
     *s_bytes_out, *s_pause, *s_maybe_resume, *s_move_off, *s_release,
     *s_max_read_buffer, *s_max_held_slots, *s_read_chunk_items, *s_out, *s_drop_tokens, *s_pull,
-    *s_relieve, *s_forwarded, *s_give_back_keys;
+    *s_relieve, *s_forwarded;
 
 /* Call a reference function with self first. */
 static PyObject *
@@ -1069,8 +1069,8 @@ keep_spare(SeqObject *seq, LeaseObject *lease)
             || Py_REFCNT(lease->keys) != 1 || PyList_GET_SIZE(lease->keys) != 1
             || seq->owns != Py_True)
         return;
-    /* Hold nothing of the connection while spare (its give_back is a bound
-     * method: it would keep the connection alive). */
+    /* Hold nothing of the connection while spare (its give_back holds the
+     * host's slots: a reactor closed meanwhile would be kept alive). */
     Py_XSETREF(lease->give_back, Py_NewRef(Py_None));
     spare_seq = (SeqObject *)Py_NewRef((PyObject *)seq);
 }
@@ -1144,14 +1144,6 @@ pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (view == NULL)
         return NULL;
-    if (give == Py_None) {          /* the first receive: bind it (ProtocolConnection) */
-        give = PyObject_GetAttr(self, s_give_back_keys);
-        if (give == NULL) {
-            Py_DECREF(view);
-            return NULL;
-        }
-        field_set(self, F.give_back, give);     /* borrowed from here on */
-    }
     SeqObject *seq;
     LeaseObject *lease;
     int rc = reuse_spare(view, key, give, &seq, &lease);
@@ -2781,7 +2773,7 @@ connfast_init(PyObject *module)
         {&s_release, "release"}, {&s_max_read_buffer, "max_read_buffer"},
         {&s_max_held_slots, "max_held_slots"}, {&s_out, "out"},
         {&s_drop_tokens, "_drop_tokens"}, {&s_pull, "_pull"},
-        {&s_relieve, "relieve"}, {&s_give_back_keys, "_give_back_keys"},
+        {&s_relieve, "relieve"},
         {&s_forwarded, "forwarded"},
         {&s_read_chunk_items, "read_chunk_items"},
     };

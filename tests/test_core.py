@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import threading
 from typing import Any
 
@@ -29,7 +30,7 @@ from zerg._connection import Connection, ProtocolConnection
 from zerg._protocol import Protocol
 from zerg._recvstate import RecvAction, RecvEvent, RecvState, end_event, transition
 from zerg._ring import IoVec, Op, decode
-from zerg._seam import CompletionSink, Traffic
+from zerg._seam import CompletionSink, Traffic, give_back_keys
 from zerg._slab import SlabPool
 from zerg._uring import ffi
 
@@ -148,6 +149,7 @@ class FakeHost:
     def __init__(self, max_read_buffer: int = 1 << 20, max_write_buffer: int = 1 << 16) -> None:
         self.submitter = FakeSubmitter()
         self.slots = FakeSlots()
+        self.give_back_keys = functools.partial(give_back_keys, self.slots)
         self.pool = SlabPool(SLOT, 1, SEGMENT)
         self.options = PipeOptions(
             slot_size=SLOT, segment_size=SEGMENT, max_read_buffer=max_read_buffer,

@@ -1096,10 +1096,9 @@ class ProtocolConnection(Connection):
         # caller passes the one it bound for all its connections (a server's
         # Protocol is shared: one bound method, not one per connection).
         self._data_received = proto.data_received if data_received is None else data_received
-        # The lease give-back of every sequence handed to the Protocol: bound on
-        # the first receive (an idle connection never makes it), dropped when
-        # the connection is closed (it refers back to the connection).
-        self._give_back: Callable[[list[int | None]], None] | None = None
+        # The give-back of every lease handed to the Protocol: the host's, one
+        # for all its connections (not a bound method of each).
+        self._give_back = host.give_back_keys
         self._slots = host.slots
         self._want_send = host.want_send
         self._buf: BufferSequence | None = None    # unconsumed bytes between callbacks
@@ -1207,18 +1206,6 @@ class ProtocolConnection(Connection):
         if out is not None and out.pending and out.write_exc is None:
             self._kick_send()
 
-    def _give_back_keys(self, keys: list[int | None]) -> None:
-        give_back = self._host.slots.give_back
-        for key in keys:
-            if key is not None:
-                give_back(key)
-
-    def _keys_return(self) -> Callable[[list[int | None]], None]:
-        give = self._give_back
-        if give is None:
-            give = self._give_back = self._give_back_keys
-        return give
-
     def on_recv(self, key: int, n: int) -> None:
         """Hand the bytes to the Protocol, straight from dispatch."""
         slots = self._slots
@@ -1236,16 +1223,16 @@ class ProtocolConnection(Connection):
             segs, keys = unconsumed(held) if held is not None else ([], [])
             segs.append(memoryview(data))
             keys.append(None)
-            self._buf = leased(segs, SlotLease(keys, self._keys_return()))
+            self._buf = leased(segs, SlotLease(keys, self._give_back))
             return
         if held is None:
-            seq, lease = leased_single(view, key, self._keys_return())
+            seq, lease = leased_single(view, key, self._give_back)
         else:
             lease = None
             segs, keys = unconsumed(held)
             segs.append(view)
             keys.append(key)
-            seq = leased(segs, SlotLease(keys, self._keys_return()))
+            seq = leased(segs, SlotLease(keys, self._give_back))
         self._deliver(seq, lease, key)
 
     def _deliver(self, seq: BufferSequence, lease: SlotLease | None, key: int) -> None:
@@ -1310,8 +1297,8 @@ class ProtocolConnection(Connection):
         data = seq.tobytes()
         keys = retire(seq)
         new = leased([memoryview(data)] if data else [],
-                     SlotLease([None] if data else [], self._give_back_keys))
-        self._give_back_keys(keys)
+                     SlotLease([None] if data else [], self._give_back))
+        self._give_back(keys)
         return new
 
     def _maybe_resume_protocol(self) -> None:
@@ -1362,7 +1349,6 @@ class ProtocolConnection(Connection):
         Connection.close(self)
 
     def _closed(self) -> None:
-        self._give_back = None          # a reference cycle: gone with the connection
         try:
             self._proto.connection_lost(self, self._error_exc or self.error)
         except Exception:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import inspect
 import logging
 import os
@@ -44,7 +45,7 @@ from zerg._proxyproto import parse as parse_proxy_header
 from zerg._ratelog import ErrorLog
 from zerg._recvslots import RecvSlots
 from zerg._ring import CQE_F_BUFFER, CQE_F_MORE, Op, Ring, RingSubmitter, encode
-from zerg._seam import CompletionSink, StartStrategy, Traffic
+from zerg._seam import CompletionSink, StartStrategy, Traffic, give_back_keys
 from zerg._selector import UringSelector
 from zerg._slab import SlabPool
 from zerg._uring import ffi, lib
@@ -300,6 +301,8 @@ class Reactor:
         self._dirty: list[CompletionSink] = []
         # ConnectionHost.want_send: the list's own append (no Python frame).
         self.want_send: Callable[[CompletionSink], None] = self._dirty.append
+        self.give_back_keys: Callable[[list[int | None]], None] = functools.partial(
+            give_back_keys, self.slots)
         self._next_id = 1
         self._stop_requested = False
         self._stopping = False

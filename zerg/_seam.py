@@ -21,6 +21,7 @@ synthetic completions -- without the other noticing.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from zerg._native import counters
@@ -193,6 +194,16 @@ class ReceiveSlots(Protocol):
         ...
 
 
+def give_back_keys(slots: ReceiveSlots, keys: list[int | None]) -> None:
+    """Give back every key of ``keys`` that is not None (a lease's slots; None
+    stands for bytes kept off the ring).  A host binds it to its slots once
+    (``ConnectionHost.give_back_keys``), for all its connections' leases."""
+    give_back = slots.give_back
+    for key in keys:
+        if key is not None:
+            give_back(key)
+
+
 class ConnectionHost(Protocol):
     """A reactor, as its connections see it."""
 
@@ -204,6 +215,13 @@ class ConnectionHost(Protocol):
     @property
     def slots(self) -> ReceiveSlots:
         """The receive slots (view and give back what arrives)."""
+        ...
+
+    @property
+    def give_back_keys(self) -> Callable[[list[int | None]], None]:
+        """``give_back_keys`` bound to ``slots``, made once: the give-back of
+        every lease a ``ProtocolConnection`` hands out (one callable per host,
+        not one per connection)."""
         ...
 
     @property

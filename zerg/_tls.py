@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import socket
 import ssl
@@ -60,6 +61,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, cast
 from zerg._buffers import BufferSequence, BytesLike
 from zerg._connection import Connection, PipeOutput, ProtocolConnection
 from zerg._errors import WriteBufferFullError
+from zerg._seam import give_back_keys
 from zerg._tlsinfo import TlsInfo
 from zerg._tlssession import READ_SIZE as _READ_SIZE
 from zerg._tlssession import TlsSession
@@ -162,6 +164,11 @@ class _TlsHost:
     def __init__(self, host: ConnectionHost, slots: PlainSlots) -> None:
         self._host = host
         self.slots = slots
+
+    @property
+    def give_back_keys(self) -> Callable[[list[int | None]], None]:
+        # Read once, by the connection it serves: its own slots.
+        return functools.partial(give_back_keys, self.slots)
 
     @property
     def submitter(self) -> Submitter:
