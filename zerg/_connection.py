@@ -214,7 +214,7 @@ class Connection(_ConnectionCounters):
         (No thread check here: awaiting it on another thread's loop fails in
         asyncio already, and ``return_ring`` checks.)
         """
-        inp = self._in
+        inp = self._in_pipe or self._in
         if inp.backlog:
             # The last read was cut at max_read_chunk: let the loop run once
             # (other connections' I/O and handlers) before the next chunk.
@@ -248,23 +248,25 @@ class Connection(_ConnectionCounters):
 
     def try_get_ring(self, snapshot: RingSnapshot) -> RingItem | None:
         """Next item up to ``snapshot.tail``, or None when the batch is drained."""
-        return self._in.take(snapshot.tail)
+        return (self._in_pipe or self._in).take(snapshot.tail)
 
     def return_ring(self, item: RingItem) -> None:
         """Give ``item``'s slot back to the kernel; its view dies now."""
         if _get_ident() != self._owner:
             self._foreign_thread()
-        if not self._in.give_back_item(item):
+        inp = self._in_pipe or self._in
+        if not inp.give_back_item(item):
             if self._state == OPEN:
                 raise ValueError(f"{item!r} was already returned or is not from this connection")
             return          # the close already gave it back
-        if self._in.paused:
+        if inp.paused:
             self._maybe_resume()
 
     def reset_read(self) -> None:
         """End a read cycle.  Kept for parity with the C# API: state is
         derived from the ring, so this only checks nothing is waiting."""
-        if self._in.waiter is not None:
+        inp = self._in_pipe
+        if inp is not None and inp.waiter is not None:
             raise RuntimeError("reset_read() while a read() is waiting")
 
     # ------------------------------------------------------------ level 2
@@ -276,7 +278,7 @@ class Connection(_ConnectionCounters):
         """
         if _get_ident() != self._owner:
             self._foreign_thread()
-        return self._in.sequence(snapshot.tail)
+        return (self._in_pipe or self._in).sequence(snapshot.tail)
 
     # ------------------------------------------------------- level 3 faces
     @property
@@ -444,7 +446,7 @@ class Connection(_ConnectionCounters):
             return
         self.bytes_in += n
         self._last_rx = self._host.now
-        inp = self._in
+        inp = self._in_pipe or self._in
         if inp.paused:
             # Over max_read_buffer and still receiving what was in flight:
             # keep the bytes, but off the shared ring.
@@ -502,7 +504,7 @@ class Connection(_ConnectionCounters):
         """
         if _get_ident() != self._owner:
             self._foreign_thread()
-        out = self._out
+        out = self._out_pipe or self._out
         if self._state or out.write_exc is not None or out.eof:
             self._check_writable()
         if isinstance(data, bytes):
@@ -619,7 +621,7 @@ class Connection(_ConnectionCounters):
         """
         if _get_ident() != self._owner:
             self._foreign_thread()
-        out = self._out
+        out = self._out_pipe or self._out
         if out.write_exc is not None:
             raise out.write_exc
         if self._state != OPEN:
@@ -643,7 +645,7 @@ class Connection(_ConnectionCounters):
         raises the error that stopped it)."""
         if _get_ident() != self._owner:
             self._foreign_thread()
-        out = self._out
+        out = self._out_pipe or self._out
         if out.write_exc is not None:
             raise out.write_exc
         if out.pending == 0:
@@ -655,7 +657,7 @@ class Connection(_ConnectionCounters):
 
     def flush_nowait(self) -> None:
         """Start sending everything staged without waiting for it."""
-        out = self._out
+        out = self._out_pipe or self._out
         if out.pending and out.write_exc is None and self._state != CLOSED:
             self._kick_send()
 
@@ -666,7 +668,7 @@ class Connection(_ConnectionCounters):
         ``high`` may not pass ``max_write_buffer``."""
         if _get_ident() != self._owner:
             self._foreign_thread()
-        out = self._out
+        out = self._out_pipe or self._out
         if high is None:
             high = 65536 if low is None else 4 * low
         if low is None:
@@ -713,12 +715,13 @@ class Connection(_ConnectionCounters):
         return 0 if out is None else out.pending
 
     def _check_writable(self) -> None:
-        exc = self._out.write_exc
+        out = self._out_pipe or self._out
+        exc = out.write_exc
         if exc is not None:
             raise exc
         if self._state != OPEN:
             raise ConnectionError(f"connection {self.id} is closed")
-        if self._out.eof:
+        if out.eof:
             raise BrokenPipeError(errno.EPIPE, f"connection {self.id}: write_eof() was called; "
                                   "it writes no more")
 
@@ -730,7 +733,7 @@ class Connection(_ConnectionCounters):
         closed."""
         if _get_ident() != self._owner:
             self._foreign_thread()
-        out = self._out
+        out = self._out_pipe or self._out
         if self._state != OPEN or out.eof:
             return
         out.eof = True
@@ -769,7 +772,7 @@ class Connection(_ConnectionCounters):
         """One send, or one gathered send of the segments waiting behind each
         other (``when_writable``: the last send found the socket's buffer
         full; the kernel waits for room before trying)."""
-        out = self._out
+        out = self._out_pipe or self._out
         seg = out.next_send()
         if seg is None:
             return
@@ -790,7 +793,7 @@ class Connection(_ConnectionCounters):
     def _send_gathered(self, batch: list[WriteSegment], when_writable: bool) -> None:
         """One send of several segments (sendmsg): a proxy's forwarded slots,
         a reply larger than a segment -- one round trip instead of one each."""
-        out = self._out
+        out = self._out_pipe or self._out
         iov = out.iov
         if iov is None:
             iov = out.iov = IoVec(_IOV_MAX)
@@ -810,12 +813,12 @@ class Connection(_ConnectionCounters):
         self._traffic.sends += 1
 
     def send_pending(self) -> None:
-        out = self._out
+        out = self._out_pipe or self._out
         if out.pending and out.write_exc is None:
             self._kick_send()       # io_uring: all of them in this enter
 
     def on_send(self, res: int) -> None:
-        out = self._out
+        out = self._out_pipe or self._out
         if res == -errno.EAGAIN and out.write_exc is None and out.sending is not None:
             # The socket (non-blocking) had no room and the kernel handed the send
             # back: the same bytes again, once it is writable.
@@ -876,7 +879,7 @@ class Connection(_ConnectionCounters):
         if self.close_reason is None:
             self.close_reason = "abort"
         self._linger_zero()
-        out = self._out
+        out = self._out_pipe or self._out
         if out.write_exc is None:       # first, so the close below sends nothing
             out.fail(ConnectionAbortedError(errno.ECONNABORTED,
                                             f"connection {self.id} was aborted"))
@@ -996,7 +999,7 @@ class PipeInput:
         """Like ``read`` but never waits: None when it would have to."""
         conn = self._conn
         result = self._in.try_read(conn._state != OPEN or conn._stopping)
-        if result is None and conn._in.paused:
+        if result is None and self._in.paused:
             conn._maybe_resume()
         return result
 
@@ -1110,7 +1113,7 @@ class ProtocolConnection(Connection):
     def write(self, data: BytesLike | BufferSequence) -> None:
         if _get_ident() != self._owner:
             self._foreign_thread()
-        out = self._out
+        out = self._out_pipe or self._out
         try:
             if (type(data) is BufferSequence and not self._state and out.write_exc is None
                     and not out.eof):
@@ -1149,7 +1152,7 @@ class ProtocolConnection(Connection):
         if new_bytes and not self._dirty:
             self._dirty = True
             self._want_send(self)
-        if self._out.pressure and not self._writing_paused:
+        if (self._out_pipe or self._out).pressure and not self._writing_paused:
             self._pause_writing()
 
     def _pause_writing(self) -> None:
@@ -1170,7 +1173,7 @@ class ProtocolConnection(Connection):
 
     def _maybe_resume_writing(self) -> None:
         """``resume_writing`` once the pending bytes fell to the resume mark."""
-        if self._writing_paused and self._out.relieved:
+        if self._writing_paused and (self._out_pipe or self._out).relieved:
             self._writing_paused = False
             if self._state == OPEN:
                 try:
