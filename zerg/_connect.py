@@ -28,6 +28,7 @@ from typing import Any
 from zerg._connection import Connection, ProtocolConnection
 from zerg._protocol import Protocol
 from zerg._reactor import Reactor
+from zerg._tls import TlsConnection, TlsProtocolConnection
 
 __all__ = ["connect"]
 
@@ -130,7 +131,6 @@ async def _serve(reactor: Reactor, cid: int, fd: int, ssl: _ssl.SSLContext | Non
     """The connected socket as a registered, receiving connection."""
     conn: Connection
     if ssl is not None:
-        from zerg._tls import TlsConnection, TlsProtocolConnection
         if protocol is None:
             conn = TlsConnection(reactor, cid, fd, ssl, server_side=False,
                                  server_hostname=server_hostname, handshake_timeout=None)

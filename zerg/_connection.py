@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import socket
 import struct
@@ -73,6 +74,8 @@ from zerg._slab import SlabPool, WriteSegment
 if TYPE_CHECKING:
     from zerg._seam import ConnectionHost, ProtocolCallbacks
     from zerg._tlsinfo import TlsInfo
+
+_log = logging.getLogger("zerg")
 
 __all__ = ["Connection", "PipeInput", "PipeOutput", "ProtocolConnection", "ReadResult",
            "RingItem", "RingSnapshot"]
@@ -1355,8 +1358,7 @@ class ProtocolConnection(Connection):
         try:
             self._proto.connection_lost(self, self._error_exc or self.error)
         except Exception:
-            import logging
-            logging.getLogger("zerg").exception("zerg: connection_lost raised for %r", self)
+            _log.exception("zerg: connection_lost raised for %r", self)
 
 
 if speedups is not None:

@@ -51,7 +51,7 @@ from zerg._slab import SlabPool
 from zerg._uring import ffi, lib
 
 if TYPE_CHECKING:
-    from zerg import _speedups
+    import zerg._speedups as _speedups  # the module, not the package (no cycle)
 
 log = logging.getLogger("zerg")
 # How asyncio names a slow callback in debug mode (ReactorLoop._run_debug).
