@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
-SOURCES := pyproject.toml setup.py native/uringshim.c native/uringshim.h native/uringshim_compat.h native/build_shim.py native/speedups.c native/speedups.h native/connfast.c native/loopfast.c native/seqfast.c native/readerfast.c
+SOURCES := pyproject.toml setup.py $(wildcard native/*.c native/*.h native/*.py)
 TEST_TOOLS := curl:curl wrk:wrk redis-benchmark:redis-tools redis-server:redis-server haproxy:haproxy \
 	openssl:openssl
 

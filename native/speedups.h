@@ -228,6 +228,8 @@ int seqfast_init(PyObject *module);
 
 /* the C SequenceReader (readerfast.c) */
 int readerfast_init(PyObject *module);
+/* the TLS layer fast path (tlsfast.c) */
+int tlsfast_init(PyObject *module);
 
 /* The exception being raised, normalized, with its traceback; the error
  * indicator is cleared.  NULL if none. */

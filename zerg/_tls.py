@@ -62,6 +62,7 @@ from zerg._buffers import BufferSequence, BytesLike
 from zerg._connection import Connection, PipeOutput, ProtocolConnection
 from zerg._errors import WriteBufferFullError
 from zerg._native import speedups
+from zerg._outputpipe import OutputPipe
 from zerg._seam import give_back_keys
 from zerg._tlsinfo import TlsInfo
 from zerg._tlssession import READ_SIZE as _READ_SIZE
@@ -385,22 +386,30 @@ class _TlsLayer(Connection):
             except ssl.SSLError as exc:
                 self._tls_error(exc)
                 return
-            if data and not st.incoming.pending and not st.ssl_pending():
-                if st.out_pending.pending:
-                    self._send_output()
-                st.plain_on_recv(st.plain.put(data), len(data))
+            self._decrypted(data)
+            return
+        self._pump()
+
+    def _decrypted(self, data: bytes) -> None:
+        """``on_recv``'s fast case read ``data`` (the C ``on_recv`` calls
+        this for anything but one whole record with nothing left behind)."""
+        st = self._tls
+        if data and not st.incoming.pending and not st.ssl_pending():
+            if st.out_pending.pending:
+                self._send_output()
+            st.plain_on_recv(st.plain.put(data), len(data))
+            return
+        if data:                    # more records: the general path takes the rest
+            st.plain_on_recv(st.plain.put(data), len(data))
+            if st.state != OPEN:
                 return
-            if data:                    # more records: the general path takes the rest
-                st.plain_on_recv(st.plain.put(data), len(data))
-                if st.state != OPEN:
-                    return
-            elif not st.session.peer_closed:
-                st.session.peer_closed = True       # b"": the peer's close_notify
-                st.update_fast()
-                if st.out_pending.pending:
-                    self._send_output()
-                self._end_input()
-                return
+        elif not st.session.peer_closed:
+            st.session.peer_closed = True       # b"": the peer's close_notify
+            st.update_fast()
+            if st.out_pending.pending:
+                self._send_output()
+            self._end_input()
+            return
         self._pump()
 
     def _tls_error(self, exc: ssl.SSLError) -> None:
@@ -947,3 +956,12 @@ class TlsProtocolConnection(_TlsLayer, ProtocolConnection):
             gate.proto.connection_made(self)
         except Exception as exc:
             self.fail_callback(exc)
+
+
+if speedups is not None:
+    # The common case of _TlsLayer's on_recv, write and flush in C
+    # (native/tlsfast.c); the methods above stay the reference and every
+    # rare path's code.
+    speedups.bind_tls(_TlsLayer, TlsConnection, TlsProtocolConnection, _TlsState, TlsSession,
+                      PlainSlots, OutputPipe, Connection, ssl.SSLWantReadError, ssl.SSLError,
+                      WriteBufferFullError, _READ_SIZE, _ENCRYPT_CHUNK)
