@@ -261,9 +261,13 @@ class _TlsState:
         sslobj = session.sslobj
         self.incoming = session.incoming
         self.feed = session.incoming.write
-        self.ssl_read = sslobj.read
-        self.ssl_write = sslobj.write
-        self.ssl_pending = sslobj.pending
+        # ssl.SSLObject's read, write and pending are one-line Python wrappers
+        # of the C object it keeps (3.11-3.13): called directly, a request
+        # costs three Python frames less.  Same arguments, results, errors.
+        raw = getattr(sslobj, "_sslobj", sslobj)
+        self.ssl_read: Callable[[int], bytes] = raw.read
+        self.ssl_write: Callable[[bytes], int] = raw.write
+        self.ssl_pending: Callable[[], int] = raw.pending
         self.out_read = session.outgoing.read
         self.out_pending = session.outgoing
         # The plain connection's receive and write (bound by the connection).
