@@ -2534,6 +2534,58 @@ fail:
     return -1;
 }
 
+/* Put the C getter def in cls in place of the property of the same name,
+ * keeping the property in *ref_out.  0, or -1 with an error (nothing changed). */
+int
+install_getter(PyTypeObject *cls, PyGetSetDef *def, PyObject **ref_out)
+{
+    PyObject *prop = PyDict_GetItemString(cls->tp_dict, def->name);     /* borrowed */
+    if (prop == NULL || !PyObject_TypeCheck(prop, &PyProperty_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a property (bound twice?)",
+                     cls->tp_name, def->name);
+        return -1;
+    }
+    Py_INCREF(prop);
+    PyObject *descr = PyDescr_NewGetSet(cls, def);
+    if (descr == NULL || PyObject_SetAttrString((PyObject *)cls, def->name, descr) < 0) {
+        Py_XDECREF(descr);
+        Py_DECREF(prop);
+        return -1;
+    }
+    Py_DECREF(descr);
+    *ref_out = prop;
+    return 0;
+}
+
+/* prop.__get__(self): a property's reference getter. */
+PyObject *
+call_getter(PyObject *prop, PyObject *self)
+{
+    return Py_TYPE(prop)->tp_descr_get(prop, self, (PyObject *)Py_TYPE(self));
+}
+
+static PyObject *ref_pending_write_bytes;   /* Connection.pending_write_bytes, the property */
+
+/* Connection.pending_write_bytes (read by handlers per request, for
+ * back-pressure: a property's frame each time in Python). */
+static PyObject *
+c_pending_write_bytes(PyObject *self, void *Py_UNUSED(closure))
+{
+    PyObject *out = FIELD(self, F.out);
+    Py_ssize_t pending;
+    if (out == Py_None)
+        return PyLong_FromLong(0);
+    if (out == NULL || !Py_IS_TYPE(out, out_type) || field_ssize(out, F.o_pending, &pending))
+        return call_getter(ref_pending_write_bytes, self);
+    return PyLong_FromSsize_t(pending);
+}
+
+static PyGetSetDef c_getset[] = {
+    {"pending_write_bytes", c_pending_write_bytes, NULL,
+     "Bytes staged or in flight, not yet taken by the kernel (C fast path).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 struct field_spec { int cls; const char *name; Py_ssize_t *off; };
 
 static const struct field_spec field_specs[] = {
@@ -2660,6 +2712,10 @@ sp_bind_connection(PyObject *Py_UNUSED(module), PyObject *args)
         {seq_type, seq_methods, seq_refs, N_METHODS(seq_methods)},
     };
     int ngroups = (int)(sizeof(groups) / sizeof(groups[0]));
+    if (install_getter(base, &c_getset[0], &ref_pending_write_bytes) < 0) {
+        Py_CLEAR(fn_drop_tokens);
+        return NULL;
+    }
     for (int g = 0; g < ngroups; g++) {
         if (install_methods(groups[g].cls, groups[g].defs, groups[g].refs, groups[g].n) == 0)
             continue;
@@ -2671,6 +2727,9 @@ sp_bind_connection(PyObject *Py_UNUSED(module), PyObject *args)
                 Py_CLEAR(*groups[g].refs[i]);
             }
         }
+        (void)PyObject_SetAttrString((PyObject *)base, c_getset[0].name,
+                                     ref_pending_write_bytes);
+        Py_CLEAR(ref_pending_write_bytes);
         Py_CLEAR(fn_drop_tokens);
         if (exc != NULL)
             restore_exception(exc);
@@ -2715,6 +2774,9 @@ sp_connection_reference(PyObject *Py_UNUSED(module), PyObject *args)
         if (strcmp(defs[i].ml_name, name) == 0 && *refs[i] != NULL)
             return Py_NewRef(*refs[i]);
     }
+    if (strcmp(which, "Connection") == 0 && strcmp(name, "pending_write_bytes") == 0
+            && ref_pending_write_bytes != NULL)
+        return Py_NewRef(ref_pending_write_bytes);
     PyErr_Format(PyExc_KeyError, "%s.%s", which, name);
     return NULL;
 }

@@ -276,6 +276,10 @@ int slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *off);
 int install_methods(PyTypeObject *cls, PyMethodDef *defs, PyObject **refs_out[], int n);
 /* The methods of a NULL-terminated PyMethodDef table. */
 #define N_METHODS(defs) ((int)(sizeof(defs) / sizeof((defs)[0])) - 1)
+/* Put the C getter def in cls in place of its property of that name, keeping
+ * the property in *ref_out; call_getter(prop, self) is the property's get. */
+int install_getter(PyTypeObject *cls, PyGetSetDef *def, PyObject **ref_out);
+PyObject *call_getter(PyObject *prop, PyObject *self);
 
 /* the loop fast path (loopfast.c) */
 int loopfast_init(PyObject *module);

@@ -38,12 +38,13 @@ static PyObject *want_read_exc, *ssl_error_exc, *full_exc;  /* SSLWantReadError,
 static PyObject *read_size;             /* READ_SIZE, an int */
 static Py_ssize_t encrypt_chunk;        /* _ENCRYPT_CHUNK */
 static PyObject *done;                  /* the finished coroutine of the C flush */
-static PyObject *ref_on_recv, *ref_write, *ref_flush;
+static PyObject *ref_on_recv, *ref_write, *ref_flush, *ref_pending_write_bytes;
 static PyObject *s_decrypted, *s_tls_error, *s_spill, *s_flush_nowait, *s_pump, *s_pending;
 
 static struct {
     Py_ssize_t state, session, fast, feed, ssl_read, ssl_pending, incoming, out_pending, plain,
-        plain_on_recv, plain_write, ring, owner, cap, ssl_write, out_read, refused, pause_at;
+        plain_on_recv, plain_write, ring, owner, cap, ssl_write, out_read, refused, pause_at,
+        spill_bytes, early_bytes;
     Py_ssize_t peer_closed;             /* TlsSession */
     Py_ssize_t bufs, next;              /* PlainSlots */
     Py_ssize_t out, pending;            /* Connection._out_pipe, OutputPipe.pending */
@@ -376,6 +377,29 @@ tls_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
     return Py_NewRef(done);
 }
 
+/* _TlsLayer.pending_write_bytes (handlers read it per request) */
+static PyObject *
+tls_pending_write_bytes(PyObject *self, void *Py_UNUSED(closure))
+{
+    PyObject *st = NULL;
+    for (int i = 0; i < 2; i++) {
+        if (Py_IS_TYPE(self, conn_types[i]))
+            st = FIELD(self, conn_tls[i]);
+    }
+    Py_ssize_t base, spill, early;
+    if (st == NULL || !Py_IS_TYPE(st, state_type) || base_pending(self, &base)
+            || int_field(st, T.spill_bytes, &spill) || int_field(st, T.early_bytes, &early))
+        return call_getter(ref_pending_write_bytes, self);
+    return PyLong_FromSsize_t(base + spill + early);
+}
+
+static PyGetSetDef tls_getset[] = {
+    {"pending_write_bytes", tls_pending_write_bytes, NULL,
+     "Bytes staged or in flight (ciphertext), plus any waiting for the handshake or for "
+     "room (C fast path).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMethodDef tls_methods[] = {
     {"on_recv", (PyCFunction)(void (*)(void))tls_on_recv, METH_FASTCALL,
      "Ciphertext arrived: into the BIO, the slot straight back (C fast path)."},
@@ -440,6 +464,7 @@ sp_bind_tls(PyObject *module, PyObject *args)
         {state, "ring", &T.ring}, {state, "owner", &T.owner}, {state, "cap", &T.cap},
         {state, "ssl_write", &T.ssl_write}, {state, "out_read", &T.out_read},
         {state, "refused", &T.refused}, {state, "pause_at", &T.pause_at},
+        {state, "spill_bytes", &T.spill_bytes}, {state, "early_bytes", &T.early_bytes},
         {session, "peer_closed", &T.peer_closed}, {plain, "_bufs", &T.bufs},
         {plain, "_next", &T.next}, {conn, "_out_pipe", &T.out}, {outp, "pending", &T.pending},
         {c0, "_tls", &conn_tls[0]}, {c1, "_tls", &conn_tls[1]},
@@ -463,7 +488,17 @@ sp_bind_tls(PyObject *module, PyObject *args)
     PyObject *fin = PyObject_GetAttrString(module, "finished_coroutine");
     if (fin == NULL)
         return NULL;
+    if (install_getter(layer, &tls_getset[0], &ref_pending_write_bytes) < 0) {
+        Py_DECREF(fin);
+        return NULL;
+    }
     if (install_methods(layer, tls_methods, tls_refs, N_METHODS(tls_methods)) < 0) {
+        PyObject *exc = fetch_exception();
+        (void)PyObject_SetAttrString((PyObject *)layer, tls_getset[0].name,
+                                     ref_pending_write_bytes);
+        Py_CLEAR(ref_pending_write_bytes);
+        if (exc != NULL)
+            restore_exception(exc);
         Py_DECREF(fin);
         return NULL;
     }
@@ -492,6 +527,9 @@ sp_tls_reference(PyObject *Py_UNUSED(module), PyObject *name)
                 name, tls_methods[i].ml_name) == 0 && *tls_refs[i] != NULL)
             return Py_NewRef(*tls_refs[i]);
     }
+    if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, tls_getset[0].name) == 0
+            && ref_pending_write_bytes != NULL)
+        return Py_NewRef(ref_pending_write_bytes);
     PyErr_Format(PyExc_KeyError, "no C method of _TlsLayer named %R (bind_tls first)", name);
     return NULL;
 }

@@ -84,7 +84,7 @@ _get_ident: Final = threading.get_ident
 _EMPTY_VIEW: Final = memoryview(b"")
 # Connection.pending_write_bytes's getter: the plain connection's staged + in-flight bytes.
 _base_pending: Final = cast(Callable[[Connection], int],
-                            Connection.__dict__["pending_write_bytes"].fget)
+                            Connection.__dict__["pending_write_bytes"].__get__)
 
 OPEN: Final = 0
 CLOSING: Final = 1
