@@ -951,6 +951,9 @@ give_back(PyObject *slots, PyObject *key)
             return -1;
         return slots_give_back_key((RecvSlotsObject *)slots, k);
     }
+    int done = plain_slots_give_back(slots, key);
+    if (done)
+        return done < 0 ? -1 : 0;
     return call_method(slots, s_give_back, key, NULL);
 }
 
@@ -1138,7 +1141,7 @@ pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (k == (unsigned long)-1 && PyErr_Occurred())
             return NULL;
         view = slots_view_c((RecvSlotsObject *)slots, k, n);
-    } else {
+    } else if (plain_slots_view(slots, key, n, &view) == 0) {   /* 1 or -1: done */
         PyObject *stack[3] = {slots, key, args[1]};
         view = PyObject_VectorcallMethod(s_view, stack, 3, NULL);
     }
@@ -1269,7 +1272,8 @@ c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *slots = FIELD(inp, F.i_slots), *view;
     if (Py_IS_TYPE(slots, &RecvSlotsType)) {
         view = slots_view_c((RecvSlotsObject *)slots, k, n);
-    } else {                        /* a stand-in (the sans-IO tests) */
+    } else if (plain_slots_view(slots, key, n, &view) == 0) {
+        /* a stand-in (the sans-IO tests) */
         PyObject *stack[3] = {slots, key, args[1]};
         view = PyObject_VectorcallMethod(s_view, stack, 3, NULL);
     }

@@ -230,6 +230,12 @@ int seqfast_init(PyObject *module);
 int readerfast_init(PyObject *module);
 /* the TLS layer fast path (tlsfast.c) */
 int tlsfast_init(PyObject *module);
+/* zerg._tls.PlainSlots's view(key, n) and give_back(key) (the decrypted
+ * bytes a TLS connection's plain side receives): 1 done (*view a new
+ * reference), -1 with an error, 0 when slots is no bound PlainSlots or the
+ * case is not the common one (call the method). */
+int plain_slots_view(PyObject *slots, PyObject *key, Py_ssize_t n, PyObject **view);
+int plain_slots_give_back(PyObject *slots, PyObject *key);
 
 /* The exception being raised, normalized, with its traceback; the error
  * indicator is cleared.  NULL if none. */

@@ -175,6 +175,42 @@ plain_put(PyObject *plain, PyObject *data)
     return key;
 }
 
+/* PlainSlots.view: memoryview(data) when n is all of it (the reference
+ * slices otherwise). */
+int
+plain_slots_view(PyObject *slots, PyObject *key, Py_ssize_t n, PyObject **view)
+{
+    if (plain_type == NULL || !Py_IS_TYPE(slots, plain_type))
+        return 0;
+    PyObject *bufs = FIELD(slots, T.bufs);
+    if (bufs == NULL || !PyDict_CheckExact(bufs))
+        return 0;
+    PyObject *data = PyDict_GetItemWithError(bufs, key);      /* borrowed */
+    if (data == NULL)
+        return PyErr_Occurred() ? -1 : 0;       /* missing: the reference's KeyError */
+    if (!PyBytes_CheckExact(data) || PyBytes_GET_SIZE(data) != n)
+        return 0;
+    *view = PyMemoryView_FromObject(data);
+    return *view == NULL ? -1 : 1;
+}
+
+/* PlainSlots.give_back: self._bufs.pop(key, None) */
+int
+plain_slots_give_back(PyObject *slots, PyObject *key)
+{
+    if (plain_type == NULL || !Py_IS_TYPE(slots, plain_type))
+        return 0;
+    PyObject *bufs = FIELD(slots, T.bufs);
+    if (bufs == NULL || !PyDict_CheckExact(bufs))
+        return 0;
+    if (PyDict_DelItem(bufs, key) == 0)
+        return 1;
+    if (!PyErr_ExceptionMatches(PyExc_KeyError))
+        return -1;
+    PyErr_Clear();
+    return 1;
+}
+
 /* The rest of on_recv once the BIO was fed: one record read and handed on.
  * 0 or -1. */
 static int
