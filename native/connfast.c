@@ -503,11 +503,14 @@ forward_fast(PyObject *self, PyObject *data, int protocol)
             || field_ssize(out, F.o_pending, &pending) || field_ssize(out, F.o_max, &maxw)
             || field_ssize(out, F.o_loans, &loans) || field_ssize(out, F.o_pin_limit, &pin_limit)
             || loans >= pin_limit                   /* the reference copies instead */
-            || in == NULL || !Py_IS_TYPE(in, in_type))
+            || in == NULL)
         return 0;
     if (!on_owner_thread(owner))
         return 0;
-    PyObject *slots = FIELD(in, F.i_slots);
+    /* The reactor's receive slots: the input pipe's, or a Protocol
+     * connection's own (it makes no input pipe to deliver). */
+    PyObject *slots = Py_IS_TYPE(in, in_type) ? FIELD(in, F.i_slots)
+                      : protocol ? FIELD(self, F.slots) : NULL;
     SeqObject *seq = (SeqObject *)data;
     LeaseObject *lease = (LeaseObject *)seq->slots;
     if (slots == NULL || !Py_IS_TYPE(slots, &RecvSlotsType) || seq->segs == NULL
