@@ -216,3 +216,52 @@ def test_protocol_views_a_handler_can_still_see_are_never_handed_out_again() -> 
         assert srv.engine.stats()[0].slots_in_use <= 4
     assert proto.errors == []
     assert len(proto.ids) == 700
+
+
+class Watched(zerg.Protocol):
+    """Echo, keeping each connection to look at its pipes from the test."""
+
+    def __init__(self) -> None:
+        self.conns: list[zerg.Connection] = []
+
+    def connection_made(self, conn: zerg.Connection) -> None:
+        self.conns.append(conn)
+
+    def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
+        conn.write(seq)
+
+
+def pipes(conn: zerg.Connection) -> tuple[bool, bool]:
+    """Whether the connection has made its input and its output pipe."""
+    return (conn._in_pipe is not None,
+            conn._out_pipe is not None)
+
+
+def test_protocol_connections_make_no_input_pipe_and_their_output_pipe_on_first_write() -> None:
+    """Idle memory (C1): an accepted ``Protocol`` connection holds neither
+    pipe; echoing makes the output pipe only (the bytes go from the ring to
+    ``data_received``), and nothing a ``Protocol`` commonly reads makes the
+    input pipe (receiving paused would: the pause lives there)."""
+    proto = Watched()
+    with serving(proto) as srv:
+        idle, busy = srv.connect(), srv.connect()
+        wait_for(lambda: len(proto.conns) == 2, what="both connections")
+        assert [pipes(c) for c in proto.conns] == [(False, False), (False, False)]
+        busy.sendall(b"ping")
+        assert recv_exact(busy, 4) == b"ping"
+        conn = next(c for c in proto.conns if c.bytes_in)
+        other = next(c for c in proto.conns if c is not conn)
+        assert pipes(conn) == (False, True) and pipes(other) == (False, False)
+        # What a Protocol reads of its connection makes no pipe either.
+        assert (conn.is_closed, conn.slots_held, conn.has_data, conn.error,
+                conn.is_receiving_paused) == (False, 0, False, None, False)
+        assert (other.bytes_out, other.pending_write_bytes) == (0, 0)
+        assert pipes(conn) == (False, True) and pipes(other) == (False, False)
+        # The idle one ends without an output pipe (its input pipe records
+        # the end of the stream: ``error``, ``is_closed``).
+        idle.close()
+        wait_for(lambda: other.is_closed, what="the idle connection's end")
+        assert pipes(other) == (True, False)
+        busy.close()
+        wait_for(lambda: srv.engine.stats()[0].connections == 0, what="closed")
+        assert srv.engine.stats()[0].slots_in_use == 0
