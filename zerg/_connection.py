@@ -40,7 +40,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn
 
 from zerg._buffers import (
     BufferSequence,
@@ -76,6 +76,9 @@ if TYPE_CHECKING:
     from zerg._tlsinfo import TlsInfo
 
 _log = logging.getLogger("zerg")
+# Held while a lazily made pipe is made (Connection._in/_out): rare, once
+# per pipe.
+_making_pipes: Final = threading.Lock()
 
 __all__ = ["Connection", "PipeInput", "PipeOutput", "ProtocolConnection", "ReadResult",
            "RingItem", "RingSnapshot"]
@@ -163,11 +166,14 @@ class Connection(_ConnectionCounters):
         self._stopping = False
         self._reading_paused = False
         self._recv = RecvState.IDLE
-        # The pipes are made on first use (``_in``, ``_out``): an idle
-        # connection -- most of a server's, and every one a ``Protocol`` has
-        # not written to -- costs neither (about 640 B).
         self._in_pipe: InputPipe | None = None
         self._out_pipe: OutputPipe | None = None
+        if not self._lazy_pipes:
+            # A handler's connection: its handler reads and writes at once, and
+            # an adapter's constructor may look at the pipes from its worker
+            # thread, so they are made here, on the reactor's thread.
+            self._in_pipe = InputPipe(host.slots, host.options, host.loop)
+            self._out_pipe = OutputPipe(conn_id, host.pool, host.options, host.loop)
         self._last_rx = host.now
         self._error_exc: BaseException | None = None
         self._close_timer: asyncio.TimerHandle | None = None
@@ -186,25 +192,40 @@ class Connection(_ConnectionCounters):
         self._host.opened(self)
         self._recv_event(RecvEvent.START)
 
+    _lazy_pipes: ClassVar[bool] = False
+    """True: the pipes are made on first use (``ProtocolConnection``)."""
+
     @property
     def _in(self) -> InputPipe:
-        """The input pipe, made on first use.  Until then the connection
-        behaves as if it had a fresh one: nothing received, not discarding,
-        and not paused (``_recv_event`` makes it when receiving pauses)."""
+        """The input pipe, made on first use where ``_lazy_pipes``.  Until
+        then the connection behaves as if it had a fresh one: nothing
+        received, not discarding, and not paused (``_recv_event`` makes it
+        when receiving pauses).  Made under a lock: it may be asked for from
+        another thread (an adapter's constructor) while the reactor's thread
+        needs it, and two pipes would split the bytes between them."""
         inp = self._in_pipe
         if inp is None:
-            host = self._host
-            inp = self._in_pipe = InputPipe(host.slots, host.options, self._loop)
-            inp.paused = self._recv in _PAUSED_STATES
+            with _making_pipes:
+                inp = self._in_pipe
+                if inp is None:
+                    host = self._host
+                    inp = InputPipe(host.slots, host.options, self._loop)
+                    inp.paused = self._recv in _PAUSED_STATES
+                    self._in_pipe = inp
         return inp
 
     @property
     def _out(self) -> OutputPipe:
-        """The output pipe, made on first use (nothing staged until then)."""
+        """The output pipe, made on first use where ``_lazy_pipes`` (nothing
+        staged until then; under the lock, as ``_in``)."""
         out = self._out_pipe
         if out is None:
-            host = self._host
-            out = self._out_pipe = OutputPipe(self.id, host.pool, host.options, self._loop)
+            with _making_pipes:
+                out = self._out_pipe
+                if out is None:
+                    host = self._host
+                    out = OutputPipe(self.id, host.pool, host.options, self._loop)
+                    self._out_pipe = out
         return out
 
     # ------------------------------------------------------------ level 1
@@ -1091,6 +1112,11 @@ class ProtocolConnection(Connection):
 
     __slots__ = ("_buf", "_data_received", "_dirty", "_eof_held", "_give_back", "_proto",
                  "_slots", "_unread", "_want_send", "_writing_paused")
+
+    # Bytes go from the ring to data_received: the input pipe is made only if
+    # receiving pauses (or discard_input, the end of the stream), the output
+    # pipe with the first write.  An idle connection holds neither (~640 B).
+    _lazy_pipes = True
 
     def __init__(self, host: ConnectionHost, conn_id: int, fd: int,
                  proto: ProtocolCallbacks,
