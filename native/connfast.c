@@ -52,26 +52,6 @@ list_drop_front(PyObject *list, Py_ssize_t n)
 
 /* ---------------------------------------------------------------- fields */
 
-/* An int field as a C integer: 0, or 1 when it is unset or not a plain int
- * that fits (the caller takes the reference path).  Never raises. */
-static inline int
-field_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t *out)
-{
-    if (off & SSIZE_FIELD) {
-        *out = SSIZE_AT(o, off);
-        return 0;
-    }
-    PyObject *v = FIELD(o, off);
-    if (v == NULL || !PyLong_CheckExact(v))
-        return 1;
-    *out = PyLong_AsSsize_t(v);
-    if (*out == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 1;
-    }
-    return 0;
-}
-
 static inline int
 field_set_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t v)
 {
@@ -131,9 +111,9 @@ static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
     *s_max_read_buffer, *s_max_held_slots, *s_read_chunk_items, *s_out, *s_drop_tokens, *s_pull,
     *s_relieve, *s_forwarded;
 
-/* Call a reference function with self first. */
-static PyObject *
-call_ref(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* Call a reference function with self first (at most 3 more arguments). */
+PyObject *
+ref_call(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *stack[4];
     if (nargs > 3) {
@@ -283,7 +263,7 @@ kick_send(PyObject *self, PyObject *out)
         return 0;
     if (sending != Py_None || staged == NULL || !PyList_CheckExact(staged)
             || PyList_GET_SIZE(staged) > 1)     /* several segments: the gathered send */
-        return sending == Py_None ? call_ok(call_ref(ref_c_kick_send, self, NULL, 0)) : 0;
+        return sending == Py_None ? call_ok(ref_call(ref_c_kick_send, self, NULL, 0)) : 0;
     PyObject *seg = PyList_GET_ITEM(staged, 0);
     Py_ssize_t fill, sent, fd;
     unsigned long long ud;
@@ -294,12 +274,12 @@ kick_send(PyObject *self, PyObject *out)
             || fill - sent > (Py_ssize_t)UINT_MAX
             || field_ssize(self, F.fd, &fd) || fd < 0 || fd > INT_MAX
             || ido == NULL || !PyLong_CheckExact(ido) || sub == NULL)
-        return call_ok(call_ref(ref_c_kick_send, self, NULL, 0));
+        return call_ok(ref_call(ref_c_kick_send, self, NULL, 0));
     ud = PyLong_AsUnsignedLongLong(ido);    /* encode(Op.SEND, id) */
     if (ud == (unsigned long long)-1 && PyErr_Occurred())
         return -1;
     if (ud >> (64 - ZU_UD_OP_BITS))
-        return call_ok(call_ref(ref_c_kick_send, self, NULL, 0));   /* over 64 bits */
+        return call_ok(ref_call(ref_c_kick_send, self, NULL, 0));   /* over 64 bits */
     ud = (ud << ZU_UD_OP_BITS) | OP_SEND;
     Py_ssize_t len = fill - sent;
     int ret;
@@ -320,7 +300,7 @@ kick_send(PyObject *self, PyObject *out)
         if (is_loan || send == NULL || ptr == NULL || field_ssize(seg, F.s_off, &off)) {
             field_set(out, F.o_sending, Py_NewRef(Py_None));
             Py_DECREF(seg);
-            return call_ok(call_ref(ref_c_kick_send, self, NULL, 0));
+            return call_ok(ref_call(ref_c_kick_send, self, NULL, 0));
         }
         PyObject *r = PyObject_CallFunction(send, "nOnnK", fd, ptr, off + sent, len, ud);
         if (r == NULL) {
@@ -357,7 +337,7 @@ pc_send_pending(PyObject *self, PyObject *Py_UNUSED(ignored))
     PyObject *out = FIELD(self, F.out);
     Py_ssize_t pending;
     if (out == NULL || !Py_IS_TYPE(out, out_type) || field_ssize(out, F.o_pending, &pending))
-        return call_ref(ref_send_pending, self, NULL, 0);
+        return ref_call(ref_send_pending, self, NULL, 0);
     field_set(self, F.dirty, Py_NewRef(Py_False));
     if (pending && FIELD(out, F.o_exc) == Py_None && kick_send(self, out) < 0)
         return NULL;
@@ -368,7 +348,7 @@ static int protocol_staged(PyObject *self, PyObject *out);
 
 /* 1 when the caller runs on the thread `owner` (a connection's _owner, an
  * int) names; 0 otherwise, or when it cannot tell (never an error). */
-static int
+int
 on_owner_thread(PyObject *owner)
 {
     unsigned long tid = PyLong_AsUnsignedLong(owner);
@@ -470,7 +450,7 @@ write_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, int protoco
         if (r > 0)
             Py_RETURN_NONE;
     }
-    return call_ref(ref, self, args, nargs);
+    return ref_call(ref, self, args, nargs);
 }
 
 static PyObject *
@@ -604,7 +584,7 @@ forward_entry(PyObject *self, PyObject *seq, int protocol, PyObject *ref)
         return NULL;
     if (r > 0)
         Py_RETURN_NONE;
-    return call_ref(ref, self, &seq, 1);
+    return ref_call(ref, self, &seq, 1);
 }
 
 static PyObject *
@@ -625,7 +605,7 @@ c_kick_send(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *out = FIELD(self, F.out);
     if (out == NULL || !Py_IS_TYPE(out, out_type))
-        return call_ref(ref_c_kick_send, self, NULL, 0);
+        return ref_call(ref_c_kick_send, self, NULL, 0);
     if (kick_send(self, out) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -762,9 +742,9 @@ c_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
             || field_ssize(out, F.o_pause_at, &pause_at) || pending > pause_at
             || field_ssize(out, F.o_loans, &loans) || field_ssize(out, F.o_pin_limit, &pin_limit)
             || loans >= pin_limit)
-        return call_ref(ref_c_flush, self, NULL, 0);
+        return ref_call(ref_c_flush, self, NULL, 0);
     if (!on_owner_thread(owner))    /* the reference raises the right error */
-        return call_ref(ref_c_flush, self, NULL, 0);
+        return ref_call(ref_c_flush, self, NULL, 0);
     if (pending && kick_send(self, out) < 0)
         return NULL;
     return Py_NewRef(done_coro);
@@ -903,7 +883,7 @@ on_send_entry(PyObject *self, PyObject *arg, int protocol, PyObject *ref)
     if (r < 0)
         return NULL;
     if (r == 0)
-        return call_ref(ref, self, &arg, 1);
+        return ref_call(ref, self, &arg, 1);
     Py_RETURN_NONE;
 }
 
@@ -1131,7 +1111,7 @@ pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                                                   || FIELD(inp, F.i_discarding) != Py_False))
             || FIELD(self, F.reading_paused) != Py_False || FIELD(self, F.buf) != Py_None
             || slots == NULL || give == NULL || field_ssize(self, F.bytes_in, &bytes_in))
-        return call_ref(ref_on_recv, self, args, nargs);
+        return ref_call(ref_on_recv, self, args, nargs);
     PyObject *key = args[0];
     n = PyLong_AsSsize_t(args[1]);
     if (n == -1 && PyErr_Occurred())
@@ -1257,7 +1237,7 @@ c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             || FIELD(inp, F.i_items) == NULL || !PyList_CheckExact(FIELD(inp, F.i_items))
             || FIELD(inp, F.i_opts) == NULL || FIELD(inp, F.i_loop) == NULL
             || field_ssize(inp, F.i_tail, &tail) || field_ssize(inp, F.i_unread, &unread))
-        return call_ref(ref_c_on_recv, self, args, nargs);
+        return ref_call(ref_c_on_recv, self, args, nargs);
     PyObject *key = args[0];
     Py_ssize_t n = PyLong_AsSsize_t(args[1]);
     unsigned long k = PyLong_AsUnsignedLong(key);
@@ -1331,7 +1311,7 @@ c_try_get_ring(PyObject *self, PyObject *snapshot)
             || (items = FIELD(inp, F.i_items)) == NULL || !PyList_CheckExact(items)
             || (slots = FIELD(inp, F.i_slots)) == NULL
             || field_ssize(inp, F.i_head, &head) || field_ssize(inp, F.i_ipos, &pos))
-        return call_ref(ref_c_try_get_ring, self, &snapshot, 1);
+        return ref_call(ref_c_try_get_ring, self, &snapshot, 1);
     upto = PyLong_AsSsize_t(PyTuple_GET_ITEM(snapshot, 0));
     if (upto == -1 && PyErr_Occurred())
         return NULL;
@@ -1339,7 +1319,7 @@ c_try_get_ring(PyObject *self, PyObject *snapshot)
     if (head >= upto || pos >= n || pos < 0)
         Py_RETURN_NONE;
     if (!Py_IS_TYPE(PyList_GET_ITEM(items, pos), item_type))
-        return call_ref(ref_c_try_get_ring, self, &snapshot, 1);
+        return ref_call(ref_c_try_get_ring, self, &snapshot, 1);
     PyObject *item = Py_NewRef(PyList_GET_ITEM(items, pos));
     pos++;
     if (pos == n) {
@@ -1376,13 +1356,13 @@ c_return_ring(PyObject *self, PyObject *item)
             || FIELD(inp, F.i_slots) == NULL
             || field_ssize(inp, F.i_unread, &unread) || field_ssize(item, F.it_length, &length)) {
         PyErr_Clear();              /* a bad owner int: the reference raises its error */
-        return call_ref(ref_c_return_ring, self, &item, 1);
+        return ref_call(ref_c_return_ring, self, &item, 1);
     }
     int has = PyDict_Contains(held, item);
     if (has < 0)
         return NULL;
     if (!has)
-        return call_ref(ref_c_return_ring, self, &item, 1);
+        return ref_call(ref_c_return_ring, self, &item, 1);
     if (drop_item(inp, item) < 0)       /* InputPipe.give_back_item's drop */
         return NULL;
     if (FIELD(inp, F.i_paused) == Py_True && call_method(self, s_maybe_resume, NULL, NULL) < 0)
@@ -1477,7 +1457,7 @@ in_try_read(PyObject *inp, PyObject *arg)
     if (FIELD(inp, F.i_completed) != Py_False || FIELD(inp, F.i_cancel) != Py_False
             || field_ssize(inp, F.i_handed, &handed) || handed >= 0
             || FIELD(inp, F.i_ended) == NULL || FIELD(inp, F.i_buffer) == NULL)
-        return call_ref(ref_i_try_read, inp, &arg, 1);
+        return ref_call(ref_i_try_read, inp, &arg, 1);
     int closed = PyObject_IsTrue(arg);
     if (closed < 0)
         return NULL;
@@ -1504,7 +1484,7 @@ in_try_read(PyObject *inp, PyObject *arg)
     PyObject *view;
     if (buf != NULL && buf != Py_None) {
         if (!PyObject_TypeCheck(buf, &SequenceCoreType))
-            return call_ref(ref_i_try_read, inp, &arg, 1);   /* not reached in practice */
+            return ref_call(ref_i_try_read, inp, &arg, 1);   /* not reached in practice */
         view = seq_window((SeqObject *)buf);
         if (view == NULL)
             return NULL;
@@ -1539,7 +1519,7 @@ in_arm_waiter(PyObject *inp, PyObject *Py_UNUSED(ignored))
 {
     PyObject *loop = FIELD(inp, F.i_loop);
     if (FIELD(inp, F.i_waiter) != Py_None || loop == NULL)
-        return call_ref(ref_i_arm_waiter, inp, NULL, 0);    /* raises what is wrong */
+        return ref_call(ref_i_arm_waiter, inp, NULL, 0);    /* raises what is wrong */
     PyObject *fut = loop_new_future(loop);
     if (fut == NULL)
         return NULL;
@@ -1931,7 +1911,7 @@ pi_read(PyObject *self, PyObject *Py_UNUSED(ignored))
      * base fields and calls _maybe_resume by name. */
     if (pi_type == NULL || !PyObject_TypeCheck(self, pi_type) || conn == NULL
             || !PyObject_TypeCheck(conn, base_type) || inp == NULL || !Py_IS_TYPE(inp, in_type))
-        return call_ref(ref_pi_read, self, NULL, 0);
+        return ref_call(ref_pi_read, self, NULL, 0);
     return read_coro_new(self, 0);
 }
 
@@ -1966,7 +1946,7 @@ c_read(PyObject *self, PyObject *Py_UNUSED(ignored))
     PyObject *inp = FIELD(self, F.in);
     if (snap_type == NULL || !Py_IS_TYPE(self, base_type) || inp == NULL
             || !Py_IS_TYPE(inp, in_type))
-        return call_ref(ref_c_read, self, NULL, 0);
+        return ref_call(ref_c_read, self, NULL, 0);
     return read_coro_new(self, 1);
 }
 
@@ -2093,12 +2073,12 @@ in_advance_to(PyObject *inp, PyObject *const *args, Py_ssize_t nargs)
             || buf == NULL || !Py_IS_TYPE(buf, seq_type) || held == NULL
             || !PyDict_CheckExact(held) || slots == NULL
             || field_ssize(inp, F.i_unread, &unread))
-        return call_ref(ref_i_advance_to, inp, args, nargs);
+        return ref_call(ref_i_advance_to, inp, args, nargs);
     consumed = PyLong_AsSsize_t(args[0]);
     examined = nargs == 2 && args[1] != Py_None ? PyLong_AsSsize_t(args[1]) : consumed;
     if ((consumed == -1 || examined == -1) && PyErr_Occurred()) {
         PyErr_Clear();
-        return call_ref(ref_i_advance_to, inp, args, nargs);
+        return ref_call(ref_i_advance_to, inp, args, nargs);
     }
     SeqObject *seq = (SeqObject *)buf;
     LeaseObject *lease = (LeaseObject *)seq->slots;
@@ -2116,12 +2096,12 @@ in_advance_to(PyObject *inp, PyObject *const *args, Py_ssize_t nargs)
             || !Py_IS_TYPE(PyList_GET_ITEM(lease->keys, 0), item_type)
             || seq_bounds(seq, &start, &stop) < 0 || start != 0 || stop != consumed) {
         PyErr_Clear();
-        return call_ref(ref_i_advance_to, inp, args, nargs);
+        return ref_call(ref_i_advance_to, inp, args, nargs);
     }
     PyObject *item = PyList_GET_ITEM(lease->keys, 0);
     if (FIELD(item, F.it_live) != Py_True || FIELD(item, F.it_key) == NULL
             || FIELD(item, F.it_view) == NULL || field_ssize(item, F.it_length, &length))
-        return call_ref(ref_i_advance_to, inp, args, nargs);
+        return ref_call(ref_i_advance_to, inp, args, nargs);
     /* BufferSequence.advance(consumed): everything, so the one slot goes. */
     PyObject *end = PyList_GET_ITEM(seq->offs, 1);
     PyObject *one = PyLong_FromLong(1);
@@ -2208,7 +2188,7 @@ seq_advance(PyObject *self, PyObject *arg)
             || seq_check_alive(seq) < 0 || (n = PyLong_AsSsize_t(arg)) < 0 || n > stop - start
             || (first = PyLong_AsSsize_t(((LeaseObject *)seq->slots)->next)) < 0) {
         PyErr_Clear();              /* the reference raises what is wrong */
-        return call_ref(ref_seq_advance, self, &arg, 1);
+        return ref_call(ref_seq_advance, self, &arg, 1);
     }
     LeaseObject *lease = (LeaseObject *)seq->slots;
     Py_ssize_t consumed = start + n;
@@ -2250,7 +2230,7 @@ seq_release(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     SeqObject *seq = (SeqObject *)self;
     if (!plain_owner(seq))
-        return call_ref(ref_seq_release, self, NULL, 0);
+        return ref_call(ref_seq_release, self, NULL, 0);
     LeaseObject *lease = (LeaseObject *)seq->slots;
     Py_ssize_t held_from = PyLong_AsSsize_t(lease->held_from);
     Py_ssize_t first = PyLong_AsSsize_t(lease->next);
@@ -2296,7 +2276,7 @@ seq_iter(PyObject *self, PyObject *Py_UNUSED(ignored))
             || PyList_GET_SIZE(seq->offs) != PyList_GET_SIZE(seq->segs) + 1
             || seq_bounds(seq, &a, &b) < 0 || seq_check_alive(seq) < 0) {
         PyErr_Clear();              /* the reference raises what is wrong */
-        return call_ref(ref_seq_iter, self, NULL, 0);
+        return ref_call(ref_seq_iter, self, NULL, 0);
     }
     PyObject *pieces = PyList_New(0);
     if (pieces == NULL)
@@ -2342,17 +2322,17 @@ c_get_sequence(PyObject *self, PyObject *snapshot)
             || field_ssize(inp, F.i_head, &head) || field_ssize(inp, F.i_ipos, &pos)
             || (upto = PyLong_AsSsize_t(PyTuple_GET_ITEM(snapshot, 0))) < 0) {
         PyErr_Clear();
-        return call_ref(ref_c_get_sequence, self, &snapshot, 1);
+        return ref_call(ref_c_get_sequence, self, &snapshot, 1);
     }
     Py_ssize_t n = PyList_GET_SIZE(items);
     count = upto - head < n - pos ? upto - head : n - pos;
     if (count <= 0 || pos < 0)
-        return call_ref(ref_c_get_sequence, self, &snapshot, 1);
+        return ref_call(ref_c_get_sequence, self, &snapshot, 1);
     int over = over_mark(inp, slots);
     if (over != 0) {
         if (over < 0)
             return NULL;
-        return call_ref(ref_c_get_sequence, self, &snapshot, 1);    /* copies */
+        return ref_call(ref_c_get_sequence, self, &snapshot, 1);    /* copies */
     }
     for (i = pos; i < pos + count; i++) {
         PyObject *item = PyList_GET_ITEM(items, i);
@@ -2360,7 +2340,7 @@ c_get_sequence(PyObject *self, PyObject *snapshot)
         if (!Py_IS_TYPE(item, item_type) || FIELD(item, F.it_view) == NULL
                 || (b = plain_buffer(FIELD(item, F.it_view), 0)) == NULL || !b->readonly
                 || b->ndim != 1 || (b->format != NULL && strcmp(b->format, "B") != 0))
-            return call_ref(ref_c_get_sequence, self, &snapshot, 1);
+            return ref_call(ref_c_get_sequence, self, &snapshot, 1);
     }
     PyObject *segs = PyList_New(count), *offs = PyList_New(count + 1);
     PyObject *keys = PyList_GetSlice(items, pos, pos + count);

@@ -262,6 +262,26 @@ void restore_exception(PyObject *exc);
 #define SSIZE_FIELD ((Py_ssize_t)1 << 40)
 #define SSIZE_AT(o, off) (*(Py_ssize_t *)((char *)(o) + ((off) & ~SSIZE_FIELD)))
 
+/* An int field as a C integer: 0, or 1 when it is unset or not a plain int
+ * that fits (the caller takes the reference path).  Never raises. */
+static inline int
+field_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t *out)
+{
+    if (off & SSIZE_FIELD) {
+        *out = SSIZE_AT(o, off);
+        return 0;
+    }
+    PyObject *v = FIELD(o, off);
+    if (v == NULL || !PyLong_CheckExact(v))
+        return 1;
+    *out = PyLong_AsSsize_t(v);
+    if (*out == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 1;
+    }
+    return 0;
+}
+
 /* Store v (a new reference, stolen) in a field, dropping the old value
  * after the store (its destructor may run code that reads the field). */
 static inline void
@@ -282,6 +302,12 @@ int slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *off);
 int install_methods(PyTypeObject *cls, PyMethodDef *defs, PyObject **refs_out[], int n);
 /* The methods of a NULL-terminated PyMethodDef table. */
 #define N_METHODS(defs) ((int)(sizeof(defs) / sizeof((defs)[0])) - 1)
+/* func(self, *args): a reference method, for the cases a C one leaves it
+ * (connfast.c; at most 3 arguments besides self). */
+PyObject *ref_call(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+/* 1 when the caller runs on the thread `owner` (an int) names; 0 otherwise,
+ * or when it cannot tell (never an error). */
+int on_owner_thread(PyObject *owner);
 /* Put the C getter def in cls in place of its property of that name, keeping
  * the property in *ref_out; call_getter(prop, self) is the property's get. */
 int install_getter(PyTypeObject *cls, PyGetSetDef *def, PyObject **ref_out);

@@ -50,41 +50,6 @@ static struct {
     Py_ssize_t out, pending;            /* Connection._out_pipe, OutputPipe.pending */
 } T;
 
-/* An int field as a C integer: 0, or 1 when it is not a plain int that fits
- * (the caller takes the reference).  Never raises. */
-static int
-int_field(PyObject *o, Py_ssize_t off, Py_ssize_t *v)
-{
-    if (off & SSIZE_FIELD) {
-        *v = SSIZE_AT(o, off);
-        return 0;
-    }
-    PyObject *x = FIELD(o, off);
-    if (x == NULL || !PyLong_CheckExact(x))
-        return 1;
-    *v = PyLong_AsSsize_t(x);
-    if (*v == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 1;
-    }
-    return 0;
-}
-
-/* ref(self, *args): a reference method, for every case the C one leaves it
- * (at most two arguments: more is the reference's TypeError, raised here). */
-static PyObject *
-call_ref(PyObject *ref, PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    PyObject *stack[3] = {self, NULL, NULL};
-    if (nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "expected at most 2 arguments, got %zd", nargs);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        stack[i + 1] = args[i];
-    return PyObject_Vectorcall(ref, stack, (size_t)nargs + 1, NULL);
-}
-
 /* The _TlsState of self (borrowed) when everything the fast paths read is
  * as they expect: a bound connection class, the state's type, `fast` set,
  * state OPEN.  NULL otherwise (not an error). */
@@ -100,7 +65,7 @@ fast_state(PyObject *self)
     }
     Py_ssize_t state;
     if (st == NULL || !Py_IS_TYPE(st, state_type) || FIELD(st, T.fast) != Py_True
-            || int_field(st, T.state, &state) || state != 0)
+            || field_ssize(st, T.state, &state) || state != 0)
         return NULL;
     return st;
 }
@@ -111,14 +76,7 @@ static int
 on_owner(PyObject *st)
 {
     PyObject *owner = FIELD(st, T.owner);
-    if (owner == NULL || !PyLong_CheckExact(owner))
-        return 0;
-    unsigned long tid = PyLong_AsUnsignedLong(owner);
-    if (tid == (unsigned long)-1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
-    return tid == PyThread_get_thread_ident();
+    return owner != NULL && PyLong_CheckExact(owner) && on_owner_thread(owner);
 }
 
 /* Connection.pending_write_bytes of the plain connection (the reference's
@@ -133,7 +91,7 @@ base_pending(PyObject *self, Py_ssize_t *pending)
     }
     if (out == NULL || !Py_IS_TYPE(out, outpipe_type))
         return 1;
-    return int_field(out, T.pending, pending);
+    return field_ssize(out, T.pending, pending);
 }
 
 /* obj.<name> as a C integer: 0, 1 when it is not a plain int, -1 with an
@@ -310,7 +268,7 @@ tls_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             || ring == NULL || !Py_IS_TYPE(ring, &RecvSlotsType)
             || FIELD(st, T.feed) == NULL || FIELD(st, T.ssl_read) == NULL
             || FIELD(st, T.ssl_pending) == NULL || FIELD(st, T.plain_on_recv) == NULL)
-        return call_ref(ref_on_recv, self, args, nargs);
+        return ref_call(ref_on_recv, self, args, nargs);
     unsigned long key = PyLong_AsUnsignedLong(args[0]);
     Py_ssize_t n = PyLong_AsSsize_t(args[1]);
     if ((key == (unsigned long)-1 || n == -1) && PyErr_Occurred())
@@ -356,11 +314,11 @@ tls_write(PyObject *self, PyObject *data)
     PyObject *st = fast_state(self);
     Py_ssize_t cap, pending;
     if (st == NULL || !PyBytes_CheckExact(data) || !on_owner(st)
-            || PyBytes_GET_SIZE(data) > encrypt_chunk || int_field(st, T.cap, &cap)
+            || PyBytes_GET_SIZE(data) > encrypt_chunk || field_ssize(st, T.cap, &cap)
             || base_pending(self, &pending) || pending + PyBytes_GET_SIZE(data) > cap
             || FIELD(st, T.ssl_write) == NULL || FIELD(st, T.out_read) == NULL
             || FIELD(st, T.plain_write) == NULL)
-        return call_ref(ref_write, self, &data, 1);
+        return ref_call(ref_write, self, &data, 1);
     if (PyBytes_GET_SIZE(data) == 0)
         Py_RETURN_NONE;
     /* A reply, once encrypted, staged with the plain write. */
@@ -400,9 +358,9 @@ tls_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
     PyObject *st = fast_state(self);
     Py_ssize_t pending, pause_at;
     if (st == NULL || FIELD(st, T.refused) != Py_False || !on_owner(st)
-            || base_pending(self, &pending) || int_field(st, T.pause_at, &pause_at)
+            || base_pending(self, &pending) || field_ssize(st, T.pause_at, &pause_at)
             || pending > pause_at)
-        return call_ref(ref_flush, self, NULL, 0);
+        return ref_call(ref_flush, self, NULL, 0);
     if (pending) {
         PyObject *a[1] = {self};
         PyObject *r = PyObject_VectorcallMethod(s_flush_nowait, a, 1, NULL);
@@ -424,7 +382,7 @@ tls_pending_write_bytes(PyObject *self, void *Py_UNUSED(closure))
     }
     Py_ssize_t base, spill, early;
     if (st == NULL || !Py_IS_TYPE(st, state_type) || base_pending(self, &base)
-            || int_field(st, T.spill_bytes, &spill) || int_field(st, T.early_bytes, &early))
+            || field_ssize(st, T.spill_bytes, &spill) || field_ssize(st, T.early_bytes, &early))
         return call_getter(ref_pending_write_bytes, self);
     return PyLong_FromSsize_t(base + spill + early);
 }
