@@ -2553,16 +2553,26 @@ call_getter(PyObject *prop, PyObject *self)
 
 static PyObject *ref_pending_write_bytes;   /* Connection.pending_write_bytes, the property */
 
+int
+conn_pending_bytes(PyObject *conn, Py_ssize_t *pending)
+{
+    PyObject *out = out_type == NULL ? NULL : FIELD(conn, F.out);
+    if (out == Py_None) {           /* no output pipe yet (a Protocol connection) */
+        *pending = 0;
+        return 0;
+    }
+    if (out == NULL || !Py_IS_TYPE(out, out_type))
+        return 1;
+    return field_ssize(out, F.o_pending, pending);
+}
+
 /* Connection.pending_write_bytes (read by handlers per request, for
  * back-pressure: a property's frame each time in Python). */
 static PyObject *
 c_pending_write_bytes(PyObject *self, void *Py_UNUSED(closure))
 {
-    PyObject *out = FIELD(self, F.out);
     Py_ssize_t pending;
-    if (out == Py_None)
-        return PyLong_FromLong(0);
-    if (out == NULL || !Py_IS_TYPE(out, out_type) || field_ssize(out, F.o_pending, &pending))
+    if (conn_pending_bytes(self, &pending))
         return call_getter(ref_pending_write_bytes, self);
     return PyLong_FromSsize_t(pending);
 }

@@ -308,6 +308,9 @@ PyObject *ref_call(PyObject *func, PyObject *self, PyObject *const *args, Py_ssi
 /* 1 when the caller runs on the thread `owner` (an int) names; 0 otherwise,
  * or when it cannot tell (never an error). */
 int on_owner_thread(PyObject *owner);
+/* Connection.pending_write_bytes of a bound connection class's instance
+ * (connfast.c): 0 with *pending, or 1 when the reference must tell. */
+int conn_pending_bytes(PyObject *conn, Py_ssize_t *pending);
 /* Put the C getter def in cls in place of its property of that name, keeping
  * the property in *ref_out; call_getter(prop, self) is the property's get. */
 int install_getter(PyTypeObject *cls, PyGetSetDef *def, PyObject **ref_out);

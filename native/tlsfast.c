@@ -32,7 +32,6 @@ static Py_ssize_t conn_tls[2];          /* ... their _tls field */
 static PyTypeObject *state_type;        /* _TlsState */
 static PyTypeObject *session_type;      /* TlsSession */
 static PyTypeObject *plain_type;        /* PlainSlots */
-static PyTypeObject *outpipe_type;      /* OutputPipe */
 static PyObject *want_read_exc, *ssl_error_exc, *full_exc;  /* SSLWantReadError, SSLError,
                                                                WriteBufferFullError */
 static PyObject *read_size;             /* READ_SIZE, an int */
@@ -47,25 +46,31 @@ static struct {
         spill_bytes, early_bytes;
     Py_ssize_t peer_closed;             /* TlsSession */
     Py_ssize_t bufs, next;              /* PlainSlots */
-    Py_ssize_t out, pending;            /* Connection._out_pipe, OutputPipe.pending */
 } T;
 
-/* The _TlsState of self (borrowed) when everything the fast paths read is
- * as they expect: a bound connection class, the state's type, `fast` set,
- * state OPEN.  NULL otherwise (not an error). */
+/* The _TlsState of self (borrowed) when self is of a bound connection class
+ * and the state of the state's type; NULL otherwise (not an error). */
+static PyObject *
+tls_state(PyObject *self)
+{
+    for (int i = 0; i < 2; i++) {
+        if (Py_IS_TYPE(self, conn_types[i])) {
+            PyObject *st = FIELD(self, conn_tls[i]);
+            return st != NULL && Py_IS_TYPE(st, state_type) ? st : NULL;
+        }
+    }
+    return NULL;
+}
+
+/* tls_state(self) when everything the fast paths read is as they expect:
+ * `fast` set, state OPEN.  NULL otherwise (not an error). */
 static PyObject *
 fast_state(PyObject *self)
 {
-    PyObject *st = NULL;
-    for (int i = 0; i < 2; i++) {
-        if (Py_IS_TYPE(self, conn_types[i])) {
-            st = FIELD(self, conn_tls[i]);
-            break;
-        }
-    }
+    PyObject *st = tls_state(self);
     Py_ssize_t state;
-    if (st == NULL || !Py_IS_TYPE(st, state_type) || FIELD(st, T.fast) != Py_True
-            || field_ssize(st, T.state, &state) || state != 0)
+    if (st == NULL || FIELD(st, T.fast) != Py_True || field_ssize(st, T.state, &state)
+            || state != 0)
         return NULL;
     return st;
 }
@@ -77,21 +82,6 @@ on_owner(PyObject *st)
 {
     PyObject *owner = FIELD(st, T.owner);
     return owner != NULL && PyLong_CheckExact(owner) && on_owner_thread(owner);
-}
-
-/* Connection.pending_write_bytes of the plain connection (the reference's
- * _base_pending): 0, or 1 when it cannot tell (take the reference). */
-static int
-base_pending(PyObject *self, Py_ssize_t *pending)
-{
-    PyObject *out = FIELD(self, T.out);
-    if (out == Py_None) {
-        *pending = 0;
-        return 0;
-    }
-    if (out == NULL || !Py_IS_TYPE(out, outpipe_type))
-        return 1;
-    return field_ssize(out, T.pending, pending);
 }
 
 /* obj.<name> as a C integer: 0, 1 when it is not a plain int, -1 with an
@@ -315,7 +305,7 @@ tls_write(PyObject *self, PyObject *data)
     Py_ssize_t cap, pending;
     if (st == NULL || !PyBytes_CheckExact(data) || !on_owner(st)
             || PyBytes_GET_SIZE(data) > encrypt_chunk || field_ssize(st, T.cap, &cap)
-            || base_pending(self, &pending) || pending + PyBytes_GET_SIZE(data) > cap
+            || conn_pending_bytes(self, &pending) || pending + PyBytes_GET_SIZE(data) > cap
             || FIELD(st, T.ssl_write) == NULL || FIELD(st, T.out_read) == NULL
             || FIELD(st, T.plain_write) == NULL)
         return ref_call(ref_write, self, &data, 1);
@@ -358,7 +348,7 @@ tls_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
     PyObject *st = fast_state(self);
     Py_ssize_t pending, pause_at;
     if (st == NULL || FIELD(st, T.refused) != Py_False || !on_owner(st)
-            || base_pending(self, &pending) || field_ssize(st, T.pause_at, &pause_at)
+            || conn_pending_bytes(self, &pending) || field_ssize(st, T.pause_at, &pause_at)
             || pending > pause_at)
         return ref_call(ref_flush, self, NULL, 0);
     if (pending) {
@@ -375,13 +365,9 @@ tls_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 tls_pending_write_bytes(PyObject *self, void *Py_UNUSED(closure))
 {
-    PyObject *st = NULL;
-    for (int i = 0; i < 2; i++) {
-        if (Py_IS_TYPE(self, conn_types[i]))
-            st = FIELD(self, conn_tls[i]);
-    }
+    PyObject *st = tls_state(self);
     Py_ssize_t base, spill, early;
-    if (st == NULL || !Py_IS_TYPE(st, state_type) || base_pending(self, &base)
+    if (st == NULL || conn_pending_bytes(self, &base)
             || field_ssize(st, T.spill_bytes, &spill) || field_ssize(st, T.early_bytes, &early))
         return call_getter(ref_pending_write_bytes, self);
     return PyLong_FromSsize_t(base + spill + early);
@@ -417,36 +403,36 @@ type_arg(PyObject *o, const char *what, PyTypeObject **out)
 }
 
 /* bind_tls(_TlsLayer, TlsConnection, TlsProtocolConnection, _TlsState,
- * TlsSession, PlainSlots, OutputPipe, Connection, SSLWantReadError, SSLError,
- * WriteBufferFullError, READ_SIZE, ENCRYPT_CHUNK): learn the offsets and put
- * the C methods in _TlsLayer.  Once per process; later calls change nothing. */
+ * TlsSession, PlainSlots, SSLWantReadError, SSLError, WriteBufferFullError,
+ * READ_SIZE, ENCRYPT_CHUNK): learn the offsets and put the C methods in
+ * _TlsLayer (after bind_connection: the plain connection's fields are
+ * connfast.c's).  Once per process; later calls change nothing. */
 static PyObject *
 sp_bind_tls(PyObject *module, PyObject *args)
 {
-    PyObject *a[13];
-    PyTypeObject *layer, *c0, *c1, *state, *session, *plain, *outp, *conn;
-    if (!PyArg_UnpackTuple(args, "bind_tls", 13, 13, &a[0], &a[1], &a[2], &a[3], &a[4], &a[5],
-                           &a[6], &a[7], &a[8], &a[9], &a[10], &a[11], &a[12]))
+    PyObject *a[11];
+    PyTypeObject *layer, *c0, *c1, *state, *session, *plain;
+    if (!PyArg_UnpackTuple(args, "bind_tls", 11, 11, &a[0], &a[1], &a[2], &a[3], &a[4], &a[5],
+                           &a[6], &a[7], &a[8], &a[9], &a[10]))
         return NULL;
     if (layer_type != NULL)
         Py_RETURN_NONE;
     if (type_arg(a[0], "_TlsLayer", &layer) < 0 || type_arg(a[1], "TlsConnection", &c0) < 0
             || type_arg(a[2], "TlsProtocolConnection", &c1) < 0
             || type_arg(a[3], "_TlsState", &state) < 0 || type_arg(a[4], "TlsSession", &session) < 0
-            || type_arg(a[5], "PlainSlots", &plain) < 0 || type_arg(a[6], "OutputPipe", &outp) < 0
-            || type_arg(a[7], "Connection", &conn) < 0)
+            || type_arg(a[5], "PlainSlots", &plain) < 0)
         return NULL;
-    for (int i = 8; i < 11; i++) {
+    for (int i = 6; i < 9; i++) {
         if (!PyExceptionClass_Check(a[i])) {
             PyErr_SetString(PyExc_TypeError, "bind_tls: three exception classes expected");
             return NULL;
         }
     }
-    if (!PyLong_CheckExact(a[11]) || !PyLong_CheckExact(a[12])) {
+    if (!PyLong_CheckExact(a[9]) || !PyLong_CheckExact(a[10])) {
         PyErr_SetString(PyExc_TypeError, "bind_tls: READ_SIZE and ENCRYPT_CHUNK are ints");
         return NULL;
     }
-    Py_ssize_t chunk = PyLong_AsSsize_t(a[12]);
+    Py_ssize_t chunk = PyLong_AsSsize_t(a[10]);
     if (chunk == -1 && PyErr_Occurred())
         return NULL;
     const struct { PyTypeObject *tp; const char *name; Py_ssize_t *off; } specs[] = {
@@ -460,7 +446,7 @@ sp_bind_tls(PyObject *module, PyObject *args)
         {state, "refused", &T.refused}, {state, "pause_at", &T.pause_at},
         {state, "spill_bytes", &T.spill_bytes}, {state, "early_bytes", &T.early_bytes},
         {session, "peer_closed", &T.peer_closed}, {plain, "_bufs", &T.bufs},
-        {plain, "_next", &T.next}, {conn, "_out_pipe", &T.out}, {outp, "pending", &T.pending},
+        {plain, "_next", &T.next},
         {c0, "_tls", &conn_tls[0]}, {c1, "_tls", &conn_tls[1]},
     };
     for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
@@ -471,7 +457,7 @@ sp_bind_tls(PyObject *module, PyObject *args)
     Py_ssize_t *objects[] = {&T.state, &T.session, &T.fast, &T.feed, &T.ssl_read,
                              &T.ssl_pending, &T.incoming, &T.out_pending, &T.plain,
                              &T.plain_on_recv, &T.plain_write, &T.ring, &T.owner, &T.ssl_write,
-                             &T.out_read, &T.refused, &T.peer_closed, &T.bufs, &T.next, &T.out,
+                             &T.out_read, &T.refused, &T.peer_closed, &T.bufs, &T.next,
                              &conn_tls[0], &conn_tls[1]};
     for (size_t i = 0; i < sizeof(objects) / sizeof(objects[0]); i++) {
         if (*objects[i] & SSIZE_FIELD) {
@@ -503,11 +489,10 @@ sp_bind_tls(PyObject *module, PyObject *args)
     state_type = (PyTypeObject *)Py_NewRef((PyObject *)state);
     session_type = (PyTypeObject *)Py_NewRef((PyObject *)session);
     plain_type = (PyTypeObject *)Py_NewRef((PyObject *)plain);
-    outpipe_type = (PyTypeObject *)Py_NewRef((PyObject *)outp);
-    want_read_exc = Py_NewRef(a[8]);
-    ssl_error_exc = Py_NewRef(a[9]);
-    full_exc = Py_NewRef(a[10]);
-    read_size = Py_NewRef(a[11]);
+    want_read_exc = Py_NewRef(a[6]);
+    ssl_error_exc = Py_NewRef(a[7]);
+    full_exc = Py_NewRef(a[8]);
+    read_size = Py_NewRef(a[9]);
     encrypt_chunk = chunk;
     Py_RETURN_NONE;
 }
@@ -531,7 +516,7 @@ sp_tls_reference(PyObject *Py_UNUSED(module), PyObject *name)
 static PyMethodDef tlsfast_functions[] = {
     {"bind_tls", (PyCFunction)sp_bind_tls, METH_VARARGS,
      "bind_tls(_TlsLayer, TlsConnection, TlsProtocolConnection, _TlsState, TlsSession, "
-     "PlainSlots, OutputPipe, Connection, SSLWantReadError, SSLError, WriteBufferFullError, "
+     "PlainSlots, SSLWantReadError, SSLError, WriteBufferFullError, "
      "READ_SIZE, ENCRYPT_CHUNK): the TLS layer's on_recv, write and flush in C."},
     {"tls_reference", (PyCFunction)sp_tls_reference, METH_O,
      "tls_reference(name): the Python method of _TlsLayer the C one replaced."},

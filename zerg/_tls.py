@@ -62,7 +62,6 @@ from zerg._buffers import BufferSequence, BytesLike
 from zerg._connection import Connection, PipeOutput, ProtocolConnection
 from zerg._errors import WriteBufferFullError
 from zerg._native import speedups
-from zerg._outputpipe import OutputPipe
 from zerg._seam import give_back_keys
 from zerg._tlsinfo import TlsInfo
 from zerg._tlssession import READ_SIZE as _READ_SIZE
@@ -967,5 +966,5 @@ if speedups is not None:
     # (native/tlsfast.c); the methods above stay the reference and every
     # rare path's code.
     speedups.bind_tls(_TlsLayer, TlsConnection, TlsProtocolConnection, _TlsState, TlsSession,
-                      PlainSlots, OutputPipe, Connection, ssl.SSLWantReadError, ssl.SSLError,
-                      WriteBufferFullError, _READ_SIZE, _ENCRYPT_CHUNK)
+                      PlainSlots, ssl.SSLWantReadError, ssl.SSLError, WriteBufferFullError,
+                      _READ_SIZE, _ENCRYPT_CHUNK)
