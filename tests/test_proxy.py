@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import selectors
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -35,6 +37,37 @@ def proxying(port: int, **options: Any) -> Iterator[RunningServer]:
     front = proxy.Front("127.0.0.1", port, connect_timeout=2.0)
     with serving(front, **options) as srv:
         yield srv
+
+
+def tls_echo(s: ssl.SSLSocket, payload: bytes, timeout: float = 20.0) -> bytes:
+    """Send ``payload`` and read as many bytes back, interleaved, from this
+    thread alone.  An ``ssl.SSLSocket`` must not be read on one thread while
+    another writes it: OpenSSL's connection object is not thread-safe, and
+    the two sides fail at random ("[SSL] internal error", records the peer
+    rejects)."""
+    s.setblocking(False)
+    got = bytearray()
+    sent = 0
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        while len(got) < len(payload):
+            left = deadline - time.monotonic()
+            assert left > 0, f"echoed {len(got)} of {len(payload)} bytes, sent {sent}"
+            sel.select(left)
+            with contextlib.suppress(ssl.SSLWantReadError):
+                while chunk := s.recv(65536):
+                    got += chunk
+                else:
+                    raise AssertionError(f"the stream ended after {len(got)} bytes")
+            if sent < len(payload):
+                with contextlib.suppress(ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    # A refused write is retried with the same length, as OpenSSL asks.
+                    sent += s.send(payload[sent:sent + 65536])
+                if sent == len(payload):
+                    sel.modify(s, selectors.EVENT_READ)
+    s.setblocking(True)
+    return bytes(got)
 
 
 def _recv_all(s: socket.socket) -> bytes:
@@ -218,17 +251,7 @@ def test_a_tls_front_decrypts_for_a_plain_upstream() -> None:
     payload = os.urandom(300_000)
     with socket_server(socket_echo) as port, proxying(port, ssl=server_ctx) as srv:
         with client_ctx.wrap_socket(srv.connect(), server_hostname="127.0.0.1") as s:
-            got = bytearray()
-
-            def read_back() -> None:
-                while len(got) < len(payload) and (chunk := s.recv(65536)):
-                    got.extend(chunk)
-
-            reader = threading.Thread(target=read_back)
-            reader.start()
-            s.sendall(payload)
-            reader.join(20)
-            assert bytes(got) == payload
+            assert tls_echo(s, payload) == payload
         wait_for(lambda: srv.engine.stats()[0].connections == 0, what="both sides closed")
         st = srv.engine.stats()[0]
         assert st.tls_failed == 0 and st.slots_in_use == 0
