@@ -122,25 +122,16 @@ class Connection(_ConnectionCounters):
     """Bytes received."""
     context: Any
     """Free for the application (e.g. a Protocol's per-connection state)."""
-    close_reason: str | None
-    """Why the connection ended, once it is ending (the first cause wins):
-    ``peer_eof`` (the peer shut down), ``peer_reset``, ``idle_timeout``,
-    ``stop`` (the engine stopped), ``abort``, ``limit`` (a peer that stopped
-    reading outlived ``close_timeout_s``), ``closed`` (the application closed
-    it, or its handler returned).  Counted per reactor in
-    ``ReactorStats.closed_by``."""
 
     __slots__ = (
         "__weakref__",
-        "_close_timer",
-        "_error_exc",
-        "_faces",
         "_host",
         "_in_pipe",
         "_last_rx",
         "_loop",
         "_out_pipe",
         "_owner",
+        "_rare",
         "_reading_paused",
         "_recv",
         "_send",
@@ -148,7 +139,6 @@ class Connection(_ConnectionCounters):
         "_stopping",
         "_sub",
         "_traffic",
-        "close_reason",
         "context",
         "id",
     )
@@ -173,18 +163,37 @@ class Connection(_ConnectionCounters):
             # an adapter's constructor may look at the pipes from its worker
             # thread, so they are made here, on the reactor's thread.
             self._in_pipe = InputPipe(host.slots, host.options, host.loop)
-            self._out_pipe = OutputPipe(conn_id, host.pool, host.options, host.loop)
+            self._out_pipe = OutputPipe(host.pool, host.options)
         self._last_rx = host.now
-        self._error_exc: BaseException | None = None
-        self._close_timer: asyncio.TimerHandle | None = None
-        self._faces: tuple[PipeInput, PipeOutput] | None = None
+        self._rare: _Rare | None = None
         self.context = None
         self.bytes_in = 0
-        self.close_reason: str | None = None
 
     def __repr__(self) -> str:
         state = ("open", "closing", "closed")[self._state]
         return f"<zerg.Connection id={self.id} fd={self.fd} {state}>"
+
+    @property
+    def close_reason(self) -> str | None:
+        """Why the connection ended, once it is ending (the first cause wins):
+        ``peer_eof`` (the peer shut down), ``peer_reset``, ``idle_timeout``,
+        ``stop`` (the engine stopped), ``abort``, ``limit`` (a peer that stopped
+        reading outlived ``close_timeout_s``), ``closed`` (the application closed
+        it, or its handler returned).  Counted per reactor in
+        ``ReactorStats.closed_by``."""
+        rare = self._rare
+        return None if rare is None else rare.close_reason
+
+    @close_reason.setter
+    def close_reason(self, reason: str | None) -> None:
+        self._more().close_reason = reason
+
+    def _more(self) -> _Rare:
+        """The connection's rarely needed state, made on first use."""
+        rare = self._rare
+        if rare is None:
+            rare = self._rare = _Rare()
+        return rare
 
     def start(self) -> None:
         """Register with the reactor and arm the first receive (the reactor's
@@ -224,7 +233,7 @@ class Connection(_ConnectionCounters):
                 out = self._out_pipe
                 if out is None:
                     host = self._host
-                    out = OutputPipe(self.id, host.pool, host.options, self._loop)
+                    out = OutputPipe(host.pool, host.options)
                     self._out_pipe = out
         return out
 
@@ -308,18 +317,19 @@ class Connection(_ConnectionCounters):
     @property
     def input(self) -> PipeInput:
         """The input side of the duplex pipe (``PipeReader`` reads it)."""
-        faces = self._faces
-        if faces is None:
-            faces = self._faces = (PipeInput(self), PipeOutput(self))
-        return faces[0]
+        return self._faces()[0]
 
     @property
     def output(self) -> PipeOutput:
         """The output side of the duplex pipe (``BufferWriter`` writes it)."""
-        faces = self._faces
+        return self._faces()[1]
+
+    def _faces(self) -> tuple[PipeInput, PipeOutput]:
+        rare = self._more()
+        faces = rare.faces
         if faces is None:
-            faces = self._faces = (PipeInput(self), PipeOutput(self))
-        return faces[1]
+            faces = rare.faces = (PipeInput(self), PipeOutput(self))
+        return faces
 
     # --------------------------------------------------------------- state
     def discard_input(self) -> None:
@@ -654,15 +664,15 @@ class Connection(_ConnectionCounters):
             out.refused = False
             if out.over_budget:         # refused by max_write_memory with nothing of
                 out.over_budget = False  # its own pending: wait for the pool to drain
-                await out.room_waiter()
+                await out.room_waiter(self._loop)
             return
         self._kick_send()
         if out.refused:
             out.refused = False
             out.over_budget = False     # a retry checks the budget again
-            await out.flush_waiter()
+            await out.flush_waiter(self._loop)
         elif out.pressure:              # bytes over the pause mark, or slots pinned
-            await out.drain_waiter()
+            await out.drain_waiter(self._loop)
 
     async def wait_sent(self) -> None:
         """Send everything staged; returns when the kernel took all of it (or
@@ -677,7 +687,7 @@ class Connection(_ConnectionCounters):
         if self._state == CLOSED:
             raise ConnectionError(f"connection {self.id} closed before the data was sent")
         self._kick_send()
-        await out.flush_waiter()
+        await out.flush_waiter(self._loop)
 
     def flush_nowait(self) -> None:
         """Start sending everything staged without waiting for it."""
@@ -767,7 +777,7 @@ class Connection(_ConnectionCounters):
             self._shutdown_write()
             return
         self._kick_send()
-        out.flush_waiter().add_done_callback(self._eof_due)
+        out.flush_waiter(self._loop).add_done_callback(self._eof_due)
 
     def can_write_eof(self) -> bool:
         """True: a TCP connection can half-close (``write_eof``)."""
@@ -851,7 +861,7 @@ class Connection(_ConnectionCounters):
             self._start_send(True)
             return
         before = out.bytes_out
-        again = out.on_sent(res)
+        again = out.on_sent(res, self.id)
         self._traffic.bytes_out += out.bytes_out - before
         if again:
             self._kick_send()
@@ -884,10 +894,10 @@ class Connection(_ConnectionCounters):
         if self._state == CLOSING and timeout is not None:
             # A peer that stops reading must not keep the fd and the send
             # memory for ever.
-            self._close_timer = self._loop.call_later(timeout, self._close_deadline)
+            self._more().close_timer = self._loop.call_later(timeout, self._close_deadline)
 
     def _close_deadline(self) -> None:
-        self._close_timer = None
+        self._more().close_timer = None
         if self._state == CLOSING:
             self.close_reason = "limit"     # the peer stopped reading our bytes
             self.abort()
@@ -938,9 +948,10 @@ class Connection(_ConnectionCounters):
                 if out.sending is not None:
                     return
         self._state = CLOSED
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
+        rare = self._rare
+        if rare is not None and rare.close_timer is not None:
+            rare.close_timer.cancel()
+            rare.close_timer = None
         if out is not None:
             out.drop_all(ConnectionError(
                 f"connection {self.id} closed before the data was sent"))
@@ -957,8 +968,22 @@ class Connection(_ConnectionCounters):
         self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
-        self._error_exc = exc
+        self._more().error = exc
         self._host.sink_failed(self, exc)
+
+
+class _Rare:
+    """What most connections never need, made on first use: one slot on the
+    connection instead of five (an idle connection is mostly its slots)."""
+
+    __slots__ = ("close_reason", "close_timer", "eof_held", "error", "faces")
+
+    def __init__(self) -> None:
+        self.close_reason: str | None = None
+        self.close_timer: asyncio.TimerHandle | None = None    # the close deadline
+        self.error: BaseException | None = None     # a callback serving it raised this
+        self.eof_held = False       # a Protocol's end came while its reading was paused
+        self.faces: tuple[PipeInput, PipeOutput] | None = None     # input, output
 
 
 class PipeInput:
@@ -1110,7 +1135,7 @@ class ProtocolConnection(Connection):
     """The ``zerg.Protocol`` fast path: callbacks straight from completion
     dispatch, no Task, no future; writes are sent with the loop iteration."""
 
-    __slots__ = ("_buf", "_data_received", "_dirty", "_eof_held", "_give_back", "_proto",
+    __slots__ = ("_buf", "_data_received", "_dirty", "_give_back", "_proto",
                  "_slots", "_unread", "_want_send", "_writing_paused")
 
     # Bytes go from the ring to data_received: the input pipe is made only if
@@ -1137,7 +1162,6 @@ class ProtocolConnection(Connection):
         self._unread = 0
         self._dirty = False
         self._writing_paused = False
-        self._eof_held = False      # the end came while reading was paused
 
     def write(self, data: BytesLike | BufferSequence) -> None:
         if _get_ident() != self._owner:
@@ -1160,7 +1184,7 @@ class ProtocolConnection(Connection):
                 out.over_budget = False
                 if not self._writing_paused:
                     self._pause_writing()
-                    out.room_waiter().add_done_callback(self._room_again)
+                    out.room_waiter(self._loop).add_done_callback(self._room_again)
             raise WriteBufferFullError(
                 f"{exc} -- in a Protocol: stop writing after pause_writing() until "
                 "resume_writing()") from None
@@ -1215,7 +1239,7 @@ class ProtocolConnection(Connection):
         then the end of the stream if it came meanwhile."""
         was = self._reading_paused
         Connection.resume_reading(self)
-        if was and (self._buf is not None or self._eof_held):
+        if was and (self._buf is not None or (self._rare is not None and self._rare.eof_held)):
             self._loop.call_soon(self._redeliver)
 
     def _redeliver(self) -> None:
@@ -1228,8 +1252,9 @@ class ProtocolConnection(Connection):
             self._deliver(seq, None, 0)
             if self._reading_paused or self._state != OPEN:
                 return
-        if self._eof_held:
-            self._eof_held = False
+        rare = self._rare
+        if rare is not None and rare.eof_held:
+            rare.eof_held = False
             self._report_eof()
 
     def send_pending(self) -> None:
@@ -1359,7 +1384,7 @@ class ProtocolConnection(Connection):
         if self._reading_paused:
             # Like asyncio's transports: no callback while reading is paused --
             # and never the end before bytes still held back (resume_reading).
-            self._eof_held = True
+            self._more().eof_held = True
             return
         self._report_eof()
 
@@ -1382,7 +1407,8 @@ class ProtocolConnection(Connection):
 
     def _closed(self) -> None:
         try:
-            self._proto.connection_lost(self, self._error_exc or self.error)
+            rare = self._rare
+            self._proto.connection_lost(self, (rare is not None and rare.error) or self.error)
         except Exception:
             _log.exception("zerg: connection_lost raised for %r", self)
 

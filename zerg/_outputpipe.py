@@ -21,7 +21,7 @@ pool once the kernel took all of it.
 
 Reporting upward: the pipe does not know the fd or the ring.  ``next_send``
 returns the segment whose unsent bytes the transport must submit;
-``on_sent(res)`` returns True when another send should follow.
+``on_sent(res, conn_id)`` returns True when another send should follow.
 
 Threading: reactor thread only (``BufferWriter`` fills lent segments on a
 worker thread, but lends and enqueues on the reactor thread).
@@ -126,10 +126,7 @@ class OutputPipe(_OutputCounters):
         "_drain_waiters",
         "_flush_waiters",
         "_granted",
-        "_id",
         "_lent",
-        "_lent_bytes",
-        "_loop",
         "_pool",
         "_staged",
         "eof",
@@ -140,22 +137,20 @@ class OutputPipe(_OutputCounters):
         "pin_limit",
         "refused",
         "resume_at",
-        "segment_size",
         "sending",
         "sending_batch",
         "write_exc",
     )
 
-    def __init__(self, conn_id: int, pool: SlabPool, opts: PipeOptions,
-                 loop: asyncio.AbstractEventLoop) -> None:
-        self._id = conn_id
+    # What a pipe does not keep (an idle connection is mostly its objects'
+    # slots): its connection's id and loop are passed in where needed, the
+    # segment size is the pool's, and the bytes lent are summed when asked.
+    def __init__(self, pool: SlabPool, opts: PipeOptions) -> None:
         self._pool = pool
-        self._loop = loop
         self.max_write_buffer = opts.max_write_buffer
         self._budget = opts.max_write_memory     # reactor-wide; 0: none
         self.pause_at = opts.write_pause_at         # flush() waits above this ...
         self.resume_at = opts.write_resume_at       # ... until pending falls to this
-        self.segment_size = opts.segment_size
         self._staged: list[WriteSegment] = []
         self._cur: WriteSegment | None = None      # the segment writes append to
         self._granted = 0                           # bytes of _cur lent by get_memory
@@ -174,8 +169,17 @@ class OutputPipe(_OutputCounters):
         self.write_exc: BaseException | None = None
         self.eof = False                            # write_eof(): no more writes
         self._lent: set[WriteSegment] | None = None    # made on first use
-        self._lent_bytes = 0                        # their sizes (for the budget)
         self.bytes_out = 0
+
+    @property
+    def segment_size(self) -> int:
+        """Bytes of one write segment (the pool's)."""
+        return self._pool.segment_size
+
+    def _lent_bytes(self) -> int:
+        """Bytes of the segments lent to writers and not enqueued yet."""
+        lent = self._lent
+        return sum(len(seg.view) for seg in lent) if lent else 0
 
     # ------------------------------------------------------------ staging
     def write(self, buf: bytes | memoryview) -> None:
@@ -284,13 +288,12 @@ class OutputPipe(_OutputCounters):
         connection closes (``drop_all``)."""
         pool = self._pool
         size = max(min_size, self.segment_size)
-        if self._budget and self.pending + self._lent_bytes + size > self.pause_at:
+        if self._budget and self.pending + self._lent_bytes() + size > self.pause_at:
             self._check_budget(size)
         seg = pool.acquire() if min_size <= self.segment_size else pool.acquire_jumbo(min_size)
         if self._lent is None:
             self._lent = set()
         self._lent.add(seg)
-        self._lent_bytes += len(seg.view)
         return seg
 
     def enqueue(self, segs: list[WriteSegment], writable: bool) -> None:
@@ -305,7 +308,6 @@ class OutputPipe(_OutputCounters):
             if seg not in lent:
                 continue            # reclaimed by the close; never release twice
             lent.remove(seg)
-            self._lent_bytes -= len(seg.view)
             if ok and seg.fill:
                 self.pending += seg.fill
                 if seg.fill > _MAX_SEND:
@@ -400,9 +402,10 @@ class OutputPipe(_OutputCounters):
             self.sending_batch = [(s, s.fill - s.sent) for s in batch]
         return batch
 
-    def _on_batch_sent(self, batch: list[tuple[WriteSegment, int]], res: int) -> bool:
+    def _on_batch_sent(self, batch: list[tuple[WriteSegment, int]], res: int,
+                       conn_id: int) -> bool:
         """A gathered send completed with ``res`` bytes (of the batch, in order)."""
-        if self._send_ended(res):
+        if self._send_ended(res, conn_id):
             return False
         self.pending -= res
         self.bytes_out += res
@@ -417,11 +420,11 @@ class OutputPipe(_OutputCounters):
                 break
         return self._after_send()
 
-    def _send_ended(self, res: int) -> bool:
+    def _send_ended(self, res: int, conn_id: int) -> bool:
         """True when the completed send ends the writing: it failed (``res``
         <= 0: every waiter gets the error), or an abort came while it ran."""
         if res <= 0:
-            self.fail(send_error(-res if res < 0 else errno.EPIPE, self._id))
+            self.fail(send_error(-res if res < 0 else errno.EPIPE, conn_id))
             return True
         if self.write_exc is not None:
             self._drop_staged()
@@ -448,8 +451,9 @@ class OutputPipe(_OutputCounters):
         self._wake_flushers(None)
         return False
 
-    def on_sent(self, res: int) -> bool:
-        """The send in flight completed with ``res``.  True: send again."""
+    def on_sent(self, res: int, conn_id: int) -> bool:
+        """The send in flight (of connection ``conn_id``) completed with
+        ``res``.  True: send again."""
         seg = self.sending
         self.sending = None
         if seg is None:
@@ -457,7 +461,7 @@ class OutputPipe(_OutputCounters):
         batch = self.sending_batch
         if batch is not None:
             self.sending_batch = None
-            return self._on_batch_sent(batch, res)
+            return self._on_batch_sent(batch, res, conn_id)
         if (res > 0 and res == seg.fill - seg.sent and seg is self._cur and not self._granted
                 and self.write_exc is None and len(self._staged) == 1):
             # Common case: the only segment went out whole.
@@ -469,7 +473,7 @@ class OutputPipe(_OutputCounters):
             if self._flush_waiters or self._drain_waiters:
                 self._wake_flushers(None)
             return False
-        if self._send_ended(res):
+        if self._send_ended(res, conn_id):
             return False
         seg.sent += res
         self.pending -= res
@@ -479,28 +483,28 @@ class OutputPipe(_OutputCounters):
         return self._after_send()
 
     # ------------------------------------------------------------ flushing
-    def flush_waiter(self) -> asyncio.Future[None]:
-        """A future done when every byte staged now was taken (or failed)."""
-        fut: asyncio.Future[None] = self._loop.create_future()
+    def flush_waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future of ``loop`` done when every byte staged now was taken (or failed)."""
+        fut: asyncio.Future[None] = loop.create_future()
         if self._flush_waiters is None:
             self._flush_waiters = [fut]
         else:
             self._flush_waiters.append(fut)
         return fut
 
-    def room_waiter(self) -> asyncio.Future[None]:
-        """A future done once the reactor's write memory fell to seven eighths
+    def room_waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future of ``loop`` done once the reactor's write memory fell to seven eighths
         of ``max_write_memory``: what a writer refused by the budget, with
         nothing of its own pending, waits for."""
-        fut: asyncio.Future[None] = self._loop.create_future()
+        fut: asyncio.Future[None] = loop.create_future()
         budget = self._budget
         self._pool.add_room_waiter(fut, budget - budget // 8)
         return fut
 
-    def drain_waiter(self) -> asyncio.Future[None]:
-        """A future done once pending bytes fell to ``resume_at`` (or failed):
-        the back-pressure wait of ``flush()``, like asyncio's ``drain()``."""
-        fut: asyncio.Future[None] = self._loop.create_future()
+    def drain_waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future of ``loop`` done once pending bytes fell to ``resume_at`` (or
+        failed): the back-pressure wait of ``flush()``, like asyncio's ``drain()``."""
+        fut: asyncio.Future[None] = loop.create_future()
         if self._drain_waiters is None:
             self._drain_waiters = [fut]
         else:
@@ -555,5 +559,4 @@ class OutputPipe(_OutputCounters):
             for seg in self._lent:
                 pool.release(seg)
             self._lent.clear()
-            self._lent_bytes = 0
         self._wake_flushers(exc)
