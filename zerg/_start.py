@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import inspect
 import logging
@@ -55,7 +56,16 @@ class _HandlerStart:
     """Shared by the task and thread strategies: tracks running handlers."""
 
     def __init__(self, tls: TlsOptions | None = None) -> None:
-        self._tasks: set[asyncio.Future[None]] = set()
+        # Each running handler and its connection: what its done callback
+        # needs, without a closure (function + cells) per connection.
+        self._tasks: dict[asyncio.Future[None], Connection] = {}
+        self._done_callback = self._done      # bound once, not once per connection
+        # The context done callbacks run in: they read no context variable,
+        # and a callback added without one copies the current context (an
+        # object per connection while its handler runs).  One per strategy,
+        # that is per reactor thread: a context is entered by one thread at
+        # a time.
+        self._done_context = contextvars.Context()
         self._errors = ErrorLog()
         self._tls = tls
 
@@ -92,17 +102,17 @@ class _HandlerStart:
             log.exception("zerg: handler could not be started for %r", conn)
             conn.close()
             return
-        self._tasks.add(task)
+        self._tasks[task] = conn
+        task.add_done_callback(self._done_callback, context=self._done_context)
 
-        def done(t: asyncio.Future[None]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled():
-                exc = t.exception()
-                if exc is not None:
-                    self._errors.error("zerg: handler for %r raised; closing it", conn, exc=exc)
-            conn.close()
-
-        task.add_done_callback(done)
+    def _done(self, task: asyncio.Future[None]) -> None:
+        """The handler returned or raised: its connection closes."""
+        conn = self._tasks.pop(task)
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                self._errors.error("zerg: handler for %r raised; closing it", conn, exc=exc)
+        conn.close()
 
     async def drain(self, timeout: float) -> None:
         if not self._tasks:
