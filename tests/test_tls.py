@@ -755,3 +755,35 @@ def test_the_tls_overrides_are_what_runs() -> None:
                 assert getattr(cls, name).__module__ == "zerg._tls", (cls, name)
     if speedups is not None:
         assert type(zerg.Connection.__dict__["write"]).__name__ != "function"
+
+
+# ------------------------------------------------------------------ memory
+@pytest.mark.parametrize("protocol", [False, True])
+def test_a_closed_tls_connection_is_freed_without_the_cycle_collector(
+        server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, protocol: bool) -> None:
+    """A TLS connection keeps no reference cycle once closed: it goes when
+    the reactor drops it, not at some later gc pass (a server with many
+    short TLS connections would otherwise hold all of them until then)."""
+    import gc
+
+    def alive() -> int:
+        return sum(isinstance(o, _TlsLayer) for o in gc.get_objects())
+
+    handler: Any = EchoProtocol() if protocol else reader_echo
+    gc.collect()
+    gc.disable()
+    try:
+        with serving(handler, ssl=server_ctx) as srv:
+            before = alive()
+            for i in range(3):
+                with tls_connect(srv, client_ctx) as s:
+                    if protocol:
+                        assert recv_n(s, 8) == b"welcome\n"
+                    s.sendall(b"ping %d" % i)
+                    assert recv_n(s, 6) == b"ping %d" % i
+                    s.unwrap().close()
+            wait_for(lambda: stat(srv, "connections") == 0, what="the connections to close")
+            wait_for(lambda: alive() == before, timeout=2.0,
+                     what="the closed TLS connections to be freed by reference counting")
+    finally:
+        gc.enable()

@@ -850,6 +850,14 @@ class _TlsLayer(Connection):
                 errno.ECONNABORTED, f"connection {self.id} was aborted"))
         super().abort()
 
+    def _closed(self) -> None:
+        """Fully closed: the state lets go of the plain connection's bound
+        methods (a cycle through the connection), so reference counting
+        frees it as it does a plain one."""
+        st = self._tls
+        st.plain_on_recv = st.plain_write = _unbound
+        super()._closed()
+
 
 class _TlsPipeOutput(PipeOutput):
     """The output face of a TLS connection: what a ``BufferWriter`` fills in
