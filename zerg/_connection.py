@@ -1140,7 +1140,7 @@ class ProtocolConnection(Connection):
 
     # Bytes go from the ring to data_received: the input pipe is made only if
     # receiving pauses (or discard_input, the end of the stream), the output
-    # pipe with the first write.  An idle connection holds neither (~640 B).
+    # pipe with the first write.  An idle connection holds neither (~560 B).
     _lazy_pipes = True
 
     def __init__(self, host: ConnectionHost, conn_id: int, fd: int,
