@@ -152,6 +152,9 @@ SERVERS: Final[tuple[Server, ...]] = (
     Server("http_zerg", "zerg examples/http.py", "http", _py(ROOT / "examples" / "http.py")),
     Server("http_zerg_py", "zerg examples/http.py" + _REF, "http",
            _py_reference(ROOT / "examples" / "http.py")),
+    # The same example with its async handler over PipeReader instead of its Protocol.
+    Server("http_zerg_pipereader", "zerg examples/http.py --pipereader", "http",
+           (*_py(ROOT / "examples" / "http.py"), "--pipereader")),
     Server("http_uvloop", "uvloop Protocol, same parser", "http",
            _py(SERVERS_DIR / "http_uvloop.py")),
     # ---- HTTP/1.1 over TLS (T1): the same two, with the stdlib's ssl and one certificate recipe.

@@ -1,15 +1,25 @@
-"""Keep-alive HTTP/1.1 server on zerg's PipeReader, with a zero-copy parser.
+"""Keep-alive HTTP/1.1 server on zerg, with a zero-copy parser -- written twice.
 
     python examples/http.py --host 127.0.0.1 --port 8080 [--header-timeout 10] [--idle-timeout 60]
+        [--pipereader]
+
+``HttpProtocol`` (what the script serves) is a ``zerg.Protocol``: called from
+completion dispatch with the received bytes, it parses them and writes the replies
+straight into the send segment -- no Task, no await per request.  ``handle``
+(``--pipereader``) is the same server as an ``async def`` handler over a
+``PipeReader``: the level-3 style, slower per request (a task wake-up, the reader's
+bookkeeping), simpler to extend with awaits.  Both answer alike; the tests run every
+case against both.
 
 Routes: ``GET /`` and ``GET /plaintext`` answer ``Hello, World!``; ``POST /echo``
 answers with the request body.
 
 Pipelining: requests are answered in order, the replies to one read batch in one
-write.  Once the staged replies pass the connection's high-water mark
-(``conn.get_write_buffer_limits()``), parsing stops, ``await conn.flush()`` sends
-them, and parsing goes on where it stopped: a client can pipeline any number of
-requests and memory stays bounded (this also lets other connections run).
+send.  Once the staged replies pass the connection's high-water mark, parsing stops
+and goes on where it stopped once they went out (``HttpProtocol``: ``pause_writing``
+pauses reading, ``resume_writing`` resumes it and the unparsed requests come back;
+``handle``: ``await conn.flush()``): a client can pipeline any number of requests and
+memory stays bounded (this also lets other connections run).
 
 Strict parsing (RFC 9112): malformed requests get 400, header blocks over
 ``MAX_HEADER`` bytes 431, bodies over ``MAX_BODY`` 413, ``Transfer-Encoding`` 501;
@@ -27,10 +37,10 @@ connections); a connection that receives nothing for ``--idle-timeout`` seconds
 (an idle keep-alive connection, a stalled body) is closed by the engine
 (``ReactorConfig.idle_timeout_s``; 0 disables it).
 
-The parser (``parse_request``) reads a ``zerg.SequenceReader`` over the
-``PipeReader`` buffer: one ``try_read_bytes_to(b"\\n")`` per header line (across
-segment boundaries, copying only that line), and the body as a zero-copy slice
-(``try_read_exact``).
+The parser (``parse_request``) reads a ``zerg.SequenceReader`` over the received
+bytes (the ``Protocol``'s sequence, or the ``PipeReader`` buffer): one
+``try_read_bytes_to(b"\\n")`` per header line (across segment boundaries, copying
+only that line), and the body as a zero-copy slice (``try_read_exact``).
 """
 
 from __future__ import annotations
@@ -361,6 +371,85 @@ async def handle(conn: zerg.Connection, header_timeout: float = HEADER_TIMEOUT) 
         reader.complete()
 
 
+class HttpProtocol(zerg.Protocol):
+    """The same server as ``handle`` on ``zerg.Protocol``: what ``python
+    examples/http.py`` serves.  ``data_received`` is called from completion
+    dispatch with the received bytes -- no Task, no await, no reader per
+    connection -- and writes each reply straight into the connection's send
+    segment; the replies of one call leave in one send.
+
+    What ``handle`` does with its loop, it does with the Protocol contract:
+    the bytes of an incomplete request are left unconsumed (``return pos``)
+    and come back with the next bytes; past the high-water mark
+    (``pause_writing``) reading pauses and parsing stops where it was, and
+    ``resume_writing`` resumes reading, which delivers the unparsed requests
+    again.  The header deadline is a timer per connection (``conn.context``)
+    while a request's header section is incomplete."""
+
+    def __init__(self, header_timeout: float = HEADER_TIMEOUT) -> None:
+        self.header_timeout = header_timeout
+
+    def connection_made(self, conn: zerg.Connection) -> None:
+        conn.context = None         # the header deadline's timer, while one runs
+
+    def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> int | None:
+        sr = zerg.SequenceReader(seq)
+        head_wait = False
+        while not sr.end:
+            try:
+                parsed = parse_request(sr)
+            except HttpError as err:
+                conn.write(error_response(err.status, str(err)))
+                self._close(conn)
+                return None
+            if isinstance(parsed, int):     # incomplete: wait for more bytes
+                head_wait = parsed == NEED_HEAD
+                break
+            respond(conn, parsed)
+            if not parsed.keep_alive:
+                self._close(conn)
+                return None
+            if not conn.is_reading:     # past the high-water mark: parse on once resumed
+                break
+        pos = sr.consumed
+        # The header deadline runs from a request's first bytes until its
+        # header section is complete.
+        timer: asyncio.TimerHandle | None = conn.context
+        if head_wait:
+            if timer is None or pos:    # the first bytes of a new request
+                if timer is not None:
+                    timer.cancel()
+                conn.context = conn.loop.call_later(self.header_timeout, self._too_slow, conn)
+        elif timer is not None:
+            timer.cancel()
+            conn.context = None
+        return pos
+
+    def pause_writing(self, conn: zerg.Connection) -> None:
+        conn.pause_reading()
+
+    def resume_writing(self, conn: zerg.Connection) -> None:
+        conn.resume_reading()
+
+    def connection_lost(self, conn: zerg.Connection, exc: BaseException | None) -> None:
+        self._close(conn)
+
+    def _too_slow(self, conn: zerg.Connection) -> None:
+        conn.context = None
+        if not conn.is_closed:
+            conn.write(error_response(408, "request header timeout"))
+            conn.close()
+
+    @staticmethod
+    def _close(conn: zerg.Connection) -> None:
+        """Close after the staged replies; the header deadline goes with it."""
+        timer: asyncio.TimerHandle | None = conn.context
+        if timer is not None:
+            timer.cancel()
+            conn.context = None
+        conn.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="zerg HTTP/1.1 example server")
     ap.add_argument("--host", default="127.0.0.1")
@@ -371,6 +460,9 @@ def main(argv: list[str] | None = None) -> None:
                          "(then 408)")
     ap.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT, metavar="S",
                     help="close a connection that receives nothing for this long (0: never)")
+    ap.add_argument("--pipereader", action="store_true",
+                    help="serve with the async handler over PipeReader (handle) instead of "
+                         "the zerg.Protocol (HttpProtocol)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     reactor = zerg.ReactorConfig(idle_timeout_s=args.idle_timeout or None)
@@ -379,7 +471,10 @@ def main(argv: list[str] | None = None) -> None:
     with zerg.Engine(opts) as engine:
         engine.listen()
         print(f"http: listening on http://{args.host}:{engine.port}/", flush=True)
-        engine.serve(functools.partial(handle, header_timeout=args.header_timeout))
+        if args.pipereader:
+            engine.serve(functools.partial(handle, header_timeout=args.header_timeout))
+        else:
+            engine.serve(HttpProtocol(header_timeout=args.header_timeout))
 
 
 if __name__ == "__main__":

@@ -46,9 +46,24 @@ def _no_handler_errors(_errors: ErrorLog) -> Iterator[None]:
     assert not records, [r.getMessage() for r in records]
 
 
+def http_server(impl: str, header_timeout: float = http_example.HEADER_TIMEOUT) -> zerg.Handler:
+    """examples/http.py's server: its ``HttpProtocol`` (what the script serves)
+    or its ``handle`` over ``PipeReader`` (``--pipereader``).  Every test of a
+    running server runs against both: they must answer alike."""
+    if impl == "protocol":
+        proto: zerg.Protocol = http_example.HttpProtocol(header_timeout)
+        return proto
+    return functools.partial(http_example.handle, header_timeout=header_timeout)
+
+
+@pytest.fixture(scope="module", params=["protocol", "pipereader"])
+def impl(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def srv() -> Iterator[RunningServer]:
-    with serving(http_example.handle) as s:
+def srv(impl: str) -> Iterator[RunningServer]:
+    with serving(http_server(impl)) as s:
         yield s
 
 
@@ -328,18 +343,18 @@ def _pipeline(port: int, payload: bytes, read_delay: float = 0.0) -> bytes:
             sender.join()
 
 
-@pytest.fixture(scope="module")
-def small_write_buffer_srv() -> Iterator[RunningServer]:
-    """max_write_buffer 256 KiB: one read of pipelined requests has more replies."""
-    reactor = zerg.ReactorConfig(max_write_buffer=256 * 1024)
-    with serving(http_example.handle, reactor=reactor) as s:
-        yield s
+# max_write_buffer 256 KiB: one read of pipelined requests has more replies.
+SMALL_WRITE_BUFFER = zerg.ReactorConfig(max_write_buffer=256 * 1024)
 
 
-@pytest.mark.parametrize("server", ["srv", "small_write_buffer_srv"])
+@pytest.mark.parametrize("reactor", [None, SMALL_WRITE_BUFFER], ids=["default", "small"])
 def test_200k_pipelined_requests_all_answered_in_order(
-        server: str, request: pytest.FixtureRequest) -> None:
-    port = request.getfixturevalue(server).port
+        impl: str, reactor: zerg.ReactorConfig | None) -> None:
+    with serving(http_server(impl), reactor=reactor) as srv:
+        _200k_pipelined(srv.port)
+
+
+def _200k_pipelined(port: int) -> None:
     n = 200_000
     get = b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"
     echoed = range(0, n, 997)           # these are POST /echo of their own index
@@ -358,7 +373,9 @@ def test_200k_pipelined_requests_all_answered_in_order(
     assert elapsed < 20, elapsed
 
 
-def test_a_probe_is_answered_within_250ms_while_another_client_pipelines_150k_gets() -> None:
+@pytest.mark.parametrize("flags", [(), ("--pipereader",)])
+def test_a_probe_is_answered_within_250ms_while_another_client_pipelines_150k_gets(
+        flags: tuple[str, ...]) -> None:
     """Fairness end to end (issue 17): reads hand the handler at most
     ``max_read_chunk`` and the example flushes past its high-water mark, so
     one client pipelining 150k GETs does not hold the reactor; a second
@@ -376,7 +393,7 @@ def test_a_probe_is_answered_within_250ms_while_another_client_pipelines_150k_ge
     gc.collect()
     gc.freeze()
     try:
-        with _example_process() as port:
+        with _example_process(*flags) as port:
             hog = threading.Thread(target=lambda: hog_data.append(_pipeline(port, get * n)))
             hog.start()
             time.sleep(0.05)
@@ -496,8 +513,8 @@ def test_bare_lf_line_ends_are_accepted(srv: RunningServer) -> None:
 # -- timeouts ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def timeout_srv() -> Iterator[RunningServer]:
-    with serving(functools.partial(http_example.handle, header_timeout=0.5)) as s:
+def timeout_srv(impl: str) -> Iterator[RunningServer]:
+    with serving(http_server(impl, header_timeout=0.5)) as s:
         yield s
 
 

@@ -534,13 +534,15 @@ def test_openssl_s_client(server_ctx: ssl.SSLContext, ca_file: Path) -> None:
     assert "hello from s_client" in text, text       # s_client prints only what it read
 
 
+@pytest.mark.parametrize("impl", ["protocol", "pipereader"])
 def test_curl_and_wrk_against_examples_http(server_cert: trustme.LeafCert,
-                                            ca_file: Path) -> None:
+                                            ca_file: Path, impl: str) -> None:
     curl, wrk = shutil.which("curl"), shutil.which("wrk")
     assert curl and wrk, "curl/wrk are missing: run `make test`, which installs them"
     http = load_example("http")
     ctx = make_server_ctx(server_cert, ["http/1.1"])     # no h2: this server speaks 1.1
-    with serving(http.handle, ssl=ctx) as srv:
+    handler = http.HttpProtocol() if impl == "protocol" else http.handle
+    with serving(handler, ssl=ctx) as srv:
         url = f"https://localhost:{srv.port}/"
         resolve = f"localhost:{srv.port}:127.0.0.1"
         out = subprocess.run([curl, "-sS", "-i", "--cacert", str(ca_file), "--resolve", resolve,

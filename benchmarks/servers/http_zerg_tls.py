@@ -1,7 +1,7 @@
-"""HTTP/1.1 over TLS on zerg: examples/http.py's own handler with ``EngineOptions.ssl``.
+"""HTTP/1.1 over TLS on zerg: examples/http.py's own server with ``EngineOptions.ssl``.
 
 The zerg side of scenario T1.  examples/http.py is loaded by path and its
-``handle`` served exactly as ``python examples/http.py`` serves it (one
+``HttpProtocol`` served exactly as ``python examples/http.py`` serves it (one
 reactor, its idle timeout), only over TLS: a self-signed certificate made
 at start-up with trustme (ECDSA P-256; wrk does not verify it), the
 stdlib's ``ssl`` with its default server settings -- the same certificate
@@ -38,7 +38,7 @@ def main() -> None:
     with zerg.Engine(opts) as engine:
         engine.listen()
         ready(engine.port)
-        engine.serve(http.handle)
+        engine.serve(http.HttpProtocol())
 
 
 if __name__ == "__main__":
