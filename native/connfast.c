@@ -2610,7 +2610,7 @@ static const struct field_spec field_specs[] = {
     {4, "sends", &F.t_sends}, {4, "bytes_out", &F.t_bytes_out},
     {5, "discarding", &F.i_discarding}, {5, "paused", &F.i_paused},
     {6, "_ring", &F.r_ring}, {6, "address", &F.r_address},
-    {7, "_closed", &F.g_closed},
+    {7, "closed", &F.g_closed},
     {5, "_slots", &F.i_slots}, {5, "_plain", &F.i_plain}, {5, "held", &F.i_held},
     {5, "_items", &F.i_items}, {5, "_ipos", &F.i_ipos}, {5, "head", &F.i_head},
     {5, "tail", &F.i_tail}, {5, "unread", &F.i_unread}, {5, "waiter", &F.i_waiter},
