@@ -388,6 +388,9 @@ class HttpProtocol(zerg.Protocol):
 
     def __init__(self, header_timeout: float = HEADER_TIMEOUT) -> None:
         self.header_timeout = header_timeout
+        # The connections whose writing is paused: while there are none, the
+        # parse loop skips asking its connection (a property call per request).
+        self.paused: set[zerg.Connection] = set()
 
     def connection_made(self, conn: zerg.Connection) -> None:
         conn.context = None         # the header deadline's timer, while one runs
@@ -409,8 +412,8 @@ class HttpProtocol(zerg.Protocol):
             if not parsed.keep_alive:
                 self._close(conn)
                 return None
-            if not conn.is_reading:     # past the high-water mark: parse on once resumed
-                break
+            if self.paused and not conn.is_reading:     # past the high-water mark:
+                break                                   # parse on once resumed
         pos = sr.consumed
         # The header deadline runs from a request's first bytes until its
         # header section is complete.
@@ -426,12 +429,15 @@ class HttpProtocol(zerg.Protocol):
         return pos
 
     def pause_writing(self, conn: zerg.Connection) -> None:
+        self.paused.add(conn)
         conn.pause_reading()
 
     def resume_writing(self, conn: zerg.Connection) -> None:
+        self.paused.discard(conn)
         conn.resume_reading()
 
     def connection_lost(self, conn: zerg.Connection, exc: BaseException | None) -> None:
+        self.paused.discard(conn)
         self._close(conn)
 
     def _too_slow(self, conn: zerg.Connection) -> None:
