@@ -15,7 +15,7 @@ import gc
 import socket
 import time
 
-from conftest import RunningServer, serving, wait_for
+from conftest import RunningServer, echo_handler, serving, wait_for
 
 import zerg
 
@@ -28,18 +28,6 @@ SMALL_RING = zerg.ReactorConfig(buffer_ring_entries=64)
 class Echo(zerg.Protocol):
     def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
         conn.write(seq)
-
-
-async def level1_echo(conn: zerg.Connection) -> None:
-    while True:
-        snap = await conn.read()
-        if snap.is_closed:
-            return
-        while (item := conn.try_get_ring(snap)) is not None:
-            conn.write(item.view)
-            conn.return_ring(item)
-        conn.reset_read()
-        await conn.flush()
 
 
 def _echo(s: socket.socket) -> socket.socket:
@@ -94,7 +82,7 @@ def test_an_idle_protocol_connection_keeps_its_connection_and_output_pipe() -> N
 
 
 def test_an_idle_handler_connection_keeps_no_closure_or_context_of_its_own() -> None:
-    with serving(level1_echo, reactor=SMALL_RING) as srv:
+    with serving(echo_handler, reactor=SMALL_RING) as srv:
         got = per_idle_connection(srv)
     # The Task's own context is the only one; its done callback is the
     # strategy's, bound once, run in the strategy's context.
