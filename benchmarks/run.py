@@ -198,11 +198,12 @@ BY_NAME: Final[dict[str, Server]] = {s.name: s for s in SERVERS}     # + the @ba
 def twin(server: Server, base: bl.Baseline) -> tuple[Server, Path]:
     """``server``'s @base twin, registered in BY_NAME, and the script it runs:
     the baseline's copy of the server's script, or the current one if it has none."""
-    script = Path(server.argv[-1])
+    at = max(i for i, arg in enumerate(server.argv) if arg.endswith(".py"))
+    script, options = Path(server.argv[at]), server.argv[at + 1:]   # e.g. --pipereader
     script_then = base.tree / script.relative_to(ROOT)
     if script_then.exists():
         script = script_then
-    argv = bl.boot_argv(sys.executable, base.tree, str(script))
+    argv = (*bl.boot_argv(sys.executable, base.tree, str(script)), *options)
     if server.argv[0] == "env":         # keep the environment (the Python-reference rows)
         argv = (*server.argv[:server.argv.index(sys.executable)], *argv)
     tw = Server(server.name + bl.SUFFIX, f"{server.label} [base {base.short}]", server.protocol,
