@@ -126,28 +126,6 @@ ref_call(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return PyObject_Vectorcall(func, stack, (size_t)nargs + 1, NULL);
 }
 
-/* self.<name>(*args) for the rare paths; 0 or -1. */
-static int
-call_method(PyObject *self, PyObject *name, PyObject *a, PyObject *b)
-{
-    PyObject *stack[3] = {self, a, b};
-    size_t n = a == NULL ? 1 : (b == NULL ? 2 : 3);
-    PyObject *r = PyObject_VectorcallMethod(name, stack, n, NULL);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
-/* 0 for a result (dropped), -1 for NULL. */
-static inline int
-call_ok(PyObject *r)
-{
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
-}
 
 /* A writable, contiguous byte view's memory, or NULL (not an error). */
 static inline Py_buffer *

@@ -305,6 +305,26 @@ int install_methods(PyTypeObject *cls, PyMethodDef *defs, PyObject **refs_out[],
 /* func(self, *args): a reference method, for the cases a C one leaves it
  * (connfast.c; at most 3 arguments besides self). */
 PyObject *ref_call(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+/* 0 for a call's result (dropped), -1 for NULL. */
+static inline int
+call_ok(PyObject *r)
+{
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* self.<name>(a, b) (a, b or both NULL: fewer arguments) for the rare paths,
+ * the result dropped; 0 or -1. */
+static inline int
+call_method(PyObject *self, PyObject *name, PyObject *a, PyObject *b)
+{
+    PyObject *stack[3] = {self, a, b};
+    size_t n = a == NULL ? 1 : (b == NULL ? 2 : 3);
+    return call_ok(PyObject_VectorcallMethod(name, stack, n, NULL));
+}
 /* 1 when the caller runs on the thread `owner` (an int) names; 0 otherwise,
  * or when it cannot tell (never an error). */
 int on_owner_thread(PyObject *owner);

@@ -177,13 +177,9 @@ read_record(PyObject *self, PyObject *st)
         PyObject *exc = fetch_exception();
         if (exc == NULL)
             return -1;
-        PyObject *args[2] = {self, exc};
-        PyObject *r = PyObject_VectorcallMethod(s_tls_error, args, 2, NULL);
+        int rc = call_method(self, s_tls_error, exc, NULL);
         Py_DECREF(exc);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
-        return 0;
+        return rc;
     }
     /* One whole record, nothing behind it, nothing for the session to send:
      * straight to the plain connection.  Anything else: the reference. */
@@ -217,13 +213,9 @@ read_record(PyObject *self, PyObject *st)
         return -1;
     }
     if (in_pending != 0 || ssl_pending != 0 || out_pending != 0) {
-        PyObject *args[2] = {self, data};
-        PyObject *r = PyObject_VectorcallMethod(s_decrypted, args, 2, NULL);
+        rc = call_method(self, s_decrypted, data, NULL);
         Py_DECREF(data);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
-        return 0;
+        return rc;
     }
     PyObject *key = plain_put(plain, data);
     PyObject *n = PyLong_FromSsize_t(PyBytes_GET_SIZE(data));
@@ -239,10 +231,7 @@ read_record(PyObject *self, PyObject *st)
     Py_DECREF(on_recv);
     Py_DECREF(key);
     Py_DECREF(n);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
+    return call_ok(r);
 }
 
 /* _TlsLayer.on_recv */
@@ -285,10 +274,7 @@ tls_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (FIELD(st, T.fast) == Py_True) {
             rc = read_record(self, st);
         } else {
-            PyObject *a[1] = {self};
-            PyObject *p = PyObject_VectorcallMethod(s_pump, a, 1, NULL);
-            rc = p == NULL ? -1 : 0;
-            Py_XDECREF(p);
+            rc = call_method(self, s_pump, NULL, NULL);
         }
     }
     Py_DECREF(st);
@@ -351,13 +337,8 @@ tls_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
             || conn_pending_bytes(self, &pending) || field_ssize(st, T.pause_at, &pause_at)
             || pending > pause_at)
         return ref_call(ref_flush, self, NULL, 0);
-    if (pending) {
-        PyObject *a[1] = {self};
-        PyObject *r = PyObject_VectorcallMethod(s_flush_nowait, a, 1, NULL);
-        if (r == NULL)
-            return NULL;
-        Py_DECREF(r);
-    }
+    if (pending && call_method(self, s_flush_nowait, NULL, NULL) < 0)
+        return NULL;
     return Py_NewRef(done);
 }
 
