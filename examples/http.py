@@ -38,9 +38,9 @@ connections); a connection that receives nothing for ``--idle-timeout`` seconds
 (``ReactorConfig.idle_timeout_s``; 0 disables it).
 
 The parser (``parse_request``) reads a ``zerg.SequenceReader`` over the received
-bytes (the ``Protocol``'s sequence, or the ``PipeReader`` buffer): one
-``try_read_bytes_to(b"\\n")`` per header line (across segment boundaries, copying
-only that line), and the body as a zero-copy slice (``try_read_exact``).
+bytes (the ``Protocol``'s sequence, or the ``PipeReader`` buffer): the head with
+``zerg.http.parse_request_head`` (the rules above, in C, a copy of the head only),
+and the body as a zero-copy slice (``try_read_exact``).
 """
 
 from __future__ import annotations
@@ -49,13 +49,13 @@ import argparse
 import asyncio
 import functools
 import logging
-import re
 import time
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 import zerg
 from zerg.adapters import PipeReader
+from zerg.http import HttpError, RequestHead, parse_request_head
 
 MAX_HEADER: Final = 8192
 MAX_BODY: Final = 1024 * 1024
@@ -63,17 +63,6 @@ MAX_HEADERS: Final = 100
 HEADER_TIMEOUT: Final = 10.0    # seconds from a request's first byte to its blank line
 IDLE_TIMEOUT: Final = 60.0      # seconds a connection may receive nothing
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TARGET = re.compile(rb"[\x21-\x7e]+")
-_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
-_DIGITS = re.compile(rb"[0-9]{1,19}")
-_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")    # control characters, HTAB excepted
-_token: Final = _TOKEN.fullmatch      # bound once: called for every field, like those below
-_ctl: Final = _CTL.search
-_digits: Final = _DIGITS.fullmatch
-_CONTENT_LENGTH, _HOST, _CONNECTION, _TRANSFER_ENCODING = range(4)
-_SPECIAL: Final = {b"content-length": _CONTENT_LENGTH, b"host": _HOST,
-                   b"connection": _CONNECTION, b"transfer-encoding": _TRANSFER_ENCODING}
 _REASONS: Final = {
     200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
     408: b"Request Timeout", 413: b"Content Too Large",
@@ -84,31 +73,12 @@ _REASONS: Final = {
 
 @dataclass(slots=True)
 class Request:
-    method: bytes
-    target: bytes
-    version: bytes
-    headers: list[tuple[bytes, bytes]]
+    head: RequestHead           # method, target, version, headers, keep_alive
     body: zerg.BufferSequence
-    keep_alive: bool
 
 
 _NO_BODY: Final = zerg.BufferSequence()    # shared by every request without a body
 NEED_HEAD: Final = 0    # parse_request: the header section has not all arrived
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, why: str) -> None:
-        super().__init__(why)
-        self.status = status
-
-
-def _incomplete(sr: zerg.SequenceReader, start: int) -> int:
-    """The header section ends beyond the bytes: 431 if it is already too long, else
-    NEED_HEAD with ``sr`` back at the request's start."""
-    if sr.consumed + sr.remaining - start > MAX_HEADER + 2:
-        raise HttpError(431, "header block too large")
-    sr.rewind(sr.consumed - start)
-    return NEED_HEAD
 
 
 def parse_request(sr: zerg.SequenceReader) -> Request | int:
@@ -119,70 +89,16 @@ def parse_request(sr: zerg.SequenceReader) -> Request | int:
     the header section is incomplete, else how many body bytes are missing.  Raises
     ``HttpError`` for a request that must be refused.
 
-    The head is read line by line (``try_read_bytes_to(b"\\n")``, one copy per line, the
-    search resuming where the last line ended).  An incomplete head is parsed again when
-    more bytes come: at most ``MAX_HEADER`` bytes per read, which is cheaper than the
-    bookkeeping to avoid it.
+    The head is ``zerg.http.parse_request_head`` (strict RFC 9112, in C): an incomplete
+    head is parsed again when more bytes come, at most ``MAX_HEADER`` bytes per read,
+    which is cheaper than the bookkeeping to avoid it.  The body is a zero-copy slice
+    of the received bytes (``try_read_exact``).
     """
     start = sr.consumed
-    line = sr.try_read_bytes_to(b"\n")
-    if line is None:
-        return _incomplete(sr, start)
-    # CRLF line ends, or bare LF ones throughout; whatever the request line uses.  A CR
-    # left in a line (a bare CR, or a mix) is refused below with every other control
-    # character, by the patterns of the request line and the field values.
-    crlf = line[-1:] == b"\r"
-    parts = (line[:-1] if crlf else line).split(b" ")
-    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not _TARGET.fullmatch(parts[1]):
-        raise HttpError(400, "malformed request line")
-    method, target, version = parts
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        if _VERSION.fullmatch(version):
-            raise HttpError(505, "unsupported HTTP version")
-        raise HttpError(400, "malformed HTTP version")
-    headers: list[tuple[bytes, bytes]] = []
-    length = 0
-    seen_length = False
-    hosts = 0
-    close = keep = False
-    while True:
-        line = sr.try_read_bytes_to(b"\n")
-        if line is None:
-            return _incomplete(sr, start)
-        if crlf:
-            if line[-1:] != b"\r":
-                raise HttpError(400, "mixed line ends")
-            line = line[:-1]
-        if not line:
-            break
-        if sr.consumed - start > MAX_HEADER + 2 or len(headers) == MAX_HEADERS:
-            raise HttpError(431, "header block too large" if len(headers) < MAX_HEADERS
-                            else "too many header fields")
-        name, sep, value = line.partition(b":")
-        value = value.strip(b" \t")
-        if not sep or not _token(name) or _ctl(value):
-            raise HttpError(400, "malformed header field")
-        headers.append((name, value))
-        special = _SPECIAL.get(name.lower())
-        if special is None:
-            continue
-        if special == _CONTENT_LENGTH:
-            if not _digits(value) or (seen_length and int(value) != length):
-                raise HttpError(400, "bad Content-Length")
-            length = int(value)
-            seen_length = True
-        elif special == _HOST:
-            hosts += 1
-        elif special == _CONNECTION:        # a comma-separated list of options
-            options = {opt.strip(b" \t") for opt in value.lower().split(b",")}
-            close = close or b"close" in options
-            keep = keep or b"keep-alive" in options
-        else:
-            raise HttpError(501, "Transfer-Encoding is not supported")
-    if sr.consumed - start > MAX_HEADER + 2:
-        raise HttpError(431, "header block too large")
-    if hosts > 1 or (hosts == 0 and version == b"HTTP/1.1"):
-        raise HttpError(400, "an HTTP/1.1 request needs exactly one Host")
+    head = parse_request_head(sr, max_size=MAX_HEADER, max_fields=MAX_HEADERS)
+    if head is None:
+        return NEED_HEAD
+    length = head.content_length
     if length > MAX_BODY:
         raise HttpError(413, "body too large")
     if length:
@@ -193,8 +109,7 @@ def parse_request(sr: zerg.SequenceReader) -> Request | int:
             return missing
     else:
         body = _NO_BODY
-    keep_alive = not close and (version == b"HTTP/1.1" or keep)
-    return Request(method, target, version, headers, body, keep_alive)
+    return Request(head, body)
 
 
 class _Date:
@@ -283,17 +198,19 @@ def hello_response(keep_alive: bool, head_only: bool, http10: bool = False) -> b
 
 def respond(conn: Writer, req: Request) -> None:
     """Stage the reply to ``req`` (the caller flushes)."""
-    path = req.target.split(b"?", 1)[0]
-    head_only = req.method == b"HEAD"
-    keep_alive = req.keep_alive
-    http10 = req.version == b"HTTP/1.0"
+    head = req.head
+    method = head.method
+    path = head.target.split(b"?", 1)[0]
+    head_only = method == b"HEAD"
+    keep_alive = head.keep_alive
+    http10 = head.version == b"HTTP/1.0"
     if path in (b"/", b"/plaintext"):
-        if req.method not in (b"GET", b"HEAD"):
+        if method not in (b"GET", b"HEAD"):
             conn.write(response_head(405, 0, keep_alive, http10=http10))
             return
         conn.write(hello_response(keep_alive, head_only, http10))
     elif path == b"/echo":
-        if req.method != b"POST":
+        if method != b"POST":
             conn.write(response_head(405, 0, keep_alive, http10=http10))
             return
         conn.write(response_head(200, len(req.body), keep_alive,
@@ -344,7 +261,7 @@ async def handle(conn: zerg.Connection, header_timeout: float = HEADER_TIMEOUT) 
                     head_wait = parsed == NEED_HEAD
                     break
                 respond(out, parsed)
-                if not parsed.keep_alive:
+                if not parsed.head.keep_alive:
                     close = True
                     break
             pos = sr.consumed
@@ -409,7 +326,7 @@ class HttpProtocol(zerg.Protocol):
                 head_wait = parsed == NEED_HEAD
                 break
             respond(conn, parsed)
-            if not parsed.keep_alive:
+            if not parsed.head.keep_alive:
                 self._close(conn)
                 return None
             if self.paused and not conn.is_reading:     # past the high-water mark:

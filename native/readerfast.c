@@ -985,6 +985,28 @@ static PyTypeObject ReaderType = {
     .tp_methods = Reader_methods,
 };
 
+/* ------------------------------------------- for native parsers (speedups.h) */
+
+int
+reader_chain(PyObject *obj, Chain *c, Py_ssize_t *pos)
+{
+    if (!PyObject_TypeCheck(obj, &ReaderType))
+        return 1;
+    ReaderObject *self = (ReaderObject *)obj;
+    if (live_chain(self, c) < 0)
+        return -1;
+    *pos = self->pos;
+    return 0;
+}
+
+void
+reader_moved(PyObject *obj, Py_ssize_t pos, Py_ssize_t examined)
+{
+    ReaderObject *self = (ReaderObject *)obj;
+    self->pos = pos;
+    look(self, examined);
+}
+
 int
 readerfast_init(PyObject *module)
 {

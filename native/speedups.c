@@ -1547,7 +1547,7 @@ PyInit__speedups(void)
     if (m == NULL)
         return NULL;
     if (connfast_init(m) < 0 || loopfast_init(m) < 0 || seqfast_init(m) < 0
-            || readerfast_init(m) < 0 || wake_init(m) < 0 || counters_init(m) < 0
+            || readerfast_init(m) < 0 || httpfast_init(m) < 0 || wake_init(m) < 0 || counters_init(m) < 0
             || tlsfast_init(m) < 0) {
         Py_DECREF(m);
         return NULL;

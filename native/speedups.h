@@ -228,6 +228,13 @@ int seqfast_init(PyObject *module);
 
 /* the C SequenceReader (readerfast.c) */
 int readerfast_init(PyObject *module);
+/* For parsers in C on a zerg.SequenceReader (httpfast.c): the live chain of
+ * reader obj and its position (0), 1 when obj is no C SequenceReader (no
+ * exception), or -1 with an exception; then, after reading, its new
+ * position and how far the read looked (offsets in the sequence). */
+int reader_chain(PyObject *obj, Chain *c, Py_ssize_t *pos);
+void reader_moved(PyObject *obj, Py_ssize_t pos, Py_ssize_t examined);
+int httpfast_init(PyObject *module);
 /* the TLS layer fast path (tlsfast.c) */
 int tlsfast_init(PyObject *module);
 /* zerg._tls.PlainSlots's view(key, n) and give_back(key) (the decrypted

@@ -180,8 +180,9 @@ def _requests(sr: zerg.SequenceReader) -> list[object]:
             assert sr.consumed == start             # an incomplete request moves nothing
             return [*seen, ("incomplete", req)]
         assert sr.consumed > start
-        seen.append((req.method, req.target, req.version, req.headers, req.body.tobytes(),
-                     req.keep_alive, sr.consumed - start))
+        head = req.head
+        seen.append((head.method, head.target, head.version, head.headers, req.body.tobytes(),
+                     head.keep_alive, sr.consumed - start))
     return seen
 
 

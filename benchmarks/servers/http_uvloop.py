@@ -63,7 +63,7 @@ class Http(asyncio.Protocol):
             if isinstance(parsed, int):
                 break
             respond(out, parsed)
-            if not parsed.keep_alive:
+            if not parsed.head.keep_alive:
                 close = True
                 break
         pos = sr.consumed

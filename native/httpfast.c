@@ -1,0 +1,651 @@
+/*
+ * httpfast.c -- zerg.http.parse_request_head and RequestHead in C.
+ *
+ * Why: an HTTP server on zerg spent three quarters of its CPU in the head
+ * parser (examples/http.py under pipelined load): a line read, a split, a
+ * partition, three regular expressions, a dict lookup and a lower() per
+ * field, each an interpreter round.  Here the same rules run over the
+ * bytes once, and the only objects made are the ones the caller gets.
+ *
+ * What: the same function as zerg.http.py_parse_request_head (the
+ * reference): the same results, errors, messages, and the same position
+ * and ``examined`` of the reader afterwards; tests/test_http1.py drives both
+ * with the same random bytes.  It reads a C zerg.SequenceReader only (a
+ * TypeError names the reference for any other reader).
+ *
+ * How: phase one walks the head line by line over the sequence's chain
+ * (speedups.h), copying each line into a scratch buffer and validating it
+ * in order, so an error is raised exactly where the reference raises it;
+ * it makes no Python object, so the chain's borrowed pointers stay valid.
+ * Phase two builds the result from the scratch buffer only.
+ *
+ * Rules: as speedups.c -- reference counts on every path, errors
+ * propagated, the GIL held throughout.
+ */
+#include "speedups.h"
+
+#include <structmember.h>
+#include <string.h>
+
+static PyObject *http_error;            /* zerg.http.HttpError (bind_http) */
+static PyObject *v11, *v10;             /* b"HTTP/1.1", b"HTTP/1.0" */
+static PyObject *m_get, *m_head, *m_post;
+
+/* ------------------------------------------------------------ RequestHead */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *method, *target, *version, *headers, *content_length;
+    char keep_alive;
+} HeadObject;
+
+static PyTypeObject HeadType;
+
+static int
+Head_traverse(HeadObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->headers);
+    return 0;
+}
+
+static int
+Head_clear(HeadObject *self)
+{
+    Py_CLEAR(self->method);
+    Py_CLEAR(self->target);
+    Py_CLEAR(self->version);
+    Py_CLEAR(self->headers);
+    Py_CLEAR(self->content_length);
+    return 0;
+}
+
+static void
+Head_dealloc(HeadObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    (void)Head_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The new head; steals every reference (NULL-safe: any NULL fails it). */
+static PyObject *
+head_new(PyTypeObject *type, PyObject *method, PyObject *target, PyObject *version,
+         PyObject *headers, PyObject *content_length, int keep_alive)
+{
+    HeadObject *self = NULL;
+    if (method != NULL && target != NULL && version != NULL && headers != NULL
+            && content_length != NULL)
+        self = (HeadObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_XDECREF(method);
+        Py_XDECREF(target);
+        Py_XDECREF(version);
+        Py_XDECREF(headers);
+        Py_XDECREF(content_length);
+        return NULL;
+    }
+    self->method = method;
+    self->target = target;
+    self->version = version;
+    self->headers = headers;
+    self->content_length = content_length;
+    self->keep_alive = (char)(keep_alive != 0);
+    return (PyObject *)self;
+}
+
+static PyObject *
+Head_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"method", "target", "version", "headers", "content_length",
+                             "keep_alive", NULL};
+    PyObject *method, *target, *version, *headers, *length;
+    int keep;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOp:RequestHead", kwlist, &method,
+                                     &target, &version, &headers, &length, &keep))
+        return NULL;
+    return head_new(type, Py_NewRef(method), Py_NewRef(target), Py_NewRef(version),
+                    Py_NewRef(headers), Py_NewRef(length), keep);
+}
+
+static PyObject *
+Head_repr(HeadObject *self)
+{
+    Py_ssize_t n = PyObject_Length(self->headers);
+    if (n < 0)
+        return NULL;
+    return PyUnicode_FromFormat("<RequestHead %R %R %R fields=%zd content_length=%S "
+                                "keep_alive=%s>", self->method, self->target, self->version, n,
+                                self->content_length, self->keep_alive ? "True" : "False");
+}
+
+static PyMemberDef Head_members[] = {
+    {"method", T_OBJECT_EX, offsetof(HeadObject, method), READONLY,
+     "The method, as sent (bytes)."},
+    {"target", T_OBJECT_EX, offsetof(HeadObject, target), READONLY,
+     "The request target, as sent (bytes)."},
+    {"version", T_OBJECT_EX, offsetof(HeadObject, version), READONLY,
+     "b'HTTP/1.1' or b'HTTP/1.0'."},
+    {"headers", T_OBJECT_EX, offsetof(HeadObject, headers), READONLY,
+     "The fields in order: a list of (name, value) bytes, values stripped."},
+    {"content_length", T_OBJECT_EX, offsetof(HeadObject, content_length), READONLY,
+     "The body's length in bytes (0 without Content-Length)."},
+    {"keep_alive", T_BOOL, offsetof(HeadObject, keep_alive), READONLY,
+     "Whether the connection stays open after the reply."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject HeadType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zerg._speedups.RequestHead",
+    .tp_basicsize = sizeof(HeadObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "RequestHead(method, target, version, headers, content_length, keep_alive)\n"
+              "--\n\n"
+              "A parsed request head (zerg.http.parse_request_head); the C\n"
+              "implementation of zerg.http.PyRequestHead.",
+    .tp_new = Head_new,
+    .tp_dealloc = (destructor)Head_dealloc,
+    .tp_traverse = (traverseproc)Head_traverse,
+    .tp_clear = (inquiry)Head_clear,
+    .tp_repr = (reprfunc)Head_repr,
+    .tp_members = Head_members,
+};
+
+/* ---------------------------------------------------------------- parsing */
+
+/* RFC 9110 tchar. */
+static unsigned char is_tchar[256];
+
+static int
+all_tchar(const char *p, Py_ssize_t n)
+{
+    if (n == 0)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!is_tchar[(unsigned char)p[i]])
+            return 0;
+    }
+    return 1;
+}
+
+/* The bytes a field value may not hold: controls but HTAB, and DEL. */
+static int
+has_ctl(const char *p, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return 1;
+    }
+    return 0;
+}
+
+/* p[0:n] equals the lower-case ASCII word w (n == strlen(w)), ignoring case. */
+static int
+is_word(const char *p, Py_ssize_t n, const char *w, Py_ssize_t wn)
+{
+    if (n != wn)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (unsigned char)(ch + 32);
+        if (ch != (unsigned char)w[i])
+            return 0;
+    }
+    return 1;
+}
+
+#define IS_WORD(p, n, w) is_word((p), (n), (w), (Py_ssize_t)(sizeof(w) - 1))
+
+static void
+strip_sp(const char **p, Py_ssize_t *n)
+{
+    while (*n > 0 && (**p == ' ' || **p == '\t')) {
+        (*p)++;
+        (*n)--;
+    }
+    while (*n > 0 && ((*p)[*n - 1] == ' ' || (*p)[*n - 1] == '\t'))
+        (*n)--;
+}
+
+typedef struct {
+    Py_ssize_t name, name_n, value, value_n;   /* offsets in the scratch buffer */
+} Field;
+
+typedef struct {
+    /* the lines, copied */
+    char *buf;
+    Py_ssize_t used, cap;
+    char small[1024];
+    /* the fields */
+    Field *fields;
+    Py_ssize_t nfields, fcap;
+    Field fsmall[16];
+} Scratch;
+
+static void
+scratch_init(Scratch *s)
+{
+    s->buf = s->small;
+    s->used = 0;
+    s->cap = (Py_ssize_t)sizeof(s->small);
+    s->fields = s->fsmall;
+    s->nfields = 0;
+    s->fcap = (Py_ssize_t)(sizeof(s->fsmall) / sizeof(s->fsmall[0]));
+}
+
+static void
+scratch_free(Scratch *s)
+{
+    if (s->buf != s->small)
+        PyMem_Free(s->buf);
+    if (s->fields != s->fsmall)
+        PyMem_Free(s->fields);
+}
+
+/* Room for n more bytes: 0, or -1 with MemoryError. */
+static int
+scratch_room(Scratch *s, Py_ssize_t n)
+{
+    if (s->cap - s->used >= n)
+        return 0;
+    Py_ssize_t cap = s->cap;
+    while (cap - s->used < n) {
+        if (cap > PY_SSIZE_T_MAX / 2) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        cap *= 2;
+    }
+    char *p = PyMem_Malloc((size_t)cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(p, s->buf, (size_t)s->used);
+    if (s->buf != s->small)
+        PyMem_Free(s->buf);
+    s->buf = p;
+    s->cap = cap;
+    return 0;
+}
+
+static int
+scratch_field(Scratch *s, Field f)
+{
+    if (s->nfields == s->fcap) {
+        Py_ssize_t cap = s->fcap * 2;
+        Field *p = PyMem_Malloc((size_t)cap * sizeof(Field));
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(p, s->fields, (size_t)s->nfields * sizeof(Field));
+        if (s->fields != s->fsmall)
+            PyMem_Free(s->fields);
+        s->fields = p;
+        s->fcap = cap;
+    }
+    s->fields[s->nfields++] = f;
+    return 0;
+}
+
+typedef struct {
+    Chain c;
+    Py_ssize_t at;              /* the next line's first byte (sequence offset) */
+    Py_ssize_t examined;
+    Scratch s;
+} Walk;
+
+/* The next line (without its LF) copied to the scratch buffer at *off, *n
+ * bytes: 1; 0 when no LF has arrived (examined: the end); -1 with an
+ * exception. */
+static int
+next_line(Walk *w, Py_ssize_t *off, Py_ssize_t *n)
+{
+    Py_ssize_t len = w->c.stop - w->c.start, found = -1;
+    if (w->at > len) {
+        if (len > w->examined)
+            w->examined = len;
+        return 0;
+    }
+    int rc = chain_find(&w->c, "\n", 1, w->c.start + w->at, w->c.stop, &found);
+    if (rc == CHAIN_OK && found >= 0) {
+        Py_ssize_t a = w->c.start + w->at, m = found - a;
+        if (scratch_room(&w->s, m) < 0)
+            return -1;
+        rc = chain_copy(&w->c, w->s.buf + w->s.used, a, found);
+        if (rc == CHAIN_OK) {
+            *off = w->s.used;
+            *n = m;
+            w->s.used += m;
+            w->at = found - w->c.start + 1;
+            if (w->at > w->examined)
+                w->examined = w->at;
+            return 1;
+        }
+    }
+    if (rc == CHAIN_ODD) {
+        PyErr_SetString(PyExc_ValueError, "SequenceReader: the sequence's chain is not plain "
+                                          "(a segment was released or replaced)");
+        return -1;
+    }
+    if (rc != CHAIN_OK)
+        return -1;
+    if (len > w->examined)
+        w->examined = len;
+    return 0;
+}
+
+static PyObject *
+http_raise(int status, const char *why)
+{
+    PyObject *exc = PyObject_CallFunction(http_error, "is", status, why);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+static PyObject *
+bytes_at(const Scratch *s, Py_ssize_t off, Py_ssize_t n)
+{
+    return PyBytes_FromStringAndSize(s->buf + off, n);
+}
+
+/* The method as bytes: the common ones shared. */
+static PyObject *
+method_bytes(const char *p, Py_ssize_t n)
+{
+    if (n == 3 && memcmp(p, "GET", 3) == 0)
+        return Py_NewRef(m_get);
+    if (n == 4 && memcmp(p, "HEAD", 4) == 0)
+        return Py_NewRef(m_head);
+    if (n == 4 && memcmp(p, "POST", 4) == 0)
+        return Py_NewRef(m_post);
+    return PyBytes_FromStringAndSize(p, n);
+}
+
+/* Phase two: the RequestHead from the scratch buffer. */
+static PyObject *
+build(const Scratch *s, Py_ssize_t line, Py_ssize_t sp1, Py_ssize_t sp2, int http11,
+      unsigned long long length, int keep_alive)
+{
+    PyObject *headers = PyList_New(s->nfields);
+    if (headers == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < s->nfields; i++) {
+        const Field *f = &s->fields[i];
+        PyObject *name = bytes_at(s, f->name, f->name_n);
+        PyObject *value = name == NULL ? NULL : bytes_at(s, f->value, f->value_n);
+        PyObject *pair = value == NULL ? NULL : PyTuple_New(2);
+        if (pair == NULL) {
+            Py_XDECREF(name);
+            Py_XDECREF(value);
+            Py_DECREF(headers);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, name);
+        PyTuple_SET_ITEM(pair, 1, value);
+        PyList_SET_ITEM(headers, i, pair);
+    }
+    const char *p = s->buf + line;
+    PyObject *method = method_bytes(p, sp1);
+    if (method == NULL) {
+        Py_DECREF(headers);
+        return NULL;
+    }
+    PyObject *target = PyBytes_FromStringAndSize(p + sp1 + 1, sp2 - sp1 - 1);
+    if (target == NULL) {
+        Py_DECREF(method);
+        Py_DECREF(headers);
+        return NULL;
+    }
+    PyObject *cl = PyLong_FromUnsignedLongLong(length);
+    if (cl == NULL) {
+        Py_DECREF(target);
+        Py_DECREF(method);
+        Py_DECREF(headers);
+        return NULL;
+    }
+    return head_new(&HeadType, method, target, Py_NewRef(http11 ? v11 : v10), headers, cl,
+                    keep_alive);
+}
+
+/* Phase one.  Returns the head, or NULL: with an exception, or without one
+ * when the head has not all arrived.  w->at ends past the head. */
+static PyObject *
+walk(Walk *w, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t max_fields)
+{
+    Py_ssize_t line, n, off;
+    int rc = next_line(w, &line, &n);
+    if (rc <= 0)
+        return NULL;
+    const char *p = w->s.buf + line;
+    int crlf = n > 0 && p[n - 1] == '\r';
+    if (crlf)
+        n--;
+    /* method SP target SP version: exactly two spaces */
+    const char *a = memchr(p, ' ', (size_t)n);
+    const char *b = a == NULL ? NULL : memchr(a + 1, ' ', (size_t)(p + n - a - 1));
+    if (b == NULL || memchr(b + 1, ' ', (size_t)(p + n - b - 1)) != NULL
+            || !all_tchar(p, a - p) || b - a - 1 == 0)
+        return http_raise(400, "malformed request line");
+    for (const char *q = a + 1; q < b; q++) {
+        if ((unsigned char)*q < 0x21 || (unsigned char)*q > 0x7e)
+            return http_raise(400, "malformed request line");
+    }
+    const char *v = b + 1;
+    Py_ssize_t vn = p + n - v;
+    int http11 = vn == 8 && memcmp(v, "HTTP/1.1", 8) == 0;
+    if (!http11 && !(vn == 8 && memcmp(v, "HTTP/1.0", 8) == 0)) {
+        if (vn == 8 && memcmp(v, "HTTP/", 5) == 0 && v[5] >= '0' && v[5] <= '9'
+                && v[6] == '.' && v[7] >= '0' && v[7] <= '9')
+            return http_raise(505, "unsupported HTTP version");
+        return http_raise(400, "malformed HTTP version");
+    }
+    Py_ssize_t sp1 = a - p, sp2 = b - p;
+    unsigned long long length = 0;
+    int seen_length = 0, hosts = 0, close = 0, keep = 0;
+    for (;;) {
+        rc = next_line(w, &off, &n);
+        if (rc <= 0)
+            return NULL;
+        p = w->s.buf + off;
+        if (crlf) {
+            if (n == 0 || p[n - 1] != '\r')
+                return http_raise(400, "mixed line ends");
+            n--;
+        }
+        if (n == 0)
+            break;
+        if (w->at - start > limit || w->s.nfields == max_fields)
+            return http_raise(431, w->s.nfields < max_fields ? "header block too large"
+                                                             : "too many header fields");
+        const char *colon = memchr(p, ':', (size_t)n);
+        if (colon == NULL)
+            return http_raise(400, "malformed header field");
+        const char *val = colon + 1;
+        Py_ssize_t val_n = p + n - val, name_n = colon - p;
+        strip_sp(&val, &val_n);
+        if (!all_tchar(p, name_n) || has_ctl(val, val_n))
+            return http_raise(400, "malformed header field");
+        Field f = {off, name_n, val - w->s.buf, val_n};
+        if (scratch_field(&w->s, f) < 0)
+            return NULL;
+        if (IS_WORD(p, name_n, "content-length")) {
+            int ok = val_n >= 1 && val_n <= 19;
+            unsigned long long x = 0;
+            for (Py_ssize_t i = 0; ok && i < val_n; i++) {
+                if (val[i] < '0' || val[i] > '9')
+                    ok = 0;
+                else
+                    x = x * 10 + (unsigned long long)(val[i] - '0');
+            }
+            if (!ok || (seen_length && x != length))
+                return http_raise(400, "bad Content-Length");
+            length = x;
+            seen_length = 1;
+        }
+        else if (IS_WORD(p, name_n, "host")) {
+            hosts++;
+        }
+        else if (IS_WORD(p, name_n, "connection")) {
+            const char *o = val, *stop = val + val_n;
+            for (;;) {          /* value.lower().split(b","), each stripped */
+                const char *comma = memchr(o, ',', (size_t)(stop - o));
+                const char *oe = comma == NULL ? stop : comma;
+                Py_ssize_t on = oe - o;
+                const char *os = o;
+                strip_sp(&os, &on);
+                if (IS_WORD(os, on, "close"))
+                    close = 1;
+                else if (IS_WORD(os, on, "keep-alive"))
+                    keep = 1;
+                if (comma == NULL)
+                    break;
+                o = comma + 1;
+            }
+        }
+        else if (IS_WORD(p, name_n, "transfer-encoding")) {
+            return http_raise(501, "Transfer-Encoding is not supported");
+        }
+    }
+    if (w->at - start > limit)
+        return http_raise(431, "header block too large");
+    if (hosts > 1 || (hosts == 0 && http11))
+        return http_raise(400, "an HTTP/1.1 request needs exactly one Host");
+    return build(&w->s, line, sp1, sp2, http11, length, !close && (http11 || keep));
+}
+
+static int
+size_arg(PyObject *obj, const char *name, Py_ssize_t *v)
+{
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "parse_request_head(): %s must be an int, not %.100s",
+                     name, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    *v = PyLong_AsSsize_t(obj);
+    if (*v == -1 && PyErr_Occurred())
+        return -1;
+    if (*v < 0) {
+        PyErr_Format(PyExc_ValueError, "parse_request_head(): %s must be >= 0, not %zd",
+                     name, *v);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+parse_request_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t max_size = 8192, max_fields = 100;
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "parse_request_head() takes 1 positional argument "
+                     "(%zd given)", nargs);
+        return NULL;
+    }
+    if (kwnames != NULL) {
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(kwnames); j++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, j), *val = args[nargs + j];
+            if (PyUnicode_CompareWithASCIIString(key, "max_size") == 0) {
+                if (size_arg(val, "max_size", &max_size) < 0)
+                    return NULL;
+            }
+            else if (PyUnicode_CompareWithASCIIString(key, "max_fields") == 0) {
+                if (size_arg(val, "max_fields", &max_fields) < 0)
+                    return NULL;
+            }
+            else {
+                PyErr_Format(PyExc_TypeError, "parse_request_head() got an unexpected "
+                             "keyword argument '%U'", key);
+                return NULL;
+            }
+        }
+    }
+    if (http_error == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_http() was not called");
+        return NULL;
+    }
+    PyObject *sr = args[0];
+    Walk w;
+    Py_ssize_t start;
+    int rc = reader_chain(sr, &w.c, &start);
+    if (rc > 0) {
+        PyErr_Format(PyExc_TypeError, "parse_request_head() reads a zerg.SequenceReader, not "
+                     "%.100s (zerg.http.py_parse_request_head reads any)", Py_TYPE(sr)->tp_name);
+        return NULL;
+    }
+    if (rc < 0)
+        return NULL;
+    if (max_size > PY_SSIZE_T_MAX - 2)
+        max_size = PY_SSIZE_T_MAX - 2;
+    Py_ssize_t limit = max_size + 2;
+    w.at = start;
+    w.examined = start;
+    scratch_init(&w.s);
+    PyObject *head = walk(&w, start, limit, max_fields);
+    scratch_free(&w.s);
+    if (head != NULL) {
+        reader_moved(sr, w.at, w.examined);
+        return head;
+    }
+    reader_moved(sr, start, w.examined);
+    if (PyErr_Occurred())
+        return NULL;
+    if (w.c.stop - w.c.start - start > limit)
+        return http_raise(431, "header block too large");
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+bind_http(PyObject *Py_UNUSED(module), PyObject *error)
+{
+    if (!PyType_Check(error) || !PyType_IsSubtype((PyTypeObject *)error,
+                                                  (PyTypeObject *)PyExc_Exception)) {
+        PyErr_SetString(PyExc_TypeError, "bind_http() takes an exception class");
+        return NULL;
+    }
+    Py_XSETREF(http_error, Py_NewRef(error));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef httpfast_methods[] = {
+    {"parse_request_head", (PyCFunction)(void (*)(void))parse_request_head,
+     METH_FASTCALL | METH_KEYWORDS,
+     "parse_request_head(sr, *, max_size=8192, max_fields=100)\n--\n\n"
+     "Parse the HTTP/1.x request head at the position of ``sr`` (a\n"
+     "zerg.SequenceReader): the RequestHead with ``sr`` past it, or None with\n"
+     "``sr`` where it was while the head has not all arrived; HttpError (``sr``\n"
+     "where it was) for a head that must be refused.  The C implementation of\n"
+     "zerg.http.py_parse_request_head."},
+    {"bind_http", (PyCFunction)bind_http, METH_O,
+     "bind_http(error)\n--\n\nThe exception class parse_request_head raises (zerg.http)."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+httpfast_init(PyObject *module)
+{
+    const char *t = "!#$%&'*+-.^_`|~";
+    for (int ch = 0; ch < 256; ch++)
+        is_tchar[ch] = (unsigned char)((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z')
+                                       || (ch >= 'A' && ch <= 'Z'));
+    for (; *t; t++)
+        is_tchar[(unsigned char)*t] = 1;
+    if (PyType_Ready(&HeadType) < 0)
+        return -1;
+    v11 = PyBytes_FromString("HTTP/1.1");
+    v10 = PyBytes_FromString("HTTP/1.0");
+    m_get = PyBytes_FromString("GET");
+    m_head = PyBytes_FromString("HEAD");
+    m_post = PyBytes_FromString("POST");
+    if (v11 == NULL || v10 == NULL || m_get == NULL || m_head == NULL || m_post == NULL)
+        return -1;
+    if (PyModule_AddFunctions(module, httpfast_methods) < 0)
+        return -1;
+    return PyModule_AddObjectRef(module, "RequestHead", (PyObject *)&HeadType);
+}

@@ -1,0 +1,196 @@
+"""A strict HTTP/1.x request-head parser on a ``SequenceReader``.
+
+Why it is in zerg: an HTTP server written on zerg spends most of its time per
+request in the head parser, not in zerg (a profile of ``examples/http.py``
+under pipelined load: three quarters of the CPU in the interpreter, parsing).
+Line by line in Python that is about 2 µs a request; the C implementation
+(native/httpfast.c, the same rules, messages and results) does it in a few
+hundred nanoseconds, so the parser stops hiding the transport.
+
+What it parses: the request line and the header fields of RFC 9112, strictly
+-- what a server in front of others must refuse, it refuses:
+
+- lines end with CRLF, or with a bare LF throughout (RFC 9112 2.2 lets a
+  server accept that), never a mix; whichever the request line uses;
+- the method is a token, the target visible ASCII, the version
+  ``HTTP/1.1`` or ``HTTP/1.0`` (another ``HTTP/d.d`` is a 505);
+- a field is ``token ":" value``; the value loses its leading and trailing
+  spaces and tabs, and may hold no control character (HTAB excepted), so a
+  bare CR or a NUL can never smuggle a second field in;
+- ``Content-Length`` is 1 to 19 digits, repeated only with the same value;
+- ``Transfer-Encoding`` is refused (501): the body framing this parser
+  reports is ``Content-Length`` only, and accepting a chunked body it does
+  not frame would be the classic smuggling hole;
+- an HTTP/1.1 request has exactly one ``Host`` (HTTP/1.0: at most one);
+- ``Connection`` is a comma-separated list of options: ``close`` ends the
+  connection after the reply, ``keep-alive`` keeps an HTTP/1.0 one.
+
+Bounds: more than ``max_fields`` fields, or a head longer than ``max_size``
+bytes (plus its final line end), is a 431 -- raised as soon as the bytes
+already there show it, not after waiting for the rest.
+
+The body is the caller's: ``RequestHead.content_length`` bytes follow the head
+(``sr.try_read_exact(head.content_length)``, a zero-copy slice).
+
+With the C extension, ``parse_request_head`` is the C function and
+``RequestHead`` the C type; ``PyRequestHead`` and ``py_parse_request_head``
+stay importable as the reference, which tests/test_http1.py drives against
+the C one with the same random bytes.  The C function reads a
+``zerg.SequenceReader`` (the C reader); the reference reads either.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Final
+
+from zerg._native import speedups
+from zerg._seqreader import PySequenceReader, SequenceReader
+
+__all__ = ["HttpError", "PyRequestHead", "RequestHead", "parse_request_head",
+           "py_parse_request_head"]
+
+MAX_SIZE: Final = 8192
+MAX_FIELDS: Final = 100
+
+_token: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_target: Final = re.compile(rb"[\x21-\x7e]+").fullmatch
+_version: Final = re.compile(rb"HTTP/[0-9]\.[0-9]").fullmatch
+_digits: Final = re.compile(rb"[0-9]{1,19}").fullmatch
+_ctl: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search   # HTAB excepted
+_CONTENT_LENGTH, _HOST, _CONNECTION, _TRANSFER_ENCODING = range(4)
+_SPECIAL: Final = {b"content-length": _CONTENT_LENGTH, b"host": _HOST,
+                   b"connection": _CONNECTION, b"transfer-encoding": _TRANSFER_ENCODING}
+
+
+class HttpError(Exception):
+    """A request that must be refused; ``status`` is the response code to send
+    (400, 431, 501 or 505 from the parser), ``str(err)`` says why."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+
+
+class PyRequestHead:
+    """A parsed request head: the request line, the fields in order (names and
+    values as sent, values stripped), the body's length (0 without
+    ``Content-Length``), and whether the connection stays open after the reply."""
+
+    __slots__ = ("content_length", "headers", "keep_alive", "method", "target", "version")
+
+    def __init__(self, method: bytes, target: bytes, version: bytes,
+                 headers: list[tuple[bytes, bytes]], content_length: int,
+                 keep_alive: bool) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.content_length = content_length
+        self.keep_alive = keep_alive
+
+    def __repr__(self) -> str:
+        return (f"<RequestHead {self.method!r} {self.target!r} {self.version!r} "
+                f"fields={len(self.headers)} content_length={self.content_length} "
+                f"keep_alive={self.keep_alive}>")
+
+
+def _head(sr: PySequenceReader | SequenceReader, start: int, limit: int,
+          max_fields: int) -> PyRequestHead | None:
+    line = sr.try_read_bytes_to(b"\n")
+    if line is None:
+        return None
+    crlf = line[-1:] == b"\r"
+    parts = (line[:-1] if crlf else line).split(b" ")
+    if len(parts) != 3 or not _token(parts[0]) or not _target(parts[1]):
+        raise HttpError(400, "malformed request line")
+    method, target, version = parts
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        if _version(version):
+            raise HttpError(505, "unsupported HTTP version")
+        raise HttpError(400, "malformed HTTP version")
+    headers: list[tuple[bytes, bytes]] = []
+    length = 0
+    seen_length = False
+    hosts = 0
+    close = keep = False
+    while True:
+        line = sr.try_read_bytes_to(b"\n")
+        if line is None:
+            return None
+        if crlf:
+            if line[-1:] != b"\r":
+                raise HttpError(400, "mixed line ends")
+            line = line[:-1]
+        if not line:
+            break
+        if sr.consumed - start > limit or len(headers) == max_fields:
+            raise HttpError(431, "header block too large" if len(headers) < max_fields
+                            else "too many header fields")
+        name, sep, value = line.partition(b":")
+        value = value.strip(b" \t")
+        if not sep or not _token(name) or _ctl(value):
+            raise HttpError(400, "malformed header field")
+        headers.append((name, value))
+        special = _SPECIAL.get(name.lower())
+        if special is None:
+            continue
+        if special == _CONTENT_LENGTH:
+            if not _digits(value) or (seen_length and int(value) != length):
+                raise HttpError(400, "bad Content-Length")
+            length = int(value)
+            seen_length = True
+        elif special == _HOST:
+            hosts += 1
+        elif special == _CONNECTION:
+            options = {opt.strip(b" \t") for opt in value.lower().split(b",")}
+            close = close or b"close" in options
+            keep = keep or b"keep-alive" in options
+        else:
+            raise HttpError(501, "Transfer-Encoding is not supported")
+    if sr.consumed - start > limit:
+        raise HttpError(431, "header block too large")
+    if hosts > 1 or (hosts == 0 and version == b"HTTP/1.1"):
+        raise HttpError(400, "an HTTP/1.1 request needs exactly one Host")
+    keep_alive = not close and (version == b"HTTP/1.1" or keep)
+    return PyRequestHead(method, target, version, headers, length, keep_alive)
+
+
+def py_parse_request_head(sr: PySequenceReader | SequenceReader, *, max_size: int = MAX_SIZE,
+                          max_fields: int = MAX_FIELDS) -> PyRequestHead | None:
+    """Parse the request head at ``sr``'s position.
+
+    Returns the head with ``sr`` moved past it (to the body's first byte), or
+    None, with ``sr`` where it was, while the head has not all arrived.
+    Raises ``HttpError`` (``sr`` where it was) for a head that must be
+    refused, as soon as the bytes that arrived show it.  Each line is one
+    ``try_read_bytes_to(b"\\n")``, so ``sr.examined`` says how far it looked.
+    """
+    for name, value in (("max_size", max_size), ("max_fields", max_fields)):
+        if not isinstance(value, int):
+            raise TypeError(f"parse_request_head(): {name} must be an int, "
+                            f"not {type(value).__name__}")
+        if value < 0:
+            raise ValueError(f"parse_request_head(): {name} must be >= 0, not {value}")
+    start = sr.consumed
+    limit = max_size + 2            # the final line end is not the head's size
+    try:
+        head = _head(sr, start, limit, max_fields)
+    except HttpError:
+        sr.rewind(sr.consumed - start)
+        raise
+    if head is None:
+        if sr.consumed + sr.remaining - start > limit:
+            sr.rewind(sr.consumed - start)
+            raise HttpError(431, "header block too large")
+        sr.rewind(sr.consumed - start)
+    return head
+
+
+if speedups is not None and not TYPE_CHECKING:
+    speedups.bind_http(HttpError)
+    RequestHead = speedups.RequestHead
+    parse_request_head = speedups.parse_request_head
+else:
+    RequestHead = PyRequestHead
+    parse_request_head = py_parse_request_head
