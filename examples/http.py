@@ -50,7 +50,6 @@ import asyncio
 import functools
 import logging
 import time
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 import zerg
@@ -71,10 +70,9 @@ _REASONS: Final = {
 }
 
 
-@dataclass(slots=True)
-class Request:
-    head: RequestHead           # method, target, version, headers, keep_alive
-    body: zerg.BufferSequence
+Request = tuple[RequestHead, zerg.BufferSequence]
+"""A parsed request: its head (method, target, version, headers, keep_alive) and its
+body (a zero-copy slice of the received bytes)."""
 
 
 _NO_BODY: Final = zerg.BufferSequence()    # shared by every request without a body
@@ -109,7 +107,7 @@ def parse_request(sr: zerg.SequenceReader) -> Request | int:
             return missing
     else:
         body = _NO_BODY
-    return Request(head, body)
+    return head, body
 
 
 class _Date:
@@ -132,6 +130,7 @@ class _Date:
 
 _date = _Date()
 _HELLO: Final = b"Hello, World!"
+_NOT_FOUND: Final = b"not found\n"
 
 
 def response_head(status: int, length: int, keep_alive: bool,
@@ -176,16 +175,17 @@ class Replies:
         self.size += len(data)
 
 
-_canned_at = b""
+_canned_at = 0      # the second the canned responses were made in
 _canned: dict[tuple[bool, bool, bool], bytes] = {}
+_now: Final = time.time
 
 
 def hello_response(keep_alive: bool, head_only: bool, http10: bool = False) -> bytes:
-    """The whole ``Hello, World!`` response, rebuilt when the Date changes."""
+    """The whole ``Hello, World!`` response, made again each second (its Date)."""
     global _canned_at
-    date = _date.get()
-    if date is not _canned_at:
-        _canned_at = date
+    now = int(_now())
+    if now != _canned_at:
+        _canned_at = now
         _canned.clear()
     key = (keep_alive, head_only, http10)
     resp = _canned.get(key)
@@ -196,9 +196,8 @@ def hello_response(keep_alive: bool, head_only: bool, http10: bool = False) -> b
     return resp
 
 
-def respond(conn: Writer, req: Request) -> None:
-    """Stage the reply to ``req`` (the caller flushes)."""
-    head = req.head
+def respond(conn: Writer, head: RequestHead, body: zerg.BufferSequence) -> None:
+    """Stage the reply to the request (the caller flushes)."""
     method = head.method
     path = head.target.split(b"?", 1)[0]
     head_only = method == b"HEAD"
@@ -213,15 +212,14 @@ def respond(conn: Writer, req: Request) -> None:
         if method != b"POST":
             conn.write(response_head(405, 0, keep_alive, http10=http10))
             return
-        conn.write(response_head(200, len(req.body), keep_alive,
+        conn.write(response_head(200, len(body), keep_alive,
                                  b"application/octet-stream", http10))
-        for segment in req.body:        # zero-copy slices of the receive slots
+        for segment in body:            # zero-copy slices of the receive slots
             conn.write(segment)
     else:
-        body = b"not found\n"
-        conn.write(response_head(404, len(body), keep_alive, http10=http10))
+        conn.write(response_head(404, len(_NOT_FOUND), keep_alive, http10=http10))
         if not head_only:
-            conn.write(body)
+            conn.write(_NOT_FOUND)
 
 
 async def handle(conn: zerg.Connection, header_timeout: float = HEADER_TIMEOUT) -> None:
@@ -260,8 +258,9 @@ async def handle(conn: zerg.Connection, header_timeout: float = HEADER_TIMEOUT) 
                 if isinstance(parsed, int):     # incomplete: wait for more bytes
                     head_wait = parsed == NEED_HEAD
                     break
-                respond(out, parsed)
-                if not parsed.head.keep_alive:
+                head, body = parsed
+                respond(out, head, body)
+                if not head.keep_alive:
                     close = True
                     break
             pos = sr.consumed
@@ -325,8 +324,9 @@ class HttpProtocol(zerg.Protocol):
             if isinstance(parsed, int):     # incomplete: wait for more bytes
                 head_wait = parsed == NEED_HEAD
                 break
-            respond(conn, parsed)
-            if not parsed.head.keep_alive:
+            head, body = parsed
+            respond(conn, head, body)
+            if not head.keep_alive:
                 self._close(conn)
                 return None
             if self.paused and not conn.is_reading:     # past the high-water mark:

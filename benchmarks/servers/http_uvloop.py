@@ -21,7 +21,7 @@ import zerg
 
 _http: Final = load_example("http")
 parse_request: Final[Callable[[zerg.SequenceReader], Any]] = _http.parse_request
-respond: Final[Callable[[Any, Any], None]] = _http.respond
+respond: Final[Callable[[Any, Any, Any], None]] = _http.respond
 response_head: Final[Callable[[int, int, bool], bytes]] = _http.response_head
 HttpError: Final[type[Exception]] = _http.HttpError
 
@@ -62,8 +62,9 @@ class Http(asyncio.Protocol):
                 break
             if isinstance(parsed, int):
                 break
-            respond(out, parsed)
-            if not parsed.head.keep_alive:
+            head, body = parsed
+            respond(out, head, body)
+            if not head.keep_alive:
                 close = True
                 break
         pos = sr.consumed
