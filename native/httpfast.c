@@ -30,6 +30,7 @@
 static PyObject *http_error;            /* zerg.http.HttpError (bind_http) */
 static PyObject *v11, *v10;             /* b"HTTP/1.1", b"HTTP/1.0" */
 static PyObject *m_get, *m_head, *m_post;
+static PyObject *str_max_size, *str_max_fields;     /* interned keyword names */
 
 /* ------------------------------------------------------------ RequestHead */
 
@@ -295,8 +296,25 @@ typedef struct {
     Chain c;
     Py_ssize_t at;              /* the next line's first byte (sequence offset) */
     Py_ssize_t examined;
+    /* The segment holding `at` when the walk began (chain coordinates
+     * [seg_s, seg_e)), read by pointer: a head in one segment, the common
+     * case, is searched with memchr alone.  seg is NULL when not loaded. */
+    const char *seg;
+    Py_ssize_t seg_s, seg_e;
     Scratch s;
 } Walk;
+
+/* Load the segment holding the walk's start (best effort: a chain it cannot
+ * read leaves seg NULL, and every line takes the general path). */
+static void
+walk_segment(Walk *w)
+{
+    Py_ssize_t k, a = w->c.start + w->at;
+    w->seg = NULL;
+    if (a < w->c.stop && chain_locate(&w->c, a, &k) == CHAIN_OK
+            && chain_seg(&w->c, k, &w->seg, &w->seg_s, &w->seg_e) != CHAIN_OK)
+        w->seg = NULL;
+}
 
 /* The next line (without its LF) copied to the scratch buffer at *off, *n
  * bytes: 1; 0 when no LF has arrived (examined: the end); -1 with an
@@ -305,6 +323,25 @@ static int
 next_line(Walk *w, Py_ssize_t *off, Py_ssize_t *n)
 {
     Py_ssize_t len = w->c.stop - w->c.start, found = -1;
+    Py_ssize_t a = w->c.start + w->at;
+    if (w->seg != NULL && a >= w->seg_s && a < w->seg_e) {
+        Py_ssize_t e = w->seg_e < w->c.stop ? w->seg_e : w->c.stop;
+        const char *p = w->seg + (a - w->seg_s);
+        const char *lf = memchr(p, '\n', (size_t)(e - a));
+        if (lf != NULL) {
+            Py_ssize_t m = lf - p;
+            if (scratch_room(&w->s, m) < 0)
+                return -1;
+            memcpy(w->s.buf + w->s.used, p, (size_t)m);
+            *off = w->s.used;
+            *n = m;
+            w->s.used += m;
+            w->at += m + 1;
+            if (w->at > w->examined)
+                w->examined = w->at;
+            return 1;
+        }
+    }
     if (w->at > len) {
         if (len > w->examined)
             w->examined = len;
@@ -312,7 +349,7 @@ next_line(Walk *w, Py_ssize_t *off, Py_ssize_t *n)
     }
     int rc = chain_find(&w->c, "\n", 1, w->c.start + w->at, w->c.stop, &found);
     if (rc == CHAIN_OK && found >= 0) {
-        Py_ssize_t a = w->c.start + w->at, m = found - a;
+        Py_ssize_t m = found - a;
         if (scratch_room(&w->s, m) < 0)
             return -1;
         rc = chain_copy(&w->c, w->s.buf + w->s.used, a, found);
@@ -551,11 +588,12 @@ parse_request_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_
     if (kwnames != NULL) {
         for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(kwnames); j++) {
             PyObject *key = PyTuple_GET_ITEM(kwnames, j), *val = args[nargs + j];
-            if (PyUnicode_CompareWithASCIIString(key, "max_size") == 0) {
+            /* Names in a call are interned: identity first, then by value. */
+            if (key == str_max_size || PyUnicode_Compare(key, str_max_size) == 0) {
                 if (size_arg(val, "max_size", &max_size) < 0)
                     return NULL;
             }
-            else if (PyUnicode_CompareWithASCIIString(key, "max_fields") == 0) {
+            else if (key == str_max_fields || PyUnicode_Compare(key, str_max_fields) == 0) {
                 if (size_arg(val, "max_fields", &max_fields) < 0)
                     return NULL;
             }
@@ -586,6 +624,7 @@ parse_request_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_
     Py_ssize_t limit = max_size + 2;
     w.at = start;
     w.examined = start;
+    walk_segment(&w);
     scratch_init(&w.s);
     PyObject *head = walk(&w, start, limit, max_fields);
     scratch_free(&w.s);
@@ -644,6 +683,10 @@ httpfast_init(PyObject *module)
     m_head = PyBytes_FromString("HEAD");
     m_post = PyBytes_FromString("POST");
     if (v11 == NULL || v10 == NULL || m_get == NULL || m_head == NULL || m_post == NULL)
+        return -1;
+    str_max_size = PyUnicode_InternFromString("max_size");
+    str_max_fields = PyUnicode_InternFromString("max_fields");
+    if (str_max_size == NULL || str_max_fields == NULL)
         return -1;
     if (PyModule_AddFunctions(module, httpfast_methods) < 0)
         return -1;
