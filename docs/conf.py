@@ -59,13 +59,14 @@ def _check_api_coverage(app: Any) -> None:
 
     import zerg
     import zerg.adapters
+    import zerg.http
 
     log = logging.getLogger("zerg.docs")
     text = (HERE / "api.rst").read_text()
     documented = set(re.findall(r"^\.\. auto\w+:: ([\w.]+)", text, re.MULTILINE))
     # Type aliases are written by hand (``.. data:: Handler`` under ``.. module:: zerg``).
     documented |= {f"zerg.{n}" for n in re.findall(r"^\.\. data:: (\w+)", text, re.MULTILINE)}
-    for mod in (zerg, zerg.adapters):
+    for mod in (zerg, zerg.adapters, zerg.http):
         for name in mod.__all__:
             if f"{mod.__name__}.{name}" not in documented:
                 log.warning("public name %s.%s is missing from docs/api.rst",
