@@ -34,9 +34,19 @@ static PyObject *str_max_size, *str_max_fields;     /* interned keyword names */
 
 /* ------------------------------------------------------------ RequestHead */
 
+/* A head made by the parser keeps its fields as one bytes object, each
+ * field a line "name:value\n" (names are tokens and values hold no control
+ * character, so the split is unambiguous), and makes the `headers` list of
+ * tuples only when it is asked for: a request whose fields nobody reads (or
+ * reads with get()) costs one object for them instead of three per field.
+ * Until then it holds no container, so it stays out of the collector's
+ * lists, as a tuple of atoms does. */
 typedef struct {
     PyObject_HEAD
-    PyObject *method, *target, *version, *headers, *content_length;
+    PyObject *method, *target, *version, *content_length;
+    PyObject *headers;          /* the list; NULL until asked for (parser-made) */
+    PyObject *fields;           /* bytes "name:value\n"...; NULL when made from a list */
+    Py_ssize_t nfields;         /* lines in fields */
     char keep_alive;
 } HeadObject;
 
@@ -55,8 +65,9 @@ Head_clear(HeadObject *self)
     Py_CLEAR(self->method);
     Py_CLEAR(self->target);
     Py_CLEAR(self->version);
-    Py_CLEAR(self->headers);
     Py_CLEAR(self->content_length);
+    Py_CLEAR(self->headers);
+    Py_CLEAR(self->fields);
     return 0;
 }
 
@@ -68,20 +79,23 @@ Head_dealloc(HeadObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* The new head; steals every reference (NULL-safe: any NULL fails it). */
+/* The new head; steals every reference (NULL-safe: any NULL fails it).
+ * Exactly one of headers (a list) and fields (the parser's bytes) is given. */
 static PyObject *
 head_new(PyTypeObject *type, PyObject *method, PyObject *target, PyObject *version,
-         PyObject *headers, PyObject *content_length, int keep_alive)
+         PyObject *headers, PyObject *fields, Py_ssize_t nfields, PyObject *content_length,
+         int keep_alive)
 {
     HeadObject *self = NULL;
-    if (method != NULL && target != NULL && version != NULL && headers != NULL
-            && content_length != NULL)
+    if (method != NULL && target != NULL && version != NULL
+            && (headers != NULL || fields != NULL) && content_length != NULL)
         self = (HeadObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
         Py_XDECREF(method);
         Py_XDECREF(target);
         Py_XDECREF(version);
         Py_XDECREF(headers);
+        Py_XDECREF(fields);
         Py_XDECREF(content_length);
         return NULL;
     }
@@ -89,8 +103,12 @@ head_new(PyTypeObject *type, PyObject *method, PyObject *target, PyObject *versi
     self->target = target;
     self->version = version;
     self->headers = headers;
+    self->fields = fields;
+    self->nfields = nfields;
     self->content_length = content_length;
     self->keep_alive = (char)(keep_alive != 0);
+    if (headers == NULL && type == &HeadType)
+        PyObject_GC_UnTrack(self);      /* atoms only, until headers is made */
     return (PyObject *)self;
 }
 
@@ -105,13 +123,138 @@ Head_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &target, &version, &headers, &length, &keep))
         return NULL;
     return head_new(type, Py_NewRef(method), Py_NewRef(target), Py_NewRef(version),
-                    Py_NewRef(headers), Py_NewRef(length), keep);
+                    Py_NewRef(headers), NULL, 0, Py_NewRef(length), keep);
+}
+
+/* The fields' lines, one at a time: *name, *nn, *value, *vn for the line at
+ * *pos, which moves to the next; 0 at the end. */
+static int
+next_field(PyObject *fields, Py_ssize_t *pos, const char **name, Py_ssize_t *nn,
+           const char **value, Py_ssize_t *vn)
+{
+    const char *p = PyBytes_AS_STRING(fields), *end = p + PyBytes_GET_SIZE(fields);
+    const char *line = p + *pos;
+    if (line >= end)
+        return 0;
+    const char *lf = memchr(line, '\n', (size_t)(end - line));
+    const char *colon = memchr(line, ':', (size_t)((lf ? lf : end) - line));
+    if (lf == NULL || colon == NULL)
+        return 0;                       /* not the parser's bytes: never happens */
+    *name = line;
+    *nn = colon - line;
+    *value = colon + 1;
+    *vn = lf - colon - 1;
+    *pos = lf - p + 1;
+    return 1;
+}
+
+static PyObject *
+Head_get_headers(HeadObject *self, void *Py_UNUSED(closure))
+{
+    if (self->headers != NULL)
+        return Py_NewRef(self->headers);
+    PyObject *list = PyList_New(self->nfields);
+    if (list == NULL)
+        return NULL;
+    Py_ssize_t pos = 0, nn, vn;
+    const char *name, *value;
+    for (Py_ssize_t i = 0; i < self->nfields; i++) {
+        if (!next_field(self->fields, &pos, &name, &nn, &value, &vn)) {
+            PyErr_SetString(PyExc_SystemError, "RequestHead: its fields are damaged");
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyObject *pair = Py_BuildValue("(y#y#)", name, nn, value, vn);
+        if (pair == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, pair);
+    }
+    self->headers = list;
+    Py_CLEAR(self->fields);
+    if (!PyObject_GC_IsTracked((PyObject *)self))
+        PyObject_GC_Track(self);        /* it holds a container now */
+    return Py_NewRef(list);
+}
+
+/* name (ASCII, any case) equals p[0:n] ignoring ASCII case. */
+static int
+same_name(const char *a, Py_ssize_t an, const char *b, Py_ssize_t bn)
+{
+    if (an != bn)
+        return 0;
+    for (Py_ssize_t i = 0; i < an; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x >= 'A' && x <= 'Z')
+            x = (unsigned char)(x + 32);
+        if (y >= 'A' && y <= 'Z')
+            y = (unsigned char)(y + 32);
+        if (x != y)
+            return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+Head_get(HeadObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "get() takes 1 or 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *want = args[0], *dflt = nargs == 2 ? args[1] : Py_None;
+    if (!PyBytes_Check(want)) {
+        PyErr_Format(PyExc_TypeError, "get() takes the field name as bytes, not %.100s",
+                     Py_TYPE(want)->tp_name);
+        return NULL;
+    }
+    const char *w = PyBytes_AS_STRING(want);
+    Py_ssize_t wn = PyBytes_GET_SIZE(want);
+    if (self->headers == NULL) {
+        Py_ssize_t pos = 0, nn, vn;
+        const char *name, *value;
+        while (next_field(self->fields, &pos, &name, &nn, &value, &vn)) {
+            if (same_name(name, nn, w, wn))
+                return PyBytes_FromStringAndSize(value, vn);
+        }
+        return Py_NewRef(dflt);
+    }
+    /* Made from a list (or asked for it): the list, as the reference reads it. */
+    PyObject *list = Py_NewRef(self->headers);
+    PyObject *iter = PyObject_GetIter(list);
+    Py_DECREF(list);
+    if (iter == NULL)
+        return NULL;
+    PyObject *item;
+    while ((item = PyIter_Next(iter)) != NULL) {
+        PyObject *name, *value;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2
+                || !PyBytes_Check(name = PyTuple_GET_ITEM(item, 0))) {
+            PyErr_SetString(PyExc_TypeError, "RequestHead.get(): headers holds something "
+                                             "other than (bytes, value) pairs");
+            Py_DECREF(item);
+            Py_DECREF(iter);
+            return NULL;
+        }
+        if (same_name(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), w, wn)) {
+            value = Py_NewRef(PyTuple_GET_ITEM(item, 1));
+            Py_DECREF(item);
+            Py_DECREF(iter);
+            return value;
+        }
+        Py_DECREF(item);
+    }
+    Py_DECREF(iter);
+    if (PyErr_Occurred())
+        return NULL;
+    return Py_NewRef(dflt);
 }
 
 static PyObject *
 Head_repr(HeadObject *self)
 {
-    Py_ssize_t n = PyObject_Length(self->headers);
+    Py_ssize_t n = self->headers == NULL ? self->nfields : PyObject_Length(self->headers);
     if (n < 0)
         return NULL;
     return PyUnicode_FromFormat("<RequestHead %R %R %R fields=%zd content_length=%S "
@@ -126,13 +269,26 @@ static PyMemberDef Head_members[] = {
      "The request target, as sent (bytes)."},
     {"version", T_OBJECT_EX, offsetof(HeadObject, version), READONLY,
      "b'HTTP/1.1' or b'HTTP/1.0'."},
-    {"headers", T_OBJECT_EX, offsetof(HeadObject, headers), READONLY,
-     "The fields in order: a list of (name, value) bytes, values stripped."},
     {"content_length", T_OBJECT_EX, offsetof(HeadObject, content_length), READONLY,
      "The body's length in bytes (0 without Content-Length)."},
     {"keep_alive", T_BOOL, offsetof(HeadObject, keep_alive), READONLY,
      "Whether the connection stays open after the reply."},
     {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef Head_getset[] = {
+    {"headers", (getter)Head_get_headers, NULL,
+     "The fields in order: a list of (name, value) bytes, values stripped\n"
+     "(made on first use).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Head_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))Head_get, METH_FASTCALL,
+     "get($self, name, default=None, /)\n--\n\n"
+     "The value of the first field called ``name`` (bytes, any case), or\n"
+     "``default``.  Reads the fields in place: no list is made."},
+    {NULL, NULL, 0, NULL},
 };
 
 static PyTypeObject HeadType = {
@@ -150,6 +306,8 @@ static PyTypeObject HeadType = {
     .tp_clear = (inquiry)Head_clear,
     .tp_repr = (reprfunc)Head_repr,
     .tp_members = Head_members,
+    .tp_getset = Head_getset,
+    .tp_methods = Head_methods,
 };
 
 /* ---------------------------------------------------------------- parsing */
@@ -386,12 +544,6 @@ http_raise(int status, const char *why)
     return NULL;
 }
 
-static PyObject *
-bytes_at(const Scratch *s, Py_ssize_t off, Py_ssize_t n)
-{
-    return PyBytes_FromStringAndSize(s->buf + off, n);
-}
-
 /* The method as bytes: the common ones shared. */
 static PyObject *
 method_bytes(const char *p, Py_ssize_t n)
@@ -410,45 +562,43 @@ static PyObject *
 build(const Scratch *s, Py_ssize_t line, Py_ssize_t sp1, Py_ssize_t sp2, int http11,
       unsigned long long length, int keep_alive)
 {
-    PyObject *headers = PyList_New(s->nfields);
-    if (headers == NULL)
+    Py_ssize_t size = 0;
+    for (Py_ssize_t i = 0; i < s->nfields; i++)
+        size += s->fields[i].name_n + s->fields[i].value_n + 2;
+    PyObject *fields = PyBytes_FromStringAndSize(NULL, size);
+    if (fields == NULL)
         return NULL;
+    char *out = PyBytes_AS_STRING(fields);
     for (Py_ssize_t i = 0; i < s->nfields; i++) {
         const Field *f = &s->fields[i];
-        PyObject *name = bytes_at(s, f->name, f->name_n);
-        PyObject *value = name == NULL ? NULL : bytes_at(s, f->value, f->value_n);
-        PyObject *pair = value == NULL ? NULL : PyTuple_New(2);
-        if (pair == NULL) {
-            Py_XDECREF(name);
-            Py_XDECREF(value);
-            Py_DECREF(headers);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(pair, 0, name);
-        PyTuple_SET_ITEM(pair, 1, value);
-        PyList_SET_ITEM(headers, i, pair);
+        memcpy(out, s->buf + f->name, (size_t)f->name_n);
+        out += f->name_n;
+        *out++ = ':';
+        memcpy(out, s->buf + f->value, (size_t)f->value_n);
+        out += f->value_n;
+        *out++ = '\n';
     }
     const char *p = s->buf + line;
     PyObject *method = method_bytes(p, sp1);
     if (method == NULL) {
-        Py_DECREF(headers);
+        Py_DECREF(fields);
         return NULL;
     }
     PyObject *target = PyBytes_FromStringAndSize(p + sp1 + 1, sp2 - sp1 - 1);
     if (target == NULL) {
         Py_DECREF(method);
-        Py_DECREF(headers);
+        Py_DECREF(fields);
         return NULL;
     }
     PyObject *cl = PyLong_FromUnsignedLongLong(length);
     if (cl == NULL) {
         Py_DECREF(target);
         Py_DECREF(method);
-        Py_DECREF(headers);
+        Py_DECREF(fields);
         return NULL;
     }
-    return head_new(&HeadType, method, target, Py_NewRef(http11 ? v11 : v10), headers, cl,
-                    keep_alive);
+    return head_new(&HeadType, method, target, Py_NewRef(http11 ? v11 : v10), NULL, fields,
+                    s->nfields, cl, keep_alive);
 }
 
 /* Phase one.  Returns the head, or NULL: with an exception, or without one

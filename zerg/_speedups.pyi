@@ -1,9 +1,11 @@
 """Stub of the C extension zerg._speedups (native/speedups.c)."""
 
 from collections.abc import Callable
-from typing import Any, Literal, SupportsIndex
+from typing import Any, Literal, SupportsIndex, TypeVar, overload
 
 from _typeshed import ReadableBuffer as Buffer
+
+_T = TypeVar("_T")
 
 class RecvSlots:
     out: int
@@ -113,6 +115,10 @@ class RequestHead:
     def content_length(self) -> int: ...
     @property
     def keep_alive(self) -> bool: ...
+    @overload
+    def get(self, name: bytes, /) -> bytes | None: ...
+    @overload
+    def get(self, name: bytes, default: _T, /) -> bytes | _T: ...
 
 def parse_request_head(sr: SequenceReader, *, max_size: int = 8192,
                        max_fields: int = 100) -> RequestHead | None: ...

@@ -42,13 +42,15 @@ the C one with the same random bytes.  The C function reads a
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar, overload
 
 from zerg._native import speedups
 from zerg._seqreader import PySequenceReader, SequenceReader
 
 __all__ = ["HttpError", "PyRequestHead", "RequestHead", "parse_request_head",
            "py_parse_request_head"]
+
+_T = TypeVar("_T")
 
 MAX_SIZE: Final = 8192
 MAX_FIELDS: Final = 100
@@ -75,7 +77,11 @@ class HttpError(Exception):
 class PyRequestHead:
     """A parsed request head: the request line, the fields in order (names and
     values as sent, values stripped), the body's length (0 without
-    ``Content-Length``), and whether the connection stays open after the reply."""
+    ``Content-Length``), and whether the connection stays open after the reply.
+
+    The C type makes ``headers`` on first use: until then it keeps the fields
+    as one ``bytes`` object, and ``get(name)`` reads them in place, so a
+    request whose fields are not listed costs one object for all of them."""
 
     __slots__ = ("content_length", "headers", "keep_alive", "method", "target", "version")
 
@@ -88,6 +94,22 @@ class PyRequestHead:
         self.headers = headers
         self.content_length = content_length
         self.keep_alive = keep_alive
+
+    @overload
+    def get(self, name: bytes, /) -> bytes | None: ...
+    @overload
+    def get(self, name: bytes, default: _T, /) -> bytes | _T: ...
+
+    def get(self, name: bytes, default: object = None, /) -> object:
+        """The value of the first field called ``name`` (bytes, any case), or
+        ``default``."""
+        if not isinstance(name, bytes):
+            raise TypeError(f"get() takes the field name as bytes, not {type(name).__name__}")
+        want = name.lower()
+        for field, value in self.headers:
+            if field.lower() == want:
+                return value
+        return default
 
     def __repr__(self) -> str:
         return (f"<RequestHead {self.method!r} {self.target!r} {self.version!r} "
