@@ -17,7 +17,8 @@
  *     single_view, drop_single, window), len/bool and the buffer protocol
  *     (the reference uses __buffer__, 3.12+); SequenceCore's reading methods
  *     (getitem, find, tobytes, ...) are in seqfast.c, the C SequenceReader
- *     in readerfast.c.
+ *     in readerfast.c, and zerg.http's request-head parser, on that reader,
+ *     in httpfast.c.
  * ZERG_NO_EXTENSIONS=1 selects the references; the suite runs against both.
  *
  * The ring: this module is built from the same uringshim.c as zerg._uring,
@@ -1547,8 +1548,8 @@ PyInit__speedups(void)
     if (m == NULL)
         return NULL;
     if (connfast_init(m) < 0 || loopfast_init(m) < 0 || seqfast_init(m) < 0
-            || readerfast_init(m) < 0 || httpfast_init(m) < 0 || wake_init(m) < 0 || counters_init(m) < 0
-            || tlsfast_init(m) < 0) {
+            || readerfast_init(m) < 0 || httpfast_init(m) < 0 || wake_init(m) < 0
+            || counters_init(m) < 0 || tlsfast_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
