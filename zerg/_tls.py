@@ -319,6 +319,21 @@ def _views(data: BytesLike | BufferSequence) -> list[memoryview]:
     return [view] if len(view) else []
 
 
+def _fail(handshake: asyncio.Future[None], exc: BaseException) -> None:
+    """Fail the handshake's future and mark its exception retrieved.
+
+    The end is already reported where it belongs: the connection closes
+    (``close_reason``), a failed handshake is counted in
+    ``ReactorStats.tls_failed`` and logged at debug level, and whoever awaits
+    the future (a handler's start, ``zerg.connect``) still gets the
+    exception.  Without the mark, a server
+    nobody awaits a handshake for -- a ``zerg.Protocol`` -- would have asyncio
+    log "Future exception was never retrieved", with a traceback, at error
+    level for every client that sends garbage or resets mid-handshake."""
+    handshake.set_exception(exc)
+    handshake.exception()
+
+
 class _TlsLayer(Connection):
     """The overrides both TLS connection classes share (cooperative: ``super()``
     is ``Connection`` or ``ProtocolConnection``).  No slots of its own: the
@@ -514,7 +529,7 @@ class _TlsLayer(Connection):
             self.close_reason = "tls_handshake"
         st.host.handshake_failed(self)
         self._send_output()
-        st.handshake.set_exception(exc)
+        _fail(st.handshake, exc)
         self.close()
 
     def _handshake_timed_out(self) -> None:
@@ -529,7 +544,7 @@ class _TlsLayer(Connection):
             st.timer.cancel()
             st.timer = None
         if not st.handshake.done():
-            st.handshake.set_exception(exc)
+            _fail(st.handshake, exc)
 
     # ------------------------------------------------------------- writing
     def _check_open(self) -> None:
