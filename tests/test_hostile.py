@@ -32,6 +32,41 @@ def test_handler_errors_are_rate_limited(caplog: pytest.LogCaptureFixture) -> No
     assert 1 <= len(tracebacks) <= 10
 
 
+@pytest.mark.parametrize("callback", ["data_received", "connection_lost"])
+def test_protocol_callback_errors_are_rate_limited(caplog: pytest.LogCaptureFixture,
+                                                   callback: str) -> None:
+    """50 connections whose Protocol callback raises -- while serving, or in
+    ``connection_lost`` after the close -- log a handful of tracebacks, not 50,
+    and the server serves on."""
+    class Raising(zerg.Protocol):
+        def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
+            if callback == "data_received" and bytes(seq) == b"x":
+                raise ValueError("boom from a hostile request")
+            conn.write(seq)
+            if bytes(seq) == b"x":
+                conn.close()
+
+        def connection_lost(self, conn: zerg.Connection, exc: BaseException | None) -> None:
+            if callback == "connection_lost":
+                raise ValueError("boom at the end")
+
+    caplog.set_level(logging.DEBUG, logger="zerg")
+    with serving(Raising()) as srv:
+        for _ in range(50):
+            with srv.connect() as s:
+                s.sendall(b"x")
+                try:
+                    while s.recv(10):
+                        pass
+                except ConnectionResetError:
+                    pass                # data_received raised: the connection is aborted
+        with srv.connect() as s:
+            s.sendall(b"still here")
+            assert s.recv(100) == b"still here"
+    tracebacks = [r for r in caplog.records if r.exc_info and r.levelno >= logging.ERROR]
+    assert 1 <= len(tracebacks) <= 10
+
+
 def test_peer_resets_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
     async def handler(conn: zerg.Connection) -> None:
         await conn.read()

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import os
 import socket
 import struct
@@ -75,7 +74,6 @@ if TYPE_CHECKING:
     from zerg._seam import ConnectionHost, ProtocolCallbacks
     from zerg._tlsinfo import TlsInfo
 
-_log = logging.getLogger("zerg")
 # Held while a lazily made pipe is made (Connection._in/_out): rare, once
 # per pipe.
 _making_pipes: Final = threading.Lock()
@@ -1409,8 +1407,10 @@ class ProtocolConnection(Connection):
         try:
             rare = self._rare
             self._proto.connection_lost(self, (rare is not None and rare.error) or self.error)
-        except Exception:
-            _log.exception("zerg: connection_lost raised for %r", self)
+        except Exception as exc:
+            # The reactor's rate-limited error log, as for the other callbacks:
+            # one that raises for every client must not flood the log.
+            self._host.sink_failed(self, exc)
 
 
 if speedups is not None:

@@ -351,7 +351,8 @@ class Reactor:
         self.tls_failed += 1
 
     def sink_failed(self, sink: CompletionSink, exc: BaseException) -> None:
-        self._errors.error("zerg: protocol callback raised for %r; aborting it", sink, exc=exc)
+        self._errors.error("zerg: a protocol callback raised for %r; it is aborted if still "
+                           "open", sink, exc=exc)
         sink.abort()
 
     # ------------------------------------------------------------ lifecycle

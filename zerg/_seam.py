@@ -267,7 +267,9 @@ class ConnectionHost(Protocol):
         """A TLS handshake of ``sink`` failed or timed out (counted in stats)."""
 
     def sink_failed(self, sink: CompletionSink, exc: BaseException) -> None:
-        """A callback of ``sink``'s raised: log it and abort the connection."""
+        """A callback of ``sink``'s raised: log it (rate-limited, a client can make
+        callbacks raise at will) and abort the connection if it is still open
+        (``connection_lost`` raises after the close)."""
 
     def proxied_peer(self, conn_id: int) -> tuple[str, int] | tuple[str, int, int, int] | None:
         """The client address a PROXY protocol header gave the connection, if any."""
