@@ -124,7 +124,25 @@ def prepare(rev: str, root: Path, python: str) -> Baseline:
                              f"(exit {res.returncode}):\n{tail}")
     print(f"baseline {sha[:9]}: native module {', '.join(map(str, native_so(tree)))}",
           flush=True)
+    link_tools(root, tree)
     return Baseline(rev, sha, tree)
+
+
+# The C programs run.py builds into benchmarks/bin (untracked, so a worktree has none).
+TOOLS: Final = ("loadgen", "c_uring_echo")
+
+
+def link_tools(root: Path, tree: Path) -> None:
+    """Give the worktree the current tree's C tools: a baseline proxy starts its
+    upstream, the C echo server, from its own ``benchmarks/bin``, and the
+    upstream must be the same program for both sides anyway.  The links may
+    point at binaries run.py builds just after this."""
+    dst = tree / "benchmarks" / "bin"
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in TOOLS:
+        link = dst / name
+        if not os.path.lexists(link):
+            link.symlink_to(root / "benchmarks" / "bin" / name)
 
 
 def boot_argv(python: str, tree: Path, target: str, *rest: str) -> tuple[str, ...]:
