@@ -126,7 +126,6 @@ ref_call(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return PyObject_Vectorcall(func, stack, (size_t)nargs + 1, NULL);
 }
 
-
 /* A writable, contiguous byte view's memory, or NULL (not an error). */
 static inline Py_buffer *
 plain_buffer(PyObject *view, int writable)

@@ -178,7 +178,7 @@ Head_get_headers(HeadObject *self, void *Py_UNUSED(closure))
     return Py_NewRef(list);
 }
 
-/* name (ASCII, any case) equals p[0:n] ignoring ASCII case. */
+/* a[0:an] equals b[0:bn], ignoring ASCII case (as bytes.lower() does). */
 static int
 same_name(const char *a, Py_ssize_t an, const char *b, Py_ssize_t bn)
 {
@@ -339,23 +339,8 @@ has_ctl(const char *p, Py_ssize_t n)
     return 0;
 }
 
-/* p[0:n] equals the lower-case ASCII word w (n == strlen(w)), ignoring case. */
-static int
-is_word(const char *p, Py_ssize_t n, const char *w, Py_ssize_t wn)
-{
-    if (n != wn)
-        return 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        if (ch >= 'A' && ch <= 'Z')
-            ch = (unsigned char)(ch + 32);
-        if (ch != (unsigned char)w[i])
-            return 0;
-    }
-    return 1;
-}
-
-#define IS_WORD(p, n, w) is_word((p), (n), (w), (Py_ssize_t)(sizeof(w) - 1))
+/* p[0:n] is the ASCII word w (a string literal), in any case. */
+#define IS_WORD(p, n, w) same_name((p), (n), (w), (Py_ssize_t)(sizeof(w) - 1))
 
 static void
 strip_sp(const char **p, Py_ssize_t *n)
@@ -480,57 +465,40 @@ walk_segment(Walk *w)
 static int
 next_line(Walk *w, Py_ssize_t *off, Py_ssize_t *n)
 {
-    Py_ssize_t len = w->c.stop - w->c.start, found = -1;
-    Py_ssize_t a = w->c.start + w->at;
+    Py_ssize_t len = w->c.stop - w->c.start, a = w->c.start + w->at, m = -1;
+    const char *p = NULL;       /* the line's bytes in the walk's segment, if there */
     if (w->seg != NULL && a >= w->seg_s && a < w->seg_e) {
         Py_ssize_t e = w->seg_e < w->c.stop ? w->seg_e : w->c.stop;
-        const char *p = w->seg + (a - w->seg_s);
-        const char *lf = memchr(p, '\n', (size_t)(e - a));
+        const char *lf = memchr(w->seg + (a - w->seg_s), '\n', (size_t)(e - a));
         if (lf != NULL) {
-            Py_ssize_t m = lf - p;
-            if (scratch_room(&w->s, m) < 0)
-                return -1;
-            memcpy(w->s.buf + w->s.used, p, (size_t)m);
-            *off = w->s.used;
-            *n = m;
-            w->s.used += m;
-            w->at += m + 1;
-            if (w->at > w->examined)
-                w->examined = w->at;
-            return 1;
+            p = w->seg + (a - w->seg_s);
+            m = lf - p;
         }
     }
-    if (w->at > len) {
-        if (len > w->examined)
-            w->examined = len;
-        return 0;
-    }
-    int rc = chain_find(&w->c, "\n", 1, w->c.start + w->at, w->c.stop, &found);
-    if (rc == CHAIN_OK && found >= 0) {
-        Py_ssize_t m = found - a;
-        if (scratch_room(&w->s, m) < 0)
+    if (m < 0) {                /* across segments, or another one: the chain's search */
+        Py_ssize_t found = -1;
+        if (w->at <= len && chain_ok(chain_find(&w->c, "\n", 1, a, w->c.stop, &found)) < 0)
             return -1;
-        rc = chain_copy(&w->c, w->s.buf + w->s.used, a, found);
-        if (rc == CHAIN_OK) {
-            *off = w->s.used;
-            *n = m;
-            w->s.used += m;
-            w->at = found - w->c.start + 1;
-            if (w->at > w->examined)
-                w->examined = w->at;
-            return 1;
+        if (found < 0) {
+            if (len > w->examined)
+                w->examined = len;
+            return 0;
         }
+        m = found - a;
     }
-    if (rc == CHAIN_ODD) {
-        PyErr_SetString(PyExc_ValueError, "SequenceReader: the sequence's chain is not plain "
-                                          "(a segment was released or replaced)");
+    if (scratch_room(&w->s, m) < 0)
         return -1;
-    }
-    if (rc != CHAIN_OK)
+    if (p != NULL)
+        memcpy(w->s.buf + w->s.used, p, (size_t)m);
+    else if (chain_ok(chain_copy(&w->c, w->s.buf + w->s.used, a, a + m)) < 0)
         return -1;
-    if (len > w->examined)
-        w->examined = len;
-    return 0;
+    *off = w->s.used;
+    *n = m;
+    w->s.used += m;
+    w->at += m + 1;
+    if (w->at > w->examined)
+        w->examined = w->at;
+    return 1;
 }
 
 static PyObject *

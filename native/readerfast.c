@@ -72,6 +72,16 @@ look(ReaderObject *self, Py_ssize_t upto)
 
 /* The chain of the live sequence: 0, or -1 with an exception (its bytes
  * went back: the reference's ValueError; or a chain not in plain shape). */
+/* A chain helper's answer as 0 or -1 with an exception (speedups.h). */
+int
+chain_ok(int rc)
+{
+    if (rc == CHAIN_ODD)
+        PyErr_SetString(PyExc_ValueError, "SequenceReader: the sequence's chain is not plain "
+                                          "(a segment was released or replaced)");
+    return rc == CHAIN_OK ? 0 : -1;
+}
+
 static int
 live_chain(ReaderObject *self, Chain *c)
 {
@@ -79,22 +89,7 @@ live_chain(ReaderObject *self, Chain *c)
         return no_sequence();
     if (seq_check_alive((SeqObject *)self->seq) < 0)
         return -1;
-    if (chain_load((SeqObject *)self->seq, c) != CHAIN_OK) {
-        PyErr_SetString(PyExc_ValueError, "SequenceReader: the sequence's chain is not plain "
-                                          "(a segment was released or replaced)");
-        return -1;
-    }
-    return 0;
-}
-
-/* A chain helper's answer as 0 or -1 with an exception. */
-static int
-chain_ok(int rc)
-{
-    if (rc == CHAIN_ODD)
-        PyErr_SetString(PyExc_ValueError, "SequenceReader: the sequence's chain is not plain "
-                                          "(a segment was released or replaced)");
-    return rc == CHAIN_OK ? 0 : -1;
+    return chain_ok(chain_load((SeqObject *)self->seq, c));
 }
 
 /* A bytes-like argument, as `x if type(x) is bytes else memoryview(x).tobytes()`

@@ -234,6 +234,9 @@ int readerfast_init(PyObject *module);
  * position and how far the read looked (offsets in the sequence). */
 int reader_chain(PyObject *obj, Chain *c, Py_ssize_t *pos);
 void reader_moved(PyObject *obj, Py_ssize_t pos, Py_ssize_t examined);
+/* A chain helper's answer (CHAIN_OK/ODD/ERR) as the reader reports it: 0, or
+ * -1 with an exception (ValueError for an odd chain). */
+int chain_ok(int rc);
 int httpfast_init(PyObject *module);
 /* the TLS layer fast path (tlsfast.c) */
 int tlsfast_init(PyObject *module);

@@ -49,6 +49,11 @@ def _decide(parse: object, sr: zerg.SequenceReader | PySequenceReader,
 _LOOKUPS = (b"host", b"HOST", b"Content-Length", b"connection", b"x", b"x-long", b"absent", b"")
 
 
+def _reader_for(parse: object) -> type[zerg.SequenceReader] | type[PySequenceReader]:
+    """The reader each parser is tested on: the C one for the C parser."""
+    return zerg.SequenceReader if parse is http.parse_request_head else PySequenceReader
+
+
 def _both(data: bytes, split: int, **limits: int) -> tuple[list[Outcome], list[Outcome]]:
     native = _decide(http.parse_request_head, zerg.SequenceReader(_cut(data, split)), **limits)
     ref = _decide(http.py_parse_request_head, PySequenceReader(_cut(data, split)), **limits)
@@ -190,7 +195,7 @@ def test_well_formed_heads_parse_alike(requests: list[tuple[bytes, bytes,
 def test_refusals_name_the_problem(parse: object, raw: bytes, status: int, why: str) -> None:
     """Each refusal carries its status and reason, raised as soon as the bytes show it
     (the last two before the line or head is complete), and moves nothing."""
-    reader = zerg.SequenceReader if parse is http.parse_request_head else PySequenceReader
+    reader = _reader_for(parse)
     sr = reader(zerg.BufferSequence(b"xx" + raw))
     sr.advance(2)
     with pytest.raises(http.HttpError, match=why) as info:
@@ -200,7 +205,7 @@ def test_refusals_name_the_problem(parse: object, raw: bytes, status: int, why: 
 
 @pytest.mark.parametrize("parse", [http.parse_request_head, http.py_parse_request_head])
 def test_a_head_and_what_it_says(parse: object) -> None:
-    reader = zerg.SequenceReader if parse is http.parse_request_head else PySequenceReader
+    reader = _reader_for(parse)
     data = (b"POST /echo?x=1 HTTP/1.0\r\nHost: \t h \r\nConnection: foo, Keep-Alive\r\n"
             b"Content-Length: 005\r\n\r\nhello")
     sr = reader(zerg.BufferSequence(data))
@@ -220,7 +225,7 @@ def test_a_head_and_what_it_says(parse: object) -> None:
 
 @pytest.mark.parametrize("parse", [http.parse_request_head, http.py_parse_request_head])
 def test_fields_are_looked_up_by_name_in_any_case(parse: object) -> None:
-    reader = zerg.SequenceReader if parse is http.parse_request_head else PySequenceReader
+    reader = _reader_for(parse)
     data = b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\nEmpty:\r\n\r\n"
     head = parse(reader(zerg.BufferSequence(data)))  # type: ignore[operator]
     assert head.get(b"x-a") == b"1" and head.get(b"X-A") == b"1"     # the first one
@@ -237,7 +242,7 @@ def test_fields_are_looked_up_by_name_in_any_case(parse: object) -> None:
 
 @pytest.mark.parametrize("parse", [http.parse_request_head, http.py_parse_request_head])
 def test_bad_limits_are_refused(parse: object) -> None:
-    reader = zerg.SequenceReader if parse is http.parse_request_head else PySequenceReader
+    reader = _reader_for(parse)
     sr = reader(zerg.BufferSequence(b"GET / HTTP/1.1\r\n"))
     with pytest.raises(ValueError, match="max_size must be >= 0, not -1"):
         parse(sr, max_size=-1)  # type: ignore[operator]
