@@ -70,6 +70,12 @@ field_set_ssize(PyObject *o, Py_ssize_t off, Py_ssize_t v)
 static PyTypeObject *conn_type, *out_type, *seg_type, *pool_type, *traffic_type, *in_type,
     *sub_type, *ring_type, *item_type, *base_type, *result_type;
 static PyTypeObject *loan_type;     /* zerg._outputpipe.LoanSegment (bind_forward) */
+
+/* write(seq) lends a receive slot to the send, instead of copying it, from
+ * this many bytes on (zerg._outputpipe.LEND_MIN, the module's LEND_MIN): a
+ * 16 KiB copy costs more than the loan's bookkeeping, a short one less, and
+ * short replies coalesce in one write segment. */
+#define LEND_MIN 4096
 static PyObject *empty_seq;         /* zerg._inputpipe._EMPTY_SEQ */
 
 static struct {
@@ -83,7 +89,7 @@ static struct {
         o_loans, o_pin_limit;
     /* WriteSegment, LoanSegment */
     Py_ssize_t s_view, s_fill, s_sent, s_jumbo, s_resident, s_ptr, s_off, s_chunk, l_key,
-        l_slots, t_forwarded;
+        l_slots, t_forwarded, t_lent;
     /* SlabPool, Traffic, InputPipe, RingSubmitter, Ring */
     Py_ssize_t p_free, p_room_waiters, t_sends, t_bytes_out, i_discarding, i_paused,
         r_ring, r_address, g_closed;
@@ -109,7 +115,7 @@ static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
     *s_wake_flushers, *s_check, *s_now, *s_view, *s_give_back, *s_send_what, *s_sends,
     *s_bytes_out, *s_pause, *s_maybe_resume, *s_move_off, *s_release,
     *s_max_read_buffer, *s_max_held_slots, *s_read_chunk_items, *s_out, *s_drop_tokens, *s_pull,
-    *s_relieve, *s_forwarded;
+    *s_relieve, *s_forwarded, *s_lent;
 
 /* Call a reference function with self first (at most 3 more arguments). */
 PyObject *
@@ -322,6 +328,7 @@ pc_send_pending(PyObject *self, PyObject *Py_UNUSED(ignored))
 }
 
 static int protocol_staged(PyObject *self, PyObject *out);
+static int lend_fast(PyObject *self, PyObject *data, int protocol, int write);
 
 /* 1 when the caller runs on the thread `owner` (a connection's _owner, an
  * int) names; 0 otherwise, or when it cannot tell (never an error). */
@@ -359,6 +366,11 @@ write_fast(PyObject *self, PyObject *data, int protocol)
             return 0;
         if (seq_check_alive(seq) < 0 || seq_bounds(seq, &start, &stop) < 0)
             return -1;
+        if (stop - start >= LEND_MIN) {
+            int lent = lend_fast(self, data, protocol, 1);
+            if (lent != 0)
+                return lent;
+        }
         Py_buffer *b = plain_buffer(PyList_GET_ITEM(seq->segs, 0), 0);
         if (b == NULL || start < 0 || start > stop || stop > b->len)
             return 0;
@@ -442,13 +454,17 @@ c_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return write_entry(self, args, nargs, 0, ref_c_write);
 }
 
-/* Connection.forward(seq)'s common case: one segment of a receive slot of
- * this reactor (a Protocol's data_received argument, a PipeReader buffer, a
- * level-2 sequence), under max_write_buffer.  The slot is pinned and a
- * LoanSegment over the bytes is staged: no copy.  1 staged, 0 take the
- * reference, -1.  Everything is checked before anything changes. */
+/* Lend one segment of a receive slot of this reactor (a Protocol's
+ * data_received argument, a PipeReader buffer, a level-2 sequence) to the
+ * send, under max_write_buffer: the slot is pinned and a LoanSegment over
+ * the bytes is staged -- no copy.  `write`: for Connection.write, which lends
+ * only sequences of at least LEND_MIN bytes, only while the connection has a
+ * pin to spare after this one (so lending never pauses a Protocol: write
+ * copies instead), and does not count them as forwarded.  1 staged, 0 not
+ * lent (the caller copies, or takes the reference), -1.  Everything is
+ * checked before anything changes. */
 static int
-forward_fast(PyObject *self, PyObject *data, int protocol)
+lend_fast(PyObject *self, PyObject *data, int protocol, int write)
 {
     if (loan_type == NULL || !Py_IS_TYPE(data, seq_type))
         return 0;
@@ -459,7 +475,7 @@ forward_fast(PyObject *self, PyObject *data, int protocol)
             || FIELD(out, F.o_exc) != Py_None || FIELD(out, F.o_eof) != Py_False
             || field_ssize(out, F.o_pending, &pending) || field_ssize(out, F.o_max, &maxw)
             || field_ssize(out, F.o_loans, &loans) || field_ssize(out, F.o_pin_limit, &pin_limit)
-            || loans >= pin_limit                   /* the reference copies instead */
+            || loans >= pin_limit - write           /* the reference copies instead */
             || in == NULL)
         return 0;
     if (!on_owner_thread(owner))
@@ -497,6 +513,8 @@ forward_fast(PyObject *self, PyObject *data, int protocol)
             || start < 0 || start > stop || stop > b->len)
         return 0;                               /* not this reactor's slot memory */
     Py_ssize_t n = stop - start;
+    if (write && n < LEND_MIN)
+        return 0;
     if (n == 0)
         return 1;
     if (n > maxw - pending || n > (Py_ssize_t)UINT_MAX)
@@ -548,7 +566,8 @@ forward_fast(PyObject *self, PyObject *data, int protocol)
     field_set(out, F.o_cur, Py_NewRef(Py_None));    /* later writes go after these bytes */
     if (field_set_ssize(out, F.o_granted, 0) < 0)
         return -1;
-    if (traffic != NULL && bump(traffic, traffic_type, F.t_forwarded, s_forwarded, n) < 0)
+    if (traffic != NULL && (write ? bump(traffic, traffic_type, F.t_lent, s_lent, n)
+                                  : bump(traffic, traffic_type, F.t_forwarded, s_forwarded, n)) < 0)
         return -1;
     return protocol ? protocol_staged(self, out) : 1;
 }
@@ -556,7 +575,7 @@ forward_fast(PyObject *self, PyObject *data, int protocol)
 static PyObject *
 forward_entry(PyObject *self, PyObject *seq, int protocol, PyObject *ref)
 {
-    int r = forward_fast(self, seq, protocol);
+    int r = lend_fast(self, seq, protocol, 0);
     if (r < 0)
         return NULL;
     if (r > 0)
@@ -2579,7 +2598,7 @@ static const struct field_spec field_specs[] = {
     {1, "_drain_waiters", &F.o_drain_w}, {1, "refused", &F.o_refused},
     {1, "over_budget", &F.o_over_budget}, {1, "eof", &F.o_eof}, {1, "loans", &F.o_loans},
     {1, "pin_limit", &F.o_pin_limit}, {2, "chunk", &F.s_chunk},
-    {4, "forwarded", &F.t_forwarded},
+    {4, "forwarded", &F.t_forwarded}, {4, "lent", &F.t_lent},
     {2, "view", &F.s_view}, {2, "fill", &F.s_fill}, {2, "sent", &F.s_sent},
     {2, "jumbo", &F.s_jumbo}, {2, "resident", &F.s_resident}, {2, "ptr", &F.s_ptr},
     {2, "off", &F.s_off},
@@ -2810,7 +2829,7 @@ connfast_init(PyObject *module)
         {&s_max_held_slots, "max_held_slots"}, {&s_out, "out"},
         {&s_drop_tokens, "_drop_tokens"}, {&s_pull, "_pull"},
         {&s_relieve, "relieve"},
-        {&s_forwarded, "forwarded"},
+        {&s_forwarded, "forwarded"}, {&s_lent, "lent"},
         {&s_read_chunk_items, "read_chunk_items"},
     };
     if (INTERN_ALL(names) < 0)
@@ -2829,6 +2848,8 @@ connfast_init(PyObject *module)
         return -1;
     done_coro = (PyObject *)PyObject_New(DoneObject, &DoneType);
     if (done_coro == NULL)
+        return -1;
+    if (PyModule_AddIntConstant(module, "LEND_MIN", LEND_MIN) < 0)
         return -1;
     if (PyModule_AddObjectRef(module, "finished_coroutine", done_coro) < 0)
         return -1;

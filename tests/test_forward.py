@@ -18,6 +18,7 @@ import pytest
 from conftest import reader_echo, serving
 
 import zerg
+from zerg import _native
 from zerg.adapters import PipeReader
 
 TINY = zerg.ReactorConfig(buffer_ring_entries=8, recv_buffer_size=4096)
@@ -89,6 +90,31 @@ async def forward_echo_sequence(conn: zerg.Connection) -> None:
         await conn.flush()
 
 
+class WriteEcho(ForwardEcho):
+    """Echo with ``write``: a sequence of a whole slot (4 KiB here, ``LEND_MIN``)
+    is lent to the send like a forward, a shorter one is copied."""
+
+    def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
+        conn.write(seq)
+
+
+async def write_echo_reader(conn: zerg.Connection) -> None:
+    """Echo with ``write`` of a PipeReader's buffer, consumed at once."""
+    await reader_echo(conn, conn.write)
+
+
+async def write_echo_sequence(conn: zerg.Connection) -> None:
+    """Level 2: ``write`` the sequence, then release it before the send completes."""
+    while True:
+        snap = await conn.read()
+        if snap.is_closed:
+            return
+        seq = conn.get_sequence(snap)
+        conn.write(seq)
+        seq.release()
+        await conn.flush()
+
+
 @pytest.mark.parametrize("handler", [ForwardEcho(), forward_echo_reader, forward_echo_sequence],
                          ids=["protocol", "pipereader", "level2"])
 @pytest.mark.parametrize("slow", [False, True], ids=["fast-peer", "slow-peer"])
@@ -100,6 +126,66 @@ def test_forward_through_an_8_slot_ring_keeps_every_byte(handler: Any, slow: boo
         assert st.slots_in_use == 0, "a pinned slot never went back"
         assert st.forwarded_bytes == len(data)
         assert st.forward_copied_bytes == 0
+
+
+@pytest.mark.parametrize("handler", [WriteEcho(), write_echo_reader, write_echo_sequence],
+                         ids=["protocol", "pipereader", "level2"])
+@pytest.mark.parametrize("slow", [False, True], ids=["fast-peer", "slow-peer"])
+def test_write_lending_slots_through_an_8_slot_ring_keeps_every_byte(handler: Any,
+                                                                      slow: bool) -> None:
+    """``write`` of a whole received slot sends from the slot (pinned until
+    the send took it) -- with a 4 KiB slot that is most of them: the bytes are
+    still exact, whether the sequence was consumed or released at once, and
+    every slot goes back."""
+    data = os.urandom((512 << 10) if slow else (4 << 20))
+    with serving(handler, reactor=TINY) as srv:
+        assert _echo_through(srv, data, slow=slow) == data
+        st = _settled(srv)
+        assert st.slots_in_use == 0, "a lent slot never went back"
+        assert st.forwarded_bytes == 0 and st.forward_copied_bytes == 0
+        assert st.lent_bytes <= len(data)
+        if isinstance(handler, WriteEcho):      # one slot per data_received: most are lent
+            assert st.lent_bytes > 0
+
+
+def _exchange(s: socket.socket, data: bytes) -> bytes:
+    s.sendall(data)
+    got = bytearray()
+    while len(got) < len(data):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got.extend(chunk)
+    return bytes(got)
+
+
+def test_write_lends_a_sequence_of_4_kib_or_more_and_copies_a_shorter_one() -> None:
+    """``LEND_MIN`` is 4 KiB in both implementations; bytes, application
+    memory and sequences under it are copied (``ReactorStats.lent_bytes``)."""
+    from zerg._outputpipe import LEND_MIN
+    if _native.speedups is not None:
+        assert _native.speedups.LEND_MIN == LEND_MIN == 4096
+
+    class Mixed(zerg.Protocol):
+        def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
+            if seq.startswith(b"own"):      # the application's memory: always copied
+                conn.write(zerg.BufferSequence(bytearray(bytes(seq))))
+            else:
+                conn.write(seq)
+
+    ring = zerg.ReactorConfig(buffer_ring_entries=64, recv_buffer_size=16384)
+    with serving(Mixed(), reactor=ring) as srv:
+        s = srv.connect()
+        sizes = (100, 8192, LEND_MIN - 1, LEND_MIN)
+        for size in sizes:
+            data = b"x" + os.urandom(size - 1)
+            assert _exchange(s, data) == data
+        own = b"own" + os.urandom(9000)
+        assert _exchange(s, own) == own
+        s.close()
+        st = _settled(srv)
+        assert st.lent_bytes == 8192 + LEND_MIN
+        assert st.forwarded_bytes == 0 and st.slots_in_use == 0
 
 
 def test_forward_between_two_connections_of_one_reactor() -> None:

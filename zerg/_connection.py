@@ -64,7 +64,7 @@ from zerg._inputpipe import (
     slot_key_of,
 )
 from zerg._native import counters, speedups
-from zerg._outputpipe import LoanSegment, OutputPipe, send_base
+from zerg._outputpipe import LEND_MIN, LoanSegment, OutputPipe, send_base
 from zerg._recvstate import ARMED_STATES, RecvAction, RecvEvent, RecvState, end_event, transition
 from zerg._ring import IoVec, Op, Ring, RingSubmitter, encode
 from zerg._seam import Traffic
@@ -530,6 +530,13 @@ class Connection(_ConnectionCounters):
         """Stage ``data`` (any buffer, or a ``BufferSequence``) for sending; one
         copy into the pool.
 
+        A ``BufferSequence`` of at least 4 KiB (``LEND_MIN``) lying in one
+        receive slot of this reactor (an echo, a proxy's relay) is not copied:
+        the slot is lent to the send as by ``forward``, while the connection
+        has a slot to pin under ``max_pinned_slots``.  The difference is not
+        visible: received bytes are read-only, and the caller may consume
+        ``data`` at once either way.
+
         Raises ``WriteBufferFullError`` (nothing staged) when it would pass
         ``max_write_buffer``; ``ConnectionError`` once the connection is closed
         or a send failed.
@@ -545,6 +552,8 @@ class Connection(_ConnectionCounters):
             out.write(data if data.format == "B" and data.ndim == 1 else data.cast("B"))
         elif isinstance(data, BufferSequence):
             view = single_view(data)          # the common single-slot case
+            if view is not None and len(view) >= LEND_MIN and self._lend(data, view):
+                return
             if view is not None:
                 out.write(view)
             else:
@@ -555,6 +564,30 @@ class Connection(_ConnectionCounters):
                     out.write(segment)
         else:
             out.write(memoryview(data).cast("B"))
+
+    def _lend(self, seq: BufferSequence, view: memoryview) -> bool:
+        """``write``'s loan of ``seq`` (one segment, its bytes ``view``): its
+        slot is pinned and sent from, as by ``forward``, when it is a slot of
+        this reactor, the bytes fit ``max_write_buffer`` and one more pin stays
+        under ``max_pinned_slots`` (so a loan never pauses a Protocol's
+        writing).  False: nothing changed, the caller copies."""
+        out = self._out_pipe or self._out
+        lease = seq._slots
+        if (out.loans >= out.pin_limit - 1 or out.pending + len(view) > out.max_write_buffer
+                or lease is None or len(lease.keys) != 1):
+            return False
+        key = slot_key_of(lease.keys[0])
+        slots = self._host.slots
+        if key is None or view.obj is not slots.recv_view.obj:
+            return False
+        slots.pin(key)
+        try:
+            out.forward([view[:]], [key], slots)    # a view of its own, as pieces() makes
+        except BaseException:
+            slots.unpin(key)
+            raise
+        self._traffic.lent += len(view)
+        return True
 
     def forward(self, seq: BufferSequence) -> None:
         """Stage ``seq``'s bytes for sending *without copying them*: the send
@@ -1171,7 +1204,7 @@ class ProtocolConnection(Connection):
                 view = single_view(data)        # the echo case: one slot, one copy
                 if view is None:
                     Connection.write(self, data)
-                else:
+                elif len(view) < LEND_MIN or not self._lend(data, view):
                     out.write(view)
             else:
                 Connection.write(self, data)

@@ -53,6 +53,12 @@ def send_error(code: int, conn_id: int) -> OSError:
     return exc_type(code, f"send on connection {conn_id} failed: {os.strerror(code)}")
 
 
+LEND_MIN = 4096
+"""``Connection.write`` lends a receive slot to the send instead of copying it
+from this many bytes on (the C extension's ``LEND_MIN``, checked equal by the
+tests): copying 16 KiB costs more than a loan's bookkeeping, copying a short
+reply less, and short replies coalesce in one write segment."""
+
 _MAX_SEND = 1 << 31
 """The most bytes one send is asked for (the shim takes an unsigned 32-bit
 length); a jumbo segment with more staged is queued as pieces of this size."""

@@ -155,6 +155,9 @@ class ReactorStats:
     """Bytes sent by ``Connection.forward`` straight from receive slots."""
     forward_copied_bytes: int = 0
     """Bytes ``Connection.forward`` had to copy (0 on the zero-copy path)."""
+    lent_bytes: int = 0
+    """Bytes ``Connection.write`` sent straight from receive slots instead of
+    copying them (sequences of at least 4 KiB in one slot: an echo, a relay)."""
 
 
 class Handle(asyncio.Handle):
@@ -859,5 +862,6 @@ class Reactor:
             connected=self.connected,
             forwarded_bytes=self.traffic.forwarded,
             forward_copied_bytes=self.traffic.forward_copied,
+            lent_bytes=self.traffic.lent,
             closed_by=dict(self.closed_by),
         )

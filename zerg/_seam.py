@@ -37,10 +37,11 @@ if TYPE_CHECKING:
         bytes_out: int
         forward_copied: int
         forwarded: int
+        lent: int
         sends: int
 else:
     _TrafficCounters = counters("TrafficCounters",
-                                ("bytes_out", "forward_copied", "forwarded", "sends"))
+                                ("bytes_out", "forward_copied", "forwarded", "lent", "sends"))
 
 
 class Traffic(_TrafficCounters):
@@ -54,6 +55,7 @@ class Traffic(_TrafficCounters):
         self.bytes_out = 0
         self.forwarded = 0          # Connection.forward: bytes sent from receive slots
         self.forward_copied = 0     # ... and bytes it had to copy instead
+        self.lent = 0               # Connection.write: bytes sent from receive slots
 
 
 class CompletionSink(Protocol):
