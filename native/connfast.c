@@ -523,8 +523,10 @@ lend_fast(PyObject *self, PyObject *data, int protocol, int write)
     if (staged == NULL || !PyList_CheckExact(staged))
         return 0;
     /* A view of its own, always: the input pipe releases the segment's view
-     * when the slot is given back, and the pinned slot's memory outlives it. */
-    PyObject *piece = PySequence_GetSlice(view, start, stop);
+     * when the slot is given back, and the pinned slot's memory outlives it
+     * (the ring's, kept alive by `slots`, which the loan holds until the send
+     * is over).  Over the memory itself: no slice object, no index ints. */
+    PyObject *piece = PyMemoryView_FromMemory((char *)b->buf + start, n, PyBUF_READ);
     if (piece == NULL)
         return -1;
     PyObject *loan = loan_type->tp_alloc(loan_type, 0);
