@@ -330,6 +330,24 @@ pc_send_pending(PyObject *self, PyObject *Py_UNUSED(ignored))
 static int protocol_staged(PyObject *self, PyObject *out);
 static int lend_fast(PyObject *self, PyObject *data, int protocol, int write);
 
+/* LoanSegments whose send is over, for the next loans: an echo or a relay
+ * lends one per message, and making one costs more than filling its fields
+ * again.  Only objects nothing else refers to come here. */
+#define LOAN_FREELIST_MAX 16
+static PyObject *loan_freelist[LOAN_FREELIST_MAX];
+static int loan_freelist_n;
+
+static void
+loan_recycle(PyObject *seg)     /* takes the reference */
+{
+    if (Py_REFCNT(seg) == 1 && loan_type != NULL && Py_IS_TYPE(seg, loan_type)
+            && loan_freelist_n < LOAN_FREELIST_MAX) {
+        loan_freelist[loan_freelist_n++] = seg;
+        return;
+    }
+    Py_DECREF(seg);
+}
+
 /* 1 when the caller runs on the thread `owner` (a connection's _owner, an
  * int) names; 0 otherwise, or when it cannot tell (never an error). */
 int
@@ -529,7 +547,8 @@ lend_fast(PyObject *self, PyObject *data, int protocol, int write)
     PyObject *piece = PyMemoryView_FromMemory((char *)b->buf + start, n, PyBUF_READ);
     if (piece == NULL)
         return -1;
-    PyObject *loan = loan_type->tp_alloc(loan_type, 0);
+    PyObject *loan = loan_freelist_n ? loan_freelist[--loan_freelist_n]
+                                     : loan_type->tp_alloc(loan_type, 0);
     PyObject *fill = PyLong_FromSsize_t(n), *zero = PyLong_FromLong(0);
     if (loan == NULL || fill == NULL || zero == NULL) {
         Py_XDECREF(loan);
@@ -810,7 +829,10 @@ on_loan_sent(PyObject *self, PyObject *out, PyObject *seg, long res, int protoco
     rc = after_sent_whole(self, out, res, protocol) < 0 ? -1 : 1;
 done:
     Py_DECREF(slots);
-    Py_DECREF(seg);
+    if (rc == 1)
+        loan_recycle(seg);
+    else
+        Py_DECREF(seg);
     return rc;
 }
 
