@@ -15,7 +15,7 @@ import zerg
 
 class Echo(zerg.Protocol):
     def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
-        conn.write(seq)             # one copy, into the write segment
+        conn.write(seq)     # copied into the write segment; 4 KiB+ in one slot (E3) lent
 
 
 if __name__ == "__main__":
