@@ -329,6 +329,7 @@ pc_send_pending(PyObject *self, PyObject *Py_UNUSED(ignored))
 
 static int protocol_staged(PyObject *self, PyObject *out);
 static int lend_fast(PyObject *self, PyObject *data, int protocol, int write);
+static int lend_view(PyObject *self, PyObject *view, Py_buffer *b, int protocol);
 
 /* LoanSegments whose send is over, for the next loans: an echo or a relay
  * lends one per message, and making one costs more than filling its fields
@@ -403,6 +404,11 @@ write_fast(PyObject *self, PyObject *data, int protocol)
         Py_buffer *b = plain_buffer(data, 0);
         if (b == NULL || b->ndim != 1)
             return 0;
+        if (b->len >= LEND_MIN) {
+            int lent = lend_view(self, data, b, protocol);
+            if (lent != 0)
+                return lent;
+        }
         buf = (const char *)b->buf;
         n = b->len;
     } else if (PyByteArray_CheckExact(data)) {
@@ -472,28 +478,36 @@ c_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return write_entry(self, args, nargs, 0, ref_c_write);
 }
 
-/* Lend one segment of a receive slot of this reactor (a Protocol's
- * data_received argument, a PipeReader buffer, a level-2 sequence) to the
- * send, under max_write_buffer: the slot is pinned and a LoanSegment over
- * the bytes is staged -- no copy.  `write`: for Connection.write, which lends
- * only sequences of at least LEND_MIN bytes, only while the connection has a
- * pin to spare after this one (so lending never pauses a Protocol: write
- * copies instead), and does not count them as forwarded.  1 staged, 0 not
- * lent (the caller copies, or takes the reference), -1.  Everything is
- * checked before anything changes. */
+/* Lending a receive slot of this reactor to the send: the slot is pinned and
+ * a LoanSegment over the bytes is staged -- no copy.  forward() lends every
+ * sequence it can; write() (`write`) lends only LEND_MIN bytes or more, only
+ * while the connection has a pin to spare after this one (so lending never
+ * pauses a Protocol: write copies instead), and counts them as lent, not
+ * forwarded.  Each function returns 1 staged, 0 not lent (the caller
+ * copies, or takes the reference), -1; everything is checked before anything
+ * changes. */
+
+typedef struct {
+    PyObject *out, *slots;          /* borrowed */
+    Py_ssize_t pending, maxw, loans;
+} LendTo;
+
+/* The connection can take a loan now: open, writable, on its thread, under
+ * its pin limit; `to` gets its output pipe and the reactor's receive slots. */
 static int
-lend_fast(PyObject *self, PyObject *data, int protocol, int write)
+lend_ready(PyObject *self, int protocol, int write, LendTo *to)
 {
-    if (loan_type == NULL || !Py_IS_TYPE(data, seq_type))
+    if (loan_type == NULL)
         return 0;
     PyObject *owner = FIELD(self, F.owner), *out = FIELD(self, F.out), *in = FIELD(self, F.in);
-    Py_ssize_t state, pending, maxw, loans, pin_limit;
+    Py_ssize_t state, pin_limit;
     if (owner == NULL || !PyLong_CheckExact(owner) || field_ssize(self, F.state, &state)
             || state != 0 || out == NULL || !Py_IS_TYPE(out, out_type)
             || FIELD(out, F.o_exc) != Py_None || FIELD(out, F.o_eof) != Py_False
-            || field_ssize(out, F.o_pending, &pending) || field_ssize(out, F.o_max, &maxw)
-            || field_ssize(out, F.o_loans, &loans) || field_ssize(out, F.o_pin_limit, &pin_limit)
-            || loans >= pin_limit - write           /* the reference copies instead */
+            || field_ssize(out, F.o_pending, &to->pending) || field_ssize(out, F.o_max, &to->maxw)
+            || field_ssize(out, F.o_loans, &to->loans)
+            || field_ssize(out, F.o_pin_limit, &pin_limit)
+            || to->loans >= pin_limit - write       /* the reference copies instead */
             || in == NULL)
         return 0;
     if (!on_owner_thread(owner))
@@ -502,40 +516,25 @@ lend_fast(PyObject *self, PyObject *data, int protocol, int write)
      * connection's own (it makes no input pipe to deliver). */
     PyObject *slots = Py_IS_TYPE(in, in_type) ? FIELD(in, F.i_slots)
                       : protocol ? FIELD(self, F.slots) : NULL;
-    SeqObject *seq = (SeqObject *)data;
-    LeaseObject *lease = (LeaseObject *)seq->slots;
-    if (slots == NULL || !Py_IS_TYPE(slots, &RecvSlotsType) || seq->segs == NULL
-            || !PyList_CheckExact(seq->segs) || PyList_GET_SIZE(seq->segs) != 1
-            || lease == NULL || !Py_IS_TYPE((PyObject *)lease, &SlotLeaseType)
-            || lease->keys == NULL || !PyList_CheckExact(lease->keys)
-            || PyList_GET_SIZE(lease->keys) != 1)
+    if (slots == NULL || !Py_IS_TYPE(slots, &RecvSlotsType))
         return 0;
-    PyObject *keyo = PyList_GET_ITEM(lease->keys, 0);
-    if (item_type != NULL && Py_IS_TYPE(keyo, item_type))
-        keyo = FIELD(keyo, F.it_key);           /* an input pipe's lease holds RingItems */
-    if (keyo == NULL || !PyLong_CheckExact(keyo))
-        return 0;
-    unsigned long key = PyLong_AsUnsignedLong(keyo);
-    if (key == (unsigned long)-1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
-    Py_ssize_t start, stop;
-    if (seq_check_alive(seq) < 0 || seq_bounds(seq, &start, &stop) < 0)
-        return -1;
-    PyObject *view = PyList_GET_ITEM(seq->segs, 0);
-    PyObject *region = ((RecvSlotsObject *)slots)->recv_view;
-    Py_buffer *b = plain_buffer(view, 0);
-    if (b == NULL || region == NULL || !PyMemoryView_Check(region)
-            || ((PyMemoryViewObject *)view)->mbuf != ((PyMemoryViewObject *)region)->mbuf
-            || start < 0 || start > stop || stop > b->len)
-        return 0;                               /* not this reactor's slot memory */
-    Py_ssize_t n = stop - start;
+    to->out = out;
+    to->slots = slots;
+    return 1;
+}
+
+/* Stage n bytes at buf, in the slot `key` (keyo: the same as an int) of
+ * to->slots, as a pinned loan. */
+static int
+lend_stage(PyObject *self, const LendTo *to, PyObject *keyo, unsigned long key,
+           const char *buf, Py_ssize_t n, int protocol, int write)
+{
+    PyObject *out = to->out, *slots = to->slots;
     if (write && n < LEND_MIN)
         return 0;
     if (n == 0)
         return 1;
-    if (n > maxw - pending || n > (Py_ssize_t)UINT_MAX)
+    if (n > to->maxw - to->pending || n > (Py_ssize_t)UINT_MAX)
         return 0;                               /* the reference raises */
     PyObject *staged = FIELD(out, F.o_staged), *traffic = FIELD(self, F.traffic);
     if (staged == NULL || !PyList_CheckExact(staged))
@@ -544,7 +543,7 @@ lend_fast(PyObject *self, PyObject *data, int protocol, int write)
      * when the slot is given back, and the pinned slot's memory outlives it
      * (the ring's, kept alive by `slots`, which the loan holds until the send
      * is over).  Over the memory itself: no slice object, no index ints. */
-    PyObject *piece = PyMemoryView_FromMemory((char *)b->buf + start, n, PyBUF_READ);
+    PyObject *piece = PyMemoryView_FromMemory((char *)buf, n, PyBUF_READ);
     if (piece == NULL)
         return -1;
     PyObject *loan = loan_freelist_n ? loan_freelist[--loan_freelist_n]
@@ -581,8 +580,8 @@ lend_fast(PyObject *self, PyObject *data, int protocol, int write)
         return -1;
     }
     Py_DECREF(loan);
-    if (field_set_ssize(out, F.o_pending, pending + n) < 0
-            || field_set_ssize(out, F.o_loans, loans + 1) < 0)
+    if (field_set_ssize(out, F.o_pending, to->pending + n) < 0
+            || field_set_ssize(out, F.o_loans, to->loans + 1) < 0)
         return -1;
     field_set(out, F.o_cur, Py_NewRef(Py_None));    /* later writes go after these bytes */
     if (field_set_ssize(out, F.o_granted, 0) < 0)
@@ -591,6 +590,77 @@ lend_fast(PyObject *self, PyObject *data, int protocol, int write)
                                   : bump(traffic, traffic_type, F.t_forwarded, s_forwarded, n)) < 0)
         return -1;
     return protocol ? protocol_staged(self, out) : 1;
+}
+
+/* A sequence of one segment in one receive slot (a Protocol's data_received
+ * argument, a PipeReader buffer, a level-2 sequence): Connection.forward's
+ * common case, and write's of LEND_MIN bytes or more. */
+static int
+lend_fast(PyObject *self, PyObject *data, int protocol, int write)
+{
+    LendTo to;
+    if (!Py_IS_TYPE(data, seq_type) || !lend_ready(self, protocol, write, &to))
+        return 0;
+    SeqObject *seq = (SeqObject *)data;
+    LeaseObject *lease = (LeaseObject *)seq->slots;
+    if (seq->segs == NULL || !PyList_CheckExact(seq->segs) || PyList_GET_SIZE(seq->segs) != 1
+            || lease == NULL || !Py_IS_TYPE((PyObject *)lease, &SlotLeaseType)
+            || lease->keys == NULL || !PyList_CheckExact(lease->keys)
+            || PyList_GET_SIZE(lease->keys) != 1)
+        return 0;
+    PyObject *keyo = PyList_GET_ITEM(lease->keys, 0);
+    if (item_type != NULL && Py_IS_TYPE(keyo, item_type))
+        keyo = FIELD(keyo, F.it_key);           /* an input pipe's lease holds RingItems */
+    if (keyo == NULL || !PyLong_CheckExact(keyo))
+        return 0;
+    unsigned long key = PyLong_AsUnsignedLong(keyo);
+    if (key == (unsigned long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_ssize_t start, stop;
+    if (seq_check_alive(seq) < 0 || seq_bounds(seq, &start, &stop) < 0)
+        return -1;
+    PyObject *view = PyList_GET_ITEM(seq->segs, 0);
+    PyObject *region = ((RecvSlotsObject *)to.slots)->recv_view;
+    Py_buffer *b = plain_buffer(view, 0);
+    if (b == NULL || region == NULL || !PyMemoryView_Check(region)
+            || ((PyMemoryViewObject *)view)->mbuf != ((PyMemoryViewObject *)region)->mbuf
+            || start < 0 || start > stop || stop > b->len)
+        return 0;                               /* not this reactor's slot memory */
+    return lend_stage(self, &to, keyo, key, (const char *)b->buf + start, stop - start,
+                      protocol, write);
+}
+
+/* write(view) of LEND_MIN bytes or more: a view inside one receive slot of
+ * this reactor (level 1's RingItem.view, a slice of one) is lent like a
+ * sequence; its slot is found from the address. */
+static int
+lend_view(PyObject *self, PyObject *view, Py_buffer *b, int protocol)
+{
+    LendTo to;
+    if (b->len < LEND_MIN || !lend_ready(self, protocol, 1, &to))
+        return 0;
+    RecvSlotsObject *slots = (RecvSlotsObject *)to.slots;
+    PyObject *region = slots->recv_view;
+    if (region == NULL || !PyMemoryView_Check(region)
+            || ((PyMemoryViewObject *)view)->mbuf != ((PyMemoryViewObject *)region)->mbuf
+            || slots->slot_size <= 0)
+        return 0;
+    Py_buffer *whole = PyMemoryView_GET_BUFFER(region);
+    Py_ssize_t at = (const char *)b->buf - (const char *)whole->buf;
+    if (at < 0 || at > whole->len - b->len)
+        return 0;
+    Py_ssize_t bid = at / slots->slot_size;
+    if ((bid + 1) * slots->slot_size < at + b->len || bid >= (Py_ssize_t)slots->total)
+        return 0;                               /* spans two slots: copied */
+    PyObject *keyo = PyLong_FromSsize_t(bid);
+    if (keyo == NULL)
+        return -1;
+    int r = lend_stage(self, &to, keyo, (unsigned long)bid, (const char *)b->buf, b->len,
+                       protocol, 1);
+    Py_DECREF(keyo);
+    return r;
 }
 
 static PyObject *

@@ -92,6 +92,7 @@ class FakeSlots:
 
     keys_are_slots = True
     total = SLOTS
+    slot_size = SLOT
 
     def __init__(self) -> None:
         self.mem = bytearray(SLOT * SLOTS)

@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from conftest import reader_echo, serving
@@ -98,6 +98,9 @@ class WriteEcho(ForwardEcho):
         conn.write(seq)
 
 
+WRITE_ECHO: Final = WriteEcho()
+
+
 async def write_echo_reader(conn: zerg.Connection) -> None:
     """Echo with ``write`` of a PipeReader's buffer, consumed at once."""
     await reader_echo(conn, conn.write)
@@ -128,8 +131,22 @@ def test_forward_through_an_8_slot_ring_keeps_every_byte(handler: Any, slow: boo
         assert st.forward_copied_bytes == 0
 
 
-@pytest.mark.parametrize("handler", [WriteEcho(), write_echo_reader, write_echo_sequence],
-                         ids=["protocol", "pipereader", "level2"])
+async def write_echo_ring(conn: zerg.Connection) -> None:
+    """Level 1: ``write`` each ring item's view, then return the item at once."""
+    while True:
+        snap = await conn.read()
+        if snap.is_closed:
+            return
+        while (item := conn.try_get_ring(snap)) is not None:
+            conn.write(item.view)
+            conn.return_ring(item)
+        conn.reset_read()
+        await conn.flush()
+
+
+@pytest.mark.parametrize("handler", [WRITE_ECHO, write_echo_reader, write_echo_sequence,
+                                     write_echo_ring],
+                         ids=["protocol", "pipereader", "level2", "level1"])
 @pytest.mark.parametrize("slow", [False, True], ids=["fast-peer", "slow-peer"])
 def test_write_lending_slots_through_an_8_slot_ring_keeps_every_byte(handler: Any,
                                                                       slow: bool) -> None:
@@ -144,7 +161,7 @@ def test_write_lending_slots_through_an_8_slot_ring_keeps_every_byte(handler: An
         assert st.slots_in_use == 0, "a lent slot never went back"
         assert st.forwarded_bytes == 0 and st.forward_copied_bytes == 0
         assert st.lent_bytes <= len(data)
-        if isinstance(handler, WriteEcho):      # one slot per data_received: most are lent
+        if handler in (WRITE_ECHO, write_echo_ring):    # one slot per call: most are lent
             assert st.lent_bytes > 0
 
 
@@ -159,25 +176,45 @@ def _exchange(s: socket.socket, data: bytes) -> bytes:
     return bytes(got)
 
 
-def test_write_lends_a_sequence_of_4_kib_or_more_and_copies_a_shorter_one() -> None:
+class Mixed(zerg.Protocol):
+    """Echoes with ``write``; a message starting with b"own" from the
+    application's own memory (always copied)."""
+
+    def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
+        if seq.startswith(b"own"):
+            conn.write(zerg.BufferSequence(bytearray(bytes(seq))))
+        else:
+            conn.write(seq)
+
+
+async def mixed_ring(conn: zerg.Connection) -> None:
+    """Level 1 ``Mixed``: ring items' views, or the application's memory."""
+    while True:
+        snap = await conn.read()
+        if snap.is_closed:
+            return
+        while (item := conn.try_get_ring(snap)) is not None:
+            if bytes(item.view[:3]) == b"own":
+                conn.write(memoryview(bytearray(item.view)))
+            else:
+                conn.write(item.view)
+            conn.return_ring(item)
+        conn.reset_read()
+        await conn.flush()
+
+
+@pytest.mark.parametrize("handler", [Mixed(), mixed_ring], ids=["protocol", "level1"])
+def test_write_lends_4_kib_or_more_of_a_slot_and_copies_less(handler: Any) -> None:
     """``LEND_MIN`` is 4 KiB in both implementations; bytes, application
-    memory and sequences under it are copied (``ReactorStats.lent_bytes``)."""
+    memory and received bytes under it are copied (``ReactorStats.lent_bytes``)."""
     from zerg._outputpipe import LEND_MIN
     if _native.speedups is not None:
         assert _native.speedups.LEND_MIN == LEND_MIN == 4096
 
-    class Mixed(zerg.Protocol):
-        def data_received(self, conn: zerg.Connection, seq: zerg.BufferSequence) -> None:
-            if seq.startswith(b"own"):      # the application's memory: always copied
-                conn.write(zerg.BufferSequence(bytearray(bytes(seq))))
-            else:
-                conn.write(seq)
-
     ring = zerg.ReactorConfig(buffer_ring_entries=64, recv_buffer_size=16384)
-    with serving(Mixed(), reactor=ring) as srv:
+    with serving(handler, reactor=ring) as srv:
         s = srv.connect()
-        sizes = (100, 8192, LEND_MIN - 1, LEND_MIN)
-        for size in sizes:
+        for size in (100, 8192, LEND_MIN - 1, LEND_MIN):
             data = b"x" + os.urandom(size - 1)
             assert _exchange(s, data) == data
         own = b"own" + os.urandom(9000)

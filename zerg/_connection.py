@@ -64,7 +64,7 @@ from zerg._inputpipe import (
     slot_key_of,
 )
 from zerg._native import counters, speedups
-from zerg._outputpipe import LEND_MIN, LoanSegment, OutputPipe, send_base
+from zerg._outputpipe import LEND_MIN, LoanSegment, OutputPipe, offset_in, send_base
 from zerg._recvstate import ARMED_STATES, RecvAction, RecvEvent, RecvState, end_event, transition
 from zerg._ring import IoVec, Op, Ring, RingSubmitter, encode
 from zerg._seam import Traffic
@@ -530,12 +530,13 @@ class Connection(_ConnectionCounters):
         """Stage ``data`` (any buffer, or a ``BufferSequence``) for sending; one
         copy into the pool.
 
-        A ``BufferSequence`` of at least 4 KiB (``LEND_MIN``) lying in one
-        receive slot of this reactor (an echo, a proxy's relay) is not copied:
-        the slot is lent to the send as by ``forward``, while the connection
-        has a slot to pin under ``max_pinned_slots``.  The difference is not
-        visible: received bytes are read-only, and the caller may consume
-        ``data`` at once either way.
+        A ``BufferSequence`` or a ring item's view of at least 4 KiB
+        (``LEND_MIN``) lying in one receive slot of this reactor (an echo, a
+        proxy's relay) is not copied: the slot is lent to the send as by
+        ``forward``, while the connection has a slot to pin under
+        ``max_pinned_slots``.  The difference is not visible: received bytes
+        are read-only, and the caller may consume ``data`` (or return the
+        ring item) at once either way.
 
         Raises ``WriteBufferFullError`` (nothing staged) when it would pass
         ``max_write_buffer``; ``ConnectionError`` once the connection is closed
@@ -549,7 +550,9 @@ class Connection(_ConnectionCounters):
         if isinstance(data, bytes):
             out.write(data)
         elif isinstance(data, memoryview):
-            out.write(data if data.format == "B" and data.ndim == 1 else data.cast("B"))
+            flat = data if data.format == "B" and data.ndim == 1 else data.cast("B")
+            if len(flat) < LEND_MIN or not self._lend_view(flat):
+                out.write(flat)
         elif isinstance(data, BufferSequence):
             view = single_view(data)          # the common single-slot case
             if view is not None and len(view) >= LEND_MIN and self._lend(data, view):
@@ -585,6 +588,30 @@ class Connection(_ConnectionCounters):
             out.forward([view[:]], [key], slots)    # a view of its own, as pieces() makes
         except BaseException:
             slots.unpin(key)
+            raise
+        self._traffic.lent += len(view)
+        return True
+
+    def _lend_view(self, view: memoryview) -> bool:
+        """``write``'s loan of a view inside one receive slot (level 1's
+        ``RingItem.view``, a slice of one), its slot found from the address;
+        the conditions of ``_lend``.  False: nothing changed, the caller copies."""
+        out = self._out_pipe or self._out
+        slots = self._host.slots
+        region = slots.recv_view
+        if (view.obj is not region.obj or out.loans >= out.pin_limit - 1
+                or out.pending + len(view) > out.max_write_buffer):
+            return False
+        at = offset_in(view, region)
+        size = slots.slot_size
+        bid = at // size
+        if at < 0 or (bid + 1) * size < at + len(view) or bid >= slots.total:
+            return False                            # spans two slots: copied
+        slots.pin(bid)
+        try:
+            out.forward([view[:]], [bid], slots)
+        except BaseException:
+            slots.unpin(bid)
             raise
         self._traffic.lent += len(view)
         return True

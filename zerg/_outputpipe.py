@@ -105,6 +105,12 @@ class LoanSegment(WriteSegment):
             slots.unpin(self.key)
 
 
+def offset_in(view: memoryview, region: memoryview) -> int:
+    """Where ``view``'s bytes start in ``region`` (a view of the same memory)."""
+    return (int(ffi.cast("uintptr_t", ffi.from_buffer(view)))
+            - int(ffi.cast("uintptr_t", ffi.from_buffer(region))))
+
+
 def send_base(seg: WriteSegment) -> tuple[Any, int]:
     """Where ``seg``'s bytes start, for the shim: (base, offset)."""
     if seg.ptr is None:                 # a loan: the view is the memory

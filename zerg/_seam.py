@@ -164,6 +164,11 @@ class ReceiveSlots(Protocol):
         """All the slots' memory (read-only): every ``view`` is a slice of it."""
         ...
 
+    @property
+    def slot_size(self) -> int:
+        """Bytes in one slot (``recv_view`` is ``total`` of them)."""
+        ...
+
     def slot_of(self, key: int) -> int:
         """The buffer-ring slot of ``key``."""
         ...

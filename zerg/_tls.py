@@ -125,6 +125,11 @@ class PlainSlots:
         return memoryview(data) if n == len(data) else memoryview(data)[:n]
 
     @property
+    def slot_size(self) -> int:
+        """The ring's (a decrypted "slot" is as long as its record)."""
+        return self._ring.slot_size
+
+    @property
     def recv_view(self) -> memoryview:
         """Empty: no decrypted byte lives in the ring's memory (so ``forward``
         of them copies)."""
