@@ -157,11 +157,12 @@ class Connection(_ConnectionCounters):
         self._in_pipe: InputPipe | None = None
         self._out_pipe: OutputPipe | None = None
         if not self._lazy_pipes:
-            # A handler's connection: its handler reads and writes at once, and
-            # an adapter's constructor may look at the pipes from its worker
-            # thread, so they are made here, on the reactor's thread.
+            # A handler's connection: its handler reads at once, and an
+            # adapter's constructor may look at the input pipe from its worker
+            # thread, so it is made here, on the reactor's thread.  The output
+            # pipe waits for the first write (``_out``, under the lock): an idle
+            # connection never needs one (208 bytes and its list).
             self._in_pipe = InputPipe(host.slots, host.options, host.loop)
-            self._out_pipe = OutputPipe(host.pool, host.options)
         self._last_rx = host.now
         self._rare: _Rare | None = None
         self.context = None
