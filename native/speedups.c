@@ -34,6 +34,7 @@
 #include <structmember.h>
 #include <limits.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "uringshim_compat.h"
 #include "uringshim.h"
@@ -444,13 +445,20 @@ RecvSlots_get_pinned(RecvSlotsObject *self, void *Py_UNUSED(closure))
     return PyLong_FromUnsignedLong(self->npinned);
 }
 
-static PyObject *
-RecvSlots_flush(RecvSlotsObject *self, PyObject *Py_UNUSED(ignored))
+/* The slots given back since the last flush go back to the kernel. */
+static void
+slots_return_now(RecvSlotsObject *self)
 {
     if (self->nreturns) {
         zu_bufring_return(self->ring, self->returns, self->nreturns);
         self->nreturns = 0;
     }
+}
+
+static PyObject *
+RecvSlots_flush(RecvSlotsObject *self, PyObject *Py_UNUSED(ignored))
+{
+    slots_return_now(self);
     if (PyList_GET_SIZE(self->parked) && self->out < (long long)self->total) {
         PyObject *parked = self->parked;
         PyObject *fresh = PyList_New(0);
@@ -578,9 +586,13 @@ typedef struct {
     unsigned long long cqes;
     PyObject **slot_keys;       /* the int of each slot key, made once (plain slots) */
     unsigned nslot_keys;
+    PyObject *host;             /* bind_step: the reactor (its now, its rare paths) */
+    PyObject *dirty;            /* bind_step: its list of sinks written to */
+    int ext;                    /* bind_step: loop_mode "enter_ext_arg" */
 } DispatcherObject;
 
 static PyObject *str_on_recv, *str_on_recv_end, *str_on_send, *str_send_pending, *str_id;
+static PyObject *str_closed, *str_now, *str_flush_returns, *str_enter_failed;
 
 static PyObject *
 Dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -646,6 +658,8 @@ Dispatcher_traverse(DispatcherObject *self, visitproc visit, void *arg)
     Py_VISIT(self->new_connection);
     Py_VISIT(self->on_connect);
     Py_VISIT(self->failed);
+    Py_VISIT(self->host);
+    Py_VISIT(self->dirty);
     return 0;
 }
 
@@ -660,6 +674,8 @@ Dispatcher_clear(DispatcherObject *self)
     Py_CLEAR(self->new_connection);
     Py_CLEAR(self->on_connect);
     Py_CLEAR(self->failed);
+    Py_CLEAR(self->host);
+    Py_CLEAR(self->dirty);
     return 0;
 }
 
@@ -925,9 +941,98 @@ Dispatcher_send_dirty(DispatcherObject *self, PyObject *dirty)
     Py_RETURN_NONE;
 }
 
+/* bind_step(host, dirty, ext): what step() needs of the reactor. */
+static PyObject *
+Dispatcher_bind_step(DispatcherObject *self, PyObject *args)
+{
+    PyObject *host, *dirty;
+    int ext;
+    if (!PyArg_ParseTuple(args, "OO!p", &host, &PyList_Type, &dirty, &ext))
+        return NULL;
+    Py_XSETREF(self->host, Py_NewRef(host));
+    Py_XSETREF(self->dirty, Py_NewRef(dirty));
+    self->ext = ext;
+    Py_RETURN_NONE;
+}
+
+/* step(timeout_ns): one loop iteration's I/O, Reactor._on_select in C (the
+ * selector calls it from select()): the sends of the sinks written to, the
+ * slots given back, one submit-and-wait without the GIL, the reactor's `now`,
+ * then the dispatch.  A ring that ran dry, or receives parked for want of
+ * slots, take the reactor's _flush_returns. */
+static PyObject *
+Dispatcher_step(DispatcherObject *self, PyObject *arg)
+{
+    long long ns = PyLong_AsLongLong(arg);
+    if (ns == -1 && PyErr_Occurred())
+        return NULL;
+    if (self->host == NULL || self->dirty == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Dispatcher.step: bind_step() first");
+        return NULL;
+    }
+    PyObject *r;
+    if (PyList_GET_SIZE(self->dirty)) {
+        r = Dispatcher_send_dirty(self, self->dirty);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    RecvSlotsObject *slots = (RecvSlotsObject *)self->slots;
+    if (slots->relief || PyList_GET_SIZE(slots->parked)) {
+        r = PyObject_CallMethodNoArgs(self->host, str_flush_returns);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    } else {
+        slots_return_now(slots);
+    }
+    r = PyObject_GetAttr(self->owner, str_closed);
+    if (r == NULL)
+        return NULL;
+    int closed = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (closed)
+        return closed < 0 ? NULL : Py_NewRef(Py_None);
+    int ret;
+    unsigned min_complete = ns ? 1 : 0;
+    Py_BEGIN_ALLOW_THREADS
+    ret = self->ext ? zu_enter_ext(self->ring, min_complete, ns)
+                    : zu_submit_and_wait(self->ring, min_complete, ns);
+    Py_END_ALLOW_THREADS
+    if (ret < 0) {              /* a real error: the shim maps the harmless ones to 0 */
+        PyObject *code = PyLong_FromLong(ret);
+        if (code == NULL)
+            return NULL;
+        r = PyObject_CallMethodOneArg(self->host, str_enter_failed, code);
+        Py_DECREF(code);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    struct timespec ts;         /* time.monotonic()'s clock */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    PyObject *now = PyFloat_FromDouble((double)ts.tv_sec + (double)ts.tv_nsec * 1e-9);
+    if (now == NULL)
+        return NULL;
+    int rc = PyObject_SetAttr(self->host, str_now, now);
+    Py_DECREF(now);
+    if (rc < 0)
+        return NULL;
+    r = Dispatcher_run(self, NULL);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Dispatcher_methods[] = {
     {"run", (PyCFunction)Dispatcher_run, METH_NOARGS,
      "Harvest and dispatch every completion; returns how many."},
+    {"bind_step", (PyCFunction)Dispatcher_bind_step, METH_VARARGS,
+     "bind_step(reactor, dirty, ext): the reactor step() works for, its list of sinks "
+     "written to, and whether it waits with zu_enter_ext."},
+    {"step", (PyCFunction)Dispatcher_step, METH_O,
+     "step(timeout_ns): one loop iteration's I/O (Reactor._on_select)."},
     {"send_dirty", (PyCFunction)Dispatcher_send_dirty, METH_O,
      "send_pending() of every sink in the list, which is then emptied."},
     {NULL, NULL, 0, NULL},
@@ -1535,6 +1640,8 @@ PyInit__speedups(void)
         {&str_on_send, "on_send"}, {&str_tobytes, "tobytes"},
         {&str_dead_message, "_dead_message"}, {&str_held_from, "held_from"},
         {&str_next, "next"}, {&str_send_pending, "send_pending"}, {&str_id, "id"},
+        {&str_closed, "closed"}, {&str_now, "now"}, {&str_flush_returns, "_flush_returns"},
+        {&str_enter_failed, "_enter_failed"},
     };
     if (INTERN_ALL(names) < 0)
         return NULL;

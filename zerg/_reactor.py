@@ -334,6 +334,9 @@ class Reactor:
                 failed=self._completion_failed, on_connect=self._on_connect)
             self._native_dispatch = self._dispatcher.run
             self._native_send_dirty = self._dispatcher.send_dirty
+            # The whole of _on_select too: the selector calls the C step.
+            self._dispatcher.bind_step(self, self._dirty, cfg.loop_mode == "enter_ext_arg")
+            self.selector.hook(self._dispatcher.step)
 
     # ------------------------------------------------------ ConnectionHost
     def opened(self, sink: CompletionSink) -> None:
@@ -735,7 +738,8 @@ class Reactor:
 
     # ------------------------------------------------------------- the loop
     def _on_select(self, timeout_ns: int) -> None:
-        """One loop iteration's I/O: sends, slot returns, submit+wait, dispatch."""
+        """One loop iteration's I/O: sends, slot returns, submit+wait, dispatch
+        (with the extension, ``Dispatcher.step`` in C does this instead)."""
         dirty = self._dirty
         if dirty:
             (self._native_send_dirty or self._send_dirty)(dirty)
@@ -745,13 +749,17 @@ class Reactor:
             return
         ret = self._wait(self._ptr, 1 if timeout_ns else 0, timeout_ns)
         if ret < 0:     # a real error (the shim maps timeouts and signals to 0)
-            self.ring.enter_result(ret, f"reactor {self.index}")
+            self._enter_failed(ret)
         self.now = _monotonic()
         native = self._native_dispatch
         if native is not None:
             native()                # counts them itself: no int per iteration here
         else:
             self._dispatch()
+
+    def _enter_failed(self, ret: int) -> None:
+        """``io_uring_enter`` failed for real: raise it, naming this reactor."""
+        self.ring.enter_result(ret, f"reactor {self.index}")
 
     def _send_dirty(self, dirty: list[CompletionSink]) -> None:
         """Start the sends of the sinks written to since the last iteration

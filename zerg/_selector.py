@@ -132,6 +132,11 @@ class UringSelector(selectors.BaseSelector):
         self._map = _KeyMap(self)
         self.max_wait_ns = 50_000_000
 
+    def hook(self, on_select: Callable[[int], None]) -> None:
+        """Call ``on_select`` from now on (the reactor's C step, once its
+        dispatcher exists)."""
+        self._on_select = on_select
+
     # -- registration -------------------------------------------------------
     def _fd_lookup(self, fileobj: Any) -> int:
         """``fileobj``'s fd; for a closed file object (no fileno any more), the
