@@ -666,8 +666,30 @@ def test_a_closed_connections_input_pipe_is_freed_without_the_cycle_collector() 
         gc.enable()
 
 
+def test_the_loop_iteration_is_c_with_the_extension_and_python_without() -> None:
+    """The reactor's per-iteration hook is the C ``Dispatcher.step`` (the
+    Python ``_on_select`` is its reference) and ``loop.time`` is
+    ``time.monotonic`` itself; both loops keep asyncio's clock."""
+    import time
+
+    import zerg
+    loop = zerg.new_event_loop()
+    try:
+        reactor = loop.reactor      # type: ignore[attr-defined]
+        hook = reactor.selector._on_select
+        if _native.speedups is None:
+            assert hook == reactor._on_select
+        else:
+            assert hook == reactor._dispatcher.step
+        before = time.monotonic()
+        assert before <= loop.time() <= time.monotonic()
+        assert loop.run_until_complete(asyncio.sleep(0.01, "slept")) == "slept"
+    finally:
+        loop.close()
+
+
 def test_the_comparison_runs_with_the_extension() -> None:
     """Under ZERG_NO_EXTENSIONS=1 the comparisons above run in a child with it."""
     assert_methods(REPLACED)
     if _native.speedups is None:
-        run_with_extension(__file__, passed=10)
+        run_with_extension(__file__, passed=11)

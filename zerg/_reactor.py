@@ -204,6 +204,11 @@ class ReactorLoop(asyncio.SelectorEventLoop):
         # instead of building a dict per future (one per waiting read).
         self._future_kw = {"loop": self}
 
+    if not TYPE_CHECKING:
+        # asyncio's loop.time() is time.monotonic() through a Python frame;
+        # the loop iteration and every call_later ask it.  The builtin itself.
+        time = staticmethod(_monotonic)
+
     def _run_debug(self, handle: asyncio.Handle) -> None:
         """One ready handle as asyncio's ``_run_once`` runs it in debug mode
         (timed, slow callbacks logged).  The C ``_run_once`` (native/loopfast.c)
