@@ -570,49 +570,45 @@ class Connection(_ConnectionCounters):
             out.write(memoryview(data).cast("B"))
 
     def _lend(self, seq: BufferSequence, view: memoryview) -> bool:
-        """``write``'s loan of ``seq`` (one segment, its bytes ``view``): its
-        slot is pinned and sent from, as by ``forward``, when it is a slot of
-        this reactor, the bytes fit ``max_write_buffer`` and one more pin stays
-        under ``max_pinned_slots`` (so a loan never pauses a Protocol's
-        writing).  False: nothing changed, the caller copies."""
-        out = self._out_pipe or self._out
+        """``write``'s loan of ``seq`` (one segment, its bytes ``view``) when
+        its slot is one of this reactor's (``_lend_slot``).  False: nothing
+        changed, the caller copies."""
         lease = seq._slots
-        if (out.loans >= out.pin_limit - 1 or out.pending + len(view) > out.max_write_buffer
-                or lease is None or len(lease.keys) != 1):
+        if lease is None or len(lease.keys) != 1:
             return False
         key = slot_key_of(lease.keys[0])
-        slots = self._host.slots
-        if key is None or view.obj is not slots.recv_view.obj:
+        if key is None or view.obj is not self._host.slots.recv_view.obj:
             return False
-        slots.pin(key)
-        try:
-            out.forward([view[:]], [key], slots)    # a view of its own, as pieces() makes
-        except BaseException:
-            slots.unpin(key)
-            raise
-        self._traffic.lent += len(view)
-        return True
+        return self._lend_slot(view, key)
 
     def _lend_view(self, view: memoryview) -> bool:
         """``write``'s loan of a view inside one receive slot (level 1's
-        ``RingItem.view``, a slice of one), its slot found from the address;
-        the conditions of ``_lend``.  False: nothing changed, the caller copies."""
-        out = self._out_pipe or self._out
+        ``RingItem.view``, a slice of one), its slot found from the address."""
         slots = self._host.slots
         region = slots.recv_view
-        if (view.obj is not region.obj or out.loans >= out.pin_limit - 1
-                or out.pending + len(view) > out.max_write_buffer):
+        if view.obj is not region.obj:
             return False
         at = offset_in(view, region)
         size = slots.slot_size
         bid = at // size
         if at < 0 or (bid + 1) * size < at + len(view) or bid >= slots.total:
             return False                            # spans two slots: copied
-        slots.pin(bid)
+        return self._lend_slot(view, bid)
+
+    def _lend_slot(self, view: memoryview, key: int) -> bool:
+        """Pin ``key``'s slot and stage ``view`` as a loan, as ``forward`` does,
+        when the bytes fit ``max_write_buffer`` and one more pin stays under
+        ``max_pinned_slots`` (so a loan never pauses a Protocol's writing).
+        False: nothing changed, the caller copies."""
+        out = self._out_pipe or self._out
+        if out.loans >= out.pin_limit - 1 or out.pending + len(view) > out.max_write_buffer:
+            return False
+        slots = self._host.slots
+        slots.pin(key)
         try:
-            out.forward([view[:]], [bid], slots)
+            out.forward([view[:]], [key], slots)    # a view of its own, as pieces() makes
         except BaseException:
-            slots.unpin(bid)
+            slots.unpin(key)
             raise
         self._traffic.lent += len(view)
         return True

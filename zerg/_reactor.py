@@ -157,7 +157,8 @@ class ReactorStats:
     """Bytes ``Connection.forward`` had to copy (0 on the zero-copy path)."""
     lent_bytes: int = 0
     """Bytes ``Connection.write`` sent straight from receive slots instead of
-    copying them (sequences of at least 4 KiB in one slot: an echo, a relay)."""
+    copying them (a sequence or a ring item's view of at least 4 KiB in one
+    slot: an echo, a relay)."""
 
 
 class Handle(asyncio.Handle):
