@@ -8,6 +8,7 @@ flight, and the byte-for-byte checks below would see it.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -15,7 +16,7 @@ import time
 from typing import Any, Final
 
 import pytest
-from conftest import reader_echo, serving
+from conftest import echo_handler, reader_echo, serving
 
 import zerg
 from zerg import _native
@@ -78,16 +79,20 @@ async def forward_echo_reader(conn: zerg.Connection) -> None:
     await reader_echo(conn, conn.forward)
 
 
-async def forward_echo_sequence(conn: zerg.Connection) -> None:
-    """Level 2: forward the sequence, then release it before the send completes."""
+async def sequence_echo(conn: zerg.Connection, send: str = "forward") -> None:
+    """Level 2: ``forward`` (or ``write``) the sequence, then release it before
+    the send completes."""
     while True:
         snap = await conn.read()
         if snap.is_closed:
             return
         seq = conn.get_sequence(snap)
-        conn.forward(seq)
+        getattr(conn, send)(seq)
         seq.release()
         await conn.flush()
+
+
+forward_echo_sequence: Final = sequence_echo
 
 
 class WriteEcho(ForwardEcho):
@@ -106,16 +111,7 @@ async def write_echo_reader(conn: zerg.Connection) -> None:
     await reader_echo(conn, conn.write)
 
 
-async def write_echo_sequence(conn: zerg.Connection) -> None:
-    """Level 2: ``write`` the sequence, then release it before the send completes."""
-    while True:
-        snap = await conn.read()
-        if snap.is_closed:
-            return
-        seq = conn.get_sequence(snap)
-        conn.write(seq)
-        seq.release()
-        await conn.flush()
+write_echo_sequence: Final = functools.partial(sequence_echo, send="write")
 
 
 @pytest.mark.parametrize("handler", [ForwardEcho(), forward_echo_reader, forward_echo_sequence],
@@ -131,21 +127,8 @@ def test_forward_through_an_8_slot_ring_keeps_every_byte(handler: Any, slow: boo
         assert st.forward_copied_bytes == 0
 
 
-async def write_echo_ring(conn: zerg.Connection) -> None:
-    """Level 1: ``write`` each ring item's view, then return the item at once."""
-    while True:
-        snap = await conn.read()
-        if snap.is_closed:
-            return
-        while (item := conn.try_get_ring(snap)) is not None:
-            conn.write(item.view)
-            conn.return_ring(item)
-        conn.reset_read()
-        await conn.flush()
-
-
 @pytest.mark.parametrize("handler", [WRITE_ECHO, write_echo_reader, write_echo_sequence,
-                                     write_echo_ring],
+                                     echo_handler],
                          ids=["protocol", "pipereader", "level2", "level1"])
 @pytest.mark.parametrize("slow", [False, True], ids=["fast-peer", "slow-peer"])
 def test_write_lending_slots_through_an_8_slot_ring_keeps_every_byte(handler: Any,
@@ -161,7 +144,7 @@ def test_write_lending_slots_through_an_8_slot_ring_keeps_every_byte(handler: An
         assert st.slots_in_use == 0, "a lent slot never went back"
         assert st.forwarded_bytes == 0 and st.forward_copied_bytes == 0
         assert st.lent_bytes <= len(data)
-        if handler in (WRITE_ECHO, write_echo_ring):    # one slot per call: most are lent
+        if handler in (WRITE_ECHO, echo_handler):   # one slot per call: most are lent
             assert st.lent_bytes > 0
 
 
