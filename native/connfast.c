@@ -639,7 +639,7 @@ static int
 lend_view(PyObject *self, PyObject *view, Py_buffer *b, int protocol)
 {
     LendTo to;
-    if (b->len < LEND_MIN || !lend_ready(self, protocol, 1, &to))
+    if (!lend_ready(self, protocol, 1, &to))
         return 0;
     RecvSlotsObject *slots = (RecvSlotsObject *)to.slots;
     PyObject *region = slots->recv_view;

@@ -327,20 +327,16 @@ class Reactor:
         self.cqes = 0
         self._final_stats: ReactorStats | None = None
         self._dispatcher: _speedups.Dispatcher | None = None
-        self._native_dispatch: Callable[[], int] | None = None
-        self._native_send_dirty: Callable[[list[CompletionSink]], None] | None = None
         if speedups is not None:
-            # Harvest + the dispatch table in C (zerg._speedups.Dispatcher), and
-            # the sends of the sinks written to; ``_dispatch`` and ``_send_dirty``
-            # are their reference.  It counts the completions itself.
+            # The loop iteration's I/O in C (zerg._speedups.Dispatcher.step): the
+            # sends of the sinks written to, the submit-and-wait, the harvest and
+            # the dispatch table; ``_on_select``, ``_send_dirty`` and
+            # ``_dispatch`` are its reference.  It counts the completions itself.
             self._dispatcher = speedups.Dispatcher(
                 ring_address=ring.address, owner=ring, batch=cfg.batch_cqes,
                 slots=self.slots, conns=self.conns, poll_fired=self.selector.poll_fired,
                 on_accept=self._on_accept, new_connection=self._new_connection,
                 failed=self._completion_failed, on_connect=self._on_connect)
-            self._native_dispatch = self._dispatcher.run
-            self._native_send_dirty = self._dispatcher.send_dirty
-            # The whole of _on_select too: the selector calls the C step.
             self._dispatcher.bind_step(self, self._dirty, cfg.loop_mode == "enter_ext_arg")
             self.selector.hook(self._dispatcher.step)
 
@@ -748,7 +744,7 @@ class Reactor:
         (with the extension, ``Dispatcher.step`` in C does this instead)."""
         dirty = self._dirty
         if dirty:
-            (self._native_send_dirty or self._send_dirty)(dirty)
+            self._send_dirty(dirty)
         if self.slots.returns_pending:
             self._flush_returns()
         if self.ring.closed:
@@ -757,11 +753,7 @@ class Reactor:
         if ret < 0:     # a real error (the shim maps timeouts and signals to 0)
             self._enter_failed(ret)
         self.now = _monotonic()
-        native = self._native_dispatch
-        if native is not None:
-            native()                # counts them itself: no int per iteration here
-        else:
-            self._dispatch()
+        self._dispatch()
 
     def _enter_failed(self, ret: int) -> None:
         """``io_uring_enter`` failed for real: raise it, naming this reactor."""
