@@ -571,7 +571,7 @@ typedef struct {
     zu_ring *ring;
     PyObject *owner;            /* the Ring object */
     PyObject *slots;            /* RecvSlots (C) */
-    PyObject *conns;            /* dict: id -> sink */
+    PyObject *conns;            /* ConnTable: id -> sink */
     PyObject *poll_fired;       /* callables of the reactor */
     PyObject *on_accept;
     PyObject *new_connection;
@@ -604,11 +604,15 @@ Dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     PyObject *owner, *slots, *conns, *poll_fired, *on_accept, *new_connection, *failed;
     PyObject *on_connect = Py_None;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KOIO!O!OOOO|O", kwlist, &addr, &owner,
-                                     &batch, &RecvSlotsType, &slots, &PyDict_Type, &conns,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KOIO!OOOOO|O", kwlist, &addr, &owner,
+                                     &batch, &RecvSlotsType, &slots, &conns,
                                      &poll_fired, &on_accept, &new_connection, &failed,
                                      &on_connect))
         return NULL;
+    if (!conntable_check(conns)) {
+        PyErr_SetString(PyExc_TypeError, "Dispatcher: conns must be a ConnTable");
+        return NULL;
+    }
     if (addr == 0 || batch == 0 || batch > 65536) {
         PyErr_SetString(PyExc_ValueError, "Dispatcher: bad ring address or batch");
         return NULL;
@@ -718,13 +722,7 @@ dispatch_one(DispatcherObject *self, unsigned i)
 
     switch (op) {
     case OP_RECV:
-        key = PyLong_FromUnsignedLongLong(self->key[i]);
-        if (key == NULL)
-            return -1;
-        sink = PyDict_GetItemWithError(self->conns, key);      /* borrowed */
-        if (sink == NULL && PyErr_Occurred())
-            goto done;
-        Py_XINCREF(sink);
+        sink = Py_XNewRef(conntable_get(self->conns, self->key[i]));
         if (flags & IORING_CQE_F_BUFFER) {
             unsigned long slot_key;
             int got = slots_on_cqe_c((RecvSlotsObject *)self->slots, res, flags, self->bid[i],
@@ -774,12 +772,9 @@ dispatch_one(DispatcherObject *self, unsigned i)
         Py_XDECREF(sink);
         goto done;
     case OP_SEND:
-        key = PyLong_FromUnsignedLongLong(self->key[i]);
-        if (key == NULL)
-            return -1;
-        sink = PyDict_GetItemWithError(self->conns, key);
+        sink = conntable_get(self->conns, self->key[i]);
         if (sink == NULL) {
-            rc = PyErr_Occurred() ? -1 : 0;
+            rc = 0;
             goto done;
         }
         Py_INCREF(sink);
@@ -1656,7 +1651,7 @@ PyInit__speedups(void)
         return NULL;
     if (connfast_init(m) < 0 || loopfast_init(m) < 0 || seqfast_init(m) < 0
             || readerfast_init(m) < 0 || httpfast_init(m) < 0 || wake_init(m) < 0
-            || counters_init(m) < 0 || tlsfast_init(m) < 0) {
+            || counters_init(m) < 0 || tlsfast_init(m) < 0 || conntable_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

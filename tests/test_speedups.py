@@ -252,7 +252,8 @@ def test_c_send_dirty_agrees_with_the_reference(hows: list[str]) -> None:
                                             recv_view=pool.recv_view, slot_size=SLOT,
                                             total=SLOTS, incremental=False)
                 run = _speedups.Dispatcher(
-                    ring_address=ring.address, owner=ring, batch=8, slots=slots, conns={},
+                    ring_address=ring.address, owner=ring, batch=8, slots=slots,
+                    conns=_speedups.ConnTable(),
                     poll_fired=lambda *a: None, on_accept=lambda *a: None,
                     new_connection=lambda *a: None, failed=failed).send_dirty
             else:
@@ -268,3 +269,124 @@ def test_c_send_dirty_agrees_with_the_reference(hows: list[str]) -> None:
         return log
 
     assert play(True) == play(False)
+
+
+_KEYS = st.one_of(st.integers(0, 40), st.integers(0, 600),
+                  st.sampled_from([2**63, 2**64 - 1]))
+_PROBES = st.one_of(_KEYS, st.sampled_from([-1, 2**64, "7", None]))
+_TABLE_OPS = st.lists(st.one_of(
+    st.tuples(st.just("set"), _KEYS), st.tuples(st.just("set"), _KEYS),
+    st.tuples(st.just("pop"), _PROBES), st.tuples(st.just("pop_default"), _PROBES),
+    st.tuples(st.just("get"), _PROBES), st.tuples(st.just("get_default"), _PROBES),
+    st.tuples(st.just("del"), _PROBES), st.tuples(st.just("getitem"), _PROBES),
+    st.tuples(st.just("in"), _PROBES), st.tuples(st.just("clear"), st.just(0)),
+    st.tuples(st.just("fill"), st.integers(1, 300))), max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TABLE_OPS)
+def test_conn_table_agrees_with_a_dict(script: list[tuple[str, Any]]) -> None:
+    """The reactor's table of connections by id (a C ConnTable with the
+    extension, a dict without): every operation the reactor uses gives the
+    same result and the same error class, through growth and shrinking; the
+    snapshots list ids in ascending order."""
+    from zerg import _speedups
+
+    table, ref = _speedups.ConnTable(), {}     # type: ignore[var-annotated]
+    stamp = 0
+
+    def both(op: Any) -> None:
+        results = []
+        for t in (table, ref):
+            try:
+                results.append(("ok", op(t)))
+            except (KeyError, TypeError) as exc:
+                results.append((type(exc).__name__, None))
+        assert results[0] == results[1]
+
+    for op, key in script:
+        stamp += 1
+        if op == "set":
+            table[key] = ref[key] = ("sink", stamp)
+        elif op == "fill":                          # many at once: the array grows
+            for k in range(1000, 1000 + key):
+                table[k] = ref[k] = ("sink", k)
+        elif op == "pop":
+            both(lambda t: t.pop(key))
+        elif op == "pop_default":
+            both(lambda t: t.pop(key, "none"))
+        elif op == "get":
+            both(lambda t: t.get(key))
+        elif op == "get_default":
+            both(lambda t: t.get(key, "none"))
+        elif op == "del":
+            both(lambda t: t.__delitem__(key))
+        elif op == "getitem":
+            both(lambda t: t[key])
+        elif op == "in":
+            both(lambda t: key in t)
+        else:
+            table.clear()
+            ref.clear()
+        assert len(table) == len(ref)
+        assert bool(table) == bool(ref)
+    assert table.keys() == sorted(ref) == list(table)
+    assert table.values() == [ref[k] for k in sorted(ref)]
+
+
+def test_conn_table_refuses_ids_it_cannot_hold() -> None:
+    """Ids are ints from 0 to 2**64-1: anything else is refused when stored,
+    with the key named, and is simply absent when looked up."""
+    from zerg import _speedups
+
+    table = _speedups.ConnTable()
+    for bad in (-1, 2**64, "7", 7.5):
+        with pytest.raises(TypeError, match="ConnTable ids are ints"):
+            table[bad] = object()               # type: ignore[index]
+        assert table.get(bad) is None           # type: ignore[arg-type]
+        assert bad not in table
+    assert len(table) == 0
+    with pytest.raises(TypeError):
+        _speedups.ConnTable({})                 # type: ignore[call-arg]
+
+
+def test_conn_table_releases_what_it_held() -> None:
+    """A removed connection's destructor may look at the table (it finds it
+    whole, the removed id gone); a table in a reference cycle with what it
+    holds is collected."""
+    import gc
+    import weakref
+
+    from zerg import _speedups
+
+    table = _speedups.ConnTable()
+    seen: list[Any] = []
+
+    class Sink:
+        def __init__(self, sink_id: int) -> None:
+            self.id = sink_id
+
+        def __del__(self) -> None:
+            seen.append((self.id, self.id in table, len(table), sorted(table)[:3]))
+
+    for i in range(1, 101):
+        table[i] = Sink(i)
+    del table[50]
+    assert seen == [(50, False, 99, [1, 2, 3])]
+    table[7] = Sink(1007)                        # a replaced object goes after the store
+    assert seen[-1] == (7, True, 99, [1, 2, 3])
+    seen.clear()
+    table.clear()
+    assert len(seen) == 99 and all(not present and n == 0 for _, present, n, _ in seen)
+
+    class Holder:
+        pass
+
+    cyclic = _speedups.ConnTable()
+    holder = Holder()
+    holder.table = cyclic                       # type: ignore[attr-defined]
+    cyclic[1] = holder
+    gone = weakref.ref(holder)
+    del cyclic, holder
+    gc.collect()
+    assert gone() is None

@@ -33,9 +33,9 @@ import time
 from asyncio import base_events as _base_events
 from asyncio import format_helpers
 from asyncio.log import logger as _asyncio_logger
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from zerg._config import PipeOptions, ReactorConfig
 from zerg._native import speedups
@@ -240,6 +240,18 @@ if speedups is not None:
     speedups.bind_loop(ReactorLoop, Handle, asyncio.Future)
 
 
+class SinkTable(Protocol):
+    """What the reactor needs of its table of connections by id: a dict is the
+    reference, ``zerg._speedups.ConnTable`` the table the C dispatcher reads."""
+
+    def __setitem__(self, key: int, value: CompletionSink, /) -> None: ...
+    def get(self, key: int, /) -> CompletionSink | None: ...
+    def pop(self, key: int, default: None, /) -> CompletionSink | None: ...
+    def values(self) -> Collection[CompletionSink]: ...
+    def clear(self) -> None: ...
+    def __len__(self) -> int: ...
+
+
 class Reactor:
     """Serves connections on the thread that created it (``run`` blocks).
 
@@ -305,7 +317,9 @@ class Reactor:
                       else lib.zu_submit_and_wait)
         self.now = time.monotonic()
         self.idle_closed = 0
-        self.conns: dict[int, CompletionSink] = {}
+        # Connections by id.  With the extension a ConnTable, which the C
+        # dispatcher reads on the id's C integer (no int object per completion).
+        self.conns: SinkTable = speedups.ConnTable() if speedups is not None else {}
         self._connects: dict[int, _PendingConnect] = {}    # outbound, in the kernel
         self._dirty: list[CompletionSink] = []
         # ConnectionHost.want_send: the list's own append (no Python frame).
