@@ -183,9 +183,6 @@ new_segment(PyObject *out)
     if (last < 0 || staged == NULL || !PyList_CheckExact(staged)
             || !Py_IS_TYPE(PyList_GET_ITEM(freelist, last), seg_type))
         return call_method(out, s_new_segment, NULL, NULL);   /* grows the pool */
-    PyObject *zero = PyLong_FromLong(0);
-    if (zero == NULL)
-        return -1;
     /* freelist.pop(), keeping the list's storage (a pop that shrinks it
      * frees memory the next give-back allocates again) */
     PyObject *seg = PyList_GET_ITEM(freelist, last);     /* the list's reference, ours */
@@ -197,12 +194,10 @@ new_segment(PyObject *out)
         int rc = PyList_Append(freelist, seg);
         (void)rc;
         Py_DECREF(seg);
-        Py_DECREF(zero);
         return -1;
     }
     field_set(out, F.o_cur, seg);
-    field_set(out, F.o_granted, zero);
-    return 0;
+    return field_set_ssize(out, F.o_granted, 0);
 }
 
 /* OutputPipe.write's common case: n bytes fit the current segment (or a
@@ -548,21 +543,19 @@ lend_stage(PyObject *self, const LendTo *to, PyObject *keyo, unsigned long key,
         return -1;
     PyObject *loan = loan_freelist_n ? loan_freelist[--loan_freelist_n]
                                      : loan_type->tp_alloc(loan_type, 0);
-    PyObject *fill = PyLong_FromSsize_t(n), *zero = PyLong_FromLong(0);
-    if (loan == NULL || fill == NULL || zero == NULL) {
-        Py_XDECREF(loan);
-        Py_XDECREF(fill);
-        Py_XDECREF(zero);
+    if (loan == NULL) {
         Py_DECREF(piece);
         return -1;
     }
     field_set(loan, F.s_chunk, Py_NewRef(Py_None));
     field_set(loan, F.s_resident, Py_NewRef(Py_False));
     field_set(loan, F.s_ptr, Py_NewRef(Py_None));
-    field_set(loan, F.s_off, Py_NewRef(zero));
     field_set(loan, F.s_view, piece);           /* the reference moves in */
-    field_set(loan, F.s_fill, fill);
-    field_set(loan, F.s_sent, zero);
+    if (field_set_ssize(loan, F.s_off, 0) < 0 || field_set_ssize(loan, F.s_fill, n) < 0
+            || field_set_ssize(loan, F.s_sent, 0) < 0) {
+        Py_DECREF(loan);
+        return -1;
+    }
     field_set(loan, F.s_jumbo, Py_NewRef(Py_True));
     field_set(loan, F.l_key, Py_NewRef(keyo));
     field_set(loan, F.l_slots, Py_NewRef(slots));
@@ -940,9 +933,6 @@ on_send_fast(PyObject *self, PyObject *arg, int protocol)
             || freelist == NULL || !PyList_CheckExact(freelist)
             || waiters == NULL || !PyList_CheckExact(waiters) || PyList_GET_SIZE(waiters) != 0)
         return 0;
-    PyObject *zero = PyLong_FromLong(0);
-    if (zero == NULL)
-        return -1;
     Py_INCREF(seg);
     if (field_set_ssize(out, F.o_pending, pending - res) < 0
             || field_set_ssize(out, F.o_bytes_out, bytes_out + res) < 0)
@@ -952,16 +942,13 @@ on_send_fast(PyObject *self, PyObject *arg, int protocol)
     if (list_drop_front(staged, 1) < 0)
         goto fail;
     /* SlabPool.release */
-    field_set(seg, F.s_fill, Py_NewRef(zero));
-    field_set(seg, F.s_sent, Py_NewRef(zero));
-    if (PyList_Append(freelist, seg) < 0)
+    if (field_set_ssize(seg, F.s_fill, 0) < 0 || field_set_ssize(seg, F.s_sent, 0) < 0
+            || PyList_Append(freelist, seg) < 0)
         goto fail;
     Py_DECREF(seg);
-    Py_DECREF(zero);
     return after_sent_whole(self, out, res, protocol) < 0 ? -1 : 1;
 fail:
     Py_DECREF(seg);
-    Py_DECREF(zero);
     return -1;
 }
 

@@ -1651,7 +1651,8 @@ PyInit__speedups(void)
         return NULL;
     if (connfast_init(m) < 0 || loopfast_init(m) < 0 || seqfast_init(m) < 0
             || readerfast_init(m) < 0 || httpfast_init(m) < 0 || wake_init(m) < 0
-            || counters_init(m) < 0 || tlsfast_init(m) < 0 || conntable_init(m) < 0) {
+            || counters_init(m) < 0 || tlsfast_init(m) < 0 || conntable_init(m) < 0
+            || selectfast_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -358,6 +358,8 @@ int counters_init(PyObject *module);
 
 /* The reactor's connections by id (conntable.c). */
 int conntable_init(PyObject *module);
+/* UringSelector.select's common case (selectfast.c). */
+int selectfast_init(PyObject *module);
 int conntable_check(PyObject *o);
 /* The object of id key in a ConnTable (borrowed), or NULL; never raises. */
 PyObject *conntable_get(PyObject *table, unsigned long long key);

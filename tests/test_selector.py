@@ -11,6 +11,7 @@ import asyncio
 import errno
 import logging
 import os
+import select as select_module
 import selectors
 import socket
 import threading
@@ -21,6 +22,8 @@ from typing import Any, TypeVar
 
 import pytest
 from conftest import recv_exact, serving
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import zerg
 from zerg._reactor import ReactorLoop
@@ -335,3 +338,101 @@ def test_a_reader_replaced_inside_select_gets_no_stale_event() -> None:
         assert proto.switched.wait(5)
         assert proto.new_fired.wait(3), "the new reader never ran"
     assert proto.old_calls == 0
+
+
+def _selects() -> list[Callable[..., Any]]:
+    """UringSelector.select as zerg runs it (C with the extension), and the
+    Python reference when the two differ."""
+    from zerg._native import speedups
+
+    impls: list[Callable[..., Any]] = [UringSelector.select]
+    if speedups is not None:
+        impls.append(speedups.selector_reference())
+    return impls
+
+
+def _expected_ns(timeout: float | None, max_ns: int) -> int:
+    """select()'s wait, by its contract: None waits up to max_wait_ns, a
+    timeout at or under 0 does not wait, any other is capped at max_wait_ns
+    (infinity included) and, if shorter than 1 ns, waits 1 ns."""
+    if timeout is None:
+        return max_ns
+    if timeout <= 0:
+        return 0
+    if timeout * 1e9 > max_ns:
+        return max_ns
+    return max(int(timeout * 1e9), 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True),
+                 st.integers(-5, 10**12), st.sampled_from([1e-12, 0.05, 0.049999999, 1e9])),
+       st.integers(0, 10**10))
+def test_select_waits_as_asked(timeout: float | None, max_ns: int) -> None:
+    """The wait select() asks of the ring, for any timeout asyncio may pass
+    and beyond (infinity waits the most, NaN is refused): the C select and
+    the reference agree with each other and with the contract."""
+    from zerg._ring import Ring
+
+    ring = Ring(8)
+    try:
+        for select in _selects():
+            waits: list[int] = []
+            sel = UringSelector(ring, waits.append)
+            sel.max_wait_ns = max_ns
+            if timeout is not None and timeout != timeout:
+                with pytest.raises(ValueError):      # NaN: as int(nan)
+                    select(sel, timeout)
+                continue
+            assert select(sel, timeout) == []
+            assert waits == [_expected_ns(timeout, max_ns)]
+            assert type(waits[0]) is int
+    finally:
+        ring.close()
+
+
+class _Harvest:
+    """A stand-in for the reactor's step: reports the polls in ``fire``."""
+
+    sel: UringSelector
+
+    def __init__(self, fire: list[tuple[int, int]]) -> None:
+        self.fire = fire
+
+    def __call__(self, ns: int) -> None:
+        for token, res in self.fire:
+            self.sel.poll_fired(token, res)
+
+
+def test_select_reports_fired_polls_and_rearms_them() -> None:
+    """A poll that fires during select() comes back as (key, events) of the
+    registration alive at the end, is re-armed at the next select() (the C
+    select leaves that to the reference), and a poll of a registration
+    removed meanwhile is dropped -- both implementations."""
+    from zerg._ring import Ring
+
+    ring = Ring(16)
+    a, b = socket.socketpair()
+    try:
+        for select in _selects():
+            fire: list[tuple[int, int]] = []        # what the next select() harvests
+            on_select = _Harvest(fire)
+            sel = on_select.sel = UringSelector(ring, on_select)
+            key = sel.register(a, selectors.EVENT_READ, "data")
+            token = sel._token_of[a.fileno()]
+            fire[:] = [(token, int(select_module.POLLIN)), (token + 999, 1)]
+            assert select(sel, 0) == [(key, selectors.EVENT_READ)]
+            assert sel._rearm == [token]
+            fire[:] = []
+            assert select(sel, 0) == []             # re-armed on the way
+            assert sel._rearm == []
+            fire[:] = [(token, int(select_module.POLLOUT))]      # not asked for
+            assert select(sel, None) == []
+            sel.unregister(a)
+            fire[:] = [(token, int(select_module.POLLIN))]       # a late CQE
+            assert select(sel, 0) == []
+            sel.close()
+    finally:
+        a.close()
+        b.close()
+        ring.close()

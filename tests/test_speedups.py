@@ -293,41 +293,31 @@ def test_conn_table_agrees_with_a_dict(script: list[tuple[str, Any]]) -> None:
     from zerg import _speedups
 
     table, ref = _speedups.ConnTable(), {}     # type: ignore[var-annotated]
-    stamp = 0
+    calls = {"pop": ("pop",), "pop_default": ("pop", "none"), "get": ("get",),
+             "get_default": ("get", "none"), "del": ("__delitem__",),
+             "getitem": ("__getitem__",), "in": ("__contains__",)}
 
-    def both(op: Any) -> None:
+    def both(name: str, *args: Any) -> None:
         results = []
         for t in (table, ref):
             try:
-                results.append(("ok", op(t)))
+                results.append(("ok", getattr(t, name)(*args)))
             except (KeyError, TypeError) as exc:
                 results.append((type(exc).__name__, None))
         assert results[0] == results[1]
 
-    for op, key in script:
-        stamp += 1
+    for stamp, (op, key) in enumerate(script):
         if op == "set":
             table[key] = ref[key] = ("sink", stamp)
         elif op == "fill":                          # many at once: the array grows
             for k in range(1000, 1000 + key):
                 table[k] = ref[k] = ("sink", k)
-        elif op == "pop":
-            both(lambda t: t.pop(key))
-        elif op == "pop_default":
-            both(lambda t: t.pop(key, "none"))
-        elif op == "get":
-            both(lambda t: t.get(key))
-        elif op == "get_default":
-            both(lambda t: t.get(key, "none"))
-        elif op == "del":
-            both(lambda t: t.__delitem__(key))
-        elif op == "getitem":
-            both(lambda t: t[key])
-        elif op == "in":
-            both(lambda t: key in t)
-        else:
+        elif op == "clear":
             table.clear()
             ref.clear()
+        else:
+            name, *default = calls[op]
+            both(name, key, *default)
         assert len(table) == len(ref)
         assert bool(table) == bool(ref)
     assert table.keys() == sorted(ref) == list(table)

@@ -100,12 +100,14 @@ _MAX_GATHER: Final = 1 << 30    # ... and bytes
 
 if TYPE_CHECKING:
     class _ConnectionCounters:
+        _state: int
         bytes_in: int
         fd: int
 else:
-    # bytes_in is bumped per receive: a C integer with the extension; so is
-    # the socket's fd, read per send (and no int object per connection).
-    _ConnectionCounters = counters("ConnectionCounters", ("bytes_in", "fd"))
+    # bytes_in is bumped per receive: a C integer with the extension; so are
+    # the socket's fd, read per send, and the state, read per write and
+    # receive (and no int object per connection).
+    _ConnectionCounters = counters("ConnectionCounters", ("_state", "bytes_in", "fd"))
 
 
 class Connection(_ConnectionCounters):
@@ -133,7 +135,6 @@ class Connection(_ConnectionCounters):
         "_reading_paused",
         "_recv",
         "_send",
-        "_state",
         "_stopping",
         "_sub",
         "_traffic",

@@ -120,35 +120,38 @@ def send_base(seg: WriteSegment) -> tuple[Any, int]:
 
 if TYPE_CHECKING:
     class _OutputCounters:
+        _budget: int
+        _granted: int
         bytes_out: int
         loans: int
+        max_write_buffer: int
+        pause_at: int
         pending: int
+        pin_limit: int
+        resume_at: int
 else:
-    _OutputCounters = counters("OutputCounters", ("bytes_out", "loans", "pending"))
+    # The counters, and the limits every write compares them with.
+    _OutputCounters = counters("OutputCounters", (
+        "_budget", "_granted", "bytes_out", "loans", "max_write_buffer", "pause_at", "pending",
+        "pin_limit", "resume_at"))
 
 
 class OutputPipe(_OutputCounters):
     """Write segments, the send in flight, and flush waiters of one connection.
-    ``pending``, ``bytes_out`` and ``loans`` are C integers with the extension
+    ``pending``, ``bytes_out``, ``loans`` and the limits are C integers with the extension
     (``zerg._native.counters``)."""
 
     __slots__ = (
-        "_budget",
         "_cur",
         "_drain_waiters",
         "_flush_waiters",
-        "_granted",
         "_lent",
         "_pool",
         "_staged",
         "eof",
         "iov",
-        "max_write_buffer",
         "over_budget",
-        "pause_at",
-        "pin_limit",
         "refused",
-        "resume_at",
         "sending",
         "sending_batch",
         "write_exc",

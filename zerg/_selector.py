@@ -55,6 +55,7 @@ import stat
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from zerg._native import speedups
 from zerg._ring import Op, Ring, encode
 from zerg._uring import lib
 
@@ -282,32 +283,41 @@ class UringSelector(selectors.BaseSelector):
             self._fired.append((token, events))
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        fd_of = self._fd_of
-        keys = self._keys
+        # With the extension, a C select (native/selectfast.c) takes the common
+        # case -- nothing to re-arm, a plain number or None -- and calls this
+        # reference for the rest; _ready_of is shared.
         if self._rearm:
-            for token in self._rearm:
-                fd = fd_of.get(token)
-                if fd is not None:
-                    self._submit_poll(fd, keys[fd].events, token)
-            self._rearm.clear()
+            self._rearm_polls()
         if timeout is None:
             ns = self.max_wait_ns
         elif timeout <= 0:
             ns = 0
         else:   # min(..., max_wait_ns) or 1, without min's argument tuple and iterator
-            ns = int(timeout * 1e9)
-            if ns > self.max_wait_ns:
-                ns = self.max_wait_ns
-            elif not ns:
-                ns = 1
+            wait = timeout * 1e9        # compared first: a huge timeout waits the most
+            ns = self.max_wait_ns if wait > self.max_wait_ns else int(wait) or 1
         fired: list[tuple[int, int]] = []
         self._fired = fired
         self._on_select(ns)
-        # The registrations alive now decide: a token removed or replaced while
-        # dispatching (a zerg callback ran) takes its event with it.
-        ready: list[tuple[selectors.SelectorKey, int]] = []
         if not fired:
-            return ready            # the common case (zerg's own completions only)
+            return []               # the common case (zerg's own completions only)
+        return self._ready_of(fired)
+
+    def _rearm_polls(self) -> None:
+        """Submit again the one-shot polls that fired last time."""
+        fd_of = self._fd_of
+        for token in self._rearm:
+            fd = fd_of.get(token)
+            if fd is not None:
+                self._submit_poll(fd, self._keys[fd].events, token)
+        self._rearm.clear()
+
+    def _ready_of(self, fired: list[tuple[int, int]]) -> list[tuple[selectors.SelectorKey, int]]:
+        """The (key, events) of the polls that fired.  The registrations alive
+        now decide: a token removed or replaced while dispatching (a zerg
+        callback ran) takes its event with it."""
+        fd_of = self._fd_of
+        keys = self._keys
+        ready: list[tuple[selectors.SelectorKey, int]] = []
         for token, events in fired:
             fd = fd_of.get(token)
             if fd is not None:
@@ -316,3 +326,8 @@ class UringSelector(selectors.BaseSelector):
                 if events:
                     ready.append((key, events))
         return ready
+
+
+if speedups is not None:
+    # select()'s common case in C, this module's select() kept as the reference.
+    speedups.bind_selector(UringSelector)

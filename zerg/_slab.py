@@ -25,18 +25,30 @@ out when a slot goes back, so stale use fails loudly.
 from __future__ import annotations
 
 import mmap
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from zerg._native import counters
 from zerg._uring import ffi
 
 _CHUNK_BYTES = 1 << 20
 
 
-class WriteSegment:
-    """A writable piece of the pool (``segment_size`` bytes, or any size when
-    ``jumbo``).  ``fill`` bytes are staged."""
+if TYPE_CHECKING:
+    class _SegmentCounters:
+        fill: int
+        off: int
+        sent: int
+else:
+    # Read and written per send by the C fast path: C integers, no int objects.
+    _SegmentCounters = counters("SegmentCounters", ("fill", "off", "sent"))
 
-    __slots__ = ("chunk", "fill", "jumbo", "off", "ptr", "resident", "sent", "view")
+
+class WriteSegment(_SegmentCounters):
+    """A writable piece of the pool (``segment_size`` bytes, or any size when
+    ``jumbo``).  ``fill`` bytes are staged; ``fill``, ``sent`` and ``off`` are
+    C integers with the extension (``zerg._native.counters``)."""
+
+    __slots__ = ("chunk", "jumbo", "ptr", "resident", "view")
 
     def __init__(self, ptr: Any, off: int, view: memoryview, jumbo: bool = False,
                  chunk: mmap.mmap | None = None) -> None:
