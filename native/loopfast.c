@@ -32,6 +32,27 @@ static struct {
     Py_ssize_t callback, args, cancelled, loop, source_traceback, repr, context;
 } H;
 
+/* ReactorLoop's __slots__ for the attributes asyncio's BaseEventLoop keeps
+ * (and _future_kw): read in place here, where an instance __dict__ lookup
+ * by name cost about 240 instructions, several per message at levels 1-3. */
+static struct {
+    Py_ssize_t closed, debug, ready, scheduled, stopping, selector, clock_resolution, future_kw;
+} L;
+
+/* self.<name>, a new reference: a ReactorLoop's slot (off), read in place,
+ * or by name for anything else (a subclass may shadow it) or an unset slot
+ * (the AttributeError is the lookup's). */
+static inline PyObject *
+loop_attr(PyObject *self, Py_ssize_t off, PyObject *name)
+{
+    if (Py_IS_TYPE(self, loop_type)) {
+        PyObject *v = FIELD(self, off);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(self, name);
+}
+
 /* The replaced methods: BaseEventLoop.call_soon, create_future and
  * get_debug, and asyncio.Handle._run. */
 static PyObject *ref_call_soon, *ref_create_future, *ref_get_debug, *ref_run;
@@ -62,9 +83,9 @@ call_ref_kw(PyObject *ref, PyObject *self, PyObject *const *args, Py_ssize_t nar
 /* An attribute of the loop that must be exactly False for the fast path:
  * 1 it is, 0 it is not (or is missing), -1 on error. */
 static int
-attr_is_false(PyObject *self, PyObject *name)
+attr_is_false(PyObject *self, Py_ssize_t off, PyObject *name)
 {
-    PyObject *v = PyObject_GetAttr(self, name);
+    PyObject *v = loop_attr(self, off, name);
     if (v == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
             return -1;
@@ -93,16 +114,16 @@ loop_call_soon(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
         return call_ref_kw(ref_call_soon, self, args, nargs, kwnames);
     /* A capture is armed only while the dispatcher runs the loop's own
      * iteration: the loop is not closed then, and the first check can go. */
-    int ok = wake_capture_armed() ? 1 : attr_is_false(self, s_closed);
+    int ok = wake_capture_armed() ? 1 : attr_is_false(self, L.closed, s_closed);
     if (ok > 0)
-        ok = attr_is_false(self, s_debug);
+        ok = attr_is_false(self, L.debug, s_debug);
     if (ok < 0)
         return NULL;
     if (!ok)        /* closed (it raises), or debug mode (checks, tracebacks) */
         return call_ref_kw(ref_call_soon, self, args, nargs, kwnames);
     if (wake_capture(args, nargs, context == Py_None ? NULL : context))
         Py_RETURN_NONE;     /* a read's task, run in place by wake_read_future */
-    PyObject *ready = PyObject_GetAttr(self, s_ready);
+    PyObject *ready = loop_attr(self, L.ready, s_ready);
     if (ready == NULL)
         return NULL;
     PyObject *ctx = context == Py_None ? PyContext_CopyCurrent() : Py_NewRef(context);
@@ -143,7 +164,7 @@ static PyObject *
 loop_create_future(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     PyTypeObject *tp = (PyTypeObject *)future_type;
-    PyObject *kw = PyObject_GetAttr(self, s_future_kw);
+    PyObject *kw = loop_attr(self, L.future_kw, s_future_kw);
     if (kw == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
             return NULL;
@@ -179,7 +200,7 @@ loop_new_future(PyObject *loop)
 static PyObject *
 loop_get_debug(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *v = PyObject_GetAttr(self, s_debug);
+    PyObject *v = loop_attr(self, L.debug, s_debug);
     if (v == NULL || PyBool_Check(v))
         return v;
     Py_DECREF(v);
@@ -341,7 +362,7 @@ timer_timeout(PyObject *self, PyObject *first)
 static int
 debug_on(PyObject *self)
 {
-    int off = attr_is_false(self, s_debug);
+    int off = attr_is_false(self, L.debug, s_debug);
     return off < 0 ? -1 : off ? 0 : attr_true(self, s_debug);
 }
 
@@ -353,8 +374,8 @@ loop_run_once(PyObject *self, PyObject *Py_UNUSED(ignored))
     int dbg = debug_on(self);
     if (dbg != 0)
         return dbg < 0 ? NULL : call_ref_kw(ref_run_once, self, NULL, 0, NULL);
-    sched = PyObject_GetAttr(self, s_scheduled);
-    ready = sched == NULL ? NULL : PyObject_GetAttr(self, s_ready);
+    sched = loop_attr(self, L.scheduled, s_scheduled);
+    ready = sched == NULL ? NULL : loop_attr(self, L.ready, s_ready);
     if (ready == NULL)
         goto fail;
     int ok = PyList_CheckExact(sched) && Py_IS_TYPE(ready, (PyTypeObject *)deque_type);
@@ -369,7 +390,12 @@ loop_run_once(PyObject *self, PyObject *Py_UNUSED(ignored))
     Py_ssize_t nready = PyObject_Length(ready);
     if (nready < 0)
         goto fail;
-    int stopping = nready == 0 ? attr_true(self, s_stopping) : 0;
+    int stopping = 0;
+    if (nready == 0) {
+        PyObject *v = loop_attr(self, L.stopping, s_stopping);
+        stopping = v == NULL ? -1 : PyObject_IsTrue(v);
+        Py_XDECREF(v);
+    }
     if (stopping < 0)
         goto fail;
     if (nready || stopping)
@@ -382,7 +408,7 @@ loop_run_once(PyObject *self, PyObject *Py_UNUSED(ignored))
         goto fail;
     /* I/O; an empty event list needs no _process_events (it would loop over
      * nothing) */
-    sel = PyObject_GetAttr(self, s_selector);
+    sel = loop_attr(self, L.selector, s_selector);
     events = sel == NULL ? NULL : PyObject_CallMethodOneArg(sel, s_select, timeout);
     if (events == NULL)
         goto fail;
@@ -396,14 +422,14 @@ loop_run_once(PyObject *self, PyObject *Py_UNUSED(ignored))
     /* 'later' callbacks that are due */
     PyObject *now = PyObject_CallMethodNoArgs(self, s_time), *res = NULL;
     if (now != NULL)
-        res = PyObject_GetAttr(self, s_clock_resolution);
+        res = loop_attr(self, L.clock_resolution, s_clock_resolution);
     if (res != NULL)
         end = PyNumber_Add(now, res);
     Py_XDECREF(now);
     Py_XDECREF(res);
     if (end == NULL)
         goto fail;
-    Py_SETREF(sched, PyObject_GetAttr(self, s_scheduled));
+    Py_SETREF(sched, loop_attr(self, L.scheduled, s_scheduled));
     if (sched == NULL)
         goto fail;
     if (!PyList_CheckExact(sched)) {
@@ -525,6 +551,19 @@ sp_bind_loop(PyObject *Py_UNUSED(module), PyObject *args)
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
         if (slot_offset(handle, fields[i].name, fields[i].off) < 0)
             return NULL;
+    }
+    struct { const char *name; Py_ssize_t *off; } loop_fields[] = {
+        {"_closed", &L.closed}, {"_debug", &L.debug}, {"_ready", &L.ready},
+        {"_scheduled", &L.scheduled}, {"_stopping", &L.stopping}, {"_selector", &L.selector},
+        {"_clock_resolution", &L.clock_resolution}, {"_future_kw", &L.future_kw},
+    };
+    for (size_t i = 0; i < sizeof(loop_fields) / sizeof(loop_fields[0]); i++) {
+        if (slot_offset(loop, loop_fields[i].name, loop_fields[i].off) < 0)
+            return NULL;
+        if (*loop_fields[i].off & SSIZE_FIELD) {
+            PyErr_Format(PyExc_TypeError, "bind_loop: %s is a counter", loop_fields[i].name);
+            return NULL;
+        }
     }
     if (handle->tp_basicsize < (Py_ssize_t)sizeof(PyObject)) {
         PyErr_SetString(PyExc_TypeError, "bind_loop: not a handle class");

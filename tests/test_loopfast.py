@@ -164,8 +164,45 @@ def test_a_slow_callback_after_debug_mode_turned_on_is_reported(
                for r in caplog.records), caplog.text
 
 
+def test_asyncios_loop_state_lives_in_slots_and_a_subclass_may_shadow_it() -> None:
+    """What asyncio's loop keeps and the C loop reads per callback lives in
+    ReactorLoop's slots, where asyncio's own code stores it; a subclass that
+    turns one into a property is read by name (the slot is not looked at)."""
+    loop = zerg.new_event_loop()
+    try:
+        for name in ("_closed", "_debug", "_ready", "_scheduled", "_stopping", "_selector",
+                     "_clock_resolution", "_future_kw"):
+            assert name not in vars(loop), name
+        loop.set_debug(True)
+        assert loop.get_debug() is True and loop._debug is True
+        loop.set_debug(False)
+        assert loop.run_until_complete(asyncio.sleep(0, "done")) == "done"
+    finally:
+        loop.close()
+
+    class Shadowing(ReactorLoop):
+        @property                           # type: ignore[misc]
+        def _debug(self) -> bool:           # always in debug mode, whatever the slot says
+            return True
+
+        @_debug.setter
+        def _debug(self, value: bool) -> None:
+            pass
+
+    shadow = zerg.new_event_loop()
+    shadow.__class__ = Shadowing                # same layout: the class may change
+    try:
+        handle = shadow.call_soon(print)
+        assert shadow.get_debug() is True
+        assert "created at" in repr(handle)     # debug mode seen: asyncio's call_soon
+        handle.cancel()
+    finally:
+        shadow.__class__ = ReactorLoop
+        shadow.close()
+
+
 def test_the_comparison_runs_with_the_extension() -> None:
     """Under ZERG_NO_EXTENSIONS=1 the comparison above runs in a child with it."""
     assert_methods(REPLACED)
     if _native.speedups is None:
-        run_with_extension(__file__, passed=4)
+        run_with_extension(__file__, passed=5)

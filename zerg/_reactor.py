@@ -192,6 +192,13 @@ class Handle(asyncio.Handle):
 class ReactorLoop(asyncio.SelectorEventLoop):
     """The asyncio loop of a reactor (``asyncio.get_running_loop()`` in handlers)."""
 
+    # Slots for what asyncio's loop keeps in its instance dict and the C loop
+    # (native/loopfast.c) reads per callback and per iteration: asyncio's own
+    # code stores into them as before (a slot is a data descriptor, found
+    # before the dict), and the C code reads them in place instead of by name.
+    __slots__ = ("_clock_resolution", "_closed", "_debug", "_future_kw", "_ready",
+                 "_scheduled", "_selector", "_stopping")
+
     def __init__(self, reactor: Reactor, selector: UringSelector) -> None:
         super().__init__(selector)
         self.reactor = reactor
