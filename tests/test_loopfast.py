@@ -174,14 +174,15 @@ def test_asyncios_loop_state_lives_in_slots_and_a_subclass_may_shadow_it() -> No
                      "_clock_resolution", "_future_kw"):
             assert name not in vars(loop), name
         loop.set_debug(True)
-        assert loop.get_debug() is True and loop._debug is True
+        assert loop.get_debug() is True
+        assert vars(ReactorLoop)["_debug"].__get__(loop) is True     # the slot itself
         loop.set_debug(False)
         assert loop.run_until_complete(asyncio.sleep(0, "done")) == "done"
     finally:
         loop.close()
 
     class Shadowing(ReactorLoop):
-        @property                           # type: ignore[misc]
+        @property
         def _debug(self) -> bool:           # always in debug mode, whatever the slot says
             return True
 
