@@ -291,20 +291,30 @@ ConnTable_contains(ConnTableObject *t, PyObject *k)
     return p != NULL ? 1 : rc < 0 ? -1 : 0;
 }
 
+/* The pair of get's or pop's id argument (name: the method):
+ * 0 with *pair (NULL: absent), or -1 with an error. */
+static int
+lookup_arg(ConnTableObject *t, const char *name, PyObject *const *args, Py_ssize_t nargs,
+           Pair **pair)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "%s() takes 1 or 2 arguments (%zd given)", name, nargs);
+        return -1;
+    }
+    int rc;
+    *pair = find_obj(t, args[0], &rc);
+    return rc < 0 ? -1 : 0;
+}
+
 /* get(id, default=None, /) */
 static PyObject *
 ConnTable_get(ConnTableObject *t, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "get() takes 1 or 2 arguments (%zd given)", nargs);
+    Pair *p;
+    if (lookup_arg(t, "get", args, nargs, &p) < 0)
         return NULL;
-    }
-    int rc;
-    Pair *p = find_obj(t, args[0], &rc);
     if (p != NULL)
         return Py_NewRef(p->value);
-    if (rc < 0)
-        return NULL;
     return Py_NewRef(nargs > 1 ? args[1] : Py_None);
 }
 
@@ -312,16 +322,11 @@ ConnTable_get(ConnTableObject *t, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 ConnTable_pop(ConnTableObject *t, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "pop() takes 1 or 2 arguments (%zd given)", nargs);
+    Pair *p;
+    if (lookup_arg(t, "pop", args, nargs, &p) < 0)
         return NULL;
-    }
-    int rc;
-    Pair *p = find_obj(t, args[0], &rc);
     if (p != NULL)
         return take(t, p);
-    if (rc < 0)
-        return NULL;
     if (nargs > 1)
         return Py_NewRef(args[1]);
     PyErr_SetObject(PyExc_KeyError, args[0]);

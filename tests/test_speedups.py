@@ -338,6 +338,10 @@ def test_conn_table_refuses_ids_it_cannot_hold() -> None:
     assert len(table) == 0
     with pytest.raises(TypeError):
         _speedups.ConnTable({})                 # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"get\(\) takes 1 or 2 arguments \(0 given\)"):
+        table.get()                             # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"pop\(\) takes 1 or 2 arguments \(3 given\)"):
+        table.pop(1, 2, 3)                      # type: ignore[call-arg]
 
 
 def test_conn_table_releases_what_it_held() -> None:
