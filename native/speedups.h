@@ -358,11 +358,11 @@ int counters_init(PyObject *module);
 
 /* The reactor's connections by id (conntable.c). */
 int conntable_init(PyObject *module);
-/* UringSelector.select's common case (selectfast.c). */
-int selectfast_init(PyObject *module);
 int conntable_check(PyObject *o);
 /* The object of id key in a ConnTable (borrowed), or NULL; never raises. */
 PyObject *conntable_get(PyObject *table, unsigned long long key);
+/* UringSelector.select's common case (selectfast.c). */
+int selectfast_init(PyObject *module);
 /* 1 with *off when descr is a counters() field's descriptor, else 0. */
 int counter_offset(PyObject *descr, Py_ssize_t *off);
 /* fut.set_result(None) unless it is done; the task waiting on it runs now

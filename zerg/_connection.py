@@ -553,11 +553,11 @@ class Connection(_ConnectionCounters):
             out.write(data)
         elif isinstance(data, memoryview):
             flat = data if data.format == "B" and data.ndim == 1 else data.cast("B")
-            if len(flat) < LEND_MIN or not self._lend_view(flat):
+            if not self._lend_view(flat):
                 out.write(flat)
         elif isinstance(data, BufferSequence):
             view = single_view(data)          # the common single-slot case
-            if view is not None and len(view) >= LEND_MIN and self._lend(data, view):
+            if view is not None and self._lend(data, view):
                 return
             if view is not None:
                 out.write(view)
@@ -571,11 +571,11 @@ class Connection(_ConnectionCounters):
             out.write(memoryview(data).cast("B"))
 
     def _lend(self, seq: BufferSequence, view: memoryview) -> bool:
-        """``write``'s loan of ``seq`` (one segment, its bytes ``view``) when
-        its slot is one of this reactor's (``_lend_slot``).  False: nothing
-        changed, the caller copies."""
+        """``write``'s loan of ``seq`` (one segment, its bytes ``view``) when it
+        is ``LEND_MIN`` bytes or more and its slot is one of this reactor's
+        (``_lend_slot``).  False: nothing changed, the caller copies."""
         lease = seq._slots
-        if lease is None or len(lease.keys) != 1:
+        if len(view) < LEND_MIN or lease is None or len(lease.keys) != 1:
             return False
         key = slot_key_of(lease.keys[0])
         if key is None or view.obj is not self._host.slots.recv_view.obj:
@@ -583,11 +583,12 @@ class Connection(_ConnectionCounters):
         return self._lend_slot(view, key)
 
     def _lend_view(self, view: memoryview) -> bool:
-        """``write``'s loan of a view inside one receive slot (level 1's
-        ``RingItem.view``, a slice of one), its slot found from the address."""
+        """``write``'s loan of a view of ``LEND_MIN`` bytes or more inside one
+        receive slot (level 1's ``RingItem.view``, a slice of one), its slot
+        found from the address."""
         slots = self._host.slots
         region = slots.recv_view
-        if view.obj is not region.obj:
+        if len(view) < LEND_MIN or view.obj is not region.obj:
             return False
         at = offset_in(view, region)
         size = slots.slot_size
@@ -1229,7 +1230,7 @@ class ProtocolConnection(Connection):
                 view = single_view(data)        # the echo case: one slot, one copy
                 if view is None:
                     Connection.write(self, data)
-                elif len(view) < LEND_MIN or not self._lend(data, view):
+                elif not self._lend(data, view):
                     out.write(view)
             else:
                 Connection.write(self, data)
