@@ -115,7 +115,7 @@ static PyObject *s_failed, *s_settle, *s_pause_writing, *s_maybe_resume_writing,
     *s_wake_flushers, *s_check, *s_now, *s_view, *s_give_back, *s_send_what, *s_sends,
     *s_bytes_out, *s_pause, *s_maybe_resume, *s_move_off, *s_release,
     *s_max_read_buffer, *s_max_held_slots, *s_read_chunk_items, *s_out, *s_drop_tokens, *s_pull,
-    *s_relieve, *s_forwarded, *s_lent;
+    *s_relieve, *s_forwarded, *s_lent, *s_result, *s_blocking;
 
 /* Call a reference function with self first (at most 3 more arguments). */
 PyObject *
@@ -1364,13 +1364,11 @@ c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     /* The waiting read is woken last: its task may run right here (wake.c),
      * once this connection's accounting is whole. */
-    PyObject *w = FIELD(inp, F.i_waiter), *loop = FIELD(inp, F.i_loop);
+    PyObject *w = FIELD(inp, F.i_waiter);
     if (w != NULL && w != Py_None) {
         Py_INCREF(w);
-        Py_INCREF(loop);
-        int rc = wake_read_future(w, loop);
+        int rc = wake_read(w);
         Py_DECREF(w);
-        Py_DECREF(loop);
         if (rc < 0)
             return NULL;
     }
@@ -1590,14 +1588,15 @@ in_try_read(PyObject *inp, PyObject *arg)
     return res;
 }
 
-/* InputPipe.arm_waiter(): the future a waiting read awaits. */
+/* InputPipe.arm_waiter(): the future a waiting read awaits, a ReadWaiter
+ * (readwaiter.c) where the reference makes an asyncio Future. */
 static PyObject *
 in_arm_waiter(PyObject *inp, PyObject *Py_UNUSED(ignored))
 {
     PyObject *loop = FIELD(inp, F.i_loop);
     if (FIELD(inp, F.i_waiter) != Py_None || loop == NULL)
         return ref_call(ref_i_arm_waiter, inp, NULL, 0);    /* raises what is wrong */
-    PyObject *fut = loop_new_future(loop);
+    PyObject *fut = waiter_new(loop);
     if (fut == NULL)
         return NULL;
     field_set(inp, F.i_waiter, Py_NewRef(fut));
@@ -1775,7 +1774,8 @@ read_step(ReadCoroObject *self, PyObject *arg, PyObject **presult)
     } else if (self->state == RD_WAITING) {
         PyObject *fut = Py_NewRef(self->fut);
         read_unarm(self);
-        PyObject *r = fut_result(fut);
+        PyObject *r = waiter_check(fut) ? waiter_result(fut)
+                                        : PyObject_CallMethodNoArgs(fut, s_result);
         Py_DECREF(fut);
         if (r == NULL)
             goto fail;
@@ -1809,7 +1809,9 @@ read_step(ReadCoroObject *self, PyObject *arg, PyObject **presult)
         PyObject *fut = in_arm_waiter(inp, NULL);
         if (fut == NULL)
             goto fail;
-        if (fut_set_blocking(fut) < 0) {
+        if (waiter_check(fut)) {
+            waiter_block(fut);
+        } else if (PyObject_SetAttr(fut, s_blocking, Py_True) < 0) {
             field_set(inp, F.i_waiter, Py_NewRef(Py_None));
             Py_DECREF(fut);
             goto fail;
@@ -2910,7 +2912,8 @@ connfast_init(PyObject *module)
         {&s_max_held_slots, "max_held_slots"}, {&s_out, "out"},
         {&s_drop_tokens, "_drop_tokens"}, {&s_pull, "_pull"},
         {&s_relieve, "relieve"},
-        {&s_forwarded, "forwarded"}, {&s_lent, "lent"},
+        {&s_forwarded, "forwarded"}, {&s_lent, "lent"}, {&s_result, "result"},
+        {&s_blocking, "_asyncio_future_blocking"},
         {&s_read_chunk_items, "read_chunk_items"},
     };
     if (INTERN_ALL(names) < 0)

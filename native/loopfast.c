@@ -58,7 +58,7 @@ loop_attr(PyObject *self, Py_ssize_t off, PyObject *name)
 static PyObject *ref_call_soon, *ref_create_future, *ref_get_debug, *ref_run;
 
 static PyObject *s_closed, *s_debug, *s_ready, *s_append, *s_failed, *s_loop_kw;
-static PyObject *s_future_kw, *s_loop, *s_create_future, *s_context, *empty_args;
+static PyObject *s_future_kw, *s_loop, *s_context, *empty_args;
 
 /* Call ref(self, *args, **kw) with a vectorcall argument array. */
 static PyObject *
@@ -112,17 +112,13 @@ loop_call_soon(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
     }
     if (nargs < 1)
         return call_ref_kw(ref_call_soon, self, args, nargs, kwnames);
-    /* A capture is armed only while the dispatcher runs the loop's own
-     * iteration: the loop is not closed then, and the first check can go. */
-    int ok = wake_capture_armed() ? 1 : attr_is_false(self, L.closed, s_closed);
+    int ok = attr_is_false(self, L.closed, s_closed);
     if (ok > 0)
         ok = attr_is_false(self, L.debug, s_debug);
     if (ok < 0)
         return NULL;
     if (!ok)        /* closed (it raises), or debug mode (checks, tracebacks) */
         return call_ref_kw(ref_call_soon, self, args, nargs, kwnames);
-    if (wake_capture(args, nargs, context == Py_None ? NULL : context))
-        Py_RETURN_NONE;     /* a read's task, run in place by wake_read_future */
     PyObject *ready = loop_attr(self, L.ready, s_ready);
     if (ready == NULL)
         return NULL;
@@ -188,12 +184,13 @@ loop_create_future(PyObject *self, PyObject *Py_UNUSED(ignored))
     return fut;
 }
 
-PyObject *
-loop_new_future(PyObject *loop)
+int
+loop_runs_plain(PyObject *loop)
 {
-    if (loop_type != NULL && Py_IS_TYPE(loop, loop_type))
-        return loop_create_future(loop, NULL);
-    return PyObject_CallMethodNoArgs(loop, s_create_future);
+    if (loop_type == NULL || !Py_IS_TYPE(loop, loop_type))
+        return 0;
+    int ok = attr_is_false(loop, L.closed, s_closed);
+    return ok > 0 ? attr_is_false(loop, L.debug, s_debug) : ok;
 }
 
 /* ReactorLoop.get_debug(): asyncio's C Future asks it at every creation. */
@@ -600,7 +597,7 @@ loopfast_init(PyObject *module)
     const InternName names[] = {
         {&s_closed, "_closed"}, {&s_debug, "_debug"}, {&s_ready, "_ready"},
         {&s_append, "append"}, {&s_failed, "_failed"}, {&s_future_kw, "_future_kw"},
-        {&s_loop, "loop"}, {&s_create_future, "create_future"}, {&s_context, "context"},
+        {&s_loop, "loop"}, {&s_context, "context"},
     };
     if (INTERN_ALL(names) < 0)
         return -1;

@@ -348,9 +348,22 @@ PyObject *call_getter(PyObject *prop, PyObject *self);
 
 /* the loop fast path (loopfast.c) */
 int loopfast_init(PyObject *module);
-/* loop.create_future(): the C one, without a lookup, for the bound
- * ReactorLoop itself; a new reference or NULL with an error. */
-PyObject *loop_new_future(PyObject *loop);
+/* 1 when loop is a bound ReactorLoop neither closed nor in debug mode (a
+ * callback may run without call_soon's checks), 0 otherwise, -1 on error. */
+int loop_runs_plain(PyObject *loop);
+
+/* the future of a waiting read (readwaiter.c) */
+int waiter_init(PyObject *module);
+/* A pending ReadWaiter of loop (a new reference), or NULL with an error. */
+PyObject *waiter_new(PyObject *loop);
+int waiter_check(PyObject *o);
+/* Finish it with None, unless it is done: its callbacks are queued, the
+ * first given to wake_task when in_place.  0, or -1 with an error. */
+int waiter_finish(PyObject *waiter, int in_place);
+/* waiter._asyncio_future_blocking = True (it is yielded to a task). */
+void waiter_block(PyObject *waiter);
+/* waiter.result(): None, or NULL with the error (cancelled, not ready). */
+PyObject *waiter_result(PyObject *waiter);
 
 /* a read's task resumed in place (wake.c) */
 int wake_init(PyObject *module);
@@ -365,21 +378,14 @@ PyObject *conntable_get(PyObject *table, unsigned long long key);
 int selectfast_init(PyObject *module);
 /* 1 with *off when descr is a counters() field's descriptor, else 0. */
 int counter_offset(PyObject *descr, Py_ssize_t *off);
-/* fut.set_result(None) unless it is done; the task waiting on it runs now
- * when the dispatcher harvests and it may (see wake.c), else it is queued.
- * 0, or -1 with an error. */
-int wake_read_future(PyObject *fut, PyObject *loop);
-/* From the loop's call_soon(args[0], args[1], context=context): 1 when the
- * capture armed by wake_read_future took the callback (nothing to queue). */
-int wake_capture(PyObject *const *args, Py_ssize_t nargs, PyObject *context);
-/* fut.done() (1, 0, -1), fut.result(), fut._asyncio_future_blocking = True
- * (0, -1): asyncio's C Future's own members, called without a lookup by
- * name; any other future by name. */
-int fut_is_done(PyObject *fut);
-PyObject *fut_result(PyObject *fut);
-int fut_set_blocking(PyObject *fut);
-/* True while wake_read_future's capture waits for its callback. */
-int wake_capture_armed(void);
+/* The receive path finished a read's waiter: its task runs now when the
+ * dispatcher harvests and it may (see wake.c), else it is queued.  A
+ * ReadWaiter, or any future (set_result(None) unless done).  0, or -1. */
+int wake_read(PyObject *waiter);
+/* A done callback of a read's waiter, cb(arg) in ctx: run now when it is a
+ * task's wake-up and it may (see wake.c), else loop.call_soon(cb, arg,
+ * context=ctx).  0, or -1 with an error. */
+int wake_task(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx);
 /* The dispatcher's harvest: begin returns what end restores. */
 int wake_inline_begin(void);
 void wake_inline_end(int prev);

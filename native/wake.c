@@ -2,26 +2,26 @@
  * wake.c -- a read's task resumed where its bytes are dispatched.
  *
  * Why: a level 1-3 read that had to wait was resumed through the loop: the
- * receive completion's set_result on the read's future scheduled the task's
+ * receive completion finished the read's waiter, which scheduled the task's
  * wake-up with call_soon (a Handle, an argument tuple, a deque append), and
- * the next pass of the loop's Python _run_once popped it and ran it.  uvloop
- * runs the same machinery in C; the C echo server has none of it.
+ * the next pass of the loop's _run_once popped it and ran it.  uvloop runs
+ * the same machinery in C; the C echo server has none of it.
  *
- * How: the future stays asyncio's own C Future (so the C Task keeps its
- * fast paths for it).  wake_read_future() sets its result with a *capture*
- * armed: the reactor loop's call_soon (loopfast.c) hands the first callback
- * to the capture instead of queueing a Handle, when it is a C task's wakeup.
- * wake_read_future() then runs it right there, in the task's context, when
+ * How: the waiter is a ReadWaiter (readwaiter.c), so its first done callback
+ * -- the task's wake-up -- is in hand when the receive completion finishes
+ * it.  wake_task() runs it right there, in the task's context, when
+ *   - it is a C task's wake-up and the loop is a ReactorLoop that is neither
+ *     closed nor in debug mode (call_soon's reference path keeps its checks
+ *     and slow-callback warnings),
  *   - the dispatcher is harvesting (a thread-local flag it sets; cleared
  *     while a step runs, so whatever a step wakes is queued as usual),
  *   - no task is running on the loop (asyncio's _current_tasks),
  *   - the task has not run in place in this harvest yet (fairness: a flooded
  *     connection's task gets one step per harvest, as before; its other
  *     wake-ups are queued and run after the harvest);
- * otherwise it queues the wake-up as call_soon would have.  The loop's debug
- * mode never captures (call_soon's reference path keeps its checks and
- * slow-callback warnings).  A step that raises anything but KeyboardInterrupt
- * or SystemExit goes to the loop's exception handler, as Handle._run does.
+ * otherwise it queues the wake-up as call_soon would have.  A step that
+ * raises anything but KeyboardInterrupt or SystemExit goes to the loop's
+ * exception handler, as Handle._run does.
  *
  * What a task sees: what it would have seen a moment later.  Only the order
  * among tasks woken by one harvest changes: each runs as its bytes are
@@ -37,27 +37,16 @@
 static PyObject *current_tasks, *current_task_fn;
 static PyTypeObject *task_type;
 
-/* asyncio's C Future and the descriptors of the members a read's waiter
- * uses: called directly, they skip a lookup by name (type, then the
- * instance's __dict__) per message.  NULL without the C Future. */
-static PyTypeObject *cfuture_type;
-static PyObject *d_done, *d_result, *d_set_result, *d_blocking;
 /* task_wakeup's method definition, learnt from the first one seen. */
 static PyMethodDef *wakeup_def;
 static PyObject *s_call_soon, *s_set_result, *s_done, *s_call_exception_handler, *kw_context;
-static PyObject *s_message, *s_exception, *s_result, *s_blocking;
+static PyObject *s_message, *s_exception;
 
-/* Wake-ups of reads run in place / captured but queued (wake_counts()). */
+/* Wake-ups of reads run in place / queued instead (wake_counts()). */
 static unsigned long long n_in_place, n_queued;
 
 /* Set while the dispatcher harvests on this thread (wake_inline_begin). */
 static _Thread_local int inline_ok;
-
-/* The capture armed by wake_read_future around set_result. */
-static _Thread_local struct {
-    int armed;
-    PyObject *cb, *arg, *ctx;       /* new references once taken */
-} capture;
 
 /* The tasks that ran in place during this harvest: an open-addressing set of
  * identities (never dereferenced), emptied by moving to a new generation. */
@@ -79,12 +68,6 @@ void
 wake_inline_end(int prev)
 {
     inline_ok = prev;
-}
-
-int
-wake_capture_armed(void)
-{
-    return capture.armed && capture.cb == NULL;
 }
 
 unsigned
@@ -126,53 +109,6 @@ is_task_wakeup(PyObject *cb)
     if (f->m_ml->ml_name == NULL || strcmp(f->m_ml->ml_name, "task_wakeup") != 0)
         return 0;
     wakeup_def = f->m_ml;       /* the Task's one static definition */
-    return 1;
-}
-
-/* ------------------------------------------ asyncio.Future, without lookups */
-
-static PyObject *
-fut_call(PyObject *descr, PyObject *name, PyObject *fut, PyObject *arg)
-{
-    PyObject *stack[2] = {fut, arg};
-    size_t n = arg == NULL ? 1 : 2;
-    if (descr != NULL && Py_IS_TYPE(fut, cfuture_type))
-        return PyObject_Vectorcall(descr, stack, n, NULL);
-    return PyObject_VectorcallMethod(name, stack, n, NULL);
-}
-
-int
-fut_is_done(PyObject *fut)
-{
-    PyObject *done = fut_call(d_done, s_done, fut, NULL);
-    int rc = done == NULL ? -1 : PyObject_IsTrue(done);
-    Py_XDECREF(done);
-    return rc;
-}
-
-PyObject *
-fut_result(PyObject *fut)
-{
-    return fut_call(d_result, s_result, fut, NULL);
-}
-
-int
-fut_set_blocking(PyObject *fut)
-{
-    if (d_blocking != NULL && Py_IS_TYPE(fut, cfuture_type))
-        return Py_TYPE(d_blocking)->tp_descr_set(d_blocking, fut, Py_True);
-    return PyObject_SetAttr(fut, s_blocking, Py_True);
-}
-
-int
-wake_capture(PyObject *const *args, Py_ssize_t nargs, PyObject *context)
-{
-    if (!capture.armed || capture.cb != NULL || nargs != 2 || context == NULL
-            || !PyContext_CheckExact(context) || !is_task_wakeup(args[0]))
-        return 0;
-    capture.cb = Py_NewRef(args[0]);
-    capture.arg = Py_NewRef(args[1]);
-    capture.ctx = Py_NewRef(context);
     return 1;
 }
 
@@ -221,7 +157,7 @@ report(PyObject *loop, PyObject *cb, PyObject *arg)
     return rc;
 }
 
-/* loop.call_soon(cb, arg, context=ctx): what the capture took, queued. */
+/* loop.call_soon(cb, arg, context=ctx) */
 static int
 queue(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
 {
@@ -254,46 +190,42 @@ run_in_place(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
 }
 
 int
-wake_read_future(PyObject *fut, PyObject *loop)
+wake_task(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
 {
-    int rc = fut_is_done(fut);
-    if (rc != 0)
-        return rc < 0 ? -1 : 0;
-    int armed = inline_ok && !capture.armed;
-    if (armed)
-        capture.armed = 1;
-    PyObject *r = fut_call(d_set_result, s_set_result, fut, Py_None);
-    if (!armed) {
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
-        return 0;
-    }
-    capture.armed = 0;
-    PyObject *cb = capture.cb, *arg = capture.arg, *ctx = capture.ctx;
-    capture.cb = capture.arg = capture.ctx = NULL;
-    if (r == NULL || cb == NULL) {          /* failed, or nothing captured */
-        Py_XDECREF(cb);
-        Py_XDECREF(arg);
-        Py_XDECREF(ctx);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
-        return 0;
-    }
-    Py_DECREF(r);
-    int ok = no_task_running(loop);
+    int ok = inline_ok && PyContext_CheckExact(ctx) && is_task_wakeup(cb);
+    if (ok)
+        ok = loop_runs_plain(loop);
+    if (ok > 0)
+        ok = no_task_running(loop);
     if (ok > 0)
         ok = first_run(PyCFunction_GET_SELF(cb));
-    if (ok > 0)
-        n_in_place++;
-    else if (ok == 0)
-        n_queued++;
-    rc = ok < 0 ? -1 : ok ? run_in_place(loop, cb, arg, ctx) : queue(loop, cb, arg, ctx);
-    Py_DECREF(cb);
-    Py_DECREF(arg);
-    Py_DECREF(ctx);
-    return rc;
+    if (ok < 0)
+        return -1;
+    if (inline_ok) {
+        if (ok)
+            n_in_place++;
+        else
+            n_queued++;
+    }
+    return ok ? run_in_place(loop, cb, arg, ctx) : queue(loop, cb, arg, ctx);
+}
+
+int
+wake_read(PyObject *waiter)
+{
+    if (waiter_check(waiter))
+        return waiter_finish(waiter, 1);
+    /* Another future (a subclass's arm_waiter): set_result(None) unless done. */
+    PyObject *done = PyObject_CallMethodNoArgs(waiter, s_done);
+    int rc = done == NULL ? -1 : PyObject_IsTrue(done);
+    Py_XDECREF(done);
+    if (rc != 0)
+        return rc < 0 ? -1 : 0;
+    PyObject *r = PyObject_CallMethodOneArg(waiter, s_set_result, Py_None);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
 }
 
 /* --------------------------------------------------------------- init */
@@ -307,20 +239,6 @@ import_attr(const char *module, const char *name)
     PyObject *v = PyObject_GetAttrString(m, name);
     Py_DECREF(m);
     return v;
-}
-
-/* module.name when it is a type (a new reference); NULL, with no error,
- * when it is missing or something else (another asyncio implementation). */
-static PyTypeObject *
-import_type(const char *module, const char *name)
-{
-    PyObject *t = import_attr(module, name);
-    if (t == NULL || !PyType_Check(t)) {
-        PyErr_Clear();
-        Py_XDECREF(t);
-        return NULL;
-    }
-    return (PyTypeObject *)t;
 }
 
 static PyObject *
@@ -344,7 +262,12 @@ wake_init(PyObject *module)
         return -1;
     /* The C Task and the dict its enter_task checks; without the Task
      * (another implementation) nothing runs in place. */
-    task_type = import_type("_asyncio", "Task");
+    PyObject *t = import_attr("_asyncio", "Task");
+    if (t != NULL && PyType_Check(t))
+        task_type = (PyTypeObject *)t;
+    else
+        Py_XDECREF(t);
+    PyErr_Clear();
     current_tasks = import_attr("_asyncio", "_current_tasks");
     if (current_tasks == NULL || !PyDict_CheckExact(current_tasks)) {
         PyErr_Clear();
@@ -353,37 +276,13 @@ wake_init(PyObject *module)
     const InternName names[] = {
         {&s_call_soon, "call_soon"}, {&s_set_result, "set_result"}, {&s_done, "done"},
         {&s_call_exception_handler, "call_exception_handler"}, {&s_message, "message"},
-        {&s_exception, "exception"}, {&s_result, "result"},
-        {&s_blocking, "_asyncio_future_blocking"},
+        {&s_exception, "exception"},
     };
     if (INTERN_ALL(names) < 0)
         return -1;
-    /* The C Future's own members; without it, every call goes by name. */
-    PyTypeObject *f = import_type("_asyncio", "Future");
-    if (f != NULL) {
-        PyObject **descrs[] = {&d_done, &d_result, &d_set_result, &d_blocking};
-        PyObject *keys[] = {s_done, s_result, s_set_result, s_blocking};
-        for (size_t i = 0; i < 4; i++) {
-            /* through the type: the descriptor itself */
-            PyObject *d = PyObject_GetAttr((PyObject *)f, keys[i]);
-            if (d == NULL) {
-                PyErr_Clear();
-                break;
-            }
-            *descrs[i] = d;
-        }
-        if (d_blocking == NULL || Py_TYPE(d_blocking)->tp_descr_set == NULL
-                || !PyObject_TypeCheck(d_done, &PyMethodDescr_Type)
-                || !PyObject_TypeCheck(d_result, &PyMethodDescr_Type)
-                || !PyObject_TypeCheck(d_set_result, &PyMethodDescr_Type)) {
-            for (size_t i = 0; i < 4; i++)     /* not the C Future we know: by name */
-                Py_CLEAR(*descrs[i]);
-            Py_DECREF(f);
-        } else {
-            cfuture_type = f;
-        }
-    }
-    kw_context = Py_BuildValue("(s)", "context");
+    PyObject *context = PyUnicode_InternFromString("context");
+    kw_context = context == NULL ? NULL : PyTuple_Pack(1, context);
+    Py_XDECREF(context);
     if (kw_context == NULL)
         return -1;
     return PyModule_AddFunctions(module, wake_functions);

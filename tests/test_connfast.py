@@ -596,7 +596,7 @@ def test_a_read_is_a_coroutine_that_lets_go_of_its_waiter() -> None:
         coro = reader.read()
         assert asyncio.iscoroutine(coro)
         fut = coro.send(None)                       # nothing received: it waits
-        assert isinstance(fut, asyncio.Future) and conn._in.waiter is fut
+        assert asyncio.isfuture(fut) and conn._in.waiter is fut
         if end == "close":
             coro.close()
         elif end == "throw":
