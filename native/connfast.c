@@ -141,8 +141,11 @@ plain_buffer(PyObject *view, int writable)
     if (((PyMemoryViewObject *)view)->flags & _Py_MEMORYVIEW_RELEASED)
         return NULL;
     Py_buffer *b = PyMemoryView_GET_BUFFER(view);
+    /* _Py_MEMORYVIEW_C: the memoryview's own record of being C-contiguous,
+     * set when it was made (PyBuffer_IsContiguous walks shape and strides,
+     * about 35 instructions, several times a message). */
     if ((writable && b->readonly) || b->ndim > 1 || b->itemsize != 1
-            || !PyBuffer_IsContiguous(b, 'C'))
+            || !(((PyMemoryViewObject *)view)->flags & _Py_MEMORYVIEW_C))
         return NULL;
     return b;
 }
@@ -1168,8 +1171,10 @@ reuse_spare(PyObject *view, PyObject *key, PyObject *give, SeqObject **seq_out,
     (void)PyList_SetItem(seq->segs, 0, Py_NewRef(view));
     (void)PyList_SetItem(seq->offs, 0, Py_NewRef(zero));
     (void)PyList_SetItem(seq->offs, 1, Py_NewRef(end));
-    Py_XSETREF(seq->start, zero);
-    Py_XSETREF(seq->stop, end);
+    Py_DECREF(zero);
+    Py_DECREF(end);
+    seq->start = 0;
+    seq->stop = n;
     *seq_out = seq;
     *lease_out = (LeaseObject *)Py_NewRef((PyObject *)lease);
     return 0;
@@ -2187,7 +2192,7 @@ in_advance_to(PyObject *inp, PyObject *const *args, Py_ssize_t nargs)
     if (one == NULL)
         return NULL;
     Py_INCREF(item);
-    Py_XSETREF(seq->start, Py_NewRef(seq->stop));
+    seq->start = seq->stop;
     (void)PyList_SetItem(seq->segs, 0, Py_NewRef(empty_view));
     Py_XSETREF(lease->next, one);
     Py_XSETREF(lease->held_from, Py_NewRef(end));
@@ -2271,10 +2276,7 @@ seq_advance(PyObject *self, PyObject *arg)
     }
     LeaseObject *lease = (LeaseObject *)seq->slots;
     Py_ssize_t consumed = start + n;
-    PyObject *pc = PyLong_FromSsize_t(consumed);
-    if (pc == NULL)
-        return NULL;
-    Py_XSETREF(seq->start, pc);
+    seq->start = consumed;
     nsegs = PyList_GET_SIZE(seq->segs);
     last = first;
     while (last < nsegs) {

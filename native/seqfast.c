@@ -202,23 +202,18 @@ seq_slice(SeqObject *seq, Py_ssize_t a, Py_ssize_t b)
     /* Strong references first: the allocation below may run the GC. */
     PyObject *segs = Py_XNewRef(seq->segs), *offs = Py_XNewRef(seq->offs);
     PyObject *slots = Py_XNewRef(seq->slots);
-    PyObject *start = PyLong_FromSsize_t(a), *stop = PyLong_FromSsize_t(b);
-    SeqObject *view = NULL;
-    if (start != NULL && stop != NULL)
-        view = (SeqObject *)seq_type->tp_alloc(seq_type, 0);
+    SeqObject *view = (SeqObject *)seq_type->tp_alloc(seq_type, 0);
     if (view == NULL) {
         Py_XDECREF(segs);
         Py_XDECREF(offs);
         Py_XDECREF(slots);
-        Py_XDECREF(start);
-        Py_XDECREF(stop);
         return NULL;
     }
     view->segs = segs;
     view->offs = offs;
     view->slots = slots;
-    view->start = start;
-    view->stop = stop;
+    view->start = a;
+    view->stop = b;
     view->owns = Py_NewRef(Py_False);
     return (PyObject *)view;
 }

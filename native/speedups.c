@@ -1086,20 +1086,16 @@ PyObject *empty_view = NULL;        /* the shared empty memoryview of _buffers *
 
 PyObject *int_released = NULL;      /* sys.maxsize: held_from once all went back */
 
-/* The window of a sequence as C integers; -1 with an error if unset. */
+/* The window of a sequence; -1 with an error if it was never set up. */
 int
 seq_bounds(SeqObject *self, Py_ssize_t *a, Py_ssize_t *b)
 {
-    if (self->start == NULL || self->stop == NULL) {
+    if (self->segs == NULL) {
         PyErr_SetString(PyExc_ValueError, "BufferSequence not initialized");
         return -1;
     }
-    *a = PyLong_AsSsize_t(self->start);
-    if (*a == -1 && PyErr_Occurred())
-        return -1;
-    *b = PyLong_AsSsize_t(self->stop);
-    if (*b == -1 && PyErr_Occurred())
-        return -1;
+    *a = self->start;
+    *b = self->stop;
     return 0;
 }
 
@@ -1120,8 +1116,6 @@ Seq_clear(SeqObject *self)
     Py_CLEAR(self->segs);
     Py_CLEAR(self->offs);
     Py_CLEAR(self->slots);
-    Py_CLEAR(self->start);
-    Py_CLEAR(self->stop);
     Py_CLEAR(self->owns);
     return 0;
 }
@@ -1194,8 +1188,8 @@ static PyNumberMethods Seq_as_number = {
 static PyMemberDef Seq_members[] = {
     {"_segs", T_OBJECT_EX, offsetof(SeqObject, segs), 0, "The chain's segments."},
     {"_offs", T_OBJECT_EX, offsetof(SeqObject, offs), 0, "Where each segment starts."},
-    {"_start", T_OBJECT_EX, offsetof(SeqObject, start), 0, "Window start (chain offset)."},
-    {"_stop", T_OBJECT_EX, offsetof(SeqObject, stop), 0, "Window end (chain offset)."},
+    {"_start", T_PYSSIZET, offsetof(SeqObject, start), 0, "Window start (chain offset)."},
+    {"_stop", T_PYSSIZET, offsetof(SeqObject, stop), 0, "Window end (chain offset)."},
     {"_slots", T_OBJECT_EX, offsetof(SeqObject, slots), 0, "The lease, or None."},
     {"_owns", T_OBJECT_EX, offsetof(SeqObject, owns), 0, "True for the owning sequence."},
     {NULL, 0, 0, 0, NULL},
@@ -1376,6 +1370,9 @@ seq_new_owning(PyObject *segs, PyObject *offs, PyObject *keys, PyObject *give_ba
         return -1;
     }
     Py_ssize_t nsegs = PyList_GET_SIZE(segs);
+    Py_ssize_t total = PyLong_AsSsize_t(PyList_GET_ITEM(offs, nsegs));
+    if (total == -1 && PyErr_Occurred())
+        return -1;
     LeaseObject *lease = (LeaseObject *)SlotLeaseType.tp_alloc(&SlotLeaseType, 0);
     SeqObject *seq = new_seq(seq_type);
     PyObject *zero = PyLong_FromLong(0);
@@ -1391,8 +1388,9 @@ seq_new_owning(PyObject *segs, PyObject *offs, PyObject *keys, PyObject *give_ba
     lease->held_from = Py_NewRef(zero);
     seq->segs = Py_NewRef(segs);
     seq->offs = Py_NewRef(offs);
-    seq->start = zero;
-    seq->stop = Py_NewRef(PyList_GET_ITEM(offs, nsegs));
+    Py_DECREF(zero);
+    seq->start = 0;
+    seq->stop = total;
     seq->slots = Py_NewRef((PyObject *)lease);
     seq->owns = Py_NewRef(Py_True);
     *seq_out = seq;
@@ -1516,8 +1514,8 @@ seq_window(SeqObject *src)
         return NULL;
     view->segs = Py_XNewRef(src->segs);
     view->offs = Py_XNewRef(src->offs);
-    view->start = Py_XNewRef(src->start);
-    view->stop = Py_XNewRef(src->stop);
+    view->start = src->start;
+    view->stop = src->stop;
     view->slots = Py_XNewRef(src->slots);
     view->owns = Py_NewRef(Py_False);
     return (PyObject *)view;

@@ -52,7 +52,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *segs;                 /* list of read-only 'B' memoryviews */
     PyObject *offs;                 /* list of int: offs[i] = chain offset of segs[i] */
-    PyObject *start, *stop;         /* int: the window, in chain coordinates */
+    Py_ssize_t start, stop;         /* the window, in chain coordinates */
     PyObject *slots;                /* the Lease, or None */
     PyObject *owns;                 /* bool */
 } SeqObject;
@@ -121,16 +121,10 @@ chain_load(SeqObject *seq, Chain *c)
 {
     PyObject *segs = seq->segs, *offs = seq->offs;
     if (segs == NULL || offs == NULL || !PyList_CheckExact(segs) || !PyList_CheckExact(offs)
-            || seq->start == NULL || seq->stop == NULL || !PyLong_CheckExact(seq->start)
-            || !PyLong_CheckExact(seq->stop)
             || PyList_GET_SIZE(offs) != PyList_GET_SIZE(segs) + 1)
         return CHAIN_ODD;
-    c->start = PyLong_AsSsize_t(seq->start);
-    c->stop = PyLong_AsSsize_t(seq->stop);
-    if ((c->start == -1 || c->stop == -1) && PyErr_Occurred()) {
-        PyErr_Clear();
-        return CHAIN_ODD;
-    }
+    c->start = seq->start;
+    c->stop = seq->stop;
     if (c->start < 0 || c->stop < c->start)
         return CHAIN_ODD;
     c->segs = segs;
