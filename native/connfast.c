@@ -1059,8 +1059,8 @@ deliver(PyObject *self, SeqObject *seq, LeaseObject *lease, PyObject *key)
         else
             all = c == stop - start;
     }
-    if (lease->held_from != NULL && PyLong_CheckExact(lease->held_from))
-        held_from = PyLong_AsSsize_t(lease->held_from);
+    if (Py_IS_TYPE((PyObject *)lease, &SlotLeaseType))
+        held_from = lease->held_from;
     PyObject *host = FIELD(self, F.host), *slots = FIELD(self, F.slots), *inp = FIELD(self, F.in);
     /* inp: None until the connection needs an input pipe (then not paused) */
     if (!all || held_from != 0 || host == NULL || slots == NULL || inp == NULL
@@ -1162,8 +1162,8 @@ reuse_spare(PyObject *view, PyObject *key, PyObject *give, SeqObject **seq_out,
         Py_DECREF(seq);
         return -1;
     }
-    Py_XSETREF(lease->next, Py_NewRef(zero));
-    Py_XSETREF(lease->held_from, Py_NewRef(zero));
+    lease->next = 0;
+    lease->held_from = 0;
     Py_XSETREF(lease->give_back, Py_NewRef(give));
     /* PyList_SetItem steals the new item and drops the old; it cannot fail
      * on these exact lists of the checked sizes (keep_spare). */
@@ -2171,10 +2171,7 @@ in_advance_to(PyObject *inp, PyObject *const *args, Py_ssize_t nargs)
             || PyList_GET_SIZE(seq->segs) != 1 || seq->offs == NULL
             || !PyList_CheckExact(seq->offs) || PyList_GET_SIZE(seq->offs) != 2
             || lease == NULL || !Py_IS_TYPE((PyObject *)lease, &SlotLeaseType)
-            || lease->next == NULL || !PyLong_CheckExact(lease->next)
-            || PyLong_AsSsize_t(lease->next) != 0
-            || lease->held_from == NULL || !PyLong_CheckExact(lease->held_from)
-            || PyLong_AsSsize_t(lease->held_from) != 0
+            || lease->next != 0 || lease->held_from != 0
             || lease->keys == NULL || !PyList_CheckExact(lease->keys)
             || PyList_GET_SIZE(lease->keys) != 1
             || !Py_IS_TYPE(PyList_GET_ITEM(lease->keys, 0), item_type)
@@ -2187,15 +2184,14 @@ in_advance_to(PyObject *inp, PyObject *const *args, Py_ssize_t nargs)
             || FIELD(item, F.it_view) == NULL || field_ssize(item, F.it_length, &length))
         return ref_call(ref_i_advance_to, inp, args, nargs);
     /* BufferSequence.advance(consumed): everything, so the one slot goes. */
-    PyObject *end = PyList_GET_ITEM(seq->offs, 1);
-    PyObject *one = PyLong_FromLong(1);
-    if (one == NULL)
+    Py_ssize_t end = PyLong_AsSsize_t(PyList_GET_ITEM(seq->offs, 1));
+    if (end == -1 && PyErr_Occurred())
         return NULL;
     Py_INCREF(item);
     seq->start = seq->stop;
     (void)PyList_SetItem(seq->segs, 0, Py_NewRef(empty_view));
-    Py_XSETREF(lease->next, one);
-    Py_XSETREF(lease->held_from, Py_NewRef(end));
+    lease->next = 1;
+    lease->held_from = end;
     int rc = drop_item(inp, item);
     Py_DECREF(item);
     if (rc < 0)
@@ -2256,8 +2252,6 @@ plain_owner(SeqObject *seq)
         && seq->offs != NULL && PyList_CheckExact(seq->offs)
         && PyList_GET_SIZE(seq->offs) == PyList_GET_SIZE(seq->segs) + 1
         && lease != NULL && Py_IS_TYPE((PyObject *)lease, &SlotLeaseType)
-        && lease->next != NULL && PyLong_CheckExact(lease->next)
-        && lease->held_from != NULL && PyLong_CheckExact(lease->held_from)
         && lease->keys != NULL && PyList_CheckExact(lease->keys)
         && PyList_GET_SIZE(lease->keys) == PyList_GET_SIZE(seq->segs);
 }
@@ -2270,7 +2264,7 @@ seq_advance(PyObject *self, PyObject *arg)
     Py_ssize_t start, stop, n, first, last, nsegs, off;
     if (!PyLong_CheckExact(arg) || !plain_owner(seq) || seq_bounds(seq, &start, &stop) < 0
             || seq_check_alive(seq) < 0 || (n = PyLong_AsSsize_t(arg)) < 0 || n > stop - start
-            || (first = PyLong_AsSsize_t(((LeaseObject *)seq->slots)->next)) < 0) {
+            || (first = ((LeaseObject *)seq->slots)->next) < 0) {
         PyErr_Clear();              /* the reference raises what is wrong */
         return ref_call(ref_seq_advance, self, &arg, 1);
     }
@@ -2290,15 +2284,14 @@ seq_advance(PyObject *self, PyObject *arg)
         last++;
     }
     if (last > first) {
-        PyObject *nx = PyLong_FromSsize_t(last);
-        PyObject *keys = PyList_GetSlice(lease->keys, first, last);
-        if (nx == NULL || keys == NULL) {
-            Py_XDECREF(nx);
-            Py_XDECREF(keys);
+        Py_ssize_t held = PyLong_AsSsize_t(PyList_GET_ITEM(seq->offs, last));
+        if (held == -1 && PyErr_Occurred())
             return NULL;
-        }
-        Py_XSETREF(lease->next, nx);
-        Py_XSETREF(lease->held_from, Py_NewRef(PyList_GET_ITEM(seq->offs, last)));
+        PyObject *keys = PyList_GetSlice(lease->keys, first, last);
+        if (keys == NULL)
+            return NULL;
+        lease->next = last;
+        lease->held_from = held;
         if (give_keys(lease, keys) < 0)
             return NULL;
     }
@@ -2313,25 +2306,18 @@ seq_release(PyObject *self, PyObject *Py_UNUSED(ignored))
     if (!plain_owner(seq))
         return ref_call(ref_seq_release, self, NULL, 0);
     LeaseObject *lease = (LeaseObject *)seq->slots;
-    Py_ssize_t held_from = PyLong_AsSsize_t(lease->held_from);
-    Py_ssize_t first = PyLong_AsSsize_t(lease->next);
-    if ((held_from == -1 || first == -1) && PyErr_Occurred())
-        return NULL;
-    if (held_from == PY_SSIZE_T_MAX)
+    Py_ssize_t first = lease->next;
+    if (lease->held_from == RELEASED)
         Py_RETURN_NONE;                         /* released already */
     /* retire(seq) */
     Py_ssize_t nsegs = PyList_GET_SIZE(seq->segs);
     if (first > nsegs)
         first = nsegs;
     PyObject *keys = PyList_GetSlice(lease->keys, first, nsegs);
-    PyObject *nx = PyLong_FromSsize_t(nsegs);
-    if (keys == NULL || nx == NULL) {
-        Py_XDECREF(keys);
-        Py_XDECREF(nx);
+    if (keys == NULL)
         return NULL;
-    }
-    Py_XSETREF(lease->next, nx);
-    Py_XSETREF(lease->held_from, Py_NewRef(int_released));
+    lease->next = nsegs;
+    lease->held_from = RELEASED;
     for (Py_ssize_t i = first; i < nsegs; i++) {
         if (PyList_SetItem(seq->segs, i, Py_NewRef(empty_view)) < 0) {
             Py_DECREF(keys);

@@ -1230,8 +1230,6 @@ Lease_clear(LeaseObject *self)
 {
     Py_CLEAR(self->keys);
     Py_CLEAR(self->give_back);
-    Py_CLEAR(self->next);
-    Py_CLEAR(self->held_from);
     return 0;
 }
 
@@ -1250,21 +1248,18 @@ Lease_init(LeaseObject *self, PyObject *args, PyObject *kwds)
     PyObject *keys, *give_back;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:SlotLease", kwlist, &keys, &give_back))
         return -1;
-    PyObject *zero = PyLong_FromLong(0);
-    if (zero == NULL)
-        return -1;
     Py_XSETREF(self->keys, Py_NewRef(keys));
     Py_XSETREF(self->give_back, Py_NewRef(give_back));
-    Py_XSETREF(self->next, Py_NewRef(zero));
-    Py_XSETREF(self->held_from, zero);
+    self->next = 0;
+    self->held_from = 0;
     return 0;
 }
 
 static PyMemberDef Lease_members[] = {
     {"keys", T_OBJECT_EX, offsetof(LeaseObject, keys), 0, "Where each segment lives."},
     {"give_back", T_OBJECT_EX, offsetof(LeaseObject, give_back), 0, "Returns keys."},
-    {"next", T_OBJECT_EX, offsetof(LeaseObject, next), 0, "First segment still held."},
-    {"held_from", T_OBJECT_EX, offsetof(LeaseObject, held_from), 0,
+    {"next", T_PYSSIZET, offsetof(LeaseObject, next), 0, "First segment still held."},
+    {"held_from", T_PYSSIZET, offsetof(LeaseObject, held_from), 0,
      "Chain offset where the held segments start."},
     {NULL, 0, 0, 0, NULL},
 };
@@ -1304,11 +1299,11 @@ check_seq(PyObject *obj)
 static int
 held_from_of(PyObject *slots, Py_ssize_t *out)
 {
-    PyObject *v;
-    if (Py_IS_TYPE(slots, &SlotLeaseType) && ((LeaseObject *)slots)->held_from != NULL)
-        v = Py_NewRef(((LeaseObject *)slots)->held_from);
-    else
-        v = PyObject_GetAttr(slots, str_held_from);
+    if (Py_IS_TYPE(slots, &SlotLeaseType)) {
+        *out = ((LeaseObject *)slots)->held_from;
+        return 0;
+    }
+    PyObject *v = PyObject_GetAttr(slots, str_held_from);
     if (v == NULL)
         return -1;
     *out = PyLong_AsSsize_t(v);
@@ -1384,8 +1379,8 @@ seq_new_owning(PyObject *segs, PyObject *offs, PyObject *keys, PyObject *give_ba
     }
     lease->keys = Py_NewRef(keys);
     lease->give_back = Py_NewRef(give_back);
-    lease->next = Py_NewRef(zero);
-    lease->held_from = Py_NewRef(zero);
+    lease->next = 0;
+    lease->held_from = 0;
     seq->segs = Py_NewRef(segs);
     seq->offs = Py_NewRef(offs);
     Py_DECREF(zero);
@@ -1481,13 +1476,13 @@ seq_drop_single(SeqObject *self)
         PyErr_SetString(PyExc_ValueError, "drop_single: not a one-slot owning sequence");
         return -1;
     }
-    PyObject *one = PyLong_FromLong(1);
-    if (one == NULL)
-        return -1;
     if (Py_IS_TYPE(slots, &SlotLeaseType)) {
-        Py_XSETREF(((LeaseObject *)slots)->next, one);
-        Py_XSETREF(((LeaseObject *)slots)->held_from, Py_NewRef(int_released));
+        ((LeaseObject *)slots)->next = 1;
+        ((LeaseObject *)slots)->held_from = RELEASED;
     } else {
+        PyObject *one = PyLong_FromLong(1);
+        if (one == NULL)
+            return -1;
         int rc = (PyObject_SetAttr(slots, str_next, one) == 0
                   && PyObject_SetAttr(slots, str_held_from, int_released) == 0) ? 0 : -1;
         Py_DECREF(one);

@@ -61,8 +61,8 @@ typedef struct {
     PyObject_HEAD
     PyObject *keys;
     PyObject *give_back;
-    PyObject *next;                 /* int */
-    PyObject *held_from;            /* int */
+    Py_ssize_t next;                /* the first segment still held */
+    Py_ssize_t held_from;           /* chain offset of that segment; RELEASED once all went */
 } LeaseObject;
 
 extern PyTypeObject RecvSlotsType;
@@ -71,6 +71,7 @@ extern PyTypeObject SlotLeaseType;
 extern PyTypeObject *seq_type;      /* zerg.BufferSequence (bind_sequence) */
 extern PyObject *empty_view;        /* the shared empty memoryview of _buffers */
 extern PyObject *int_released;      /* sys.maxsize: held_from once all went back */
+#define RELEASED PY_SSIZE_T_MAX     /* the same, as the C lease keeps it */
 
 /* receive slots */
 PyObject *slots_view_c(RecvSlotsObject *self, unsigned long key, Py_ssize_t n);
