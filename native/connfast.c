@@ -906,16 +906,11 @@ done:
  * Protocol's writing).  The common case is the only segment going out whole
  * (OutputPipe.on_sent's first branch).  1 done, 0 take the reference, -1. */
 static int
-on_send_fast(PyObject *self, PyObject *arg, int protocol)
+on_send_fast(PyObject *self, long res, int protocol)
 {
     PyObject *out = FIELD(self, F.out);
-    if (out == NULL || !Py_IS_TYPE(out, out_type) || !PyLong_CheckExact(arg))
+    if (out == NULL || !Py_IS_TYPE(out, out_type))
         return 0;
-    long res = PyLong_AsLong(arg);
-    if (res == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
     PyObject *seg = FIELD(out, F.o_sending), *staged = FIELD(out, F.o_staged);
     if (seg != NULL && loan_type != NULL && Py_IS_TYPE(seg, loan_type))
         return on_loan_sent(self, out, seg, res, protocol);
@@ -959,12 +954,33 @@ fail:
 static PyObject *
 on_send_entry(PyObject *self, PyObject *arg, int protocol, PyObject *ref)
 {
-    int r = on_send_fast(self, arg, protocol);
+    long res = PyLong_CheckExact(arg) ? PyLong_AsLong(arg) : -1;
+    if (res == -1 && PyErr_Occurred())
+        PyErr_Clear();
+    int r = res == -1 ? 0 : on_send_fast(self, res, protocol);
     if (r < 0)
         return NULL;
     if (r == 0)
         return ref_call(ref, self, &arg, 1);
     Py_RETURN_NONE;
+}
+
+/* The same from the dispatcher, with res a C integer: its int object is
+ * made only for the reference. */
+static PyObject *
+on_send_res(PyObject *self, long res, int protocol, PyObject *ref)
+{
+    int r = on_send_fast(self, res, protocol);
+    if (r < 0)
+        return NULL;
+    if (r > 0)
+        Py_RETURN_NONE;
+    PyObject *arg = PyLong_FromLong(res);
+    if (arg == NULL)
+        return NULL;
+    PyObject *out = ref_call(ref, self, &arg, 1);
+    Py_DECREF(arg);
+    return out;
 }
 
 PyObject *
@@ -979,7 +995,17 @@ c_on_send(PyObject *self, PyObject *arg)
     return on_send_entry(self, arg, 0, ref_c_on_send);
 }
 
+PyObject *
+pc_on_send_res(PyObject *self, long res)
+{
+    return on_send_res(self, res, 1, ref_on_send);
+}
 
+PyObject *
+c_on_send_res(PyObject *self, long res)
+{
+    return on_send_res(self, res, 0, ref_c_on_send);
+}
 
 /* host.now, the reactor's clock, set before each harvest (Reactor._on_select)
  * and read by every receive: while the dispatcher harvests, the value read
@@ -1020,9 +1046,10 @@ give_back(PyObject *slots, PyObject *key)
     return call_method(slots, s_give_back, key, NULL);
 }
 
-/* ProtocolConnection._deliver for a fresh one-slot sequence. */
+/* ProtocolConnection._deliver for a fresh one-slot sequence (k: key as a C
+ * integer when the slots are a RecvSlots, else -1). */
 static int
-deliver(PyObject *self, SeqObject *seq, LeaseObject *lease, PyObject *key)
+deliver(PyObject *self, SeqObject *seq, LeaseObject *lease, PyObject *key, unsigned long k)
 {
     PyObject *dr = FIELD(self, F.data_received);
     if (dr == NULL) {
@@ -1087,20 +1114,19 @@ deliver(PyObject *self, SeqObject *seq, LeaseObject *lease, PyObject *key)
      * next delivery (slots_keep_view checks that nothing else can see it). */
     PyObject *seen = PyList_CheckExact(seq->segs) && PyList_GET_SIZE(seq->segs) == 1
                      ? Py_NewRef(PyList_GET_ITEM(seq->segs, 0)) : NULL;
-    if (seq_drop_single(seq) < 0 || give_back(slots, key) < 0) {
+    int ring = k != (unsigned long)-1 && Py_IS_TYPE(slots, &RecvSlotsType);
+    if (seq_drop_single(seq) < 0
+            || (ring ? slots_give_back_key((RecvSlotsObject *)slots, k)
+                     : give_back(slots, key)) < 0) {
         Py_XDECREF(seen);
         rc = -1;
         goto done;
     }
     if (seen != NULL) {
-        unsigned long k = Py_IS_TYPE(slots, &RecvSlotsType) ? PyLong_AsUnsignedLong(key)
-                                                             : (unsigned long)-1;
-        if (k == (unsigned long)-1) {
-            PyErr_Clear();
-            Py_DECREF(seen);
-        } else {
+        if (ring)
             slots_keep_view((RecvSlotsObject *)slots, k, seen);
-        }
+        else
+            Py_DECREF(seen);
     }
     if (inp != Py_None && FIELD(inp, F.i_paused) == Py_True)
         rc = call_method(self, s_maybe_resume_protocol, NULL, NULL);
@@ -1181,34 +1207,47 @@ reuse_spare(PyObject *view, PyObject *key, PyObject *give, SeqObject **seq_out,
 }
 
 /* ProtocolConnection.on_recv */
-PyObject *
-pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* on_recv(key, n) through the reference ref, key and n as objects (pn: n's
+ * int object, or NULL to make one). */
+static PyObject *
+recv_ref(PyObject *ref, PyObject *self, PyObject *key, Py_ssize_t n, PyObject *pn)
+{
+    PyObject *made = pn == NULL ? PyLong_FromSsize_t(n) : NULL;
+    if (pn == NULL && made == NULL)
+        return NULL;
+    PyObject *args[2] = {key, pn != NULL ? pn : made};
+    PyObject *r = ref_call(ref, self, args, 2);
+    Py_XDECREF(made);
+    return r;
+}
+
+/* ProtocolConnection.on_recv(key, n): key also as the C integer k (the
+ * dispatcher has both; the Python entry converts). */
+static PyObject *
+pc_recv(PyObject *self, PyObject *key, unsigned long k, Py_ssize_t n, PyObject *pn)
 {
     PyObject *inp = FIELD(self, F.in), *slots = FIELD(self, F.slots);
     PyObject *give = FIELD(self, F.give_back);
-    Py_ssize_t state, n, bytes_in;
-    if (nargs != 2 || !PyLong_CheckExact(args[0]) || !PyLong_CheckExact(args[1])
-            || field_ssize(self, F.state, &state) || state != 0
+    Py_ssize_t state, bytes_in;
+    if (field_ssize(self, F.state, &state) || state != 0
             || inp == NULL || (inp != Py_None && (!Py_IS_TYPE(inp, in_type)
                                                   || FIELD(inp, F.i_discarding) != Py_False))
             || FIELD(self, F.reading_paused) != Py_False || FIELD(self, F.buf) != Py_None
             || slots == NULL || give == NULL || field_ssize(self, F.bytes_in, &bytes_in))
-        return ref_call(ref_on_recv, self, args, nargs);
-    PyObject *key = args[0];
-    n = PyLong_AsSsize_t(args[1]);
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
+        return recv_ref(ref_on_recv, self, key, n, pn);
     if (field_set_ssize(self, F.bytes_in, bytes_in + n) < 0)
         return NULL;
     PyObject *view;
-    if (Py_IS_TYPE(slots, &RecvSlotsType)) {
-        unsigned long k = PyLong_AsUnsignedLong(key);
-        if (k == (unsigned long)-1 && PyErr_Occurred())
-            return NULL;
+    int ring = Py_IS_TYPE(slots, &RecvSlotsType);
+    if (ring) {
         view = slots_view_c((RecvSlotsObject *)slots, k, n);
     } else if (plain_slots_view(slots, key, n, &view) == 0) {   /* 1 or -1: done */
-        PyObject *stack[3] = {slots, key, args[1]};
+        PyObject *num = pn != NULL ? Py_NewRef(pn) : PyLong_FromSsize_t(n);
+        if (num == NULL)
+            return NULL;
+        PyObject *stack[3] = {slots, key, num};
         view = PyObject_VectorcallMethod(s_view, stack, 3, NULL);
+        Py_DECREF(num);
     }
     if (view == NULL)
         return NULL;
@@ -1220,7 +1259,7 @@ pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(view);
     if (rc < 0)
         return NULL;
-    rc = deliver(self, seq, lease, key);
+    rc = deliver(self, seq, lease, key, ring ? k : (unsigned long)-1);
     if (rc == 0)
         keep_spare(seq, lease);
     Py_DECREF(seq);
@@ -1228,6 +1267,24 @@ pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+PyObject *
+pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyLong_CheckExact(args[0]) || !PyLong_CheckExact(args[1]))
+        return ref_call(ref_on_recv, self, args, nargs);
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    unsigned long k = PyLong_AsUnsignedLong(args[0]);
+    if ((n == -1 || k == (unsigned long)-1) && PyErr_Occurred())
+        return NULL;
+    return pc_recv(self, args[0], k, n, args[1]);
+}
+
+PyObject *
+pc_on_recv_key(PyObject *self, PyObject *key, unsigned long k, Py_ssize_t n)
+{
+    return pc_recv(self, key, k, n, NULL);
 }
 
 /* ------------------------------------------------- the receiving, levels 1-3 */

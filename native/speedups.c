@@ -742,16 +742,16 @@ dispatch_one(DispatcherObject *self, unsigned i)
                     } else {
                         pk = PyLong_FromUnsignedLong(slot_key);
                     }
-                    pres = PyLong_FromLong(res);
-                    if (pk == NULL || pres == NULL)
+                    if (pk == NULL)
                         goto done_sink;
-                    PyObject *a[2] = {pk, pres};
                     if (connfast_owns(sink)) {
-                        r = pc_on_recv(sink, a, 2);
-                    } else if (connfast_owns_base(sink)) {
-                        r = c_on_recv(sink, a, 2);
+                        r = pc_on_recv_key(sink, pk, slot_key, res);
+                    } else if ((pres = PyLong_FromLong(res)) == NULL) {
+                        goto done_sink;
                     } else {
-                        r = call_method2(sink, str_on_recv, pk, pres);
+                        PyObject *a[2] = {pk, pres};
+                        r = connfast_owns_base(sink) ? c_on_recv(sink, a, 2)
+                                                     : call_method2(sink, str_on_recv, pk, pres);
                     }
                     if (r == NULL)
                         goto done_sink;
@@ -778,11 +778,15 @@ dispatch_one(DispatcherObject *self, unsigned i)
             goto done;
         }
         Py_INCREF(sink);
-        pres = PyLong_FromLong(res);
-        if (pres != NULL)
-            r = connfast_owns(sink) ? pc_on_send(sink, pres)
-                : connfast_owns_base(sink) ? c_on_send(sink, pres)
-                : call_method2(sink, str_on_send, pres, NULL);
+        if (connfast_owns(sink)) {
+            r = pc_on_send_res(sink, res);
+        } else if (connfast_owns_base(sink)) {
+            r = c_on_send_res(sink, res);
+        } else {
+            pres = PyLong_FromLong(res);
+            if (pres != NULL)
+                r = call_method2(sink, str_on_send, pres, NULL);
+        }
         Py_DECREF(sink);
         rc = r == NULL ? -1 : 0;
         goto done;

@@ -399,6 +399,11 @@ PyObject *c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *c_on_send(PyObject *self, PyObject *arg);
 PyObject *pc_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *pc_on_send(PyObject *self, PyObject *arg);
+/* The dispatcher's entries: the same with the C integers of a completion
+ * (key also as its int object, which the sequence's lease keeps). */
+PyObject *pc_on_recv_key(PyObject *self, PyObject *key, unsigned long k, Py_ssize_t n);
+PyObject *pc_on_send_res(PyObject *self, long res);
+PyObject *c_on_send_res(PyObject *self, long res);
 PyObject *pc_send_pending(PyObject *self, PyObject *unused);
 /* del lst[:n], keeping the list's storage when that empties it. */
 int list_drop_front(PyObject *list, Py_ssize_t n);
