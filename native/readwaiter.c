@@ -47,8 +47,7 @@ typedef struct {
 
 static PyTypeObject WaiterType;
 static PyObject *cancelled_error, *invalid_state_error;
-static PyObject *s_call_soon, *s_context, *s_msg, *s_blocking, *s_result, *s_get_loop;
-static PyObject *kw_context;
+static PyObject *s_context, *s_msg, *s_blocking, *s_result, *s_get_loop;
 /* result() of a finished waiter: a function of no arguments returning None
  * (see w_getattro). */
 static PyObject *none_fn;
@@ -61,18 +60,6 @@ waiter_check(PyObject *o)
 
 /* ------------------------------------------------------------ finishing */
 
-/* loop.call_soon(cb, arg, context=ctx) */
-static int
-queue_cb(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
-{
-    PyObject *stack[4] = {loop, cb, arg, ctx};
-    PyObject *h = PyObject_VectorcallMethod(s_call_soon, stack, 3, kw_context);
-    if (h == NULL)
-        return -1;
-    Py_DECREF(h);
-    return 0;
-}
-
 /* The callbacks, taken out and run (the first in place when in_place and
  * wake_task allows it) or queued, in the order they were added.  The first
  * error stops the rest (they are dropped, as a Future's would be by a
@@ -81,21 +68,27 @@ static int
 schedule(WaiterObject *self, int in_place)
 {
     PyObject *cb = self->cb, *ctx = self->ctx, *more = self->more;
-    PyObject *loop = Py_NewRef(self->loop);
     self->cb = self->ctx = self->more = NULL;
+    if (self->loop == NULL) {       /* cleared by the cycle collector: nothing to run on */
+        Py_XDECREF(cb);
+        Py_XDECREF(ctx);
+        Py_XDECREF(more);
+        return 0;
+    }
+    PyObject *loop = Py_NewRef(self->loop);
     Py_INCREF(self);
     int rc = 0;
     if (cb != NULL) {
         rc = in_place ? wake_task(loop, cb, (PyObject *)self, ctx)
-                      : queue_cb(loop, cb, (PyObject *)self, ctx);
+                      : wake_queue(loop, cb, (PyObject *)self, ctx);
         Py_DECREF(cb);
         Py_DECREF(ctx);
     }
     if (more != NULL) {
         for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(more); i++) {
             PyObject *pair = PyList_GET_ITEM(more, i);
-            rc = queue_cb(loop, PyTuple_GET_ITEM(pair, 0), (PyObject *)self,
-                          PyTuple_GET_ITEM(pair, 1));
+            rc = wake_queue(loop, PyTuple_GET_ITEM(pair, 0), (PyObject *)self,
+                            PyTuple_GET_ITEM(pair, 1));
         }
         Py_DECREF(more);
     }
@@ -178,6 +171,10 @@ w_cancelled(WaiterObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 w_get_loop(WaiterObject *self, PyObject *Py_UNUSED(ignored))
 {
+    if (self->loop == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the ReadWaiter was cleared");
+        return NULL;
+    }
     return Py_NewRef(self->loop);
 }
 
@@ -231,7 +228,7 @@ w_add_done_callback(WaiterObject *self, PyObject *const *args, Py_ssize_t nargs,
     if (one_keyword(kwnames, args + nargs, s_context, "add_done_callback", &ctx) < 0)
         return NULL;
     if (self->state != W_PENDING) {
-        if (queue_cb(self->loop, args[0], (PyObject *)self, ctx) < 0)
+        if (self->loop != NULL && wake_queue(self->loop, args[0], (PyObject *)self, ctx) < 0)
             return NULL;
         Py_RETURN_NONE;
     }
@@ -465,7 +462,7 @@ w_getattro(WaiterObject *self, PyObject *name)
 {
     if (name == s_blocking)
         return PyBool_FromLong(self->blocking);
-    if (name == s_get_loop) {
+    if (name == s_get_loop && self->loop != NULL) {
         PyObject *fn = get_loop_fn(self);
         if (fn != NULL || PyErr_Occurred())
             return fn;
@@ -649,15 +646,14 @@ int
 waiter_init(PyObject *module)
 {
     const InternName names[] = {
-        {&s_call_soon, "call_soon"}, {&s_context, "context"}, {&s_msg, "msg"},
+        {&s_context, "context"}, {&s_msg, "msg"},
         {&s_blocking, "_asyncio_future_blocking"}, {&s_result, "result"},
         {&s_get_loop, "get_loop"},
     };
     if (INTERN_ALL(names) < 0)
         return -1;
-    kw_context = PyTuple_Pack(1, s_context);
     none_fn = PyCFunction_New(&none_def, NULL);
-    if (kw_context == NULL || none_fn == NULL || PyType_Ready(&WaiterType) < 0)
+    if (none_fn == NULL || PyType_Ready(&WaiterType) < 0)
         return -1;
     PyObject *exc = PyImport_ImportModule("asyncio.exceptions");
     if (exc == NULL)

@@ -381,6 +381,8 @@ int wake_read(PyObject *waiter);
  * task's wake-up and it may (see wake.c), else loop.call_soon(cb, arg,
  * context=ctx).  0, or -1 with an error. */
 int wake_task(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx);
+/* loop.call_soon(cb, arg, context=ctx): 0, or -1 with an error. */
+int wake_queue(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx);
 /* The dispatcher's harvest: begin returns what end restores. */
 int wake_inline_begin(void);
 void wake_inline_end(int prev);

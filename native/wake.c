@@ -157,9 +157,8 @@ report(PyObject *loop, PyObject *cb, PyObject *arg)
     return rc;
 }
 
-/* loop.call_soon(cb, arg, context=ctx) */
-static int
-queue(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
+int
+wake_queue(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
 {
     PyObject *stack[4] = {loop, cb, arg, ctx};
     PyObject *h = PyObject_VectorcallMethod(s_call_soon, stack, 3, kw_context);
@@ -175,7 +174,7 @@ run_in_place(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
 {
     if (PyContext_Enter(ctx) < 0) {     /* entered elsewhere: queue it, as call_soon would */
         PyErr_Clear();
-        return queue(loop, cb, arg, ctx);
+        return wake_queue(loop, cb, arg, ctx);
     }
     inline_ok = 0;
     PyObject *r = PyObject_CallOneArg(cb, arg);
@@ -207,7 +206,7 @@ wake_task(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
         else
             n_queued++;
     }
-    return ok ? run_in_place(loop, cb, arg, ctx) : queue(loop, cb, arg, ctx);
+    return ok ? run_in_place(loop, cb, arg, ctx) : wake_queue(loop, cb, arg, ctx);
 }
 
 int
