@@ -132,6 +132,27 @@ ref_call(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return PyObject_Vectorcall(func, stack, (size_t)nargs + 1, NULL);
 }
 
+/* Call a reference function with self first, any arguments and keywords
+ * (args: nargs positional values, then the values of kwnames). */
+PyObject *
+ref_call_kw(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+            PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    Py_ssize_t total = 1 + nargs + nkw;
+    PyObject *small[8];
+    PyObject **stack = total <= 8 ? small : PyMem_New(PyObject *, total);
+    if (stack == NULL)
+        return PyErr_NoMemory();
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++)
+        stack[i + 1] = args[i];
+    PyObject *r = PyObject_Vectorcall(func, stack, (size_t)(nargs + 1), kwnames);
+    if (stack != small)
+        PyMem_Free(stack);
+    return r;
+}
+
 /* A writable, contiguous byte view's memory, or NULL (not an error). */
 static inline Py_buffer *
 plain_buffer(PyObject *view, int writable)

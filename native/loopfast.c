@@ -60,26 +60,6 @@ static PyObject *ref_call_soon, *ref_create_future, *ref_get_debug, *ref_run;
 static PyObject *s_closed, *s_debug, *s_ready, *s_append, *s_failed, *s_loop_kw;
 static PyObject *s_future_kw, *s_loop, *s_context, *empty_args;
 
-/* Call ref(self, *args, **kw) with a vectorcall argument array. */
-static PyObject *
-call_ref_kw(PyObject *ref, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-            PyObject *kwnames)
-{
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    Py_ssize_t total = 1 + nargs + nkw;
-    PyObject *small[8];
-    PyObject **stack = total <= 8 ? small : PyMem_New(PyObject *, total);
-    if (stack == NULL)
-        return PyErr_NoMemory();
-    stack[0] = self;
-    for (Py_ssize_t i = 0; i < nargs + nkw; i++)
-        stack[i + 1] = args[i];
-    PyObject *r = PyObject_Vectorcall(ref, stack, (size_t)(nargs + 1), kwnames);
-    if (stack != small)
-        PyMem_Free(stack);
-    return r;
-}
-
 /* An attribute of the loop that must be exactly False for the fast path:
  * 1 it is, 0 it is not (or is missing), -1 on error. */
 static int
@@ -107,18 +87,18 @@ loop_call_soon(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject
         if (PyTuple_GET_SIZE(kwnames) != 1
                 || (name != s_context && (!PyUnicode_Check(name)
                                           || PyUnicode_CompareWithASCIIString(name, "context"))))
-            return call_ref_kw(ref_call_soon, self, args, nargs, kwnames);
+            return ref_call_kw(ref_call_soon, self, args, nargs, kwnames);
         context = args[nargs];
     }
     if (nargs < 1)
-        return call_ref_kw(ref_call_soon, self, args, nargs, kwnames);
+        return ref_call_kw(ref_call_soon, self, args, nargs, kwnames);
     int ok = attr_is_false(self, L.closed, s_closed);
     if (ok > 0)
         ok = attr_is_false(self, L.debug, s_debug);
     if (ok < 0)
         return NULL;
     if (!ok)        /* closed (it raises), or debug mode (checks, tracebacks) */
-        return call_ref_kw(ref_call_soon, self, args, nargs, kwnames);
+        return ref_call_kw(ref_call_soon, self, args, nargs, kwnames);
     PyObject *ready = loop_attr(self, L.ready, s_ready);
     if (ready == NULL)
         return NULL;
@@ -201,7 +181,7 @@ loop_get_debug(PyObject *self, PyObject *Py_UNUSED(ignored))
     if (v == NULL || PyBool_Check(v))
         return v;
     Py_DECREF(v);
-    return call_ref_kw(ref_get_debug, self, NULL, 0, NULL);
+    return ref_call_kw(ref_get_debug, self, NULL, 0, NULL);
 }
 
 /* Handle._run: ctx.run(callback, *args), as asyncio.Handle._run; a callback
@@ -213,7 +193,7 @@ handle_run(PyObject *self, PyObject *Py_UNUSED(ignored))
     PyObject *args = FIELD(self, H.args);
     if (ctx == NULL || cb == NULL || args == NULL || !PyContext_CheckExact(ctx)
             || !PyTuple_CheckExact(args))
-        return call_ref_kw(ref_run, self, NULL, 0, NULL);
+        return ref_call_kw(ref_run, self, NULL, 0, NULL);
     /* The callback may cancel its own handle (dropping these): hold them. */
     Py_INCREF(ctx);
     Py_INCREF(cb);
@@ -370,7 +350,7 @@ loop_run_once(PyObject *self, PyObject *Py_UNUSED(ignored))
     PyObject *end = NULL, *r;
     int dbg = debug_on(self);
     if (dbg != 0)
-        return dbg < 0 ? NULL : call_ref_kw(ref_run_once, self, NULL, 0, NULL);
+        return dbg < 0 ? NULL : ref_call_kw(ref_run_once, self, NULL, 0, NULL);
     sched = loop_attr(self, L.scheduled, s_scheduled);
     ready = sched == NULL ? NULL : loop_attr(self, L.ready, s_ready);
     if (ready == NULL)
@@ -381,7 +361,7 @@ loop_run_once(PyObject *self, PyObject *Py_UNUSED(ignored))
     if (ok <= 0) {
         Py_DECREF(sched);
         Py_DECREF(ready);
-        return ok < 0 ? NULL : call_ref_kw(ref_run_once, self, NULL, 0, NULL);
+        return ok < 0 ? NULL : ref_call_kw(ref_run_once, self, NULL, 0, NULL);
     }
     /* the select timeout */
     Py_ssize_t nready = PyObject_Length(ready);

@@ -59,30 +59,12 @@ timeout_ns(PyObject *self, PyObject *timeout)
     return NULL;
 }
 
-/* ref_select(self, *args, **kwargs): the reference, for what the C one leaves. */
-static PyObject *
-reference(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    Py_ssize_t n = nargs + (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames));
-    PyObject *small[4];
-    PyObject **stack = n < 4 ? small : PyMem_New(PyObject *, (size_t)n + 1);
-    if (stack == NULL)
-        return PyErr_NoMemory();
-    stack[0] = self;
-    for (Py_ssize_t i = 0; i < n; i++)
-        stack[i + 1] = args[i];
-    PyObject *r = PyObject_Vectorcall(ref_select, stack, (size_t)nargs + 1, kwnames);
-    if (stack != small)
-        PyMem_Free(stack);
-    return r;
-}
-
 static PyObject *
 sel_select(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *timeout = nargs ? args[0] : Py_None;
     if (nargs > 1 || kwnames != NULL || !Py_IS_TYPE(self, sel_type))
-        return reference(self, args, nargs, kwnames);
+        return ref_call_kw(ref_select, self, args, nargs, kwnames);
     PyObject *rearm = PyObject_GetAttr(self, s_rearm);
     if (rearm == NULL)
         return NULL;
@@ -90,7 +72,7 @@ sel_select(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
     Py_DECREF(rearm);
     PyObject *ns = simple ? timeout_ns(self, timeout) : NULL;
     if (ns == NULL)
-        return PyErr_Occurred() ? NULL : reference(self, args, nargs, NULL);
+        return PyErr_Occurred() ? NULL : ref_call_kw(ref_select, self, args, nargs, NULL);
     PyObject *fired = PyList_New(0), *r = NULL;
     if (fired != NULL && PyObject_SetAttr(self, s_fired, fired) == 0) {
         PyObject *on = PyObject_GetAttr(self, s_on_select);

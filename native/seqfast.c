@@ -247,21 +247,9 @@ call_ref(int which, PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyO
                      refs[which].name);
         return NULL;
     }
-    Py_ssize_t total = nargs + (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames));
-    PyObject *small[8], **stack = small;
-    if (total + 1 > 8) {
-        stack = PyMem_Malloc(sizeof(PyObject *) * (size_t)(total + 1));
-        if (stack == NULL)
-            return PyErr_NoMemory();
-    }
-    stack[0] = self;
-    for (Py_ssize_t i = 0; i < total; i++)
-        stack[i + 1] = args[i];
     PyObject *fn_ref = Py_NewRef(fn);       /* a rebinding may drop refs[] meanwhile */
-    PyObject *r = PyObject_Vectorcall(fn_ref, stack, (size_t)nargs + 1, kwnames);
+    PyObject *r = ref_call_kw(fn_ref, self, args, nargs, kwnames);
     Py_DECREF(fn_ref);
-    if (stack != small)
-        PyMem_Free(stack);
     return r;
 }
 

@@ -310,6 +310,9 @@ int install_methods(PyTypeObject *cls, PyMethodDef *defs, PyObject **refs_out[],
 /* func(self, *args): a reference method, for the cases a C one leaves it
  * (connfast.c; at most 3 arguments besides self). */
 PyObject *ref_call(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+/* The same with keywords and any number of arguments (vectorcall layout). */
+PyObject *ref_call_kw(PyObject *func, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames);
 
 /* 0 for a call's result (dropped), -1 for NULL. */
 static inline int
