@@ -40,14 +40,19 @@ static PyObject *str_max_size, *str_max_fields;     /* interned keyword names */
  * tuples only when it is asked for: a request whose fields nobody reads (or
  * reads with get()) costs one object for them instead of three per field.
  * Until then it holds no container, so it stays out of the collector's
- * lists, as a tuple of atoms does. */
+ * lists, as a tuple of atoms does.
+ *
+ * Every attribute a handler reads per request is an object member
+ * (T_OBJECT_EX), keep_alive included (Py_True or Py_False): the interpreter
+ * specializes loads of those (LOAD_ATTR_SLOT), not of a C char. */
 typedef struct {
     PyObject_HEAD
     PyObject *method, *target, *version, *content_length;
+    PyObject *path;             /* target up to its first '?' (target itself without one) */
+    PyObject *keep_alive;       /* Py_True or Py_False */
     PyObject *headers;          /* the list; NULL until asked for (parser-made) */
     PyObject *fields;           /* bytes "name:value\n"...; NULL when made from a list */
     Py_ssize_t nfields;         /* lines in fields */
-    char keep_alive;
 } HeadObject;
 
 static PyTypeObject HeadType;
@@ -66,6 +71,8 @@ Head_clear(HeadObject *self)
     Py_CLEAR(self->target);
     Py_CLEAR(self->version);
     Py_CLEAR(self->content_length);
+    Py_CLEAR(self->path);
+    Py_CLEAR(self->keep_alive);
     Py_CLEAR(self->headers);
     Py_CLEAR(self->fields);
     return 0;
@@ -79,6 +86,18 @@ Head_dealloc(HeadObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* target's path: up to its first '?', target itself without one (a new
+ * reference; NULL with an exception). */
+static PyObject *
+target_path(PyObject *target)
+{
+    if (!PyBytes_Check(target))
+        return Py_NewRef(target);           /* made from Python with something else */
+    const char *t = PyBytes_AS_STRING(target);
+    const char *q = memchr(t, '?', (size_t)PyBytes_GET_SIZE(target));
+    return q == NULL ? Py_NewRef(target) : PyBytes_FromStringAndSize(t, q - t);
+}
+
 /* The new head; steals every reference (NULL-safe: any NULL fails it).
  * Exactly one of headers (a list) and fields (the parser's bytes) is given. */
 static PyObject *
@@ -87,10 +106,12 @@ head_new(PyTypeObject *type, PyObject *method, PyObject *target, PyObject *versi
          int keep_alive)
 {
     HeadObject *self = NULL;
-    if (method != NULL && target != NULL && version != NULL
+    PyObject *path = target == NULL ? NULL : target_path(target);
+    if (method != NULL && target != NULL && path != NULL && version != NULL
             && (headers != NULL || fields != NULL) && content_length != NULL)
         self = (HeadObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
+        Py_XDECREF(path);
         Py_XDECREF(method);
         Py_XDECREF(target);
         Py_XDECREF(version);
@@ -101,12 +122,13 @@ head_new(PyTypeObject *type, PyObject *method, PyObject *target, PyObject *versi
     }
     self->method = method;
     self->target = target;
+    self->path = path;
     self->version = version;
     self->headers = headers;
     self->fields = fields;
     self->nfields = nfields;
     self->content_length = content_length;
-    self->keep_alive = (char)(keep_alive != 0);
+    self->keep_alive = Py_NewRef(keep_alive ? Py_True : Py_False);
     if (headers == NULL && type == &HeadType)
         PyObject_GC_UnTrack(self);      /* atoms only, until headers is made */
     return (PyObject *)self;
@@ -259,7 +281,7 @@ Head_repr(HeadObject *self)
         return NULL;
     return PyUnicode_FromFormat("<RequestHead %R %R %R fields=%zd content_length=%S "
                                 "keep_alive=%s>", self->method, self->target, self->version, n,
-                                self->content_length, self->keep_alive ? "True" : "False");
+                                self->content_length, self->keep_alive == Py_True ? "True" : "False");
 }
 
 static PyMemberDef Head_members[] = {
@@ -271,8 +293,10 @@ static PyMemberDef Head_members[] = {
      "b'HTTP/1.1' or b'HTTP/1.0'."},
     {"content_length", T_OBJECT_EX, offsetof(HeadObject, content_length), READONLY,
      "The body's length in bytes (0 without Content-Length)."},
-    {"keep_alive", T_BOOL, offsetof(HeadObject, keep_alive), READONLY,
+    {"keep_alive", T_OBJECT_EX, offsetof(HeadObject, keep_alive), READONLY,
      "Whether the connection stays open after the reply."},
+    {"path", T_OBJECT_EX, offsetof(HeadObject, path), READONLY,
+     "The target up to its first '?' (the target itself without one)."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -706,12 +730,17 @@ parse_request_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_
     if (kwnames != NULL) {
         for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(kwnames); j++) {
             PyObject *key = PyTuple_GET_ITEM(kwnames, j), *val = args[nargs + j];
-            /* Names in a call are interned: identity first, then by value. */
-            if (key == str_max_size || PyUnicode_Compare(key, str_max_size) == 0) {
+            /* Names in a call are interned: both by identity first, then by value. */
+            int size = key == str_max_size, fields = !size && key == str_max_fields;
+            if (!size && !fields) {
+                size = PyUnicode_Compare(key, str_max_size) == 0;
+                fields = !size && PyUnicode_Compare(key, str_max_fields) == 0;
+            }
+            if (size) {
                 if (size_arg(val, "max_size", &max_size) < 0)
                     return NULL;
             }
-            else if (key == str_max_fields || PyUnicode_Compare(key, str_max_fields) == 0) {
+            else if (fields) {
                 if (size_arg(val, "max_fields", &max_fields) < 0)
                     return NULL;
             }

@@ -40,7 +40,7 @@ def _decide(parse: object, sr: zerg.SequenceReader | PySequenceReader,
             seen.append(("none", sr.consumed, sr.examined))
             return seen
         looked_up = [head.get(name) for name in _LOOKUPS]
-        seen.append((head.method, head.target, head.version, looked_up, head.headers,
+        seen.append((head.method, head.target, head.path, head.version, looked_up, head.headers,
                      head.content_length, head.keep_alive, sr.consumed, sr.examined, repr(head)))
         if sr.try_read_exact(head.content_length) is None:
             return seen
@@ -168,8 +168,8 @@ def test_well_formed_heads_parse_alike(requests: list[tuple[bytes, bytes,
     assert native == ref
     assert len(native) == len(requests) + 1 and native[-1][0] == "none"
     for got, (m, t, fields) in zip(native, requests, strict=False):
-        assert got[:2] == (m, t)
-        assert got[4] == [(b"Host", b"h"), *((n, v.strip(b" \t")) for n, v in fields)]
+        assert got[:3] == (m, t, t.split(b"?", 1)[0])
+        assert got[5] == [(b"Host", b"h"), *((n, v.strip(b" \t")) for n, v in fields)]
 
 
 @pytest.mark.parametrize("parse", [http.parse_request_head, http.py_parse_request_head])
@@ -211,6 +211,7 @@ def test_a_head_and_what_it_says(parse: object) -> None:
     sr = reader(zerg.BufferSequence(data))
     head = parse(sr)  # type: ignore[operator]
     assert (head.method, head.target, head.version) == (b"POST", b"/echo?x=1", b"HTTP/1.0")
+    assert head.path == b"/echo"
     assert head.headers == [(b"Host", b"h"), (b"Connection", b"foo, Keep-Alive"),
                             (b"Content-Length", b"005")]
     assert head.content_length == 5 and head.keep_alive is True
@@ -229,6 +230,7 @@ def test_fields_are_looked_up_by_name_in_any_case(parse: object) -> None:
     data = b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\nEmpty:\r\n\r\n"
     head = parse(reader(zerg.BufferSequence(data)))  # type: ignore[operator]
     assert head.get(b"x-a") == b"1" and head.get(b"X-A") == b"1"     # the first one
+    assert head.path is head.target         # no query: the target itself, no copy
     assert head.get(b"empty") == b"" and head.get(b"nope") is None
     assert head.get(b"nope", b"d") == b"d"
     with pytest.raises(TypeError, match="as bytes, not str"):
@@ -266,6 +268,8 @@ def test_a_head_can_be_made_and_collected() -> None:
     """A cycle through a head's list is found by the collector, for a head made from
     a list and for one the parser made (whose list is made on first use)."""
     made = http.RequestHead(b"GET", b"/", b"HTTP/1.1", [], 0, True)
+    assert (made.path, made.keep_alive) == (b"/", True)
+    assert http.RequestHead(b"GET", b"/a?b?c", b"HTTP/1.1", [], 0, False).path == b"/a"
     parsed = http.parse_request_head(zerg.SequenceReader(zerg.BufferSequence(
         b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")))
     assert parsed is not None
