@@ -37,10 +37,11 @@ connections); a connection that receives nothing for ``--idle-timeout`` seconds
 (an idle keep-alive connection, a stalled body) is closed by the engine
 (``ReactorConfig.idle_timeout_s``; 0 disables it).
 
-The parser (``parse_request``) reads a ``zerg.SequenceReader`` over the received
-bytes (the ``Protocol``'s sequence, or the ``PipeReader`` buffer): the head with
-``zerg.http.parse_request_head`` (the rules above, in C, a copy of the head only),
-and the body as a zero-copy slice (``try_read_exact``).
+The parser is ``zerg.http.parse_request`` on a ``zerg.SequenceReader`` over the
+received bytes (the ``Protocol``'s sequence, or the ``PipeReader`` buffer): the
+head (the rules above, in C, a copy of the head only) and the body as a zero-copy
+slice, in one call.  What is left in Python per request is the routing
+(``respond``) and the loop around it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from typing import Final, Protocol
 
 import zerg
 from zerg.adapters import PipeReader
-from zerg.http import HttpError, RequestHead, parse_request_head
+from zerg.http import NEED_HEAD, HttpError, RequestHead, parse_request
 
 MAX_HEADER: Final = 8192
 MAX_BODY: Final = 1024 * 1024
@@ -68,46 +69,6 @@ _REASONS: Final = {
     431: b"Request Header Fields Too Large", 501: b"Not Implemented",
     505: b"HTTP Version Not Supported",
 }
-
-
-Request = tuple[RequestHead, zerg.BufferSequence]
-"""A parsed request: its head (method, target, version, headers, keep_alive) and its
-body (a zero-copy slice of the received bytes)."""
-
-
-_NO_BODY: Final = zerg.BufferSequence()    # shared by every request without a body
-NEED_HEAD: Final = 0    # parse_request: the header section has not all arrived
-
-
-def parse_request(sr: zerg.SequenceReader) -> Request | int:
-    """Parse the request at ``sr``'s position.
-
-    Returns the ``Request`` with ``sr`` moved past it (the body a zero-copy slice), or,
-    when it has not all arrived, an int with ``sr`` left where it was: ``NEED_HEAD`` while
-    the header section is incomplete, else how many body bytes are missing.  Raises
-    ``HttpError`` for a request that must be refused.
-
-    The head is ``zerg.http.parse_request_head`` (strict RFC 9112, in C): an incomplete
-    head is parsed again when more bytes come, at most ``MAX_HEADER`` bytes per read,
-    which is cheaper than the bookkeeping to avoid it.  The body is a zero-copy slice
-    of the received bytes (``try_read_exact``).
-    """
-    start = sr.consumed
-    head = parse_request_head(sr, max_size=MAX_HEADER, max_fields=MAX_HEADERS)
-    if head is None:
-        return NEED_HEAD
-    length = head.content_length
-    if length > MAX_BODY:
-        raise HttpError(413, "body too large")
-    if length:
-        body = sr.try_read_exact(length)
-        if body is None:
-            missing = length - sr.remaining
-            sr.rewind(sr.consumed - start)
-            return missing
-    else:
-        body = _NO_BODY
-    return head, body
 
 
 class _Date:
@@ -253,7 +214,8 @@ async def handle(conn: zerg.Connection, header_timeout: float = HEADER_TIMEOUT) 
                     backlog = True
                     break
                 try:
-                    parsed = parse_request(sr)
+                    parsed = parse_request(sr, max_size=MAX_HEADER, max_fields=MAX_HEADERS,
+                                           max_body=MAX_BODY)
                 except HttpError as err:
                     out.write(error_response(err.status, str(err)))
                     close = True
@@ -319,7 +281,8 @@ class HttpProtocol(zerg.Protocol):
         head_wait = False
         while not sr.end:
             try:
-                parsed = parse_request(sr)
+                parsed = parse_request(sr, max_size=MAX_HEADER, max_fields=MAX_HEADERS,
+                                       max_body=MAX_BODY)
             except HttpError as err:
                 conn.write(error_response(err.status, str(err)))
                 self._close(conn)

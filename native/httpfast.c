@@ -28,9 +28,10 @@
 #include <string.h>
 
 static PyObject *http_error;            /* zerg.http.HttpError (bind_http) */
+static PyObject *no_body;               /* the empty BufferSequence of a request without one */
 static PyObject *v11, *v10;             /* b"HTTP/1.1", b"HTTP/1.0" */
 static PyObject *m_get, *m_head, *m_post;
-static PyObject *str_max_size, *str_max_fields;     /* interned keyword names */
+static PyObject *str_max_size, *str_max_fields, *str_max_body;  /* interned keyword names */
 
 /* ------------------------------------------------------------ RequestHead */
 
@@ -700,10 +701,10 @@ walk(Walk *w, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t max_fields)
 }
 
 static int
-size_arg(PyObject *obj, const char *name, Py_ssize_t *v)
+size_arg(const char *fname, PyObject *obj, const char *name, Py_ssize_t *v)
 {
     if (!PyLong_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "parse_request_head(): %s must be an int, not %.100s",
+        PyErr_Format(PyExc_TypeError, "%s(): %s must be an int, not %.100s", fname,
                      name, Py_TYPE(obj)->tp_name);
         return -1;
     }
@@ -711,91 +712,177 @@ size_arg(PyObject *obj, const char *name, Py_ssize_t *v)
     if (*v == -1 && PyErr_Occurred())
         return -1;
     if (*v < 0) {
-        PyErr_Format(PyExc_ValueError, "parse_request_head(): %s must be >= 0, not %zd",
-                     name, *v);
+        PyErr_Format(PyExc_ValueError, "%s(): %s must be >= 0, not %zd", fname, name, *v);
         return -1;
     }
     return 0;
 }
 
-static PyObject *
-parse_request_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+/* The arguments of both parsers: one positional (the reader, in *sr), the
+ * keyword-only limits max_size and max_fields, and max_body when max_body
+ * is not NULL (parse_request).  0, or -1 with an exception. */
+static int
+parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+           PyObject **sr, Py_ssize_t *max_size, Py_ssize_t *max_fields, Py_ssize_t *max_body)
 {
-    Py_ssize_t max_size = 8192, max_fields = 100;
     if (nargs != 1) {
-        PyErr_Format(PyExc_TypeError, "parse_request_head() takes 1 positional argument "
-                     "(%zd given)", nargs);
-        return NULL;
+        PyErr_Format(PyExc_TypeError, "%s() takes 1 positional argument (%zd given)", fname,
+                     nargs);
+        return -1;
     }
-    if (kwnames != NULL) {
-        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(kwnames); j++) {
-            PyObject *key = PyTuple_GET_ITEM(kwnames, j), *val = args[nargs + j];
-            /* Names in a call are interned: both by identity first, then by value. */
-            int size = key == str_max_size, fields = !size && key == str_max_fields;
-            if (!size && !fields) {
-                size = PyUnicode_Compare(key, str_max_size) == 0;
-                fields = !size && PyUnicode_Compare(key, str_max_fields) == 0;
-            }
-            if (size) {
-                if (size_arg(val, "max_size", &max_size) < 0)
-                    return NULL;
-            }
-            else if (fields) {
-                if (size_arg(val, "max_fields", &max_fields) < 0)
-                    return NULL;
-            }
-            else {
-                PyErr_Format(PyExc_TypeError, "parse_request_head() got an unexpected "
-                             "keyword argument '%U'", key);
-                return NULL;
-            }
+    *sr = args[0];
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t j = 0; j < nkw; j++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, j), *val = args[nargs + j];
+        /* Names in a call are interned: identity first, then by value. */
+        PyObject *names[3] = {str_max_size, str_max_fields, str_max_body};
+        Py_ssize_t *slots[3] = {max_size, max_fields, max_body};
+        int which = -1;
+        for (int i = 0; i < 3 && which < 0; i++) {
+            if (key == names[i])
+                which = i;
         }
+        for (int i = 0; i < 3 && which < 0; i++) {
+            if (PyUnicode_Compare(key, names[i]) == 0)
+                which = i;
+        }
+        if (which < 0 || slots[which] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
+                         fname, key);
+            return -1;
+        }
+        if (size_arg(fname, val, PyUnicode_AsUTF8(names[which]), slots[which]) < 0)
+            return -1;
     }
     if (http_error == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "bind_http() was not called");
-        return NULL;
+        return -1;
     }
-    PyObject *sr = args[0];
+    return 0;
+}
+
+/* The head at the position of reader sr (*start): the head with sr past it;
+ * NULL with an exception (sr where it was); NULL without one while the head
+ * has not all arrived (sr where it was).  1 in *not_c, and no exception,
+ * when sr is no C SequenceReader. */
+static PyObject *
+head_at(PyObject *sr, Py_ssize_t max_size, Py_ssize_t max_fields, Py_ssize_t *start,
+        int *not_c)
+{
     Walk w;
-    Py_ssize_t start;
-    int rc = reader_chain(sr, &w.c, &start);
-    if (rc > 0) {
-        PyErr_Format(PyExc_TypeError, "parse_request_head() reads a zerg.SequenceReader, not "
-                     "%.100s (zerg.http.py_parse_request_head reads any)", Py_TYPE(sr)->tp_name);
-        return NULL;
-    }
-    if (rc < 0)
+    int rc = reader_chain(sr, &w.c, start);
+    *not_c = rc > 0;
+    if (rc != 0)
         return NULL;
     if (max_size > PY_SSIZE_T_MAX - 2)
         max_size = PY_SSIZE_T_MAX - 2;
     Py_ssize_t limit = max_size + 2;
-    w.at = start;
-    w.examined = start;
+    w.at = *start;
+    w.examined = *start;
     walk_segment(&w);
     scratch_init(&w.s);
-    PyObject *head = walk(&w, start, limit, max_fields);
+    PyObject *head = walk(&w, *start, limit, max_fields);
     scratch_free(&w.s);
     if (head != NULL) {
         reader_moved(sr, w.at, w.examined);
         return head;
     }
-    reader_moved(sr, start, w.examined);
-    if (PyErr_Occurred())
-        return NULL;
-    if (w.c.stop - w.c.start - start > limit)
-        return http_raise(431, "header block too large");
-    Py_RETURN_NONE;
+    reader_moved(sr, *start, w.examined);
+    if (!PyErr_Occurred() && w.c.stop - w.c.start - *start > limit)
+        (void)http_raise(431, "header block too large");
+    return NULL;
 }
 
 static PyObject *
-bind_http(PyObject *Py_UNUSED(module), PyObject *error)
+not_c_reader(const char *fname, PyObject *sr)
 {
-    if (!PyType_Check(error) || !PyType_IsSubtype((PyTypeObject *)error,
-                                                  (PyTypeObject *)PyExc_Exception)) {
-        PyErr_SetString(PyExc_TypeError, "bind_http() takes an exception class");
+    PyErr_Format(PyExc_TypeError, "%s() reads a zerg.SequenceReader, not %.100s "
+                 "(zerg.http.py_%s reads any)", fname, Py_TYPE(sr)->tp_name, fname);
+    return NULL;
+}
+
+static PyObject *
+parse_request_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs,
+                   PyObject *kwnames)
+{
+    PyObject *sr;
+    Py_ssize_t max_size = 8192, max_fields = 100, start;
+    int not_c;
+    if (parse_args("parse_request_head", args, nargs, kwnames, &sr, &max_size, &max_fields,
+                   NULL) < 0)
+        return NULL;
+    PyObject *head = head_at(sr, max_size, max_fields, &start, &not_c);
+    if (not_c)
+        return not_c_reader("parse_request_head", sr);
+    if (head == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return head;
+}
+
+/* zerg.http.py_parse_request: the head, then its Content-Length bytes as a
+ * zero-copy slice -- one call instead of a Python function around
+ * parse_request_head and try_read_exact. */
+static PyObject *
+parse_request(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs,
+              PyObject *kwnames)
+{
+    PyObject *sr, *body;
+    Py_ssize_t max_size = 8192, max_fields = 100, max_body = 1048576, start;
+    int not_c;
+    if (parse_args("parse_request", args, nargs, kwnames, &sr, &max_size, &max_fields,
+                   &max_body) < 0)
+        return NULL;
+    PyObject *head = head_at(sr, max_size, max_fields, &start, &not_c);
+    if (not_c)
+        return not_c_reader("parse_request", sr);
+    if (head == NULL)
+        return PyErr_Occurred() ? NULL : PyLong_FromLong(0);   /* NEED_HEAD */
+    unsigned long long length = PyLong_AsUnsignedLongLong(((HeadObject *)head)->content_length);
+    if (length == (unsigned long long)-1 && PyErr_Occurred()) {
+        Py_DECREF(head);
         return NULL;
     }
-    Py_XSETREF(http_error, Py_NewRef(error));
+    int rc = 0;
+    if (length > (unsigned long long)max_body) {
+        reader_moved(sr, start, start);
+        Py_DECREF(head);
+        return http_raise(413, "body too large");
+    }
+    if (length == 0)
+        body = Py_NewRef(no_body);
+    else
+        rc = reader_take(sr, (Py_ssize_t)length, &body);
+    if (rc != 0) {
+        Py_DECREF(head);
+        if (rc < 0)
+            return NULL;
+        /* Not all there: how many bytes are missing, the reader where it was
+         * (reader_take examined to the end). */
+        Chain c;
+        Py_ssize_t pos;
+        if (reader_chain(sr, &c, &pos) < 0)
+            return NULL;
+        Py_ssize_t missing = (Py_ssize_t)length - (c.stop - c.start - pos);
+        reader_moved(sr, start, start);
+        return PyLong_FromSsize_t(missing);
+    }
+    PyObject *pair = PyTuple_Pack(2, head, body);
+    Py_DECREF(head);
+    Py_DECREF(body);
+    return pair;
+}
+
+static PyObject *
+bind_http(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyType_Check(args[0])
+            || !PyType_IsSubtype((PyTypeObject *)args[0], (PyTypeObject *)PyExc_Exception)) {
+        PyErr_SetString(PyExc_TypeError, "bind_http() takes an exception class and the "
+                                         "empty body");
+        return NULL;
+    }
+    Py_XSETREF(http_error, Py_NewRef(args[0]));
+    Py_XSETREF(no_body, Py_NewRef(args[1]));
     Py_RETURN_NONE;
 }
 
@@ -808,8 +895,15 @@ static PyMethodDef httpfast_methods[] = {
      "``sr`` where it was while the head has not all arrived; HttpError (``sr``\n"
      "where it was) for a head that must be refused.  The C implementation of\n"
      "zerg.http.py_parse_request_head."},
-    {"bind_http", (PyCFunction)bind_http, METH_O,
-     "bind_http(error)\n--\n\nThe exception class parse_request_head raises (zerg.http)."},
+    {"parse_request", (PyCFunction)(void (*)(void))parse_request,
+     METH_FASTCALL | METH_KEYWORDS,
+     "parse_request(sr, *, max_size=8192, max_fields=100, max_body=1048576)\n--\n\n"
+     "The request at the position of ``sr``: (head, body) with ``sr`` past it,\n"
+     "or an int with ``sr`` where it was.  The C implementation of\n"
+     "zerg.http.py_parse_request."},
+    {"bind_http", (PyCFunction)(void (*)(void))bind_http, METH_FASTCALL,
+     "bind_http(error, no_body, /)\n--\n\n"
+     "The exception class the parsers raise and the empty body (zerg.http)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -833,7 +927,8 @@ httpfast_init(PyObject *module)
         return -1;
     str_max_size = PyUnicode_InternFromString("max_size");
     str_max_fields = PyUnicode_InternFromString("max_fields");
-    if (str_max_size == NULL || str_max_fields == NULL)
+    str_max_body = PyUnicode_InternFromString("max_body");
+    if (str_max_size == NULL || str_max_fields == NULL || str_max_body == NULL)
         return -1;
     if (PyModule_AddFunctions(module, httpfast_methods) < 0)
         return -1;

@@ -565,6 +565,12 @@ reader_read_exact(ReaderObject *self, PyObject *const *args, Py_ssize_t nargs,
         PyErr_Format(PyExc_ValueError, "try_read_exact(%S): n must be >= 0", arg[0]);
         return NULL;
     }
+    if (!copy) {
+        int rc = reader_take((PyObject *)self, n, &piece);
+        if (rc > 0)
+            Py_RETURN_NONE;
+        return rc < 0 ? NULL : piece;
+    }
     if (seq_len(self, &len) < 0)
         return NULL;
     if (len - self->pos < n) {
@@ -574,13 +580,9 @@ reader_read_exact(ReaderObject *self, PyObject *const *args, Py_ssize_t nargs,
     if (live_chain(self, &c) < 0)
         return NULL;
     Py_ssize_t a = c.start + self->pos;
-    if (copy) {
-        piece = chain_bytes(&c, a, a + n);
-        if (piece == NULL && !PyErr_Occurred())
-            (void)chain_ok(CHAIN_ODD);
-    } else {
-        piece = seq_slice((SeqObject *)self->seq, a, a + n);
-    }
+    piece = chain_bytes(&c, a, a + n);
+    if (piece == NULL && !PyErr_Occurred())
+        (void)chain_ok(CHAIN_ODD);
     if (piece != NULL)
         self->pos += n;
     return piece;
@@ -1000,6 +1002,29 @@ reader_moved(PyObject *obj, Py_ssize_t pos, Py_ssize_t examined)
     ReaderObject *self = (ReaderObject *)obj;
     self->pos = pos;
     look(self, examined);
+}
+
+int
+reader_take(PyObject *obj, Py_ssize_t n, PyObject **out)
+{
+    ReaderObject *self = (ReaderObject *)obj;
+    Py_ssize_t len;
+    Chain c;
+    if (seq_len(self, &len) < 0)
+        return -1;
+    if (len - self->pos < n) {
+        look(self, len);
+        return 1;
+    }
+    if (live_chain(self, &c) < 0)
+        return -1;
+    Py_ssize_t a = c.start + self->pos;
+    PyObject *piece = seq_slice((SeqObject *)self->seq, a, a + n);
+    if (piece == NULL)
+        return -1;
+    self->pos += n;
+    *out = piece;
+    return 0;
 }
 
 int

@@ -229,6 +229,11 @@ int readerfast_init(PyObject *module);
  * position and how far the read looked (offsets in the sequence). */
 int reader_chain(PyObject *obj, Chain *c, Py_ssize_t *pos);
 void reader_moved(PyObject *obj, Py_ssize_t pos, Py_ssize_t examined);
+/* sr.try_read_exact(n) of C reader obj (the caller checked its type): 0 with
+ * the zero-copy slice in *out and the reader past it; 1 when fewer than n
+ * bytes remain (the reader examined to the end, its position unchanged);
+ * -1 with an exception. */
+int reader_take(PyObject *obj, Py_ssize_t n, PyObject **out);
 /* A chain helper's answer (CHAIN_OK/ODD/ERR) as the reader reports it: 0, or
  * -1 with an exception (ValueError for an odd chain). */
 int chain_ok(int rc);

@@ -1,8 +1,9 @@
-"""zerg.http: the request-head parser, C and reference, on the same bytes.
+"""zerg.http: the request parsers, C and reference, on the same bytes.
 
-The C ``parse_request_head`` (native/httpfast.c) must decide every head as the
-reference ``py_parse_request_head`` does: the same result or the same error
-(status and message), and the reader left at the same position with the same
+The C ``parse_request_head`` and ``parse_request`` (native/httpfast.c) must
+decide every request as the references ``py_parse_request_head`` and
+``py_parse_request`` do: the same result or the same error (status and
+message), and the reader left at the same position with the same
 ``examined``, however the bytes are cut into segments.
 """
 
@@ -104,6 +105,79 @@ _HEADISH = _heads()
 def test_native_and_reference_decide_alike(data: bytes, split: int) -> None:
     native, ref = _both(data, split)
     assert native == ref
+
+
+def _requests(parse: object, sr: zerg.SequenceReader | PySequenceReader,
+              **limits: int) -> list[Outcome]:
+    """parse_request's answers one after another, until an int or an error."""
+    seen: list[Outcome] = []
+    while True:
+        try:
+            got = parse(sr, **limits)  # type: ignore[operator]
+        except http.HttpError as err:
+            seen.append(("error", err.status, str(err), sr.consumed, sr.examined))
+            return seen
+        if isinstance(got, int):
+            seen.append(("wait", got, sr.consumed, sr.examined))
+            return seen
+        head, body = got
+        seen.append((head.method, head.path, head.headers, head.keep_alive, body.tobytes(),
+                     len(list(body)), sr.consumed, sr.examined))
+
+
+def _both_requests(data: bytes, split: int,
+                   **limits: int) -> tuple[list[Outcome], list[Outcome]]:
+    native = _requests(http.parse_request, zerg.SequenceReader(_cut(data, split)), **limits)
+    ref = _requests(http.py_parse_request, PySequenceReader(_cut(data, split)), **limits)
+    return native, ref
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_HEADISH, st.binary(max_size=300)), st.integers(min_value=1, max_value=19),
+       st.sampled_from([{}, {"max_body": 0}, {"max_body": 3}, {"max_size": 20},
+                        {"max_fields": 1, "max_body": 4}]))
+def test_whole_requests_are_decided_alike(data: bytes, split: int,
+                                          limits: dict[str, int]) -> None:
+    """parse_request (head and body, C) against py_parse_request: the same requests,
+    bodies (as zero-copy slices of as many segments), waits, errors and positions."""
+    native, ref = _both_requests(data, split, **limits)
+    assert native == ref
+
+
+@pytest.mark.parametrize("parse", [http.parse_request, http.py_parse_request])
+def test_a_request_with_its_body(parse: object) -> None:
+    """A body is a zero-copy slice; a request not all there is an int (NEED_HEAD, or
+    the body bytes missing) with the reader where it was; a body over max_body is a
+    413 as soon as the head says so."""
+    reader = zerg.SequenceReader if parse is http.parse_request else PySequenceReader
+    post = b"POST /echo?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n"
+    sr = reader(zerg.BufferSequence([post + b"hel", b"lo", b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"]))
+    head, body = parse(sr)  # type: ignore[operator]
+    assert (head.path, body.tobytes(), len(list(body))) == (b"/echo", b"hello", 2)
+    head, body = parse(sr)  # type: ignore[operator]
+    assert (head.method, len(body)) == (b"GET", 0)
+    assert parse(sr) == http.NEED_HEAD == 0  # type: ignore[operator]
+    sr = reader(zerg.BufferSequence(post + b"he"))
+    assert parse(sr) == 3  # type: ignore[operator]
+    assert (sr.consumed, sr.examined) == (0, len(post) + 2)
+    with pytest.raises(http.HttpError, match="body too large") as err:
+        parse(sr, max_body=4)  # type: ignore[operator]
+    assert err.value.status == 413 and sr.consumed == 0
+    with pytest.raises(ValueError, match=r"parse_request\(\): max_body must be >= 0, not -1"):
+        parse(sr, max_body=-1)  # type: ignore[operator]
+    with pytest.raises(TypeError, match="max_body must be an int, not str"):
+        parse(sr, max_body="4")  # type: ignore[operator]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_nope'"):
+        parse(sr, max_nope=4)  # type: ignore[operator]
+
+
+def test_the_native_request_parser_names_the_reference_for_other_readers() -> None:
+    other = PySequenceReader(zerg.BufferSequence(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+    if http.parse_request is http.py_parse_request:
+        assert not isinstance(http.parse_request(other), int)
+        return
+    with pytest.raises(TypeError, match="py_parse_request reads any"):
+        http.parse_request(other)
 
 
 def test_every_line_of_the_samples_is_decided_alike() -> None:

@@ -44,16 +44,21 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Final, TypeVar, overload
 
+from zerg._buffers import BufferSequence
 from zerg._native import speedups
 from zerg._seqreader import PySequenceReader, SequenceReader
 
-__all__ = ["HttpError", "PyRequestHead", "RequestHead", "parse_request_head",
-           "py_parse_request_head"]
+__all__ = ["NEED_HEAD", "HttpError", "PyRequestHead", "RequestHead", "parse_request",
+           "parse_request_head", "py_parse_request", "py_parse_request_head"]
 
 _T = TypeVar("_T")
 
 MAX_SIZE: Final = 8192
 MAX_FIELDS: Final = 100
+MAX_BODY: Final = 1024 * 1024
+NEED_HEAD: Final = 0
+"""What ``parse_request`` returns while the request's head has not all arrived
+(any other int: the head is there and that many body bytes are missing)."""
 
 _token: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _target: Final = re.compile(rb"[\x21-\x7e]+").fullmatch
@@ -192,12 +197,7 @@ def py_parse_request_head(sr: PySequenceReader | SequenceReader, *, max_size: in
     refused, as soon as the bytes that arrived show it.  Each line is one
     ``try_read_bytes_to(b"\\n")``, so ``sr.examined`` says how far it looked.
     """
-    for name, value in (("max_size", max_size), ("max_fields", max_fields)):
-        if not isinstance(value, int):
-            raise TypeError(f"parse_request_head(): {name} must be an int, "
-                            f"not {type(value).__name__}")
-        if value < 0:
-            raise ValueError(f"parse_request_head(): {name} must be >= 0, not {value}")
+    _check_limits("parse_request_head", max_size=max_size, max_fields=max_fields)
     start = sr.consumed
     limit = max_size + 2            # the final line end is not the head's size
     try:
@@ -213,10 +213,60 @@ def py_parse_request_head(sr: PySequenceReader | SequenceReader, *, max_size: in
     return head
 
 
+def _check_limits(fname: str, **limits: int) -> None:
+    for name, value in limits.items():
+        if not isinstance(value, int):
+            raise TypeError(f"{fname}(): {name} must be an int, not {type(value).__name__}")
+        if value < 0:
+            raise ValueError(f"{fname}(): {name} must be >= 0, not {value}")
+
+
+_NO_BODY: Final = BufferSequence()     # the body of every request without one (shared)
+
+
+def py_parse_request(sr: PySequenceReader | SequenceReader, *, max_size: int = MAX_SIZE,
+                     max_fields: int = MAX_FIELDS, max_body: int = MAX_BODY,
+                     ) -> tuple[PyRequestHead, BufferSequence] | int:
+    """Parse the request at ``sr``'s position: its head, then its body.
+
+    Returns ``(head, body)`` with ``sr`` moved past the body, which is a
+    zero-copy slice of ``head.content_length`` bytes (``sr.try_read_exact``;
+    one shared empty sequence without a body).  While the request has not all
+    arrived, returns an int with ``sr`` where it was: ``NEED_HEAD`` (0) while
+    the head is incomplete, else how many body bytes are still missing.
+    Raises ``HttpError`` with ``sr`` where it was: the head's errors, and 413
+    for a body over ``max_body`` bytes (as soon as the head says so).
+
+    One call per request instead of a function around ``parse_request_head``
+    and ``try_read_exact``: with the C extension this is one C function, and
+    a server's Python per request is its routing.
+    """
+    _check_limits("parse_request", max_size=max_size, max_fields=max_fields,
+                  max_body=max_body)
+    start = sr.consumed
+    head = py_parse_request_head(sr, max_size=max_size, max_fields=max_fields)
+    if head is None:
+        return NEED_HEAD
+    length = head.content_length
+    if length > max_body:
+        sr.rewind(sr.consumed - start)
+        raise HttpError(413, "body too large")
+    if not length:
+        return head, _NO_BODY
+    body = sr.try_read_exact(length)
+    if body is None:
+        missing = length - sr.remaining
+        sr.rewind(sr.consumed - start)
+        return missing
+    return head, body
+
+
 if speedups is not None and not TYPE_CHECKING:
-    speedups.bind_http(HttpError)
+    speedups.bind_http(HttpError, _NO_BODY)
     RequestHead = speedups.RequestHead
     parse_request_head = speedups.parse_request_head
+    parse_request = speedups.parse_request
 else:
     RequestHead = PyRequestHead
     parse_request_head = py_parse_request_head
+    parse_request = py_parse_request

@@ -3,7 +3,8 @@
 The peer of ``examples/http.py`` in scenario H1.  examples/http.py is loaded
 by path, and every received chunk is wrapped in a ``zerg.BufferSequence``, so
 ``parse_request``, ``respond`` and ``response_head`` are literally the same
-code on both sides; only the transport differs (uvloop here, zerg there).
+code on both sides (``parse_request`` is ``zerg.http``'s, called with the
+example's limits); only the transport differs (uvloop here, zerg there).
 As there, all replies to one received chunk leave in one write, and the bytes
 of an incomplete request wait for the next chunk.
 """
@@ -20,7 +21,10 @@ from _common import BACKLOG, load_example, parse_args, serve_asyncio
 import zerg
 
 _http: Final = load_example("http")
-parse_request: Final[Callable[[zerg.SequenceReader], Any]] = _http.parse_request
+parse_request: Final[Callable[..., Any]] = _http.parse_request     # zerg.http's
+MAX_HEADER: Final[int] = _http.MAX_HEADER
+MAX_HEADERS: Final[int] = _http.MAX_HEADERS
+MAX_BODY: Final[int] = _http.MAX_BODY
 respond: Final[Callable[[Any, Any, Any], None]] = _http.respond
 response_head: Final[Callable[[int, int, bool], bytes]] = _http.response_head
 HttpError: Final[type[Exception]] = _http.HttpError
@@ -53,7 +57,8 @@ class Http(asyncio.Protocol):
         close = False
         while not sr.end:
             try:
-                parsed = parse_request(sr)
+                parsed = parse_request(sr, max_size=MAX_HEADER, max_fields=MAX_HEADERS,
+                                       max_body=MAX_BODY)
             except HttpError as err:
                 msg = f"{err}\n".encode()
                 out.write(response_head(getattr(err, "status", 400), len(msg), False))
