@@ -736,6 +736,7 @@ parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject 
         PyObject *key = PyTuple_GET_ITEM(kwnames, j), *val = args[nargs + j];
         /* Names in a call are interned: identity first, then by value. */
         PyObject *names[3] = {str_max_size, str_max_fields, str_max_body};
+        static const char *const cnames[3] = {"max_size", "max_fields", "max_body"};
         Py_ssize_t *slots[3] = {max_size, max_fields, max_body};
         int which = -1;
         for (int i = 0; i < 3 && which < 0; i++) {
@@ -751,7 +752,7 @@ parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject 
                          fname, key);
             return -1;
         }
-        if (size_arg(fname, val, PyUnicode_AsUTF8(names[which]), slots[which]) < 0)
+        if (size_arg(fname, val, cnames[which], slots[which]) < 0)
             return -1;
     }
     if (http_error == NULL) {
