@@ -339,6 +339,10 @@ static PyTypeObject HeadType = {
 
 /* RFC 9110 tchar. */
 static unsigned char is_tchar[256];
+/* The bytes a field value may not hold: controls but HTAB, and DEL; and the
+ * bytes a request target may hold: visible ASCII.  Tables, so each byte of
+ * a head is one load and one test. */
+static unsigned char is_ctl[256], is_vchar[256];
 
 static int
 all_tchar(const char *p, Py_ssize_t n)
@@ -352,13 +356,11 @@ all_tchar(const char *p, Py_ssize_t n)
     return 1;
 }
 
-/* The bytes a field value may not hold: controls but HTAB, and DEL. */
 static int
 has_ctl(const char *p, Py_ssize_t n)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+        if (is_ctl[(unsigned char)p[i]])
             return 1;
     }
     return 0;
@@ -614,7 +616,7 @@ walk(Walk *w, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t max_fields)
             || !all_tchar(p, a - p) || b - a - 1 == 0)
         return http_raise(400, "malformed request line");
     for (const char *q = a + 1; q < b; q++) {
-        if ((unsigned char)*q < 0x21 || (unsigned char)*q > 0x7e)
+        if (!is_vchar[(unsigned char)*q])
             return http_raise(400, "malformed request line");
     }
     const char *v = b + 1;
@@ -917,6 +919,10 @@ httpfast_init(PyObject *module)
                                        || (ch >= 'A' && ch <= 'Z'));
     for (; *t; t++)
         is_tchar[(unsigned char)*t] = 1;
+    for (int ch = 0; ch < 256; ch++) {
+        is_ctl[ch] = (unsigned char)((ch < 0x20 && ch != '\t') || ch == 0x7f);
+        is_vchar[ch] = (unsigned char)(ch >= 0x21 && ch <= 0x7e);
+    }
     if (PyType_Ready(&HeadType) < 0)
         return -1;
     v11 = PyBytes_FromString("HTTP/1.1");
