@@ -1,4 +1,4 @@
-"""A strict HTTP/1.x request-head parser on a ``SequenceReader``.
+"""A strict HTTP/1.x request parser on a ``SequenceReader``.
 
 Why it is in zerg: an HTTP server written on zerg spends most of its time per
 request in the head parser, not in zerg (a profile of ``examples/http.py``
@@ -29,14 +29,17 @@ Bounds: more than ``max_fields`` fields, or a head longer than ``max_size``
 bytes (plus its final line end), is a 431 -- raised as soon as the bytes
 already there show it, not after waiting for the rest.
 
-The body is the caller's: ``RequestHead.content_length`` bytes follow the head
-(``sr.try_read_exact(head.content_length)``, a zero-copy slice).
+The body: ``parse_request`` reads the head and then its
+``RequestHead.content_length`` bytes as a zero-copy slice, one call per
+request (bounded by ``max_body``: 413); with ``parse_request_head`` the body
+is the caller's (``sr.try_read_exact(head.content_length)``).
 
-With the C extension, ``parse_request_head`` is the C function and
-``RequestHead`` the C type; ``PyRequestHead`` and ``py_parse_request_head``
-stay importable as the reference, which tests/test_http1.py drives against
-the C one with the same random bytes.  The C function reads a
-``zerg.SequenceReader`` (the C reader); the reference reads either.
+With the C extension, ``parse_request`` and ``parse_request_head`` are C
+functions and ``RequestHead`` the C type; ``PyRequestHead``,
+``py_parse_request`` and ``py_parse_request_head`` stay importable as the
+reference, which tests/test_http1.py drives against the C one with the same
+random bytes.  The C functions read a ``zerg.SequenceReader`` (the C
+reader); the reference reads either.
 """
 
 from __future__ import annotations
