@@ -550,14 +550,46 @@ Reader_try_read_bytes_to(ReaderObject *self, PyObject *const *args, Py_ssize_t n
     return reader_read_to(self, args, nargs, kwnames, "try_read_bytes_to", 1);
 }
 
+/* The n bytes at the position, the reader past them: 0 with a zero-copy
+ * slice (copy 0) or bytes (copy 1) in *out; 1 when fewer than n remain (the
+ * reader examined to the end, its position unchanged); -1 with an
+ * exception. */
+static int
+take(ReaderObject *self, Py_ssize_t n, int copy, PyObject **out)
+{
+    Py_ssize_t len;
+    Chain c;
+    if (seq_len(self, &len) < 0)
+        return -1;
+    if (len - self->pos < n) {
+        look(self, len);
+        return 1;
+    }
+    if (live_chain(self, &c) < 0)
+        return -1;
+    Py_ssize_t a = c.start + self->pos;
+    PyObject *piece;
+    if (copy) {
+        piece = chain_bytes(&c, a, a + n);
+        if (piece == NULL && !PyErr_Occurred())
+            (void)chain_ok(CHAIN_ODD);
+    } else {
+        piece = seq_slice((SeqObject *)self->seq, a, a + n);
+    }
+    if (piece == NULL)
+        return -1;
+    self->pos += n;
+    *out = piece;
+    return 0;
+}
+
 /* try_read_exact and try_read_bytes. */
 static PyObject *
 reader_read_exact(ReaderObject *self, PyObject *const *args, Py_ssize_t nargs,
                   PyObject *kwnames, const char *fname, int copy)
 {
     PyObject *arg[1], *piece;
-    Py_ssize_t n, len;
-    Chain c;
+    Py_ssize_t n;
     if (parse(fname, args, nargs, kwnames, n_names, 1, 1, 1, arg) < 0
             || int_arg(arg[0], &n) < 0)
         return NULL;
@@ -565,27 +597,10 @@ reader_read_exact(ReaderObject *self, PyObject *const *args, Py_ssize_t nargs,
         PyErr_Format(PyExc_ValueError, "try_read_exact(%S): n must be >= 0", arg[0]);
         return NULL;
     }
-    if (!copy) {
-        int rc = reader_take((PyObject *)self, n, &piece);
-        if (rc > 0)
-            Py_RETURN_NONE;
-        return rc < 0 ? NULL : piece;
-    }
-    if (seq_len(self, &len) < 0)
-        return NULL;
-    if (len - self->pos < n) {
-        look(self, len);
+    int rc = take(self, n, copy, &piece);
+    if (rc > 0)
         Py_RETURN_NONE;
-    }
-    if (live_chain(self, &c) < 0)
-        return NULL;
-    Py_ssize_t a = c.start + self->pos;
-    piece = chain_bytes(&c, a, a + n);
-    if (piece == NULL && !PyErr_Occurred())
-        (void)chain_ok(CHAIN_ODD);
-    if (piece != NULL)
-        self->pos += n;
-    return piece;
+    return rc < 0 ? NULL : piece;
 }
 
 static PyObject *
@@ -1007,24 +1022,7 @@ reader_moved(PyObject *obj, Py_ssize_t pos, Py_ssize_t examined)
 int
 reader_take(PyObject *obj, Py_ssize_t n, PyObject **out)
 {
-    ReaderObject *self = (ReaderObject *)obj;
-    Py_ssize_t len;
-    Chain c;
-    if (seq_len(self, &len) < 0)
-        return -1;
-    if (len - self->pos < n) {
-        look(self, len);
-        return 1;
-    }
-    if (live_chain(self, &c) < 0)
-        return -1;
-    Py_ssize_t a = c.start + self->pos;
-    PyObject *piece = seq_slice((SeqObject *)self->seq, a, a + n);
-    if (piece == NULL)
-        return -1;
-    self->pos += n;
-    *out = piece;
-    return 0;
+    return take((ReaderObject *)obj, n, 0, out);
 }
 
 int
