@@ -20,7 +20,7 @@ speedups = Extension(
     sources=["native/speedups.c", "native/connfast.c", "native/loopfast.c", "native/seqfast.c",
              "native/readerfast.c", "native/httpfast.c", "native/wake.c", "native/counters.c",
              "native/tlsfast.c", "native/conntable.c", "native/selectfast.c",
-             "native/readwaiter.c", "native/uringshim.c"],
+             "native/readwaiter.c", "native/conntask.c", "native/uringshim.c"],
     include_dirs=["native"],
     depends=["native/speedups.h", "native/uringshim.h", "native/uringshim_compat.h"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=hidden"],

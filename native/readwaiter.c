@@ -21,8 +21,11 @@
  * (waiter_finish with in_place), its first callback goes to wake_task
  * (wake.c), which runs a task's wake-up right there when it may and queues it
  * otherwise; set_result from Python and cancel() queue every callback with
- * loop.call_soon, as a Future does.  Finished waiters are kept on a short
- * freelist, as ReadCoroutine objects are.
+ * loop.call_soon, as a Future does.  A ConnTask (conntask.c) does not add a
+ * callback: its step parks the task itself in the first field (waiter_park,
+ * cb_task set), and finishing calls wake_conntask; remove_done_callback sees
+ * the task's bound _wakeup there, as if it had been added.  Finished waiters
+ * are kept on a short freelist, as ReadCoroutine objects are.
  *
  * Rules: as speedups.c.  A finishing waiter takes its callbacks out before
  * any runs (a callback may look at the waiter, or drop the last reference to
@@ -43,6 +46,7 @@ typedef struct {
     PyObject *cancel_msg;       /* W_CANCELLED: the message, or NULL */
     int state;
     int blocking;               /* _asyncio_future_blocking */
+    int cb_task;                /* cb is a ConnTask parked here (waiter_park), not a callable */
 } WaiterObject;
 
 static PyTypeObject WaiterType;
@@ -68,7 +72,9 @@ static int
 schedule(WaiterObject *self, int in_place)
 {
     PyObject *cb = self->cb, *ctx = self->ctx, *more = self->more;
+    int cb_task = self->cb_task;
     self->cb = self->ctx = self->more = NULL;
+    self->cb_task = 0;
     if (self->loop == NULL) {       /* cleared by the cycle collector: nothing to run on */
         Py_XDECREF(cb);
         Py_XDECREF(ctx);
@@ -79,8 +85,11 @@ schedule(WaiterObject *self, int in_place)
     Py_INCREF(self);
     int rc = 0;
     if (cb != NULL) {
-        rc = in_place ? wake_task(loop, cb, (PyObject *)self, ctx)
-                      : wake_queue(loop, cb, (PyObject *)self, ctx);
+        if (cb_task)
+            rc = wake_conntask(loop, cb, (PyObject *)self, ctx, in_place);
+        else
+            rc = in_place ? wake_task(loop, cb, (PyObject *)self, ctx)
+                          : wake_queue(loop, cb, (PyObject *)self, ctx);
         Py_DECREF(cb);
         Py_DECREF(ctx);
     }
@@ -106,6 +115,41 @@ waiter_finish(PyObject *op, int in_place)
     self->state = W_DONE;
     self->result = Py_NewRef(Py_None);
     return schedule(self, in_place);
+}
+
+int
+waiter_park(PyObject *op, PyObject *task, PyObject *ctx, PyObject *loop)
+{
+    WaiterObject *self = (WaiterObject *)op;
+    if (self->state != W_PENDING || !self->blocking || self->loop != loop || self->cb != NULL
+            || self->more != NULL || ctx == NULL || !PyContext_CheckExact(ctx))
+        return 0;
+    self->blocking = 0;
+    self->cb = Py_NewRef(task);
+    self->ctx = Py_NewRef(ctx);
+    self->cb_task = 1;
+    return 1;
+}
+
+int
+waiter_done_ok(PyObject *op)
+{
+    return waiter_check(op) && ((WaiterObject *)op)->state == W_DONE;
+}
+
+/* A parked task as the callback Python code would see: its bound _wakeup
+ * (before remove_done_callback compares callbacks).  0, or -1. */
+static int
+unpark(WaiterObject *self)
+{
+    if (!self->cb_task)
+        return 0;
+    PyObject *cb = conntask_bound_wakeup(self->cb);
+    if (cb == NULL)
+        return -1;
+    Py_SETREF(self->cb, cb);
+    self->cb_task = 0;
+    return 0;
 }
 
 void
@@ -260,6 +304,8 @@ static PyObject *
 w_remove_done_callback(WaiterObject *self, PyObject *fn)
 {
     Py_ssize_t removed = 0;
+    if (unpark(self) < 0)
+        return NULL;
     if (self->cb != NULL) {
         int eq = PyObject_RichCompareBool(self->cb, fn, Py_EQ);
         if (eq < 0)
@@ -531,6 +577,7 @@ w_traverse(WaiterObject *self, visitproc visit, void *arg)
 static int
 w_clear(WaiterObject *self)
 {
+    self->cb_task = 0;
     Py_CLEAR(self->loop);
     Py_CLEAR(self->cb);
     Py_CLEAR(self->ctx);
@@ -572,6 +619,7 @@ waiter_new(PyObject *loop)
     w->cb = w->ctx = w->more = w->result = w->cancel_msg = NULL;
     w->state = W_PENDING;
     w->blocking = 0;
+    w->cb_task = 0;
     PyObject_GC_Track(w);
     return (PyObject *)w;
 }

@@ -1649,7 +1649,7 @@ PyInit__speedups(void)
     if (connfast_init(m) < 0 || loopfast_init(m) < 0 || seqfast_init(m) < 0
             || readerfast_init(m) < 0 || httpfast_init(m) < 0 || wake_init(m) < 0
             || counters_init(m) < 0 || tlsfast_init(m) < 0 || conntable_init(m) < 0
-            || selectfast_init(m) < 0 || waiter_init(m) < 0) {
+            || selectfast_init(m) < 0 || waiter_init(m) < 0 || conntask_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -367,6 +367,22 @@ int waiter_finish(PyObject *waiter, int in_place);
 void waiter_block(PyObject *waiter);
 /* waiter.result(): None, or NULL with the error (cancelled, not ready). */
 PyObject *waiter_result(PyObject *waiter);
+/* 1 when waiter is a ReadWaiter finished with a result (not cancelled). */
+int waiter_done_ok(PyObject *waiter);
+/* A ConnTask's wait on waiter, yielded to it by its coroutine: when waiter
+ * is a pending ReadWaiter of loop, blocking, with no callbacks, it keeps task
+ * (and ctx) as its one callback, to be woken with wake_conntask; 1.  Else 0
+ * (nothing changed: the task waits through asyncio's protocol). */
+int waiter_park(PyObject *waiter, PyObject *task, PyObject *ctx, PyObject *loop);
+
+/* ConnTask's step in C (conntask.c) */
+int conntask_init(PyObject *module);
+/* task._wakeup(fut): a new reference (None), or NULL with an error. */
+PyObject *conntask_wakeup(PyObject *task, PyObject *fut);
+/* task._wakeup bound, for call_soon: a new reference, or NULL. */
+PyObject *conntask_bound_wakeup(PyObject *task);
+/* 1 when o is a bound ConnTask. */
+int conntask_check(PyObject *o);
 
 /* a read's task resumed in place (wake.c) */
 int wake_init(PyObject *module);
@@ -389,6 +405,14 @@ int wake_read(PyObject *waiter);
  * task's wake-up and it may (see wake.c), else loop.call_soon(cb, arg,
  * context=ctx).  0, or -1 with an error. */
 int wake_task(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx);
+/* A ReadWaiter's waiting ConnTask, woken with arg (the waiter) in ctx: run
+ * now when in_place and it may (as wake_task), else its _wakeup queued with
+ * loop.call_soon.  0, or -1 with an error. */
+int wake_conntask(PyObject *loop, PyObject *task, PyObject *arg, PyObject *ctx, int in_place);
+/* asyncio's _current_tasks dict (borrowed), or NULL where it has none: then
+ * wake_call_task_hook calls asyncio's _enter_task (leave 0) or _leave_task. */
+PyObject *wake_current_tasks(void);
+int wake_call_task_hook(int leave, PyObject *loop, PyObject *task);
 /* loop.call_soon(cb, arg, context=ctx): 0, or -1 with an error. */
 int wake_queue(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx);
 /* The dispatcher's harvest: begin returns what end restores. */

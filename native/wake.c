@@ -19,7 +19,9 @@
  *   - the task has not run in place in this harvest yet (fairness: a flooded
  *     connection's task gets one step per harvest, as before; its other
  *     wake-ups are queued and run after the harvest);
- * otherwise it queues the wake-up as call_soon would have.  A step that
+ * otherwise it queues the wake-up as call_soon would have.  A ConnTask parked
+ * in the waiter (conntask.c) is woken by wake_conntask under the same rules:
+ * its C wake-up runs in place, or its _wakeup is queued.  A step that
  * raises anything but KeyboardInterrupt or SystemExit goes to the loop's
  * exception handler, as Handle._run does.
  *
@@ -35,6 +37,8 @@
 #include <string.h>
 
 static PyObject *current_tasks, *current_task_fn;
+/* asyncio.tasks._enter_task/_leave_task, where _current_tasks is no dict. */
+static PyObject *enter_task_fn, *leave_task_fn;
 static PyTypeObject *task_type;
 
 /* task_wakeup's method definition, learnt from the first one seen. */
@@ -130,7 +134,8 @@ no_task_running(PyObject *loop)
 
 /* A step run in place raised: as Handle._run, KeyboardInterrupt and
  * SystemExit propagate (-1), anything else goes to the loop's exception
- * handler (0, or -1 if that fails). */
+ * handler (0, or -1 if that fails).  cb is the callback, or the ConnTask
+ * whose wake-up it was. */
 static int
 report(PyObject *loop, PyObject *cb, PyObject *arg)
 {
@@ -139,7 +144,9 @@ report(PyObject *loop, PyObject *cb, PyObject *arg)
     PyObject *exc = fetch_exception();
     if (exc == NULL)
         return -1;
-    PyObject *msg = PyUnicode_FromFormat("Exception in callback %R(%R)", cb, arg);
+    PyObject *msg = PyUnicode_FromFormat(conntask_check(cb) ? "Exception in callback %R._wakeup(%R)"
+                                                            : "Exception in callback %R(%R)",
+                                         cb, arg);
     PyObject *ctx = msg == NULL ? NULL : PyDict_New();
     int rc = -1;
     if (ctx != NULL && PyDict_SetItem(ctx, s_message, msg) == 0
@@ -157,6 +164,19 @@ report(PyObject *loop, PyObject *cb, PyObject *arg)
     return rc;
 }
 
+PyObject *
+wake_current_tasks(void)
+{
+    return current_tasks;
+}
+
+int
+wake_call_task_hook(int leave, PyObject *loop, PyObject *task)
+{
+    PyObject *args[2] = {loop, task};
+    return call_ok(PyObject_Vectorcall(leave ? leave_task_fn : enter_task_fn, args, 2, NULL));
+}
+
 int
 wake_queue(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
 {
@@ -168,16 +188,17 @@ wake_queue(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
     return 0;
 }
 
-/* cb(arg) now, in ctx: 0, or -1 with an error to propagate. */
+/* cb(arg) now, in ctx -- or, with cb NULL, ConnTask task's wake-up: 0, or
+ * -1 with an error to propagate. */
 static int
-run_in_place(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
+run_in_place(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx, PyObject *task)
 {
     if (PyContext_Enter(ctx) < 0) {     /* entered elsewhere: queue it, as call_soon would */
         PyErr_Clear();
-        return wake_queue(loop, cb, arg, ctx);
+        return cb != NULL ? wake_queue(loop, cb, arg, ctx) : wake_conntask(loop, task, arg, ctx, 0);
     }
     inline_ok = 0;
-    PyObject *r = PyObject_CallOneArg(cb, arg);
+    PyObject *r = cb != NULL ? PyObject_CallOneArg(cb, arg) : conntask_wakeup(task, arg);
     inline_ok = 1;
     if (PyContext_Exit(ctx) < 0)
         Py_CLEAR(r);
@@ -185,28 +206,58 @@ run_in_place(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
         Py_DECREF(r);
         return 0;
     }
-    return report(loop, cb, arg);
+    return report(loop, cb != NULL ? cb : task, arg);
 }
 
-int
-wake_task(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
+/* 1 when the wake-up of task (a borrowed pointer) may run now, in ctx:
+ * during a harvest, on a plain ReactorLoop with no task running, the task's
+ * first in-place run of this harvest.  0 when it is to be queued, -1 on error. */
+static int
+may_run_now(PyObject *loop, const void *task, PyObject *ctx)
 {
-    int ok = inline_ok && PyContext_CheckExact(ctx) && is_task_wakeup(cb);
+    int ok = inline_ok && PyContext_CheckExact(ctx);
     if (ok)
         ok = loop_runs_plain(loop);
     if (ok > 0)
         ok = no_task_running(loop);
     if (ok > 0)
-        ok = first_run(PyCFunction_GET_SELF(cb));
-    if (ok < 0)
-        return -1;
-    if (inline_ok) {
+        ok = first_run(task);
+    if (ok >= 0 && inline_ok) {
         if (ok)
             n_in_place++;
         else
             n_queued++;
     }
-    return ok ? run_in_place(loop, cb, arg, ctx) : wake_queue(loop, cb, arg, ctx);
+    return ok;
+}
+
+int
+wake_task(PyObject *loop, PyObject *cb, PyObject *arg, PyObject *ctx)
+{
+    int ok = 0;
+    if (is_task_wakeup(cb))
+        ok = may_run_now(loop, PyCFunction_GET_SELF(cb), ctx);
+    else if (inline_ok)
+        n_queued++;
+    if (ok < 0)
+        return -1;
+    return ok ? run_in_place(loop, cb, arg, ctx, NULL) : wake_queue(loop, cb, arg, ctx);
+}
+
+int
+wake_conntask(PyObject *loop, PyObject *task, PyObject *arg, PyObject *ctx, int in_place)
+{
+    int ok = in_place ? may_run_now(loop, task, ctx) : 0;
+    if (ok < 0)
+        return -1;
+    if (ok)
+        return run_in_place(loop, NULL, arg, ctx, task);
+    PyObject *cb = conntask_bound_wakeup(task);
+    if (cb == NULL)
+        return -1;
+    int rc = wake_queue(loop, cb, arg, ctx);
+    Py_DECREF(cb);
+    return rc;
 }
 
 int
@@ -271,6 +322,10 @@ wake_init(PyObject *module)
     if (current_tasks == NULL || !PyDict_CheckExact(current_tasks)) {
         PyErr_Clear();
         Py_CLEAR(current_tasks);
+        enter_task_fn = import_attr("asyncio.tasks", "_enter_task");
+        leave_task_fn = import_attr("asyncio.tasks", "_leave_task");
+        if (enter_task_fn == NULL || leave_task_fn == NULL)
+            return -1;
     }
     const InternName names[] = {
         {&s_call_soon, "call_soon"}, {&s_set_result, "set_result"}, {&s_done, "done"},

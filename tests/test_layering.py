@@ -72,6 +72,9 @@ ALLOWED_FOREIGN_PRIVATES: frozenset[str] = frozenset({
     # asyncio.Handle._run, how an event loop runs a ready handle: ReactorLoop._run_debug
     # runs one as asyncio's _run_once does in debug mode.
     "_run",
+    # asyncio's future protocol (asyncio.isfuture, Task.__step): zerg._conntask.ConnTask
+    # waits on any future-like object the way asyncio.Task does.
+    "_asyncio_future_blocking",
     # ssl.SSLObject's C object, which its read/write/pending wrap one-to-one in 3.11-3.13:
     # zerg._tls calls it directly (three Python frames less per TLS request).
     "_sslobj",

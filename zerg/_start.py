@@ -35,6 +35,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 from zerg._connection import Connection, ProtocolConnection
+from zerg._conntask import ConnTask
+from zerg._native import speedups
 from zerg._protocol import Protocol
 from zerg._ratelog import ErrorLog
 from zerg._seam import CompletionSink, ConnectionHost
@@ -42,6 +44,10 @@ from zerg._tls import TlsConnection, TlsProtocolConnection
 from zerg._tlssession import TlsOptions
 
 log = logging.getLogger("zerg")
+
+# Handlers run in a ConnTask with the extension (its step is C there), in
+# an asyncio.Task without it (a step in Python would be slower than asyncio's).
+_CONN_TASKS = speedups is not None
 
 AsyncHandler = Callable[[Connection], Awaitable[None]]
 SyncHandler = Callable[[Connection], None]
@@ -138,7 +144,10 @@ class TaskStart(_HandlerStart):
         if not inspect.isawaitable(result):
             raise TypeError(f"the async handler {self._handler!r} returned {result!r}, "
                             "not an awaitable")
-        return asyncio.ensure_future(cast(Coroutine[Any, Any, None], result), loop=conn.loop)
+        loop = conn.loop
+        if _CONN_TASKS and asyncio.iscoroutine(result) and loop.get_task_factory() is None:
+            return ConnTask(result, loop=loop)      # its reads resume it in C (zerg._conntask)
+        return asyncio.ensure_future(cast(Coroutine[Any, Any, None], result), loop=loop)
 
 
 class ThreadStart(_HandlerStart):
