@@ -53,14 +53,18 @@ enter_task(PyObject *loop, PyObject *task)
     PyObject *tasks = wake_current_tasks();
     if (tasks == NULL)
         return wake_call_task_hook(0, loop, task);
-    PyObject *cur = PyDict_GetItemWithError(tasks, loop);     /* borrowed */
-    if (cur != NULL) {
+    /* One lookup: the task is stored unless one is there already (this task
+     * there already would mean its coroutine runs, which the send refuses). */
+    PyObject *cur = PyDict_SetDefault(tasks, loop, task);     /* borrowed */
+    if (cur == NULL)
+        return -1;
+    if (cur != task) {
         PyErr_Format(PyExc_RuntimeError,
                      "Cannot enter into task %R while another task %R is being executed.",
                      task, cur);
         return -1;
     }
-    return PyErr_Occurred() ? -1 : PyDict_SetItem(tasks, loop, task);
+    return 0;
 }
 
 static int
