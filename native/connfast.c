@@ -95,7 +95,7 @@ static struct {
         r_ring, r_address, g_closed;
     /* InputPipe (levels 1-3), RingItem */
     Py_ssize_t i_slots, i_plain, i_held, i_items, i_ipos, i_head, i_tail, i_unread, i_waiter, i_give,
-        i_opts, i_mark, it_key, it_live, it_bid, it_length, it_view;
+        i_opts, i_mark, it_key, it_live, it_bid, it_length, it_view, it_held_at;
     /* InputPipe, PipeReader's side */
     Py_ssize_t i_completed, i_handed, i_cancel, i_ended, i_buffer, i_movable, i_examined_all,
         i_loop, i_backlog;
@@ -1380,6 +1380,51 @@ opt_ints(PyObject *opts, OptInts *out)
     return 0;
 }
 
+/* InputPipe.held, a list in no order whose items know their index
+ * (RingItem._held_at): InputPipe._hold and _unhold.
+ *
+ * held_at: item's index in held (an exact list), or -1 when it is not there. */
+static Py_ssize_t
+held_at(PyObject *held, PyObject *item)
+{
+    Py_ssize_t at;
+    if (field_ssize(item, F.it_held_at, &at) || at < 0 || at >= PyList_GET_SIZE(held)
+            || PyList_GET_ITEM(held, at) != item)
+        return -1;
+    return at;
+}
+
+/* held.append(item), its index kept in item.  0 or -1. */
+static int
+hold(PyObject *held, PyObject *item)
+{
+    if (field_set_ssize(item, F.it_held_at, PyList_GET_SIZE(held)) < 0)
+        return -1;
+    return PyList_Append(held, item);
+}
+
+/* item out of held (unless it is not there): the last item moves into its
+ * place.  0 or -1. */
+static int
+unhold(PyObject *held, PyObject *item)
+{
+    Py_ssize_t at = held_at(held, item), end = PyList_GET_SIZE(held) - 1;
+    if (at < 0)
+        return 0;
+    PyObject *last = PyList_GET_ITEM(held, end);
+    if (last != item) {
+        if (field_set_ssize(last, F.it_held_at, at) < 0)
+            return -1;
+        PyList_SET_ITEM(held, at, last);    /* the list's reference to last moves */
+    }
+    PyList_SET_ITEM(held, end, NULL);
+    Py_SET_SIZE(held, end);
+    /* The list's reference to item is ours now (the caller holds one too). */
+    int rc = field_set_ssize(item, F.it_held_at, -1);
+    Py_DECREF(item);
+    return rc;
+}
+
 /* Connection.on_recv with InputPipe.push: a RingItem for the slot, held,
  * queued, and the waiting read woken. */
 PyObject *
@@ -1393,7 +1438,7 @@ c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             || inp == NULL || !Py_IS_TYPE(inp, in_type)
             || FIELD(inp, F.i_paused) != Py_False || FIELD(inp, F.i_discarding) != Py_False
             || FIELD(inp, F.i_plain) != Py_True || FIELD(inp, F.i_slots) == NULL
-            || FIELD(inp, F.i_held) == NULL || !PyDict_CheckExact(FIELD(inp, F.i_held))
+            || FIELD(inp, F.i_held) == NULL || !PyList_CheckExact(FIELD(inp, F.i_held))
             || FIELD(inp, F.i_items) == NULL || !PyList_CheckExact(FIELD(inp, F.i_items))
             || FIELD(inp, F.i_opts) == NULL || FIELD(inp, F.i_loop) == NULL
             || field_ssize(inp, F.i_tail, &tail) || field_ssize(inp, F.i_unread, &unread))
@@ -1432,7 +1477,7 @@ c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     field_set(item, F.it_view, view);
     field_set(item, F.it_key, Py_NewRef(key));
     field_set(item, F.it_live, Py_NewRef(Py_True));
-    int rc = PyDict_SetItem(FIELD(inp, F.i_held), item, Py_None);
+    int rc = hold(FIELD(inp, F.i_held), item);
     if (rc == 0)
         rc = PyList_Append(FIELD(inp, F.i_items), item);
     Py_DECREF(item);
@@ -1442,7 +1487,7 @@ c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     OptInts lim;
     if (opt_ints(FIELD(inp, F.i_opts), &lim) < 0)
         return NULL;
-    if ((unread + n > lim.max_read || PyDict_GET_SIZE(FIELD(inp, F.i_held)) > lim.max_held)
+    if ((unread + n > lim.max_read || PyList_GET_SIZE(FIELD(inp, F.i_held)) > lim.max_held)
             && call_method(self, s_pause, NULL, NULL) < 0)
         return NULL;
     /* The waiting read is woken last: its task may run right here (wake.c),
@@ -1510,16 +1555,13 @@ c_return_ring(PyObject *self, PyObject *item)
             || FIELD(item, F.it_live) != Py_True
             || (key = FIELD(item, F.it_key)) == NULL || !PyLong_CheckExact(key)
             || (view = FIELD(item, F.it_view)) == NULL || !PyMemoryView_Check(view)
-            || (held = FIELD(inp, F.i_held)) == NULL || !PyDict_CheckExact(held)
+            || (held = FIELD(inp, F.i_held)) == NULL || !PyList_CheckExact(held)
             || FIELD(inp, F.i_slots) == NULL
             || field_ssize(inp, F.i_unread, &unread) || field_ssize(item, F.it_length, &length)) {
         PyErr_Clear();              /* a bad owner int: the reference raises its error */
         return ref_call(ref_c_return_ring, self, &item, 1);
     }
-    int has = PyDict_Contains(held, item);
-    if (has < 0)
-        return NULL;
-    if (!has)
+    if (held_at(held, item) < 0)    /* not this pipe's, or given back: the reference says */
         return ref_call(ref_c_return_ring, self, &item, 1);
     if (drop_item(inp, item) < 0)       /* InputPipe.give_back_item's drop */
         return NULL;
@@ -2183,7 +2225,7 @@ drop_item(PyObject *inp, PyObject *item)
     Py_ssize_t unread, length;
     if (FIELD(item, F.it_live) != Py_True)
         return 0;
-    if (key == NULL || view == NULL || held == NULL || !PyDict_CheckExact(held)
+    if (key == NULL || view == NULL || held == NULL || !PyList_CheckExact(held)
             || slots == NULL || field_ssize(inp, F.i_unread, &unread)
             || field_ssize(item, F.it_length, &length)) {
         PyErr_SetString(PyExc_SystemError, "zerg: a ring item or input pipe is malformed");
@@ -2204,11 +2246,7 @@ drop_item(PyObject *inp, PyObject *item)
     else
         rc = -1;
     if (rc == 0 && key != Py_None) {
-        rc = PyDict_DelItem(held, item);            /* held.pop(item, None): one lookup */
-        if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
-            PyErr_Clear();
-            rc = 0;
-        }
+        rc = unhold(held, item);
         if (rc == 0)
             rc = give_back(slots, key);
     }
@@ -2233,7 +2271,7 @@ in_advance_to(PyObject *inp, PyObject *const *args, Py_ssize_t nargs)
             || (nargs == 2 && args[1] != Py_None && !PyLong_CheckExact(args[1]))
             || field_ssize(inp, F.i_handed, &handed) || handed < 0
             || buf == NULL || !Py_IS_TYPE(buf, seq_type) || held == NULL
-            || !PyDict_CheckExact(held) || slots == NULL
+            || !PyList_CheckExact(held) || slots == NULL
             || field_ssize(inp, F.i_unread, &unread))
         return ref_call(ref_i_advance_to, inp, args, nargs);
     consumed = PyLong_AsSsize_t(args[0]);
@@ -2761,7 +2799,7 @@ static const struct field_spec field_specs[] = {
     {5, "tail", &F.i_tail}, {5, "unread", &F.i_unread}, {5, "waiter", &F.i_waiter},
     {5, "opts", &F.i_opts}, {5, "_hand_out_mark", &F.i_mark},
     {8, "_key", &F.it_key}, {8, "_live", &F.it_live}, {8, "buffer_id", &F.it_bid},
-    {8, "length", &F.it_length}, {8, "view", &F.it_view},
+    {8, "length", &F.it_length}, {8, "view", &F.it_view}, {8, "_held_at", &F.it_held_at},
     {5, "completed", &F.i_completed}, {5, "_handed", &F.i_handed}, {5, "_cancel", &F.i_cancel},
     {5, "ended", &F.i_ended}, {5, "buffer", &F.i_buffer}, {5, "buffer_movable", &F.i_movable},
     {5, "_examined_all", &F.i_examined_all}, {5, "_loop", &F.i_loop}, {5, "_give", &F.i_give},

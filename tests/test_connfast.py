@@ -168,6 +168,9 @@ class Player:
 
     def state(self) -> tuple[Any, ...]:
         conn, host = self.conn, self.host
+        # The input pipe's held list: each item knows its index (InputPipe._unhold).
+        inp = conn._in
+        assert inp is None or all(item._held_at == i for i, item in enumerate(inp.held))
         return (conn.pending_write_bytes, conn.slots_held, conn.bytes_in, conn.bytes_out,
                 conn.is_closed, host.traffic.sends, host.traffic.bytes_out,
                 len(host.submitter.sends), sorted(host.slots.lent))

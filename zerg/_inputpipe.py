@@ -18,6 +18,10 @@ Plan: received bytes arrive as ``RingItem``s (``push``).  ``held`` is the
 authority on which slots this pipe holds: whatever path gives an item back
 (``return_ring``, a sequence's ``advance``/``release``, close) goes through
 ``_drop``, which gives the slot back only if the item is still in ``held``.
+``held`` is a list in no order, each item knowing its place (``_held_at``):
+taking one out moves the last into its place, so holding and giving back
+cost a few stores, where a dict paid a hash insert and delete per message
+and rebuilt its table every few messages from the deleted entries.
 Owning sequences get a ``SlotLease`` (the record ``zerg._buffers`` defines)
 whose tokens are the items themselves; the pipe makes and owns every lease.
 
@@ -102,7 +106,7 @@ class RingItem:
     ``ValueError`` instead of reading bytes of some later message.
     """
 
-    __slots__ = ("_key", "_live", "buffer_id", "length", "view")
+    __slots__ = ("_held_at", "_key", "_live", "buffer_id", "length", "view")
 
     buffer_id: int
     """The slot in the provided buffer ring (negative: moved off the ring)."""
@@ -118,6 +122,7 @@ class RingItem:
         self.view = view
         self._key = key         # the RecvSlots key; None once off the ring
         self._live = True       # False once returned
+        self._held_at = -1      # its index in its pipe's held list, while there
 
     if sys.version_info >= (3, 12):
         def __buffer__(self, flags: int) -> memoryview:
@@ -201,7 +206,7 @@ class InputPipe(_InputCounters):
         self.tail = 0                       # items received so far
         # Items whose slot we hold (on the ring), as a dict used as a set: an
         # empty dict is 64 B of idle memory per connection, an empty set 216 B.
-        self.held: dict[RingItem, None] = {}
+        self.held: list[RingItem] = []     # in no order; item._held_at is the index
         self.unread = 0                     # received bytes not yet consumed
         self.buffer: BufferSequence | None = None   # the owning sequence of level 2/3
         self.buffer_movable = False         # True when a PipeReader owns ``buffer``
@@ -230,7 +235,7 @@ class InputPipe(_InputCounters):
             return False
         slots = self._slots
         item = RingItem(key if self._plain else slots.slot_of(key), n, slots.view(key, n), key)
-        self.held[item] = None
+        self._hold(item)
         self._items.append(item)
         self.tail += 1
         self.unread += n
@@ -264,6 +269,24 @@ class InputPipe(_InputCounters):
         w = self.waiter
         if w is not None and not w.done():
             w.set_result(None)
+
+    def _hold(self, item: RingItem) -> None:
+        item._held_at = len(self.held)
+        self.held.append(item)
+
+    def _unhold(self, item: RingItem) -> bool:
+        """Take ``item`` out of ``held``; False if it is not there (given back
+        already, moved off the ring, or another pipe's)."""
+        held = self.held
+        at = item._held_at
+        if not 0 <= at < len(held) or held[at] is not item:
+            return False
+        last = held.pop()
+        if last is not item:
+            held[at] = last
+            last._held_at = at
+        item._held_at = -1
+        return True
 
     def below_resume_mark(self) -> bool:
         opts = self.opts
@@ -301,10 +324,8 @@ class InputPipe(_InputCounters):
             return False
         key = item._key
         if key is not None:
-            held = self.held
-            if item not in held:
+            if not self._unhold(item):
                 return False
-            del held[item]
             self._slots.give_back(key)
         # _drop, inline (level 1 returns every item through here).
         item._live = False
@@ -324,7 +345,7 @@ class InputPipe(_InputCounters):
         _release_view(item.view)
         key = item._key
         if key is not None:
-            self.held.pop(item, None)
+            self._unhold(item)
             self._slots.give_back(key)
         self.unread -= item.length
 
@@ -508,7 +529,7 @@ class InputPipe(_InputCounters):
         """Copy ``item``'s bytes off the ring and give its slot back now."""
         key = item._key
         assert key is not None
-        self.held.pop(item, None)
+        self._unhold(item)
         item.view = memoryview(item.view.tobytes())
         self._slots.give_back(key)
         item._key = None
