@@ -204,9 +204,9 @@ class InputPipe(_InputCounters):
         self._ipos = 0
         self.head = 0                       # items taken so far
         self.tail = 0                       # items received so far
-        # Items whose slot we hold (on the ring), as a dict used as a set: an
-        # empty dict is 64 B of idle memory per connection, an empty set 216 B.
-        self.held: list[RingItem] = []     # in no order; item._held_at is the index
+        # Items whose slot we hold (on the ring), in no order: item._held_at
+        # is the index (_hold, _unhold).
+        self.held: list[RingItem] = []
         self.unread = 0                     # received bytes not yet consumed
         self.buffer: BufferSequence | None = None   # the owning sequence of level 2/3
         self.buffer_movable = False         # True when a PipeReader owns ``buffer``
