@@ -289,6 +289,16 @@ def test_a_task_destroyed_while_pending_is_reported() -> None:
 # ------------------------------------------------------------ the engine
 
 
+async def echo_once(conn: zerg.Connection) -> None:
+    """One read's ring items written back, then flushed."""
+    snap = await conn.read()
+    while (item := conn.try_get_ring(snap)) is not None:
+        conn.write(item.view)
+        conn.return_ring(item)
+    conn.reset_read()
+    await conn.flush()
+
+
 def test_handlers_run_in_a_conntask_with_the_extension() -> None:
     """A handler's task is a ConnTask with the extension (an asyncio.Task
     without); current_task() and all_tasks() see it; a handler cancelled
@@ -301,12 +311,7 @@ def test_handlers_run_in_a_conntask_with_the_extension() -> None:
         me = asyncio.current_task()
         assert me is not None
         seen.append((type(me).__name__, me in asyncio.all_tasks(), me.get_name() != ""))
-        snap = await conn.read()
-        while (item := conn.try_get_ring(snap)) is not None:
-            conn.write(item.view)
-            conn.return_ring(item)
-        conn.reset_read()
-        await conn.flush()
+        await echo_once(conn)
         asyncio.get_running_loop().call_later(0.05, me.cancel, "stop")
         try:
             await conn.read()
@@ -372,11 +377,7 @@ def test_timeouts_and_task_groups_inside_a_handler() -> None:
         async with asyncio.TaskGroup() as group:
             results = [group.create_task(child()) for _ in range(3)]
         events.append(f"group={sum(r.result() for r in results)}")
-        snap = await conn.read()
-        while (item := conn.try_get_ring(snap)) is not None:
-            conn.write(item.view)
-            conn.return_ring(item)
-        await conn.flush()
+        await echo_once(conn)
 
     with serving(handler) as srv, srv.connect() as sock:
         sock.settimeout(5)
