@@ -140,6 +140,7 @@ step(PyObject *task)
     return rc;
 }
 
+/* ConnTask._wakeup(future), also what wake.c runs in place. */
 PyObject *
 conntask_wakeup(PyObject *task, PyObject *fut)
 {
@@ -168,17 +169,10 @@ ct_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnam
     Py_RETURN_NONE;
 }
 
-/* ConnTask._wakeup(future) */
-static PyObject *
-ct_wakeup(PyObject *self, PyObject *fut)
-{
-    return conntask_wakeup(self, fut);
-}
-
 static PyMethodDef ct_methods[] = {
     {"_step", (PyCFunction)(void (*)(void))ct_step, METH_FASTCALL | METH_KEYWORDS,
      "Run the coroutine to its next wait (C, native/conntask.c)."},
-    {"_wakeup", (PyCFunction)ct_wakeup, METH_O,
+    {"_wakeup", (PyCFunction)conntask_wakeup, METH_O,
      "The future waited on is done: step (C, native/conntask.c)."},
     {NULL, NULL, 0, NULL},
 };
