@@ -105,7 +105,7 @@ static struct {
  * the others ProtocolConnection's). */
 static PyObject *ref_on_recv, *ref_write, *ref_send_pending, *ref_on_send, *ref_forward;
 static PyObject *ref_c_write, *ref_c_kick_send, *ref_c_on_send, *ref_c_on_recv,
-    *ref_c_try_get_ring, *ref_c_return_ring, *ref_c_flush, *ref_c_forward;
+    *ref_c_try_get_ring, *ref_c_return_ring, *ref_c_flush, *ref_c_forward, *ref_c_reset_read;
 static PyObject *ref_i_try_read, *ref_i_advance_to, *ref_i_arm_waiter;
 static PyObject *ref_c_get_sequence, *ref_seq_advance, *ref_seq_release, *ref_seq_iter;
 static PyObject *fn_drop_tokens;    /* InputPipe._drop_tokens, the function */
@@ -1425,6 +1425,45 @@ unhold(PyObject *held, PyObject *item)
     return rc;
 }
 
+/* RingItems given back through return_ring, kept for the next receives.
+ *
+ * Why: level 1 makes one RingItem per message and drops it once the handler
+ * lets go of it; making one (a GC allocation) and destroying it (the slot
+ * class's dealloc) cost more than filling its six fields again.
+ * What: return_ring puts the item it gave back here (the pool holds a
+ * reference; the oldest entry is dropped when the pool is full); on_recv
+ * takes an entry that nothing else refers to any more (reference count 1:
+ * the handler has let go of it) and refills every field.  An item something
+ * still refers to -- a user who kept it, a test checking its view is dead --
+ * is never reused, so nobody can see an item come back to life. */
+#define ITEM_POOL_MAX 8
+static PyObject *item_pool[ITEM_POOL_MAX];
+static int item_pool_next;
+
+/* Keep item (borrowed; exact item_type, given back) for reuse. */
+static void
+item_retire(PyObject *item)
+{
+    PyObject *old = item_pool[item_pool_next];
+    item_pool[item_pool_next] = Py_NewRef(item);
+    item_pool_next = (item_pool_next + 1) % ITEM_POOL_MAX;
+    Py_XDECREF(old);        /* after the store, as field_set does */
+}
+
+/* A RingItem to fill: a pooled one nothing else holds, or a new one. */
+static PyObject *
+item_new(void)
+{
+    for (int i = 0; i < ITEM_POOL_MAX; i++) {
+        PyObject *it = item_pool[i];
+        if (it != NULL && Py_REFCNT(it) == 1) {
+            item_pool[i] = NULL;
+            return it;              /* the pool's reference is the caller's */
+        }
+    }
+    return item_type->tp_alloc(item_type, 0);
+}
+
 /* Connection.on_recv with InputPipe.push: a RingItem for the slot, held,
  * queued, and the waiting read woken. */
 PyObject *
@@ -1467,7 +1506,7 @@ c_on_recv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (view == NULL)
         return NULL;
-    PyObject *item = item_type->tp_alloc(item_type, 0);
+    PyObject *item = item_new();
     if (item == NULL) {
         Py_DECREF(view);
         return NULL;
@@ -1565,8 +1604,23 @@ c_return_ring(PyObject *self, PyObject *item)
         return ref_call(ref_c_return_ring, self, &item, 1);
     if (drop_item(inp, item) < 0)       /* InputPipe.give_back_item's drop */
         return NULL;
+    item_retire(item);
     if (FIELD(inp, F.i_paused) == Py_True && call_method(self, s_maybe_resume, NULL, NULL) < 0)
         return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Connection.reset_read: nothing to do unless a read() is waiting (the
+ * reference raises that error).  A method call per level-1 batch costs a
+ * Python frame otherwise. */
+static PyObject *
+c_reset_read(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    PyObject *inp = FIELD(self, F.in);
+    if (inp == Py_None)
+        Py_RETURN_NONE;
+    if (inp == NULL || !Py_IS_TYPE(inp, in_type) || FIELD(inp, F.i_waiter) != Py_None)
+        return ref_call(ref_c_reset_read, self, NULL, 0);
     Py_RETURN_NONE;
 }
 
@@ -2623,6 +2677,8 @@ static PyMethodDef c_methods[] = {
      "Send everything staged; a finished coroutine unless it must wait (C fast path)."},
     {"forward", (PyCFunction)c_forward, METH_O,
      "Stage seq's bytes for sending from their receive slots (C fast path)."},
+    {"reset_read", (PyCFunction)c_reset_read, METH_NOARGS,
+     "End a read cycle: check no read() is waiting (C fast path)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2653,7 +2709,7 @@ _Static_assert(sizeof(in_refs) / sizeof(in_refs[0]) == N_METHODS(in_methods),
                "one reference slot per InputPipe method");
 static PyObject **c_refs[] = {&ref_c_write, &ref_c_kick_send, &ref_c_on_send, &ref_c_on_recv,
                               &ref_c_try_get_ring, &ref_c_return_ring, &ref_c_get_sequence,
-                              &ref_c_flush, &ref_c_forward};
+                              &ref_c_flush, &ref_c_forward, &ref_c_reset_read};
 static PyObject **seq_refs[] = {&ref_seq_advance, &ref_seq_release, &ref_seq_iter};
 _Static_assert(sizeof(seq_refs) / sizeof(seq_refs[0]) == N_METHODS(seq_methods),
                "one reference slot per BufferSequence method");

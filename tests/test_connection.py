@@ -94,6 +94,37 @@ def test_double_return_is_an_error_and_stale_view_is_released() -> None:
     assert "released" in errors[1]
 
 
+def test_items_kept_after_return_stay_dead_while_later_items_arrive() -> None:
+    """Returned items are reused for later receives only once nothing refers
+    to them (the C path's item pool): one a handler keeps stays returned,
+    its view dead, while the echo goes on with fresh items."""
+    kept: list[zerg.RingItem] = []
+    seen: list[tuple[bool, bool]] = []
+
+    async def handler(conn: zerg.Connection) -> None:
+        while True:
+            snap = await conn.read()
+            if snap.is_closed:
+                return
+            while (item := conn.try_get_ring(snap)) is not None:
+                seen.append((all(item is not k for k in kept), bytes(item.view) != b""))
+                conn.write(item.view)
+                conn.return_ring(item)
+                if len(kept) < 3:
+                    kept.append(item)
+            conn.reset_read()
+            await conn.flush()
+
+    with serving(handler) as srv, srv.connect() as s:
+        for i in range(40):
+            msg = b"m%02d" % i
+            s.sendall(msg)
+            assert recv_exact(s, 3) == msg
+    assert seen and all(fresh and nonempty for fresh, nonempty in seen)
+    for item in kept:
+        with pytest.raises(ValueError):
+            bytes(item.view)
+
 def test_get_buffer_advance_and_write_any_buffer() -> None:
     async def handler(conn: zerg.Connection) -> None:
         mem = conn.get_buffer(5)

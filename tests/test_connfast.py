@@ -49,7 +49,8 @@ REPLACED = {BufferSequence: ("advance", "release", "__iter__"),
             InputPipe: ("try_read", "advance_to", "arm_waiter"),
             ProtocolConnection: ("on_recv", "write", "send_pending", "on_send", "forward"),
             Connection: ("write", "_kick_send", "on_send", "on_recv", "try_get_ring",
-                         "return_ring", "get_sequence", "flush", "read", "forward")}
+                         "return_ring", "get_sequence", "flush", "read", "forward",
+                         "reset_read")}
 
 # Properties whose getter is C (a getset descriptor) with the extension.
 REPLACED_GETTERS = {Connection: ("pending_write_bytes",)}
@@ -245,6 +246,8 @@ level1_step = st.one_of(
     st.tuples(st.just("wait"), st.binary(min_size=1, max_size=SLOT)),
     st.tuples(st.just("return"), st.integers(0, 20)),
     st.tuples(st.just("return-again"), st.integers(0, 20)),
+    st.tuples(st.just("forget"), st.none()),
+    st.tuples(st.just("reset-read"), st.none()),
     st.tuples(st.just("echo"), st.integers(0, 20)),
     st.tuples(st.just("flush"), st.none()),
     st.tuples(st.just("await-flush"), st.none()),
@@ -304,6 +307,14 @@ class Level1Player(Player):
     def op_return_again(self, k: int) -> None:
         if self.returned:
             self.conn.return_ring(self.returned[k % len(self.returned)])
+
+    def op_forget(self, _: None) -> None:
+        """Let go of the returned items: the C path may reuse them for the
+        next receives (connfast.c's item pool), which must not show."""
+        self.returned.clear()
+
+    def op_reset_read(self, _: None) -> None:
+        self.conn.reset_read()
 
     def op_echo(self, k: int) -> None:
         if self.taken:
