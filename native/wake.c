@@ -116,13 +116,31 @@ is_task_wakeup(PyObject *cb)
     return 1;
 }
 
+/* The harvest (its ran_gen) and loop for which no_task_running found no
+ * task running.  A step run in place enters and leaves its task, leaving
+ * asyncio's record as it found it, so the answer holds for the rest of that
+ * harvest: one lookup per harvest, not one per wake-up.  (A step that left
+ * another task recorded makes the next in-place step's enter fail loudly.) */
+static _Thread_local unsigned idle_gen;
+static _Thread_local const void *idle_loop;
+
 /* 1 when no task runs on loop now, 0 when one does, -1 on error. */
 static int
 no_task_running(PyObject *loop)
 {
+    if (inline_ok && idle_gen == ran_gen && idle_loop == (const void *)loop)
+        return 1;
     if (current_tasks != NULL) {
         PyObject *t = PyDict_GetItemWithError(current_tasks, loop);
-        return t != NULL ? 0 : PyErr_Occurred() ? -1 : 1;
+        if (t != NULL)
+            return 0;
+        if (PyErr_Occurred())
+            return -1;
+        if (inline_ok) {
+            idle_gen = ran_gen;
+            idle_loop = loop;
+        }
+        return 1;
     }
     PyObject *t = PyObject_CallOneArg(current_task_fn, loop);
     if (t == NULL)
