@@ -96,7 +96,16 @@ class ReadResult(NamedTuple):
     is_canceled: bool
 
 
-class RingItem:
+if TYPE_CHECKING:
+    class _ItemCounters:
+        _held_at: int
+else:
+    # Its index in the held list is written twice per message (held, given
+    # back): a C integer with the extension, no int object each time.
+    _ItemCounters = counters("RingItemCounters", ("_held_at",))
+
+
+class RingItem(_ItemCounters):
     """One received slot.  ``view`` is valid until ``return_ring(item)``.
 
     A negative ``buffer_id`` means the bytes were moved off the ring into
@@ -106,7 +115,7 @@ class RingItem:
     ``ValueError`` instead of reading bytes of some later message.
     """
 
-    __slots__ = ("_held_at", "_key", "_live", "buffer_id", "length", "view")
+    __slots__ = ("_key", "_live", "buffer_id", "length", "view")
 
     buffer_id: int
     """The slot in the provided buffer ring (negative: moved off the ring)."""
