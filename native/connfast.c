@@ -1821,6 +1821,7 @@ typedef struct {
 
 static PyTypeObject *pi_type;       /* zerg._connection.PipeInput (bind_reads) */
 static PyTypeObject *snap_type;     /* zerg.RingSnapshot (bind_reads) */
+static int fields_as_members(PyTypeObject *tp);
 static Py_ssize_t pi_conn, pi_in;
 static PyObject *ref_pi_read, *ref_pi_advance_to, *ref_c_read;
 
@@ -2247,6 +2248,8 @@ sp_bind_reads(PyObject *Py_UNUSED(module), PyObject *args)
         PyErr_SetString(PyExc_TypeError, "bind_reads: RingSnapshot must be a NamedTuple");
         return NULL;
     }
+    if (fields_as_members(snap) < 0)
+        return NULL;
     if (slot_offset(cls, "_conn", &pi_conn) < 0 || slot_offset(cls, "_in", &pi_in) < 0
             || install_methods(cls, pi_methods, pi_refs, N_METHODS(pi_methods)) < 0)
         return NULL;
@@ -2264,6 +2267,147 @@ sp_bind_reads(PyObject *Py_UNUSED(module), PyObject *args)
     pi_type = (PyTypeObject *)Py_NewRef((PyObject *)cls);
     snap_type = (PyTypeObject *)Py_NewRef((PyObject *)snap);
     Py_RETURN_NONE;
+}
+
+/* ------------------------------------------- NamedTuple fields as members
+ *
+ * Why: a handler reads snap.is_closed per message (ReadResult.buffer and
+ * .is_completed per PipeReader read).  A NamedTuple's field is a
+ * _tuplegetter, a data descriptor the 3.11 interpreter cannot specialise
+ * its attribute load for: every read went the generic way (a type lookup,
+ * the descriptor call), about 190 instructions.
+ * What: the classes the fast path makes (RingSnapshot, ReadResult) get, in
+ * place of each field's _tuplegetter, a read-only T_OBJECT_EX member at the
+ * field's item -- the way CPython's own struct sequences expose theirs --
+ * which the interpreter loads as a slot (LOAD_ATTR_SLOT).  The tuple stays
+ * a tuple; only `x.field = v` words its refusal differently.  A tuple of the
+ * class made with fewer items (tuple.__new__(cls, ())) would have the member
+ * read past its end, so the class allocates room for every field, zeroed:
+ * a missing item is NULL and reads as AttributeError.
+ * The member definitions and the names and docs they point to live as long
+ * as the process, like the classes. */
+#define MEMBER_TUPLE_MAX 4
+
+/* The classes changed, with their field counts. */
+static struct { PyTypeObject *tp; Py_ssize_t n; } member_tuples[MEMBER_TUPLE_MAX];
+
+static PyObject *
+member_tuple_alloc(PyTypeObject *tp, Py_ssize_t nitems)
+{
+    Py_ssize_t need = MEMBER_TUPLE_MAX;     /* a subclass's: its base's fields */
+    for (PyTypeObject *t = tp; t != NULL && need == MEMBER_TUPLE_MAX; t = t->tp_base)
+        for (int i = 0; i < MEMBER_TUPLE_MAX; i++)
+            if (member_tuples[i].tp == t)
+                need = member_tuples[i].n;
+    if (nitems >= need)
+        return PyType_GenericAlloc(tp, nitems);
+    PyObject *o = PyType_GenericAlloc(tp, need);
+    if (o != NULL)
+        Py_SET_SIZE(o, nitems);
+    return o;
+}
+
+static int
+fields_as_members(PyTypeObject *tp)
+{
+    int slot = 0;
+    while (slot < MEMBER_TUPLE_MAX && member_tuples[slot].tp != NULL && member_tuples[slot].tp != tp)
+        slot++;
+    if (slot < MEMBER_TUPLE_MAX && member_tuples[slot].tp == tp)
+        return 0;                   /* done already */
+    if (slot == MEMBER_TUPLE_MAX) {
+        PyErr_SetString(PyExc_RuntimeError, "fields_as_members: too many classes");
+        return -1;
+    }
+    if (!PyType_IsSubtype(tp, &PyTuple_Type) || tp->tp_basicsize != PyTuple_Type.tp_basicsize
+            || tp->tp_itemsize != PyTuple_Type.tp_itemsize || !(tp->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a NamedTuple", tp->tp_name);
+        return -1;
+    }
+    PyObject *fields = PyObject_GetAttrString((PyObject *)tp, "_fields");
+    if (fields == NULL)
+        return -1;
+    Py_ssize_t n = PyTuple_Check(fields) ? PyTuple_GET_SIZE(fields) : -1;
+    if (n < 1 || n > MEMBER_TUPLE_MAX) {
+        Py_DECREF(fields);
+        PyErr_Format(PyExc_TypeError, "%s must be a NamedTuple of 1 to %d fields", tp->tp_name,
+                     MEMBER_TUPLE_MAX);
+        return -1;
+    }
+    PyMemberDef *defs = PyMem_Calloc((size_t)n, sizeof(PyMemberDef));
+    PyObject *descrs[MEMBER_TUPLE_MAX] = {NULL}, *keep = PyList_New(0);
+    Py_ssize_t i;
+    if (defs == NULL || keep == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(fields, i), *doc;
+        const char *cname = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+        if (cname == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "a NamedTuple field name is not a str");
+            goto fail;
+        }
+        PyObject *old = PyDict_GetItemWithError(tp->tp_dict, name);     /* borrowed */
+        if (old == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "%s has no descriptor for %R", tp->tp_name, name);
+            goto fail;
+        }
+        /* keep[2i] the old descriptor (a rollback), keep[2i + 1] its doc */
+        if (PyList_Append(keep, old) < 0)
+            goto fail;
+        doc = PyObject_GetAttrString(old, "__doc__");
+        if (doc == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                goto fail;
+            PyErr_Clear();
+            doc = Py_NewRef(Py_None);
+        }
+        if (PyList_Append(keep, doc) < 0) {
+            Py_DECREF(doc);
+            goto fail;
+        }
+        defs[i].name = cname;
+        defs[i].type = T_OBJECT_EX;
+        defs[i].offset = (Py_ssize_t)(offsetof(PyTupleObject, ob_item) + (size_t)i * sizeof(PyObject *));
+        defs[i].flags = READONLY;
+        defs[i].doc = PyUnicode_Check(doc) ? PyUnicode_AsUTF8(doc) : NULL;
+        Py_DECREF(doc);             /* keep holds it */
+        if (PyErr_Occurred())
+            goto fail;
+        descrs[i] = PyDescr_NewMember(tp, &defs[i]);
+        if (descrs[i] == NULL)
+            goto fail;
+    }
+    for (i = 0; i < n; i++) {       /* all made: now change the class */
+        if (PyObject_SetAttr((PyObject *)tp, PyTuple_GET_ITEM(fields, i), descrs[i]) < 0) {
+            PyObject *exc = fetch_exception();
+            while (i-- > 0)         /* put the _tuplegetters back: all or nothing */
+                (void)PyObject_SetAttr((PyObject *)tp, PyTuple_GET_ITEM(fields, i),
+                                       PyList_GET_ITEM(keep, 2 * i));
+            PyErr_Clear();
+            if (exc != NULL)
+                restore_exception(exc);
+            goto fail;
+        }
+    }
+    member_tuples[slot].tp = (PyTypeObject *)Py_NewRef((PyObject *)tp);
+    member_tuples[slot].n = n;
+    tp->tp_alloc = member_tuple_alloc;
+    for (i = 0; i < n; i++)
+        Py_DECREF(descrs[i]);
+    /* kept for ever: defs (the descriptors point to it), the names (fields)
+     * and docs (keep) it points into */
+    return 0;
+fail:
+    for (i = 0; i < MEMBER_TUPLE_MAX; i++)
+        Py_XDECREF(descrs[i]);
+    Py_XDECREF(keep);
+    Py_DECREF(fields);
+    PyMem_Free(defs);
+    return -1;
 }
 
 /* memoryview.release, called without a lookup by name (connfast_init). */
@@ -2929,6 +3073,8 @@ sp_bind_connection(PyObject *Py_UNUSED(module), PyObject *args)
         if (slot_offset(cls[field_specs[i].cls], field_specs[i].name, field_specs[i].off) < 0)
             return NULL;
     }
+    if (fields_as_members(result) < 0)
+        return NULL;
     fn_drop_tokens = PyObject_GetAttrString((PyObject *)cls[5], "_drop_tokens");
     if (fn_drop_tokens == NULL || !PyFunction_Check(fn_drop_tokens)) {
         if (fn_drop_tokens != NULL)

@@ -41,7 +41,7 @@ from zerg import _native
 from zerg._buffers import BufferSequence
 from zerg._connection import Connection, PipeInput, ProtocolConnection
 from zerg._errors import WriteBufferFullError
-from zerg._inputpipe import InputPipe
+from zerg._inputpipe import InputPipe, ReadResult, RingSnapshot
 from zerg._protocol import Protocol
 
 REPLACED = {BufferSequence: ("advance", "release", "__iter__"),
@@ -61,6 +61,33 @@ def test_getters_are_c_with_the_extension_and_properties_without() -> None:
         for name in names:
             got = type(inspect.getattr_static(cls, name)).__name__
             assert got == ("property" if _native.speedups is None else "getset_descriptor"), got
+
+
+def test_read_results_fields_are_slots_with_the_extension() -> None:
+    """A NamedTuple's fields are _tuplegetters, whose attribute loads 3.11
+    cannot specialise; with the extension the read results' fields are
+    read-only members of the tuple's items, loaded as slots.  Either way
+    they behave as a NamedTuple's."""
+    kind = "_tuplegetter" if _native.speedups is None else "member_descriptor"
+    for cls in (RingSnapshot, ReadResult):
+        for name in cls._fields:
+            assert type(inspect.getattr_static(cls, name)).__name__ == kind
+            assert f"field number {cls._fields.index(name)}" in (getattr(cls, name).__doc__ or "")
+    snap = RingSnapshot(7, True)
+    assert (snap.tail, snap.is_closed) == (7, True) == tuple(snap)
+    assert snap._replace(tail=9) == RingSnapshot._make([9, True])
+    assert snap._asdict() == {"tail": 7, "is_closed": True}
+    assert repr(snap) == "RingSnapshot(tail=7, is_closed=True)"
+    with pytest.raises(AttributeError):
+        snap.tail = 1      # type: ignore[misc]
+    # A shorter tuple of the class (only tuple.__new__ makes one) is refused,
+    # never read past its end.
+    short = tuple.__new__(RingSnapshot, (1,))
+    assert short.tail == 1
+    with pytest.raises((AttributeError, IndexError)):
+        short.is_closed
+    with pytest.raises((AttributeError, IndexError)):
+        tuple.__new__(ReadResult, ()).buffer
 
 
 @contextlib.contextmanager
