@@ -27,6 +27,7 @@ import functools
 import inspect
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -67,6 +68,7 @@ _RECV, _SEND, _POLL, _ACCEPT, _MSG = Op.RECV, Op.SEND, Op.POLL, Op.ACCEPT, Op.MS
 _CONNECT = Op.CONNECT
 
 _ACCEPT_BACKOFF_S = 0.05
+_ACCEPT_CHECK_S = 1.0   # how often an armed accept is checked against the listen queue
 _FRESH_S = 0.5      # stopping: how long a just-accepted connection may take to speak
 _TRIM_EVERY_S = 1.0
 _TRIM_RESERVE_BYTES = 2 << 20      # free write memory kept resident for the next burst
@@ -159,6 +161,9 @@ class ReactorStats:
     """Bytes ``Connection.write`` sent straight from receive slots instead of
     copying them (a sequence or a ring item's view of at least 4 KiB in one
     slot: an echo, a relay)."""
+    accept_rearms: int = 0
+    """Times the multishot accept was found silent with connections waiting on
+    the listening socket and was armed anew (each one is logged)."""
 
 
 class Handle(asyncio.Handle):
@@ -340,6 +345,16 @@ class Reactor:
         self._drained: asyncio.Event | None = None
         self._accept_armed = False
         self._accept_closed = False     # stopping: accept no more (the armed one is canceled)
+        # The accept watchdog (_check_accept): accept completions seen, the
+        # count at the last check, whether that check found the accept silent
+        # with connections waiting, and a re-arm asked for (the silent accept
+        # was canceled: its last completion re-arms at once).
+        self._accept_events = 0
+        self._accept_events_seen = 0
+        self._accept_suspect = False
+        self._accept_rearm_now = False
+        self._listen_poll: select.poll | None = None
+        self.accept_rearms = 0
         self.running = False
         # counters
         self.accepted = 0
@@ -427,6 +442,7 @@ class Reactor:
             self._stop_event.set()
         if self._listen_fd is not None:
             self._arm_accept()
+            self.loop.call_later(_ACCEPT_CHECK_S, self._check_accept)
         if self.cfg.idle_timeout_s is not None:
             self._schedule_idle_sweep()
         self.loop.call_later(_TRIM_EVERY_S, self._trim_pool)
@@ -590,23 +606,91 @@ class Reactor:
                         "accept")
         self._accept_armed = True
 
-    def _on_accept(self, res: int, flags: int) -> None:
-        if res >= 0:
-            self._new_connection(res)
-        elif res not in (-errno.ECANCELED, -errno.EAGAIN):
-            if res in (-errno.EMFILE, -errno.ENFILE, -errno.ENOBUFS, -errno.ENOMEM):
-                log.warning("zerg reactor %d: accept failed (%s); backing off",
-                            self.index, os.strerror(-res))
-            else:
-                log.debug("zerg reactor %d: accept error %s", self.index, os.strerror(-res))
-        if not flags & CQE_F_MORE:
+    def _check_accept(self) -> None:
+        """Re-arm an accept that stays silent while connections wait.
+
+        Seen on this machine's kernel (6.18, ``DEFER_TASKRUN``), about once
+        in 700 runs of 10,000 connections opened in a burst: the multishot
+        accept stays armed (in the ring's poll list) while connections sit
+        in the listen queue, and no completion ever comes -- the server stops
+        accepting for good, an idle loop waiting on a ring that has nothing
+        to say.  Every ``_ACCEPT_CHECK_S``: when no accept completed since the
+        last check, the accept is armed and the listening socket is readable
+        on two checks in a row (once may be a connection that arrived a
+        moment ago), the accept is canceled and armed again (its last
+        completion re-arms at once), which takes the waiting connections.  A
+        cancel that finds nothing (no last completion by the next check) is
+        followed by a plain arm.  Logged as a warning, counted in
+        ``ReactorStats.accept_rearms``.
+        """
+        if self._stopping or self._accept_closed or self._listen_fd is None:
+            return
+        self.loop.call_later(_ACCEPT_CHECK_S, self._check_accept)
+        events = self._accept_events
+        if (events != self._accept_events_seen or not self._accept_armed
+                or not self._listen_ready()):
+            self._accept_events_seen = events
+            self._accept_suspect = False
+            return
+        if not self._accept_suspect:
+            self._accept_suspect = True
+            return
+        self._accept_suspect = False
+        self.accept_rearms += 1
+        if self._accept_rearm_now:
+            # The cancel found nothing to cancel: no accept is in the kernel.
+            log.warning("zerg reactor %d: the accept is still silent after its cancel; "
+                        "arming a new one", self.index)
+            self._accept_rearm_now = False
             self._accept_armed = False
-            if self._stopping or self._accept_closed:
-                return
-            if res < 0 and res != -errno.EAGAIN:
-                self.loop.call_later(_ACCEPT_BACKOFF_S, self._arm_accept)
-            else:
-                self._arm_accept()
+            self._arm_accept()
+            return
+        log.warning("zerg reactor %d: connections wait on the listening socket but the "
+                    "accept reported none for %.0f s; canceling and arming it again",
+                    self.index, 2 * _ACCEPT_CHECK_S)
+        self._accept_rearm_now = True
+        self.ring.check(lib.zu_prep_cancel(self._ptr, _UD_ACCEPT, _UD_CANCEL), "cancel accept")
+
+    def _listen_ready(self) -> bool:
+        """Whether connections wait in the listen queue (a poll, no wait)."""
+        if self._listen_fd is None:
+            return False
+        if self._listen_poll is None:
+            self._listen_poll = select.poll()
+            self._listen_poll.register(self._listen_fd, select.POLLIN)
+        try:
+            return any(ev & select.POLLIN for _, ev in self._listen_poll.poll(0))
+        except OSError:
+            return False
+
+    def _on_accept(self, res: int, flags: int) -> None:
+        self._accept_events += 1
+        try:
+            if res >= 0:
+                self._new_connection(res)
+            elif res not in (-errno.ECANCELED, -errno.EAGAIN):
+                if res in (-errno.EMFILE, -errno.ENFILE, -errno.ENOBUFS, -errno.ENOMEM):
+                    log.warning("zerg reactor %d: accept failed (%s); backing off",
+                                self.index, os.strerror(-res))
+                else:
+                    log.debug("zerg reactor %d: accept error %s", self.index,
+                              os.strerror(-res))
+        finally:
+            if not flags & CQE_F_MORE:      # re-armed even if the connection's set-up raised
+                self._accept_ended(res)
+
+    def _accept_ended(self, res: int) -> None:
+        """The multishot accept ended with ``res``: arm the next one."""
+        self._accept_armed = False
+        if self._stopping or self._accept_closed:
+            return
+        if self._accept_rearm_now:      # the watchdog canceled it (_check_accept)
+            self._accept_rearm_now = False
+            self._arm_accept()
+        elif res < 0 and res != -errno.EAGAIN:
+            self.loop.call_later(_ACCEPT_BACKOFF_S, self._arm_accept)
+        else:
+            self._arm_accept()
 
     def _new_connection(self, fd: int) -> None:
         if (self._stopping
@@ -891,4 +975,5 @@ class Reactor:
             forward_copied_bytes=self.traffic.forward_copied,
             lent_bytes=self.traffic.lent,
             closed_by=dict(self.closed_by),
+            accept_rearms=self.accept_rearms,
         )
