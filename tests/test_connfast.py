@@ -733,4 +733,4 @@ def test_the_comparison_runs_with_the_extension() -> None:
     """Under ZERG_NO_EXTENSIONS=1 the comparisons above run in a child with it."""
     assert_methods(REPLACED)
     if _native.speedups is None:
-        run_with_extension(__file__, passed=11)
+        run_with_extension(__file__, passed=12)
