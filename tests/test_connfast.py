@@ -85,9 +85,9 @@ def test_read_results_fields_are_slots_with_the_extension() -> None:
     short = tuple.__new__(RingSnapshot, (1,))
     assert short.tail == 1
     with pytest.raises((AttributeError, IndexError)):
-        short.is_closed
+        _ = short.is_closed
     with pytest.raises((AttributeError, IndexError)):
-        tuple.__new__(ReadResult, ()).buffer
+        _ = tuple.__new__(ReadResult, ()).buffer
 
 
 @contextlib.contextmanager
