@@ -14,9 +14,12 @@ import errno
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from zerg import _acceptwatch as acceptwatch
+from zerg._acceptwatch import AcceptWatch
 from zerg._config import AcceptorConfig
 from zerg._reactor import Reactor
 from zerg._ring import CQE_F_MORE, Op, Ring, encode, msg_key, split_msg_key
@@ -41,6 +44,9 @@ class AcceptorStats:
     """Hand-offs through the thread-safe queue + wake-up."""
     sqes: int
     """SQEs the acceptor prepared (one multishot accept serves many connections)."""
+    accept_rearms: int = 0
+    """Times the multishot accept was found silent with connections waiting on
+    the listening socket and was canceled or armed anew (each one is logged)."""
 
 
 class Acceptor(threading.Thread):
@@ -56,6 +62,7 @@ class Acceptor(threading.Thread):
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.accepted = 0
+        self._watch = AcceptWatch(listen_fd)     # a silent accept is re-armed
         self.handed_by_msg_ring = 0
         self.handed_by_queue = 0
         self.sqes = 0
@@ -66,7 +73,7 @@ class Acceptor(threading.Thread):
 
     def stats(self) -> AcceptorStats:
         return AcceptorStats(self.accepted, self.handed_by_msg_ring, self.handed_by_queue,
-                             self.sqes)
+                             self.sqes, self._watch.rearms)
 
     def run(self) -> None:
         try:
@@ -97,6 +104,8 @@ class Acceptor(threading.Thread):
         armed = False
         retry_at = 0
         batch = self._cfg.batch_sqes
+        watch = self._watch
+        next_check = time.monotonic() + acceptwatch.CHECK_S
         while not self._stop_flag.is_set():
             prepared = 0
             if not armed and retry_at <= 0:
@@ -106,10 +115,27 @@ class Acceptor(threading.Thread):
                               "acceptor wait")
             retry_at -= 1
             self.sqes = ring.sqes_prepared
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + acceptwatch.CHECK_S
+                action = watch.check(armed)
+                if action == "cancel":      # its end (ECANCELED) re-arms it below
+                    log.warning("zerg acceptor: connections wait on the listening socket but "
+                                "the accept reported none for %.0f s; canceling and arming "
+                                "it again", 2 * acceptwatch.CHECK_S)
+                    ring.check(lib.zu_prep_cancel(ptr, _UD_ACCEPT, _UD_CANCEL), "cancel accept")
+                elif action == "arm":       # the cancel found nothing to cancel
+                    log.warning("zerg acceptor: the accept is still silent after its cancel; "
+                                "arming a new one")
+                    armed = False
+                    retry_at = 0
             for op, key, res, f, _ in ring.completions():
                 if op == Op.ACCEPT:
+                    watch.events += 1
                     if not f & CQE_F_MORE:
                         armed = False
+                        if watch.ended():
+                            retry_at = 0    # the watch canceled it: arm the next one now
                     if res < 0:
                         if res == -errno.EINVAL:
                             # The listener was shut down (Engine.stop): nothing to

@@ -27,7 +27,6 @@ import functools
 import inspect
 import logging
 import os
-import select
 import socket
 import threading
 import time
@@ -38,6 +37,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from zerg import _acceptwatch as acceptwatch
+from zerg._acceptwatch import AcceptWatch
 from zerg._config import PipeOptions, ReactorConfig
 from zerg._native import speedups
 from zerg._proxyproto import MAX_HEADER as MAX_PROXY_HEADER
@@ -68,7 +69,6 @@ _RECV, _SEND, _POLL, _ACCEPT, _MSG = Op.RECV, Op.SEND, Op.POLL, Op.ACCEPT, Op.MS
 _CONNECT = Op.CONNECT
 
 _ACCEPT_BACKOFF_S = 0.05
-_ACCEPT_CHECK_S = 1.0   # how often an armed accept is checked against the listen queue
 _FRESH_S = 0.5      # stopping: how long a just-accepted connection may take to speak
 _TRIM_EVERY_S = 1.0
 _TRIM_RESERVE_BYTES = 2 << 20      # free write memory kept resident for the next burst
@@ -345,16 +345,8 @@ class Reactor:
         self._drained: asyncio.Event | None = None
         self._accept_armed = False
         self._accept_closed = False     # stopping: accept no more (the armed one is canceled)
-        # The accept watchdog (_check_accept): accept completions seen, the
-        # count at the last check, whether that check found the accept silent
-        # with connections waiting, and a re-arm asked for (the silent accept
-        # was canceled: its last completion re-arms at once).
-        self._accept_events = 0
-        self._accept_events_seen = 0
-        self._accept_suspect = False
-        self._accept_rearm_now = False
-        self._listen_poll: select.poll | None = None
-        self.accept_rearms = 0
+        # A silent accept is re-armed (_check_accept, zerg._acceptwatch).
+        self._accept_watch = AcceptWatch(listen_fd) if listen_fd is not None else None
         self.running = False
         # counters
         self.accepted = 0
@@ -442,7 +434,7 @@ class Reactor:
             self._stop_event.set()
         if self._listen_fd is not None:
             self._arm_accept()
-            self.loop.call_later(_ACCEPT_CHECK_S, self._check_accept)
+            self.loop.call_later(acceptwatch.CHECK_S, self._check_accept)
         if self.cfg.idle_timeout_s is not None:
             self._schedule_idle_sweep()
         self.loop.call_later(_TRIM_EVERY_S, self._trim_pool)
@@ -607,64 +599,29 @@ class Reactor:
         self._accept_armed = True
 
     def _check_accept(self) -> None:
-        """Re-arm an accept that stays silent while connections wait.
-
-        Seen on this machine's kernel (6.18, ``DEFER_TASKRUN``), about once
-        in 700 runs of 10,000 connections opened in a burst: the multishot
-        accept stays armed (in the ring's poll list) while connections sit
-        in the listen queue, and no completion ever comes -- the server stops
-        accepting for good, an idle loop waiting on a ring that has nothing
-        to say.  Every ``_ACCEPT_CHECK_S``: when no accept completed since the
-        last check, the accept is armed and the listening socket is readable
-        on two checks in a row (once may be a connection that arrived a
-        moment ago), the accept is canceled and armed again (its last
-        completion re-arms at once), which takes the waiting connections.  A
-        cancel that finds nothing (no last completion by the next check) is
-        followed by a plain arm.  Logged as a warning, counted in
-        ``ReactorStats.accept_rearms``.
-        """
-        if self._stopping or self._accept_closed or self._listen_fd is None:
+        """Every ``CHECK_S``: cancel, or arm anew, an accept that stays silent
+        while connections wait (``zerg._acceptwatch``).  Logged as a warning,
+        counted in ``ReactorStats.accept_rearms``."""
+        watch = self._accept_watch
+        if self._stopping or self._accept_closed or watch is None:
             return
-        self.loop.call_later(_ACCEPT_CHECK_S, self._check_accept)
-        events = self._accept_events
-        if (events != self._accept_events_seen or not self._accept_armed
-                or not self._listen_ready()):
-            self._accept_events_seen = events
-            self._accept_suspect = False
-            return
-        if not self._accept_suspect:
-            self._accept_suspect = True
-            return
-        self._accept_suspect = False
-        self.accept_rearms += 1
-        if self._accept_rearm_now:
-            # The cancel found nothing to cancel: no accept is in the kernel.
+        self.loop.call_later(acceptwatch.CHECK_S, self._check_accept)
+        action = watch.check(self._accept_armed)
+        if action == "cancel":
+            log.warning("zerg reactor %d: connections wait on the listening socket but the "
+                        "accept reported none for %.0f s; canceling and arming it again",
+                        self.index, 2 * acceptwatch.CHECK_S)
+            self.ring.check(lib.zu_prep_cancel(self._ptr, _UD_ACCEPT, _UD_CANCEL),
+                            "cancel accept")
+        elif action == "arm":       # the cancel found nothing: no accept is in the kernel
             log.warning("zerg reactor %d: the accept is still silent after its cancel; "
                         "arming a new one", self.index)
-            self._accept_rearm_now = False
             self._accept_armed = False
             self._arm_accept()
-            return
-        log.warning("zerg reactor %d: connections wait on the listening socket but the "
-                    "accept reported none for %.0f s; canceling and arming it again",
-                    self.index, 2 * _ACCEPT_CHECK_S)
-        self._accept_rearm_now = True
-        self.ring.check(lib.zu_prep_cancel(self._ptr, _UD_ACCEPT, _UD_CANCEL), "cancel accept")
-
-    def _listen_ready(self) -> bool:
-        """Whether connections wait in the listen queue (a poll, no wait)."""
-        if self._listen_fd is None:
-            return False
-        if self._listen_poll is None:
-            self._listen_poll = select.poll()
-            self._listen_poll.register(self._listen_fd, select.POLLIN)
-        try:
-            return any(ev & select.POLLIN for _, ev in self._listen_poll.poll(0))
-        except OSError:
-            return False
 
     def _on_accept(self, res: int, flags: int) -> None:
-        self._accept_events += 1
+        if self._accept_watch is not None:
+            self._accept_watch.events += 1
         try:
             if res >= 0:
                 self._new_connection(res)
@@ -684,9 +641,8 @@ class Reactor:
         self._accept_armed = False
         if self._stopping or self._accept_closed:
             return
-        if self._accept_rearm_now:      # the watchdog canceled it (_check_accept)
-            self._accept_rearm_now = False
-            self._arm_accept()
+        if self._accept_watch is not None and self._accept_watch.ended():
+            self._arm_accept()          # the watch canceled it (_check_accept)
         elif res < 0 and res != -errno.EAGAIN:
             self.loop.call_later(_ACCEPT_BACKOFF_S, self._arm_accept)
         else:
@@ -975,5 +931,5 @@ class Reactor:
             forward_copied_bytes=self.traffic.forward_copied,
             lent_bytes=self.traffic.lent,
             closed_by=dict(self.closed_by),
-            accept_rearms=self.accept_rearms,
+            accept_rearms=0 if self._accept_watch is None else self._accept_watch.rearms,
         )
