@@ -163,7 +163,7 @@ class ReactorStats:
     slot: an echo, a relay)."""
     accept_rearms: int = 0
     """Times the multishot accept was found silent with connections waiting on
-    the listening socket and was armed anew (each one is logged)."""
+    the listening socket and was canceled or armed anew (each one is logged)."""
 
 
 class Handle(asyncio.Handle):
