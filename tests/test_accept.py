@@ -153,3 +153,16 @@ def test_the_acceptor_thread_rearms_a_silent_accept(monkeypatch: pytest.MonkeyPa
         stats = srv.engine.acceptor_stats()
         assert stats is not None and stats.accepted == 6
     assert "zerg acceptor: connections wait on the listening socket" in caplog.text
+
+
+def test_a_socket_passed_in_is_not_watched() -> None:
+    """A listening socket from outside (``listen_fd``: systemd, or the socket
+    workers share) may have other processes accepting on it: its queue is
+    theirs to drain as much as ours, so no watchdog acts on it (a rolling
+    restart of workers on a shared socket saw it cancel live accepts)."""
+    with (socket.create_server(("127.0.0.1", 0)) as own,
+          serving(echo_handler, listen_fd=own.fileno()) as srv):
+        echo_once(srv, b"served")
+        reactor = srv.engine._reactors[0]
+        assert reactor._accept_watch is None
+        assert reactor.stats().accept_rearms == 0

@@ -52,7 +52,8 @@ class AcceptorStats:
 class Acceptor(threading.Thread):
     """Accept on ``listen_fd`` and spread connections over ``reactors``."""
 
-    def __init__(self, listen_fd: int, reactors: Sequence[Reactor], cfg: AcceptorConfig) -> None:
+    def __init__(self, listen_fd: int, reactors: Sequence[Reactor], cfg: AcceptorConfig,
+                 watch_accept: bool = True) -> None:
         super().__init__(name="zerg-acceptor", daemon=True)
         self._fd = listen_fd
         self._reactors = list(reactors)
@@ -62,7 +63,9 @@ class Acceptor(threading.Thread):
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.accepted = 0
-        self._watch = AcceptWatch(listen_fd)     # a silent accept is re-armed
+        # A silent accept is re-armed, unless other processes accept on the
+        # socket too (then a readable queue is theirs to drain as much as ours).
+        self._watch = AcceptWatch(listen_fd) if watch_accept else None
         self.handed_by_msg_ring = 0
         self.handed_by_queue = 0
         self.sqes = 0
@@ -73,7 +76,7 @@ class Acceptor(threading.Thread):
 
     def stats(self) -> AcceptorStats:
         return AcceptorStats(self.accepted, self.handed_by_msg_ring, self.handed_by_queue,
-                             self.sqes, self._watch.rearms)
+                             self.sqes, 0 if self._watch is None else self._watch.rearms)
 
     def run(self) -> None:
         try:
@@ -116,7 +119,7 @@ class Acceptor(threading.Thread):
             retry_at -= 1
             self.sqes = ring.sqes_prepared
             now = time.monotonic()
-            if now >= next_check:
+            if watch is not None and now >= next_check:
                 next_check = now + acceptwatch.CHECK_S
                 action = watch.check(armed)
                 if action == "cancel":      # its end (ECANCELED) re-arms it below
@@ -131,10 +134,11 @@ class Acceptor(threading.Thread):
                     retry_at = 0
             for op, key, res, f, _ in ring.completions():
                 if op == Op.ACCEPT:
-                    watch.events += 1
+                    if watch is not None:
+                        watch.events += 1
                     if not f & CQE_F_MORE:
                         armed = False
-                        if watch.ended():
+                        if watch is not None and watch.ended():
                             retry_at = 0    # the watch canceled it: arm the next one now
                     if res < 0:
                         if res == -errno.EINVAL:

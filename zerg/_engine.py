@@ -178,10 +178,13 @@ class Engine:
         fd = self._sock.fileno()
         n = opts.reactor_count
         single = n == 1
+        # A socket passed in (listen_fd: systemd, or the workers' shared one) may
+        # have other processes accepting on it: no silent-accept watchdog there.
+        own_socket = opts.listen_fd is None
         reactor0 = Reactor(0, opts.reactor, _strategy(handler, executor, self._tls()),
                            listen_fd=fd if single else None,
                            shutdown_timeout_s=opts.shutdown_timeout_s,
-                           proxy_timeout_s=self._proxy_timeout())
+                           proxy_timeout_s=self._proxy_timeout(), watch_accept=own_socket)
         reactors = [reactor0]
         threads: list[threading.Thread] = []
         errors: list[BaseException] = []
@@ -201,7 +204,7 @@ class Engine:
             with self._lock:
                 self._reactors = reactors
             if not single:
-                self._acceptor = Acceptor(fd, reactors, opts.acceptor)
+                self._acceptor = Acceptor(fd, reactors, opts.acceptor, watch_accept=own_socket)
                 self._acceptor.start()
                 self._acceptor.ready.wait()
                 if self._acceptor.error is not None:

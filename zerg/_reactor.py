@@ -279,6 +279,7 @@ class Reactor:
         listen_fd: int | None,
         shutdown_timeout_s: float,
         proxy_timeout_s: float | None = None,
+        watch_accept: bool = True,
     ) -> None:
         self.index = index
         self.cfg = cfg
@@ -345,8 +346,11 @@ class Reactor:
         self._drained: asyncio.Event | None = None
         self._accept_armed = False
         self._accept_closed = False     # stopping: accept no more (the armed one is canceled)
-        # A silent accept is re-armed (_check_accept, zerg._acceptwatch).
-        self._accept_watch = AcceptWatch(listen_fd) if listen_fd is not None else None
+        # A silent accept is re-armed (_check_accept, zerg._acceptwatch) -- not
+        # on a socket other processes accept on too (watch_accept False): there
+        # a readable queue is theirs to drain as much as ours.
+        self._accept_watch = (AcceptWatch(listen_fd)
+                              if listen_fd is not None and watch_accept else None)
         self.running = False
         # counters
         self.accepted = 0
