@@ -1755,8 +1755,10 @@ in_try_read(PyObject *inp, PyObject *arg)
     }
     PyObject *done = closed && head >= tail ? Py_True : Py_False;
     /* ReadResult(view, done, False): a NamedTuple is a tuple subclass with no
-     * fields of its own; this is tuple.__new__(ReadResult, ...) done in place. */
-    PyObject *res = result_type->tp_alloc(result_type, 3);
+     * fields of its own; this is tuple.__new__(ReadResult, ...) done in place.
+     * Every field is filled, so the class's padded tp_alloc (member_tuple_alloc,
+     * for shorter tuples made elsewhere) has nothing to add. */
+    PyObject *res = PyType_GenericAlloc(result_type, 3);
     if (res == NULL) {
         Py_DECREF(view);
         return NULL;
@@ -1872,7 +1874,7 @@ ring_snapshot(PyObject *conn, PyObject *inp, int after_wait)
     PyObject *t = PyLong_FromSsize_t(tail);
     if (t == NULL)
         return NULL;
-    PyObject *snap = snap_type->tp_alloc(snap_type, 2);
+    PyObject *snap = PyType_GenericAlloc(snap_type, 2);     /* both fields: no padding */
     if (snap == NULL) {
         Py_DECREF(t);
         return NULL;
