@@ -12,9 +12,10 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
-from conftest import echo_handler, recv_exact, serving, wait_for
+from conftest import RunningServer, echo_handler, recv_exact, serving, wait_for
 
 from zerg import _acceptwatch
 from zerg._acceptor import AcceptorStats
@@ -25,13 +26,13 @@ from zerg._uring import lib
 _NO_STATS = AcceptorStats(0, 0, 0, 0)
 
 
-def on_reactor(reactor: Reactor, fn: object) -> None:
+def on_reactor(reactor: Reactor, fn: Callable[[], None]) -> None:
     """Run ``fn()`` on the reactor's thread and wait for it."""
     done = threading.Event()
 
     def call() -> None:
         try:
-            fn()            # type: ignore[operator]
+            fn()
         finally:
             done.set()
 
@@ -39,8 +40,8 @@ def on_reactor(reactor: Reactor, fn: object) -> None:
     assert done.wait(5)
 
 
-def echo_once(srv: object, msg: bytes) -> None:
-    with srv.connect() as s:        # type: ignore[attr-defined]
+def echo_once(srv: RunningServer, msg: bytes) -> None:
+    with srv.connect() as s:
         s.sendall(msg)
         assert recv_exact(s, len(msg)) == msg
 

@@ -118,18 +118,13 @@ class Acceptor(threading.Thread):
                               "acceptor wait")
             retry_at -= 1
             self.sqes = ring.sqes_prepared
-            now = time.monotonic()
-            if watch is not None and now >= next_check:
+            if watch is not None and (now := time.monotonic()) >= next_check:
                 next_check = now + acceptwatch.CHECK_S
                 action = watch.check(armed)
+                acceptwatch.warn("zerg acceptor", action)
                 if action == "cancel":      # its end (ECANCELED) re-arms it below
-                    log.warning("zerg acceptor: connections wait on the listening socket but "
-                                "the accept reported none for %.0f s; canceling and arming "
-                                "it again", 2 * acceptwatch.CHECK_S)
                     ring.check(lib.zu_prep_cancel(ptr, _UD_ACCEPT, _UD_CANCEL), "cancel accept")
                 elif action == "arm":       # the cancel found nothing to cancel
-                    log.warning("zerg acceptor: the accept is still silent after its cancel; "
-                                "arming a new one")
                     armed = False
                     retry_at = 0
             for op, key, res, f, _ in ring.completions():

@@ -19,6 +19,7 @@ the next silent check) is followed by a plain arm.  An idle listener costs one
 
 from __future__ import annotations
 
+import logging
 import select
 from typing import Literal
 
@@ -26,6 +27,20 @@ CHECK_S = 1.0
 """How often an owner checks its armed accept (seconds)."""
 
 Action = Literal["cancel", "arm"] | None
+
+log = logging.getLogger("zerg")
+
+
+def warn(owner: str, action: Action) -> None:
+    """Log what ``owner`` (``"zerg reactor 0"``, ``"zerg acceptor"``) does for
+    ``action``, in the words both owners use."""
+    if action == "cancel":
+        log.warning("%s: connections wait on the listening socket but the accept "
+                    "reported none for %.0f s; canceling and arming it again",
+                    owner, 2 * CHECK_S)
+    elif action == "arm":
+        log.warning("%s: the accept is still silent after its cancel; arming a new one",
+                    owner)
 
 
 class AcceptWatch:

@@ -611,15 +611,11 @@ class Reactor:
             return
         self.loop.call_later(acceptwatch.CHECK_S, self._check_accept)
         action = watch.check(self._accept_armed)
+        acceptwatch.warn(f"zerg reactor {self.index}", action)
         if action == "cancel":
-            log.warning("zerg reactor %d: connections wait on the listening socket but the "
-                        "accept reported none for %.0f s; canceling and arming it again",
-                        self.index, 2 * acceptwatch.CHECK_S)
             self.ring.check(lib.zu_prep_cancel(self._ptr, _UD_ACCEPT, _UD_CANCEL),
                             "cancel accept")
         elif action == "arm":       # the cancel found nothing: no accept is in the kernel
-            log.warning("zerg reactor %d: the accept is still silent after its cancel; "
-                        "arming a new one", self.index)
             self._accept_armed = False
             self._arm_accept()
 
