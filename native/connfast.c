@@ -352,8 +352,10 @@ static int lend_view(PyObject *self, PyObject *view, Py_buffer *b, int protocol)
 
 /* LoanSegments whose send is over, for the next loans: an echo or a relay
  * lends one per message, and making one costs more than filling its fields
- * again.  Only objects nothing else refers to come here. */
-#define LOAN_FREELIST_MAX 16
+ * again.  Only objects nothing else refers to come here.  Room for one
+ * harvest's worth: the sends of a batch complete together (E3, 50
+ * connections, overflowed 16 on every other message). */
+#define LOAN_FREELIST_MAX 64
 static PyObject *loan_freelist[LOAN_FREELIST_MAX];
 static int loan_freelist_n;
 
@@ -561,8 +563,19 @@ lend_stage(PyObject *self, const LendTo *to, PyObject *keyo, unsigned long key,
     /* A view of its own, always: the input pipe releases the segment's view
      * when the slot is given back, and the pinned slot's memory outlives it
      * (the ring's, kept alive by `slots`, which the loan holds until the send
-     * is over).  Over the memory itself: no slice object, no index ints. */
-    PyObject *piece = PyMemoryView_FromMemory((char *)buf, n, PyBUF_READ);
+     * is over).  Bytes from the start of a slot (a whole message, the common
+     * case) take the slot's kind of view, slots_view_c: the view a receive
+     * left unseen, else a slice of the slot's own -- one object, where a view
+     * over the memory is two (it and its managed buffer).  on_loan_sent gives
+     * it back as the slot's unseen view, so a relay or an echo of large
+     * messages makes no view per message once the ring has gone round.
+     * Elsewhere, a view over the memory itself. */
+    RecvSlotsObject *rs = (RecvSlotsObject *)slots;
+    PyObject *piece = !rs->incremental && key < rs->total && n <= rs->slot_size
+                      && buf == (const char *)PyMemoryView_GET_BUFFER(rs->recv_view)->buf
+                                + (Py_ssize_t)key * rs->slot_size
+                          ? slots_view_c(rs, key, n)
+                          : PyMemoryView_FromMemory((char *)buf, n, PyBUF_READ);
     if (piece == NULL)
         return -1;
     PyObject *loan = loan_freelist_n ? loan_freelist[--loan_freelist_n]
@@ -909,8 +922,13 @@ on_loan_sent(PyObject *self, PyObject *out, PyObject *seg, long res, int protoco
     field_set(out, F.o_sending, Py_NewRef(Py_None));
     if (list_drop_front(staged, 1) < 0)
         goto done;
-    field_set(seg, F.s_view, Py_NewRef(Py_None));      /* LoanSegment.done() */
+    /* LoanSegment.done(); its view, if nothing else can see it, is the
+     * slot's next unseen view (slots_keep_view decides, and drops it else). */
+    PyObject *view = FIELD(seg, F.s_view);
+    FIELD(seg, F.s_view) = Py_NewRef(Py_None);
     field_set(seg, F.l_slots, Py_NewRef(Py_None));
+    if (view != NULL)
+        slots_keep_view((RecvSlotsObject *)slots, key, view);
     if (slots_unpin_key((RecvSlotsObject *)slots, key) < 0)
         goto done;
     rc = after_sent_whole(self, out, res, protocol) < 0 ? -1 : 1;

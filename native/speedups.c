@@ -200,17 +200,20 @@ slots_view_c(RecvSlotsObject *self, unsigned long key, Py_ssize_t n)
     if (key >= self->total || n < 0 || n > self->slot_size)
         return PySequence_GetSlice(self->recv_view, start, start + n);
     if (self->slot_views == NULL) {
-        self->slot_views = PyMem_Calloc(2 * (size_t)self->total, sizeof(PyObject *));
+        self->slot_views = PyMem_Calloc(SLOT_VIEW_BANKS * (size_t)self->total,
+                                        sizeof(PyObject *));
         if (self->slot_views == NULL)
             return PyErr_NoMemory();
     }
-    PyObject **spare = &self->slot_views[self->total + key];
-    if (*spare != NULL) {           /* the last delivery's view of this slot, unseen */
-        PyObject *v = *spare;
-        *spare = NULL;
-        if (PyMemoryView_GET_BUFFER(v)->len == n)
-            return v;
-        Py_DECREF(v);
+    for (int i = 1; i < SLOT_VIEW_BANKS; i++) {
+        PyObject **spare = &self->slot_views[i * (size_t)self->total + key];
+        if (*spare != NULL) {       /* a view of this slot given back unseen */
+            PyObject *v = *spare;
+            *spare = NULL;
+            if (PyMemoryView_GET_BUFFER(v)->len == n)
+                return v;
+            Py_DECREF(v);
+        }
     }
     PyObject *whole = self->slot_views[key];
     if (whole == NULL) {
@@ -237,10 +240,14 @@ slots_keep_view(RecvSlotsObject *self, unsigned long key, PyObject *view)
             && mv->exports == 0 && mv->hash == -1 && mv->weakreflist == NULL
             && !(mv->flags & _Py_MEMORYVIEW_RELEASED) && mv->view.readonly
             && mv->view.ndim == 1 && mv->view.itemsize == 1 && (mv->flags & _Py_MEMORYVIEW_C)
-            && mv->view.buf == PyMemoryView_GET_BUFFER(whole)->buf
-            && self->slot_views[self->total + key] == NULL) {
-        self->slot_views[self->total + key] = view;
-        return;
+            && mv->view.buf == PyMemoryView_GET_BUFFER(whole)->buf) {
+        for (int i = 1; i < SLOT_VIEW_BANKS; i++) {
+            PyObject **spare = &self->slot_views[i * (size_t)self->total + key];
+            if (*spare == NULL) {
+                *spare = view;
+                return;
+            }
+        }
     }
     Py_DECREF(view);
 }
@@ -300,7 +307,7 @@ RecvSlots_traverse(RecvSlotsObject *self, visitproc visit, void *arg)
     Py_VISIT(self->recv_view);
     Py_VISIT(self->parked);
     if (self->slot_views != NULL) {
-        for (size_t i = 0; i < 2 * (size_t)self->total; i++)
+        for (size_t i = 0; i < SLOT_VIEW_BANKS * (size_t)self->total; i++)
             Py_VISIT(self->slot_views[i]);
     }
     return 0;
@@ -313,7 +320,7 @@ RecvSlots_clear(RecvSlotsObject *self)
     Py_CLEAR(self->recv_view);
     Py_CLEAR(self->parked);
     if (self->slot_views != NULL) {
-        for (size_t i = 0; i < 2 * (size_t)self->total; i++)
+        for (size_t i = 0; i < SLOT_VIEW_BANKS * (size_t)self->total; i++)
             Py_CLEAR(self->slot_views[i]);
     }
     return 0;

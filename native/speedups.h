@@ -45,8 +45,14 @@ typedef struct {
     unsigned *deferred;         /* per slot: give-backs waiting for the last unpin */
     unsigned npinned;           /* slots with pins */
     PyObject **slot_views;      /* per slot: a memoryview of all of it, made on first use;
-                                 * then, at [total + slot], the spare (slots_keep_view) */
+                                 * then, at [b * total + slot] for b in 1..BANKS-1, its
+                                 * spares (slots_keep_view) */
 } RecvSlotsObject;
+/* A slot's whole view and its spares: views of it given back unseen for the
+ * next taker -- a message's view (the receive path), and the view of the
+ * loan that sent those bytes on (connfast.c, on_loan_sent): an echo or a
+ * relay of large messages circulates both. */
+#define SLOT_VIEW_BANKS 3
 
 typedef struct {
     PyObject_HEAD

@@ -156,11 +156,14 @@ class Keeper(zerg.Protocol):
     weak-reference it (W), hold a buffer export of it (E), release it (R), or
     nothing (.).  Each delivery is checked against what was done before: its
     view is never one still held or weakly referenced, never has a stale
-    hash, and reads right."""
+    hash, and reads right.  ``lend``: the echo writes the sequence (a whole
+    slot is lent to the send, whose view of the slot goes round too) instead
+    of a copy."""
 
-    def __init__(self) -> None:
+    def __init__(self, lend: bool = False) -> None:
         import weakref
 
+        self.lend = lend
         self.mode = "."
         self.kept: list[memoryview] = []
         self.refs: list[weakref.ref[memoryview]] = []
@@ -184,7 +187,7 @@ class Keeper(zerg.Protocol):
             self.errors.append(f"message {n}: the view does not show the delivery")
         if any(stored is k for k in self.kept) or any(r() is stored for r in self.refs):
             self.errors.append(f"message {n}: a view still held came again")
-        conn.write(data)
+        conn.write(seq if self.lend else data)
         if self.mode == "K":
             self.kept.append(stored)
         elif self.mode == "H" and hash(stored) != hash(data):
@@ -197,13 +200,15 @@ class Keeper(zerg.Protocol):
             stored.release()
 
 
-def test_protocol_views_a_handler_can_still_see_are_never_handed_out_again() -> None:
+@pytest.mark.parametrize("lend", [False, True], ids=["copy", "lend"])
+def test_protocol_views_a_handler_can_still_see_are_never_handed_out_again(lend: bool) -> None:
     """The view of a delivery nothing refers to any more serves its slot's
     next delivery of the same size (so an echo allocates no view per message:
-    benchmarks/allocations.py counts it); on a 4-slot ring, a view that is
+    benchmarks/allocations.py counts it), and so does the view a loan sent a
+    whole slot from, once the send is over; on a 4-slot ring, a view that is
     kept, hashed, weakly referenced, exported or released is never handed out
     again, and every view reads right as sizes change."""
-    proto = Keeper()
+    proto = Keeper(lend)
     cfg = zerg.ReactorConfig(buffer_ring_entries=4, recv_buffer_size=4096)
     with serving(proto, reactor=cfg) as srv, srv.connect() as s:
         for mode in ".KHWER.":
@@ -214,6 +219,7 @@ def test_protocol_views_a_handler_can_still_see_are_never_handed_out_again() -> 
                 s.sendall(msg)
                 assert recv_exact(s, len(msg)) == msg, (mode, i)
         assert srv.engine.stats()[0].slots_in_use <= 4
+        assert (srv.engine.stats()[0].lent_bytes > 0) == lend
     assert proto.errors == []
     assert len(proto.ids) == 700
 
