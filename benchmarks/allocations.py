@@ -39,6 +39,8 @@ CASES: tuple[tuple[str, str, str, dict[str, str]], ...] = (
     ("zerg_fast_py", "zerg.Protocol [Python reference]", "zerg_fast.py",
      {"ZERG_NO_EXTENSIONS": "1"}),
     ("zerg_level1", "zerg level 1", "zerg_level1.py", {}),
+    ("zerg_level2", "zerg level 2", "zerg_level2.py", {}),
+    ("zerg_pipereader", "zerg PipeReader", "zerg_pipereader.py", {}),
     ("uvloop_protocol", "uvloop Protocol", "uvloop_protocol.py", {}),
 )
 

@@ -2432,9 +2432,17 @@ fail:
 
 /* memoryview.release, called without a lookup by name (connfast_init). */
 static PyObject *mv_release;
+/* A released memoryview: a dropped item's view when its own serves again. */
+static PyObject *dead_view;
 
 /* InputPipe._drop(item): the application is done with item; its view dies
- * and its slot goes back (unless it was moved off the ring).  0 or -1. */
+ * and its slot goes back (unless it was moved off the ring).  0 or -1.
+ *
+ * When only the item refers to its view (no variable, no buffer export), the
+ * item gets dead_view instead -- released like its own would be, so using
+ * the item afterwards raises the same -- and its own view, which nothing can
+ * reach any more, serves the slot's next message (slots_keep_view, which
+ * drops it when it cannot): a level 1-3 message then makes no view. */
 static int
 drop_item(PyObject *inp, PyObject *item)
 {
@@ -2454,15 +2462,26 @@ drop_item(PyObject *inp, PyObject *item)
     Py_INCREF(view);
     int rc = 0;
     field_set(item, F.it_live, Py_NewRef(Py_False));
-    PyObject *r = mv_release != NULL && PyMemoryView_Check(view)
-                  ? PyObject_Vectorcall(mv_release, &view, 1, NULL)
-                  : PyObject_CallMethodNoArgs(view, s_release);
-    if (r != NULL)
-        Py_DECREF(r);
-    else if (PyErr_ExceptionMatches(PyExc_BufferError))
-        PyErr_Clear();      /* someone holds an export of it; the slot still goes back */
-    else
-        rc = -1;
+    unsigned long k = (unsigned long)-1;
+    int unseen = dead_view != NULL && PyMemoryView_Check(view) && Py_REFCNT(view) == 2
+                 && ((PyMemoryViewObject *)view)->exports == 0
+                 && Py_IS_TYPE(slots, &RecvSlotsType) && PyLong_CheckExact(key)
+                 && (k = PyLong_AsUnsignedLong(key)) != (unsigned long)-1;
+    if (!unseen && PyErr_Occurred())
+        PyErr_Clear();      /* not a slot number: the view is released as usual */
+    if (unseen) {
+        field_set(item, F.it_view, Py_NewRef(dead_view));   /* ours is the last reference */
+    } else {
+        PyObject *r = mv_release != NULL && PyMemoryView_Check(view)
+                      ? PyObject_Vectorcall(mv_release, &view, 1, NULL)
+                      : PyObject_CallMethodNoArgs(view, s_release);
+        if (r != NULL)
+            Py_DECREF(r);
+        else if (PyErr_ExceptionMatches(PyExc_BufferError))
+            PyErr_Clear();      /* someone holds an export of it; the slot still goes back */
+        else
+            rc = -1;
+    }
     if (rc == 0 && key != Py_None) {
         rc = unhold(held, item);
         if (rc == 0)
@@ -2470,7 +2489,10 @@ drop_item(PyObject *inp, PyObject *item)
     }
     if (rc >= 0)
         rc = field_set_ssize(inp, F.i_unread, unread - length);
-    Py_DECREF(view);
+    if (unseen)
+        slots_keep_view((RecvSlotsObject *)slots, k, view);    /* takes our reference */
+    else
+        Py_DECREF(view);
     Py_DECREF(key);
     Py_DECREF(item);
     return rc < 0 ? -1 : 0;
@@ -2754,10 +2776,14 @@ c_get_sequence(PyObject *self, PyObject *snapshot)
     PyList_SET_ITEM(offs, 0, Py_NewRef(zero));
     Py_ssize_t total = 0;
     for (i = 0; i < count; i++) {
-        PyObject *view = FIELD(PyList_GET_ITEM(keys, i), F.it_view);
-        PyObject *mv = PyMemoryView_FromObject(view);     /* as _readonly_bytes_view */
-        if (mv == NULL)
-            goto fail;
+        /* The item's own view, as level 3's one-segment buffer takes it
+         * (leased_single): checked above to be what _readonly_bytes_view
+         * would make of it (read-only, 'B', 1-D, C-contiguous), and nobody
+         * else sees the item.  A segment's view leaves the sequence before
+         * its slot goes back (advance, release), so the give-back finds the
+         * view unshared and the slot keeps it for its next message
+         * (slots_keep_view): no view per message. */
+        PyObject *mv = Py_NewRef(FIELD(PyList_GET_ITEM(keys, i), F.it_view));
         PyList_SET_ITEM(segs, i, mv);
         total += PyMemoryView_GET_BUFFER(mv)->len;
         PyObject *o = PyLong_FromSsize_t(total);
@@ -3254,6 +3280,11 @@ connfast_init(PyObject *module)
         Py_CLEAR(mv_release);
         return -1;
     }
+    dead_view = PyMemoryView_FromMemory((char *)"", 0, PyBUF_READ);
+    PyObject *r = dead_view == NULL ? NULL : PyObject_Vectorcall(mv_release, &dead_view, 1, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
     if (PyType_Ready(&DoneType) < 0 || PyType_Ready(&ReadCoroType) < 0)
         return -1;
     done_coro = (PyObject *)PyObject_New(DoneObject, &DoneType);

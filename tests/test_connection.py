@@ -125,6 +125,76 @@ def test_items_kept_after_return_stay_dead_while_later_items_arrive() -> None:
         with pytest.raises(ValueError):
             bytes(item.view)
 
+
+def test_level1_views_a_handler_can_still_reach_are_never_handed_out_again() -> None:
+    """A returned item's view that nothing else refers to serves its slot's
+    next message (so level 1 makes no view per message), the item itself
+    left with a released one; on a 4-slot ring, a view the handler keeps,
+    hashes, weakly references or holds an export of is released as before and
+    never handed out again, and every view reads right as sizes change."""
+    import pickle
+    import weakref
+
+    kept: list[memoryview] = []
+    items: list[zerg.RingItem] = []
+    refs: list[weakref.ref[memoryview]] = []
+    exports: list[pickle.PickleBuffer] = []
+    errors: list[str] = []
+    mode = ["."]
+
+    async def handler(conn: zerg.Connection) -> None:
+        while True:
+            snap = await conn.read()
+            if snap.is_closed:
+                return
+            while (item := conn.try_get_ring(snap)) is not None:
+                view = item.view
+                data = bytes(view)
+                if any(view is k for k in kept) or any(r() is view for r in refs):
+                    errors.append(f"{data[:8]!r}: a view still reachable came again")
+                conn.write(data)
+                m = mode[0]
+                if m == "K":
+                    kept.append(view)
+                elif m == "H":
+                    hash(view)
+                elif m == "W":
+                    refs.append(weakref.ref(view))
+                elif m == "E":
+                    exports.append(pickle.PickleBuffer(view))
+                elif m == "I":
+                    items.append(item)
+                del view
+                conn.return_ring(item)
+            conn.reset_read()
+            await conn.flush()
+
+    cfg = zerg.ReactorConfig(buffer_ring_entries=4, recv_buffer_size=4096)
+    with serving(handler, reactor=cfg) as srv, srv.connect() as s:
+        for m in ".KHWEI.":
+            mode[0] = m
+            for i in range(60):
+                size = 64 if m == "." else (1, 64, 64, 700, 4096)[i % 5]
+                msg = (b"%s%d:" % (m.encode(), i)).ljust(size, b"x")[:size]
+                s.sendall(msg)
+                assert recv_exact(s, len(msg)) == msg, (m, i)
+        assert srv.engine.stats()[0].slots_in_use == 0
+    assert errors == []
+    for view in kept:               # released when their items went back
+        with pytest.raises(ValueError):
+            bytes(view)
+    for ref in refs:
+        alive = ref()
+        if alive is not None:
+            with pytest.raises(ValueError):
+                bytes(alive)
+    for item in items:              # a kept item's view is a released one
+        with pytest.raises(ValueError):
+            bytes(item.view)
+    for buf in exports:             # an export outlives the release: it still reads
+        assert len(buf.raw()) > 0
+
+
 def test_get_buffer_advance_and_write_any_buffer() -> None:
     async def handler(conn: zerg.Connection) -> None:
         mem = conn.get_buffer(5)
