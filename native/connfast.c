@@ -571,7 +571,8 @@ lend_stage(PyObject *self, const LendTo *to, PyObject *keyo, unsigned long key,
      * messages makes no view per message once the ring has gone round.
      * Elsewhere, a view over the memory itself. */
     RecvSlotsObject *rs = (RecvSlotsObject *)slots;
-    PyObject *piece = !rs->incremental && key < rs->total && n <= rs->slot_size
+    PyObject *piece = !rs->incremental && rs->recv_view != NULL && key < rs->total
+                      && n <= rs->slot_size
                       && buf == (const char *)PyMemoryView_GET_BUFFER(rs->recv_view)->buf
                                 + (Py_ssize_t)key * rs->slot_size
                           ? slots_view_c(rs, key, n)
