@@ -137,16 +137,26 @@ def test_half_close_is_passed_on_both_ways() -> None:
     """The client sends a request and shuts its side; the upstream reads to the
     end, answers, and closes: the client gets every byte, then the end."""
 
+    upstream: list[str] = []        # what the upstream saw, for the failure message
+
     def answer_after_eof(c: socket.socket) -> None:
+        got = bytearray()
         with c:
-            request = _recv_all(c)                  # ends only if the FIN came through
-            c.sendall(b"got %d bytes" % len(request))
+            try:
+                while chunk := c.recv(65536):       # ends only if the FIN came through
+                    got.extend(chunk)
+            except OSError as exc:
+                upstream.append(f"{exc!r} after {len(got)} bytes")
+                raise
+            upstream.append(f"end after {len(got)} bytes")
+            c.sendall(b"got %d bytes" % len(got))
 
     with socket_server(answer_after_eof) as port, proxying(port) as srv:
         s = srv.connect()
         s.sendall(b"q" * 100_000)
         s.shutdown(socket.SHUT_WR)
-        assert _recv_all(s) == b"got 100000 bytes"
+        reply = _recv_all(s)
+        assert reply == b"got 100000 bytes", (reply, upstream, srv.engine.stats()[0])
         s.close()
         wait_for(lambda: srv.engine.stats()[0].connections == 0, what="both sides closed")
 
