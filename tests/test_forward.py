@@ -16,7 +16,7 @@ import time
 from typing import Any, Final
 
 import pytest
-from conftest import echo_handler, reader_echo, serving
+from conftest import echo_handler, reader_echo, serving, wait_for
 
 import zerg
 from zerg import _native
@@ -359,7 +359,11 @@ def test_a_destination_that_stops_reading_pins_at_most_its_share_of_the_ring() -
             time.sleep(0.01)
         st = srv.engine.stats()[0]
         assert st.forward_copied_bytes > 0, "nothing was copied past the pin limit"
-        assert st.slots_in_use <= 8 + 8, st       # 8 pinned, a few in flight
+        # 8 pinned, a few in flight.  Read from this thread, the count can
+        # include a harvest's slots the reactor has not handed back yet (it
+        # gives them back in a batch): what must hold is that it settles.
+        wait_for(lambda: srv.engine.stats()[0].slots_in_use <= 8 + 8,
+                 what=f"the pinned slots to settle at 8 (+ a few): {srv.engine.stats()[0]}")
         got = bytearray()
         while len(got) < len(data):
             chunk = s.recv(65536)
