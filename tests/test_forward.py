@@ -13,10 +13,11 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import pytest
-from conftest import echo_handler, reader_echo, serving, wait_for
+from conftest import echo_handler, reader_echo, serving
 
 import zerg
 from zerg import _native
@@ -49,14 +50,22 @@ def _echo_through(srv: Any, data: bytes, *, slow: bool = False) -> bytes:
     return bytes(got)
 
 
-def _settled(srv: Any) -> Any:
-    """The reactor's stats once every connection closed and slots went back."""
+def _stats_when(srv: Any, cond: Callable[[Any], bool]) -> Any:
+    """The reactor's stats once ``cond`` holds for them, or as they are after
+    5 s (the caller asserts).  Read from the test's thread, a count can land
+    mid-harvest, before the batch's slots went back: what must hold is that
+    it gets there."""
     deadline = time.monotonic() + 5
     while True:
         st = srv.engine.stats()[0]
-        if (st.connections == 0 and st.slots_in_use == 0) or time.monotonic() > deadline:
+        if cond(st) or time.monotonic() > deadline:
             return st
         time.sleep(0.01)
+
+
+def _settled(srv: Any) -> Any:
+    """The reactor's stats once every connection closed and slots went back."""
+    return _stats_when(srv, lambda st: st.connections == 0 and st.slots_in_use == 0)
 
 
 class ForwardEcho(zerg.Protocol):
@@ -359,11 +368,8 @@ def test_a_destination_that_stops_reading_pins_at_most_its_share_of_the_ring() -
             time.sleep(0.01)
         st = srv.engine.stats()[0]
         assert st.forward_copied_bytes > 0, "nothing was copied past the pin limit"
-        # 8 pinned, a few in flight.  Read from this thread, the count can
-        # include a harvest's slots the reactor has not handed back yet (it
-        # gives them back in a batch): what must hold is that it settles.
-        wait_for(lambda: srv.engine.stats()[0].slots_in_use <= 8 + 8,
-                 what=f"the pinned slots to settle at 8 (+ a few): {srv.engine.stats()[0]}")
+        st = _stats_when(srv, lambda st: st.slots_in_use <= 8 + 8)
+        assert st.slots_in_use <= 8 + 8, st       # 8 pinned, a few in flight
         got = bytearray()
         while len(got) < len(data):
             chunk = s.recv(65536)

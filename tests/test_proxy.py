@@ -70,8 +70,9 @@ def tls_echo(s: ssl.SSLSocket, payload: bytes, timeout: float = 20.0) -> bytes:
     return bytes(got)
 
 
-def _recv_all(s: socket.socket) -> bytes:
-    out = bytearray()
+def _recv_all(s: socket.socket, out: bytearray | None = None) -> bytes:
+    """Every byte up to the end; ``out`` shows how far it got if recv raises."""
+    out = bytearray() if out is None else out
     while chunk := s.recv(65536):
         out.extend(chunk)
     return bytes(out)
@@ -143,8 +144,7 @@ def test_half_close_is_passed_on_both_ways() -> None:
         got = bytearray()
         with c:
             try:
-                while chunk := c.recv(65536):       # ends only if the FIN came through
-                    got.extend(chunk)
+                _recv_all(c, got)                   # ends only if the FIN came through
             except OSError as exc:
                 upstream.append(f"{exc!r} after {len(got)} bytes")
                 raise
