@@ -408,10 +408,11 @@ async def handle(conn: zerg.Connection) -> None:
             reader.advance_to(done, len(result.buffer) if incomplete else done)
             if error is not None:
                 conn.write(_err(f"Protocol error: {error}"))
-            piece = memoryview(big)
-            for i in range(0, len(big), high_water):
-                await conn.flush()
-                conn.write(piece[i : i + high_water])
+            if big:  # (rare: tested first, as the view and the range cost every read)
+                piece = memoryview(big)
+                for i in range(0, len(big), high_water):
+                    await conn.flush()
+                    conn.write(piece[i : i + high_water])
             await conn.flush()  # waits only while more than the high-water mark is out
             if closing or error is not None or (result.is_completed and incomplete):
                 break
