@@ -2766,15 +2766,17 @@ c_get_sequence(PyObject *self, PyObject *snapshot)
                 || b->ndim != 1 || (b->format != NULL && strcmp(b->format, "B") != 0))
             return ref_call(ref_c_get_sequence, self, &snapshot, 1);
     }
-    PyObject *segs = PyList_New(count), *offs = PyList_New(count + 1);
-    PyObject *keys = PyList_GetSlice(items, pos, pos + count);
+    PyObject *segs = small_list(count), *offs = small_list(count + 1);
+    PyObject *keys = small_list(count);
     PyObject *give = pipe_give(inp);
     SeqObject *seq = NULL;
     LeaseObject *lease = NULL;
     PyObject *zero = PyLong_FromLong(0);
     if (segs == NULL || offs == NULL || keys == NULL || give == NULL || zero == NULL)
         goto fail;
-    PyList_SET_ITEM(offs, 0, Py_NewRef(zero));
+    list_put(offs, 0, Py_NewRef(zero));
+    for (i = 0; i < count; i++)
+        list_put(keys, i, Py_NewRef(PyList_GET_ITEM(items, pos + i)));
     Py_ssize_t total = 0;
     for (i = 0; i < count; i++) {
         /* The item's own view, as level 3's one-segment buffer takes it
@@ -2785,12 +2787,12 @@ c_get_sequence(PyObject *self, PyObject *snapshot)
          * view unshared and the slot keeps it for its next message
          * (slots_keep_view): no view per message. */
         PyObject *mv = Py_NewRef(FIELD(PyList_GET_ITEM(keys, i), F.it_view));
-        PyList_SET_ITEM(segs, i, mv);
+        list_put(segs, i, mv);
         total += PyMemoryView_GET_BUFFER(mv)->len;
         PyObject *o = PyLong_FromSsize_t(total);
         if (o == NULL)
             goto fail;
-        PyList_SET_ITEM(offs, i + 1, o);
+        list_put(offs, i + 1, o);
     }
     if (seq_new_owning(segs, offs, keys, give, &seq, &lease) < 0)
         goto fail;

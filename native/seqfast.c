@@ -202,7 +202,7 @@ seq_slice(SeqObject *seq, Py_ssize_t a, Py_ssize_t b)
     /* Strong references first: the allocation below may run the GC. */
     PyObject *segs = Py_XNewRef(seq->segs), *offs = Py_XNewRef(seq->offs);
     PyObject *slots = Py_XNewRef(seq->slots);
-    SeqObject *view = (SeqObject *)seq_type->tp_alloc(seq_type, 0);
+    SeqObject *view = seq_alloc();
     if (view == NULL) {
         Py_XDECREF(segs);
         Py_XDECREF(offs);

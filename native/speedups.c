@@ -1154,13 +1154,26 @@ Seq_clear(SeqObject *self)
     return 0;
 }
 
+/* The freelist of sequences (new_seq, below). */
+#define SEQ_FREELIST 64
+static SeqObject *seq_free[SEQ_FREELIST];
+static int seq_nfree;
+static int seq_pooled;          /* seq_type may use seq_free */
+static int seq_type_poolable(PyTypeObject *tp);
+
 static void
 Seq_dealloc(SeqObject *self)
 {
     /* A heap subclass's instances come through subtype_dealloc, which drops
      * the reference to their type after this returns. */
     PyObject_GC_UnTrack(self);
+    small_list_drop(&self->segs);
+    small_list_drop(&self->offs);
     Seq_clear(self);
+    if (Py_TYPE(self) == seq_type && seq_pooled && seq_nfree < SEQ_FREELIST) {
+        seq_free[seq_nfree++] = self;
+        return;
+    }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1267,11 +1280,94 @@ Lease_clear(LeaseObject *self)
     return 0;
 }
 
+/* ------------------------------------------------ small lists, recycled
+ *
+ * Why: a level-2 or level-3 read of one segment makes three lists -- the
+ * sequence's segments and offsets, the lease's keys: 1, 2 and 1 items --
+ * and drops them a read later.  CPython's list freelist keeps a list object
+ * but frees its item storage, so each was two allocations and two frees
+ * per message.  A list of 1 or 2 items that a sequence or lease drops in
+ * its dealloc while nothing else refers to it keeps its storage here, its
+ * items set to None, for the next read.  Only from dealloc: a list dropped
+ * by tp_clear may be part of the garbage the collector is clearing.  A
+ * pooled list is checked again when taken (still ours alone, still its
+ * size): code that ran while its items were dropped could have found it
+ * (gc.get_objects), and then it is simply let go. */
+#define SMALL_LIST_POOL 64
+
+static PyObject *small_pool[3][SMALL_LIST_POOL];
+static int small_count[3];
+
+PyObject *
+small_list(Py_ssize_t n)
+{
+    if (n >= 1 && n <= 2) {
+        while (small_count[n] > 0) {
+            PyObject *l = small_pool[n][--small_count[n]];
+            if (Py_REFCNT(l) == 1 && PyList_GET_SIZE(l) == n)
+                return l;
+            Py_DECREF(l);
+        }
+    }
+    PyObject *l = PyList_New(n);
+    if (l != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            PyList_SET_ITEM(l, i, Py_NewRef(Py_None));
+    }
+    return l;
+}
+
+void
+small_list_drop(PyObject **slot)
+{
+    PyObject *l = *slot;
+    if (l == NULL)
+        return;
+    *slot = NULL;
+    Py_ssize_t n = PyList_CheckExact(l) ? PyList_GET_SIZE(l) : 0;
+    if (Py_REFCNT(l) == 1 && n >= 1 && n <= 2 && ((PyListObject *)l)->allocated == n
+            && small_count[n] < SMALL_LIST_POOL) {
+        for (Py_ssize_t i = 0; i < n; i++)     /* (may run code: see above) */
+            Py_SETREF(((PyListObject *)l)->ob_item[i], Py_NewRef(Py_None));
+        if (Py_REFCNT(l) == 1 && PyList_GET_SIZE(l) == n && small_count[n] < SMALL_LIST_POOL) {
+            small_pool[n][small_count[n]++] = l;
+            return;
+        }
+    }
+    Py_DECREF(l);
+}
+
+/* Leases of SlotLease itself (not a base type) keep their memory for the
+ * next read's lease, as CPython's own freelists do: one per level-2/3 read
+ * otherwise went through the allocator twice. */
+#define LEASE_FREELIST 64
+static LeaseObject *lease_free[LEASE_FREELIST];
+static int lease_nfree;
+
+static LeaseObject *
+lease_alloc(void)
+{
+    if (lease_nfree > 0) {
+        LeaseObject *self = lease_free[--lease_nfree];
+        PyObject_Init((PyObject *)self, &SlotLeaseType);
+        self->keys = self->give_back = NULL;
+        self->next = self->held_from = 0;
+        PyObject_GC_Track(self);
+        return self;
+    }
+    return (LeaseObject *)SlotLeaseType.tp_alloc(&SlotLeaseType, 0);
+}
+
 static void
 Lease_dealloc(LeaseObject *self)
 {
     PyObject_GC_UnTrack(self);
+    small_list_drop(&self->keys);
     Lease_clear(self);
+    if (Py_IS_TYPE(self, &SlotLeaseType) && lease_nfree < LEASE_FREELIST) {
+        lease_free[lease_nfree++] = self;
+        return;
+    }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1377,6 +1473,9 @@ sp_bind_sequence(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     }
     Py_XSETREF(seq_type, (PyTypeObject *)Py_NewRef(tp));
+    while (seq_nfree > 0)       /* (another class's memory) */
+        PyObject_GC_Del(seq_free[--seq_nfree]);
+    seq_pooled = seq_type_poolable(seq_type);
     Py_XSETREF(empty_view, Py_NewRef(empty));
     /* the reading methods in C, the Python ones kept (seqfast.c) */
     if (seqfast_bind((PyTypeObject *)tp) < 0)
@@ -1384,10 +1483,47 @@ sp_bind_sequence(PyObject *Py_UNUSED(module), PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Sequences of the bound class itself keep their memory for the next one
+ * (speedups.h: seq_alloc).  The class is a heap type: subtype_dealloc
+ * calls Seq_dealloc and then drops the instance's reference to the class,
+ * which PyObject_Init takes again on reuse.  Only for a class that adds
+ * nothing subtype_dealloc would have to undo on the reused memory (no
+ * __dict__, __weakref__, slots or finalizer: BufferSequence's __slots__ is
+ * empty with the extension), checked when it is bound. */
+
+static int
+seq_type_poolable(PyTypeObject *tp)
+{
+    return tp->tp_basicsize == (Py_ssize_t)sizeof(SeqObject) && tp->tp_itemsize == 0
+        && tp->tp_dictoffset == 0 && tp->tp_weaklistoffset == 0 && tp->tp_finalize == NULL
+        && tp->tp_del == NULL && (tp->tp_flags & Py_TPFLAGS_HAVE_GC)
+#ifdef Py_TPFLAGS_MANAGED_DICT
+        && !(tp->tp_flags & Py_TPFLAGS_MANAGED_DICT)
+#endif
+#ifdef Py_TPFLAGS_MANAGED_WEAKREF
+        && !(tp->tp_flags & Py_TPFLAGS_MANAGED_WEAKREF)
+#endif
+        ;
+}
+
 static SeqObject *
 new_seq(PyTypeObject *tp)
 {
+    if (tp == seq_type && seq_pooled && seq_nfree > 0) {
+        SeqObject *self = seq_free[--seq_nfree];
+        PyObject_Init((PyObject *)self, tp);
+        self->segs = self->offs = self->slots = self->owns = NULL;
+        self->start = self->stop = 0;
+        PyObject_GC_Track(self);
+        return self;
+    }
     return (SeqObject *)tp->tp_alloc(tp, 0);
+}
+
+SeqObject *
+seq_alloc(void)
+{
+    return new_seq(seq_type);
 }
 
 int
@@ -1402,13 +1538,11 @@ seq_new_owning(PyObject *segs, PyObject *offs, PyObject *keys, PyObject *give_ba
     Py_ssize_t total = PyLong_AsSsize_t(PyList_GET_ITEM(offs, nsegs));
     if (total == -1 && PyErr_Occurred())
         return -1;
-    LeaseObject *lease = (LeaseObject *)SlotLeaseType.tp_alloc(&SlotLeaseType, 0);
+    LeaseObject *lease = lease_alloc();
     SeqObject *seq = new_seq(seq_type);
-    PyObject *zero = PyLong_FromLong(0);
-    if (lease == NULL || seq == NULL || zero == NULL) {
+    if (lease == NULL || seq == NULL) {
         Py_XDECREF(lease);
         Py_XDECREF(seq);
-        Py_XDECREF(zero);
         return -1;
     }
     lease->keys = Py_NewRef(keys);
@@ -1417,7 +1551,6 @@ seq_new_owning(PyObject *segs, PyObject *offs, PyObject *keys, PyObject *give_ba
     lease->held_from = 0;
     seq->segs = Py_NewRef(segs);
     seq->offs = Py_NewRef(offs);
-    Py_DECREF(zero);
     seq->start = 0;
     seq->stop = total;
     seq->slots = Py_NewRef((PyObject *)lease);
@@ -1436,14 +1569,14 @@ seq_make_single(PyObject *view, PyObject *key, PyObject *give_back, SeqObject **
     Py_ssize_t n = PyObject_Length(view);
     if (n < 0)
         return -1;
-    PyObject *segs = PyList_New(1), *offs = PyList_New(2), *keys = PyList_New(1);
+    PyObject *segs = small_list(1), *offs = small_list(2), *keys = small_list(1);
     PyObject *zero = PyLong_FromSsize_t(0), *end = PyLong_FromSsize_t(n);
     int rc = -1;
     if (segs != NULL && offs != NULL && keys != NULL && zero != NULL && end != NULL) {
-        PyList_SET_ITEM(segs, 0, Py_NewRef(view));
-        PyList_SET_ITEM(offs, 0, Py_NewRef(zero));
-        PyList_SET_ITEM(offs, 1, Py_NewRef(end));
-        PyList_SET_ITEM(keys, 0, Py_NewRef(key));
+        list_put(segs, 0, Py_NewRef(view));
+        list_put(offs, 0, Py_NewRef(zero));
+        list_put(offs, 1, Py_NewRef(end));
+        list_put(keys, 0, Py_NewRef(key));
         rc = seq_new_owning(segs, offs, keys, give_back, seq_out, lease_out);
     }
     Py_XDECREF(segs);

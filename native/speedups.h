@@ -101,6 +101,22 @@ int seq_new_owning(PyObject *segs, PyObject *offs, PyObject *keys, PyObject *giv
 int seq_make_single(PyObject *view, PyObject *key, PyObject *give_back, SeqObject **seq,
                     LeaseObject **lease);
 int seq_drop_single(SeqObject *self);
+/* A list of n items, each None (lists of 1 or 2 items come from a pool
+ * that sequences and leases refill when they die: speedups.c); fill it
+ * with list_put. */
+PyObject *small_list(Py_ssize_t n);
+/* Py_CLEAR(*slot), keeping a list of 1 or 2 items nothing else holds for
+ * small_list. */
+void small_list_drop(PyObject **slot);
+/* l[i] = obj for an exact list (obj stolen; the old item dropped). */
+static inline void
+list_put(PyObject *l, Py_ssize_t i, PyObject *obj)
+{
+    Py_SETREF(((PyListObject *)l)->ob_item[i], obj);
+}
+/* A new, empty instance of the bound BufferSequence class (from the
+ * freelist when there is one; speedups.c). */
+SeqObject *seq_alloc(void);
 /* seq[:] sharing seq's chain and lease, not owning (no validity check). */
 PyObject *seq_window(SeqObject *src);
 
