@@ -170,9 +170,9 @@ int_arg(PyObject *obj, Py_ssize_t *v)
  * out[npos..ntotal) keyword-only; the first nrequired must be given.  out[]
  * holds NULL for what was not given.  0, or -1 with a TypeError.
  */
-static int
-parse(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-      const char *const *names, int npos, int ntotal, int nrequired, PyObject **out)
+static Py_NO_INLINE int
+parse_named(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+            const char *const *names, int npos, int ntotal, int nrequired, PyObject **out)
 {
     int i;
     for (i = 0; i < ntotal; i++)
@@ -211,6 +211,22 @@ parse(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
             return -1;
         }
     }
+    return 0;
+}
+
+/* parse() for the common call, positional arguments only, without a call
+ * (parse_named for the rest and for every error). */
+static inline int
+parse(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+      const char *const *names, int npos, int ntotal, int nrequired, PyObject **out)
+{
+    if (kwnames != NULL || nargs < nrequired || nargs > npos)
+        return parse_named(fname, args, nargs, kwnames, names, npos, ntotal, nrequired, out);
+    int i;
+    for (i = 0; i < nargs; i++)
+        out[i] = args[i];
+    for (; i < ntotal; i++)
+        out[i] = NULL;
     return 0;
 }
 
@@ -710,7 +726,9 @@ Reader_try_read_decimal(ReaderObject *self, PyObject *const *args, Py_ssize_t na
 {
     static const char *const names[] = {"prefix", "delimiter", "signed", "limit"};
     PyObject *arg[4], *pre_obj = NULL, *delim_obj = NULL, *result = NULL;
-    Arg pre = {0}, delim = {0};
+    Arg pre, delim;             /* (what arg_release reads, before arg_get fills them) */
+    pre.bytes = delim.bytes = NULL;
+    pre.has_view = delim.has_view = 0;
     unsigned long long limit = 9223372036854775807ULL, value = 0;
     int is_signed = 0;
     char w[FRAME_MAX + 20 + FRAME_MAX];
@@ -769,21 +787,27 @@ Reader_try_read_decimal(ReaderObject *self, PyObject *const *args, Py_ssize_t na
     Py_ssize_t pos = self->pos, n = pre.n + 20 + delim.n;
     if (n > len - pos)
         n = len - pos > 0 ? len - pos : 0;
-    if (n > 0 && chain_ok(chain_copy(&c, w, c.start + pos, c.start + pos + n)) < 0)
-        goto done;
+    /* Read in place when the window lies in one segment (the common case),
+     * else from a copy; win is used only until Python code can run. */
+    const char *win = w;
+    if (n > 0 && chain_span(&c, c.start + pos, c.start + pos + n, &win) != CHAIN_OK) {
+        win = w;
+        if (chain_ok(chain_copy(&c, w, c.start + pos, c.start + pos + n)) < 0)
+            goto done;
+    }
     look(self, pos + n);
     Py_ssize_t i = pre.n < n ? pre.n : n;
-    if (memcmp(w, pre.p, (size_t)i) != 0)
+    if (memcmp(win, pre.p, (size_t)i) != 0)
         goto bad;
     if (n < pre.n)
         goto wait;
-    Py_ssize_t start = i + (is_signed && i < n && w[i] == '-');
-    for (i = start; i < n && i - start < 19 && w[i] >= '0' && w[i] <= '9'; i++)
-        value = value * 10 + (unsigned long long)(w[i] - '0');
+    Py_ssize_t start = i + (is_signed && i < n && win[i] == '-');
+    for (i = start; i < n && i - start < 19 && win[i] >= '0' && win[i] <= '9'; i++)
+        value = value * 10 + (unsigned long long)(win[i] - '0');
     if (i == n)
         goto wait;
     Py_ssize_t tail = n - i < delim.n ? n - i : delim.n;
-    if (i == start || memcmp(w + i, delim.p, (size_t)tail) != 0)
+    if (i == start || memcmp(win + i, delim.p, (size_t)tail) != 0)
         goto bad;
     if (tail < delim.n)
         goto wait;
@@ -812,6 +836,8 @@ Reader_try_read_decimal(ReaderObject *self, PyObject *const *args, Py_ssize_t na
         self->pos = pos + i + delim.n;
     goto done;
 bad:
+    if (win != w)               /* (the message is made from our own copy) */
+        memcpy(w, win, (size_t)n);
     pre_obj = arg_bytes(arg[0] != NULL ? arg[0] : empty, &pre);
     delim_obj = arg_bytes(arg[1] != NULL ? arg[1] : crlf, &delim);
     if (pre_obj != NULL && delim_obj != NULL)

@@ -217,6 +217,20 @@ chain_seg(const Chain *c, Py_ssize_t k, const char **p, Py_ssize_t *s, Py_ssize_
     return CHAIN_OK;
 }
 
+/* Chain range [a, b) (a < b) when it lies in one segment: *p, its first
+ * byte, and CHAIN_OK; CHAIN_ODD when it spans segments or the chain is odd
+ * (the caller then copies it with chain_copy, which tells the two apart). */
+static inline int
+chain_span(const Chain *c, Py_ssize_t a, Py_ssize_t b, const char **p)
+{
+    Py_ssize_t k, s, e;
+    if (chain_locate(c, a, &k) != CHAIN_OK || chain_seg(c, k, p, &s, &e) != CHAIN_OK
+            || a < s || b > e)
+        return CHAIN_ODD;
+    *p += a - s;
+    return CHAIN_OK;
+}
+
 /* Chain range [a, b) of c (start <= a <= b <= stop): */
 /* the lowest offset >= a where needle (m >= 1 bytes) lies wholly in [a, b), or -1; */
 int chain_find(const Chain *c, const char *needle, Py_ssize_t m, Py_ssize_t a, Py_ssize_t b,
