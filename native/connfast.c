@@ -1722,6 +1722,8 @@ reference:;
     return got;
 }
 
+static PyObject *member_tuple_new(PyTypeObject *tp, Py_ssize_t nitems);
+
 /* InputPipe.try_read(closed) */
 static PyObject *
 in_try_read(PyObject *inp, PyObject *arg)
@@ -1777,7 +1779,7 @@ in_try_read(PyObject *inp, PyObject *arg)
      * fields of its own; this is tuple.__new__(ReadResult, ...) done in place.
      * Every field is filled, so the class's padded tp_alloc (member_tuple_alloc,
      * for shorter tuples made elsewhere) has nothing to add. */
-    PyObject *res = PyType_GenericAlloc(result_type, 3);
+    PyObject *res = member_tuple_new(result_type, 3);
     if (res == NULL) {
         Py_DECREF(view);
         return NULL;
@@ -1893,7 +1895,7 @@ ring_snapshot(PyObject *conn, PyObject *inp, int after_wait)
     PyObject *t = PyLong_FromSsize_t(tail);
     if (t == NULL)
         return NULL;
-    PyObject *snap = PyType_GenericAlloc(snap_type, 2);     /* both fields: no padding */
+    PyObject *snap = member_tuple_new(snap_type, 2);     /* both fields: no padding */
     if (snap == NULL) {
         Py_DECREF(t);
         return NULL;
@@ -2309,8 +2311,62 @@ sp_bind_reads(PyObject *Py_UNUSED(module), PyObject *args)
  * as the process, like the classes. */
 #define MEMBER_TUPLE_MAX 4
 
-/* The classes changed, with their field counts. */
-static struct { PyTypeObject *tp; Py_ssize_t n; } member_tuples[MEMBER_TUPLE_MAX];
+/* The classes changed, with their field counts, and the freed instances
+ * each keeps for its next ones.
+ *
+ * Why: level 1 makes a RingSnapshot per read and level 3 a ReadResult, and
+ * drops it a read later: an allocation and a free of a GC object each
+ * time.  tupledealloc hands a tuple subclass's memory to the class's
+ * tp_free (after subtype_dealloc cleared what a NamedTuple has: nothing but
+ * the items, its __slots__ being empty), so the class's tp_free keeps the
+ * block and member_tuple_new takes it back, initialized as
+ * PyType_GenericAlloc would.  A block is kept only while it holds at least
+ * the class's n items, so it has room for any instance of the class: a
+ * shorter tuple's block is padded to n, but an instance whose __class__
+ * was changed to this class from another of the same layout may come
+ * from a smaller block (with these classes, 2 and 3 items, GenericAlloc's
+ * spare item covers it; the check does not rely on that). */
+#define MEMBER_TUPLE_FREE 32
+static struct {
+    PyTypeObject *tp;
+    Py_ssize_t n;
+    PyObject *free[MEMBER_TUPLE_FREE];
+    int nfree;
+} member_tuples[MEMBER_TUPLE_MAX];
+
+static void
+member_tuple_free(void *op)
+{
+    PyObject *o = (PyObject *)op;
+    for (int i = 0; i < MEMBER_TUPLE_MAX; i++) {
+        if (member_tuples[i].tp == Py_TYPE(o)) {
+            if (Py_SIZE(o) >= member_tuples[i].n && member_tuples[i].nfree < MEMBER_TUPLE_FREE) {
+                member_tuples[i].free[member_tuples[i].nfree++] = o;
+                return;
+            }
+            break;
+        }
+    }
+    PyObject_GC_Del(op);
+}
+
+/* An instance of one of the classes with nitems <= its n items, from its
+ * freelist when there is one, else PyType_GenericAlloc's; items NULL. */
+static PyObject *
+member_tuple_new(PyTypeObject *tp, Py_ssize_t nitems)
+{
+    for (int i = 0; i < MEMBER_TUPLE_MAX; i++) {
+        if (member_tuples[i].tp == tp && member_tuples[i].nfree > 0
+                && nitems <= member_tuples[i].n) {
+            PyObject *o = member_tuples[i].free[--member_tuples[i].nfree];
+            memset(((PyTupleObject *)o)->ob_item, 0, (size_t)nitems * sizeof(PyObject *));
+            PyObject_InitVar((PyVarObject *)o, tp, nitems);
+            PyObject_GC_Track(o);
+            return o;
+        }
+    }
+    return PyType_GenericAlloc(tp, nitems);
+}
 
 static PyObject *
 member_tuple_alloc(PyTypeObject *tp, Py_ssize_t nitems)
@@ -2416,7 +2472,9 @@ fields_as_members(PyTypeObject *tp)
     }
     member_tuples[slot].tp = (PyTypeObject *)Py_NewRef((PyObject *)tp);
     member_tuples[slot].n = n;
+    member_tuples[slot].nfree = 0;
     tp->tp_alloc = member_tuple_alloc;
+    tp->tp_free = member_tuple_free;
     for (i = 0; i < n; i++)
         Py_DECREF(descrs[i]);
     /* kept for ever: defs (the descriptors point to it), the names (fields)

@@ -1,8 +1,10 @@
-"""Recycled sequences, leases and lists never show through a live object.
+"""Recycled sequences, leases, lists and read results never show through a live object.
 
 With the extension a level-2 or level-3 read takes its ``BufferSequence``,
 its ``SlotLease`` and their one- and two-item lists from freelists that
-dying sequences and leases refill (native/speedups.c).  What a user relies
+dying sequences and leases refill (native/speedups.c), and a level-1
+``RingSnapshot`` or a ``PipeReader`` ``ReadResult`` comes from its class's
+freelist (native/connfast.c).  What a user relies
 on: a sequence, slice or lease still referenced -- and any of their lists
 someone holds -- keeps its bytes, keys and contents whatever is made and
 dropped around it, and every slot goes back exactly once.  Hypothesis plays
@@ -17,11 +19,14 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+from conftest import recv_exact, serving
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import zerg
 from zerg import BufferSequence
 from zerg._buffers import leased_single, window
+from zerg.adapters import PipeReader, ReadResult
 
 OPS = st.lists(
     st.tuples(st.sampled_from(["make", "make", "slice", "window", "advance", "release",
@@ -153,3 +158,52 @@ def test_many_reads_in_a_row_keep_every_other_sequence_intact() -> None:
         assert segs == [seq._segs[0]] and offs == [0, len(data)]
         assert len(segs) == 1 and bytes(segs[0]) == data
     assert sorted(backs) == list(range(0, 2000, 2))
+
+
+def test_snapshots_and_read_results_a_handler_keeps_stay_as_they_were() -> None:
+    """Level 1 keeps every other snapshot, level 3 every other read result,
+    while the rest are dropped (and their memory reused): the kept ones read
+    what they said when they were made."""
+    kept: list[tuple[tuple[object, ...], tuple[object, ...]]] = []
+
+    async def level1(conn: zerg.Connection) -> None:
+        n = 0
+        while not (snap := await conn.read()).is_closed:
+            while (item := conn.try_get_ring(snap)) is not None:
+                conn.write(item.view)
+                conn.return_ring(item)
+            conn.reset_read()
+            if n % 2:
+                kept.append((snap, tuple(snap)))
+            n += 1
+            await conn.flush()
+
+    async def level3(conn: zerg.Connection) -> None:
+        reader = PipeReader(conn)
+        n = 0
+        while True:
+            result = await reader.read()
+            data = result.buffer.tobytes()
+            conn.write(data)
+            reader.advance_to(len(result.buffer))
+            if n % 2:
+                kept.append((result, (len(data), result.is_completed, result.is_canceled)))
+            n += 1
+            await conn.flush()
+            if result.is_completed:
+                break
+        reader.complete()
+
+    for handler in (level1, level3):
+        kept.clear()
+        with serving(handler) as srv, srv.connect() as s:
+            for i in range(300):
+                msg = b"%d;" % i
+                s.sendall(msg)
+                assert recv_exact(s, len(msg)) == msg
+        assert len(kept) >= 100
+        for obj, then in kept:
+            if isinstance(obj, ReadResult):
+                assert obj.is_completed == then[1] and obj.is_canceled == then[2]
+            else:
+                assert type(obj) is zerg.RingSnapshot and tuple(obj) == then
